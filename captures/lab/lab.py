@@ -1,0 +1,958 @@
+#!/usr/bin/env python3
+"""flowtrace lab: the seed's two-server stack in Linux network namespaces.
+
+    lab.py run <scenario> [--out DIR]   up, capture, traffic, down, truth, scrub
+    lab.py down                          tear down whatever a previous run left
+    lab.py list                          list the scenarios
+
+Everything started is tracked by PID (state file /run/ftlab/state.json) and
+stopped by PID; namespaces all carry the prefix `ftlab-`.  See docs/lab.md.
+"""
+import argparse
+import datetime
+import fcntl
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+STATE_DIR = "/run/ftlab"
+STATE = os.path.join(STATE_DIR, "state.json")
+LOCK = os.path.join(STATE_DIR, "lock")
+PREFIX = "ftlab-"
+KONG_VERSION = "3.4.2"
+
+# --------------------------------------------------------------------------
+# topology (all addresses in 198.18.0.0/15, see docs/lab.md)
+# --------------------------------------------------------------------------
+VIP = "198.18.1.231"
+CLIENT = dict(ns="ftlab-client", ip="198.18.0.137", mac="02:f7:00:00:00:89")
+ROUTER = dict(ns="ftlab-router", ip_client="198.18.0.1", mac_client="02:f7:00:00:00:01",
+              ip_lan="198.18.1.1", mac_lan="02:f7:00:01:00:01")
+LAN_NS = "ftlab-lan"           # the LAN switch (a bridge named `lan`), not captured
+SERVERS = {
+    "A": dict(tag="a", ns="ftlab-a", ip="198.18.1.17", mac="02:26:6c:f3:15:fa",
+              kong_net="198.19.1", mdk="198.19.2", state="MASTER", prio=100,
+              peer="198.18.1.16"),
+    "B": dict(tag="b", ns="ftlab-b", ip="198.18.1.16", mac="02:26:6c:f3:16:0e",
+              kong_net="198.19.11", mdk="198.19.12", state="BACKUP", prio=90,
+              peer="198.18.1.17"),
+}
+REPLICAS = ["py1", "py2", "py3"]
+
+
+def mac_for(ip, kind=0x42):
+    """Docker-style MAC 02:42:<ip bytes> (kind 0x43 for host-side veth ends)."""
+    o = [int(x) for x in ip.split(".")]
+    return "02:%02x:%02x:%02x:%02x:%02x" % (kind, o[0], o[1], o[2], o[3])
+
+
+def containers(srv):
+    """(name, ns, bridge, ip, gw, host_veth) for one server's containers."""
+    s = SERVERS[srv]
+    out = [("kong", "%s-kong" % s["ns"], "kong_net", s["kong_net"] + ".2",
+            s["kong_net"] + ".1", "veth-kong")]
+    out.append(("nginx", "%s-nginx" % s["ns"], "mdk", s["mdk"] + ".2", s["mdk"] + ".1",
+                "veth-nginx"))
+    for i, r in enumerate(REPLICAS):
+        out.append((r, "%s-%s" % (s["ns"], r), "mdk", "%s.%d" % (s["mdk"], 3 + i),
+                    s["mdk"] + ".1", "veth-" + r))
+    return out
+
+
+def all_namespaces():
+    ns = [CLIENT["ns"], ROUTER["ns"], LAN_NS]
+    for k in SERVERS:
+        ns.append(SERVERS[k]["ns"])
+        ns += [c[1] for c in containers(k)]
+    return ns
+
+
+CAPTURE_HOSTS = {"client": CLIENT["ns"], "router": ROUTER["ns"],
+                 "A": SERVERS["A"]["ns"], "B": SERVERS["B"]["ns"]}
+
+# --------------------------------------------------------------------------
+# scenarios
+# --------------------------------------------------------------------------
+BASE_TRAFFIC = dict(count=1, concurrency=1, keepalive=True, same_url_pct=30, post_pct=20,
+                    body_size=48, rate=0.0, max_seconds=60.0)
+SCENARIOS = {
+    "single-request": dict(desc="one GET to VIP:8000 while A holds the VIP (A gateway -> A nginx)",
+                           traffic=dict(count=1, concurrency=1, post_pct=0, same_url_pct=100),
+                           gw_upstreams="own-first"),
+    "cross-server": dict(desc="one GET to VIP:8000; A's gateway forwards to Nginx on B only",
+                         traffic=dict(count=1, concurrency=1, post_pct=0, same_url_pct=100),
+                         gw_upstreams="other"),
+    "keepalive-500": dict(desc="500 requests, concurrency 32, client keep-alive",
+                          traffic=dict(count=500, concurrency=32)),
+    "failover": dict(desc="paced traffic; keepalived on A stopped by PID (SIGTERM) mid-run",
+                     traffic=dict(count=400, concurrency=8, rate=50.0, max_seconds=40.0),
+                     failover_after=3.0),
+    "highconc-2000": dict(desc="2000 requests, concurrency 64, client keep-alive",
+                          traffic=dict(count=2000, concurrency=64)),
+    "no-forward-headers": dict(desc="as highconc-2000, gateway and Nginx add no X-Forwarded-*, "
+                                    "X-Real-IP, Via",
+                               traffic=dict(count=2000, concurrency=64),
+                               forward_headers=False),
+    "selftest": dict(desc="small live run for selftest.sh (both servers' Nginx, keep-alive)",
+                     traffic=dict(count=24, concurrency=4)),
+}
+
+
+def log(msg):
+    sys.stderr.write("[%s] %s\n" % (time.strftime("%H:%M:%S"), msg))
+    sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------
+# command helpers
+# --------------------------------------------------------------------------
+def run(cmd, check=True, timeout=30, input=None, quiet=False):
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
+    if check and r.returncode != 0:
+        raise RuntimeError("command failed (%d): %s\n%s" % (r.returncode, " ".join(cmd),
+                                                            r.stderr.strip()))
+    return r
+
+
+def nsx(ns, cmd):
+    assert ns.startswith(PREFIX), ns
+    return ["ip", "netns", "exec", ns] + cmd
+
+
+def nsrun(ns, cmd, **kw):
+    return run(nsx(ns, cmd), **kw)
+
+
+def ipn(ns, *args, **kw):
+    assert ns.startswith(PREFIX), ns
+    return run(["ip", "-n", ns] + list(args), **kw)
+
+
+# --------------------------------------------------------------------------
+# PID-tracked processes
+# --------------------------------------------------------------------------
+def _starttime(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        return None
+
+
+class State:
+    def __init__(self):
+        self.d = {"procs": [], "namespaces": [], "run_dir": None}
+        if os.path.exists(STATE):
+            try:
+                with open(STATE) as f:
+                    self.d = json.load(f)
+            except Exception:
+                pass
+
+    def save(self):
+        os.makedirs(STATE_DIR, exist_ok=True)
+        tmp = STATE + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.d, f, indent=1)
+        os.replace(tmp, STATE)
+
+    def add_proc(self, name, pid):
+        self.d["procs"].append({"name": name, "pid": pid, "start": _starttime(pid)})
+        self.save()
+
+    def add_ns(self, ns):
+        if ns not in self.d["namespaces"]:
+            self.d["namespaces"].append(ns)
+            self.save()
+
+
+STATE_OBJ = None
+POPENS = {}
+
+
+def start(name, cmd, stdout=None, stderr=None, env=None):
+    so = open(stdout, "wb") if stdout else subprocess.DEVNULL
+    se = open(stderr, "wb") if stderr else subprocess.DEVNULL
+    p = subprocess.Popen(cmd, stdout=so, stderr=se, stdin=subprocess.DEVNULL,
+                         start_new_session=True, env=env)
+    POPENS[p.pid] = p
+    STATE_OBJ.add_proc(name, p.pid)
+    return p
+
+
+def proc_alive(entry):
+    st = _starttime(entry["pid"])
+    return st is not None and st == entry["start"]
+
+
+def stop_pid(entry, sig=signal.SIGTERM, wait=5.0):
+    """Signal one tracked PID (only if it is still the process we started)."""
+    if not proc_alive(entry):
+        return True
+    try:
+        os.kill(entry["pid"], sig)
+    except ProcessLookupError:
+        return True
+    end = time.monotonic() + wait
+    while time.monotonic() < end:
+        p = POPENS.get(entry["pid"])
+        if p is not None:
+            if p.poll() is not None:
+                return True
+        elif not proc_alive(entry):
+            return True
+        st = _proc_state(entry["pid"])
+        if st == "Z" and p is None:
+            return True
+        time.sleep(0.05)
+    if proc_alive(entry):
+        try:
+            os.kill(entry["pid"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p = POPENS.get(entry["pid"])
+        if p is not None:
+            try:
+                p.wait(3)
+            except Exception:
+                pass
+    return False
+
+
+def _proc_state(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def find_proc(name):
+    for e in STATE_OBJ.d["procs"]:
+        if e["name"] == name:
+            return e
+    return None
+
+
+# --------------------------------------------------------------------------
+# teardown (always safe to call, idempotent)
+# --------------------------------------------------------------------------
+def teardown(state=None):
+    st = state or STATE_OBJ or State()
+    procs = list(st.d.get("procs", []))
+    # tcpdump first with SIGINT so it flushes, then everything else
+    for e in procs:
+        if e["name"].startswith("tcpdump"):
+            stop_pid(e, signal.SIGINT, wait=10)
+    for e in reversed(procs):
+        if not e["name"].startswith("tcpdump"):
+            stop_pid(e, signal.SIGTERM, wait=5)
+    existing = set()
+    r = run(["ip", "netns", "list"], check=False)
+    for line in r.stdout.splitlines():
+        if line.split():
+            existing.add(line.split()[0])
+    ours = [n for n in st.d.get("namespaces", [])] + all_namespaces()
+    seen = set()
+    for ns in ours:
+        if ns in seen or not ns.startswith(PREFIX):
+            continue
+        seen.add(ns)
+        if ns in existing:
+            run(["ip", "netns", "del", ns], check=False)
+    st.d["procs"] = []
+    st.d["namespaces"] = []
+    st.save()
+
+
+# --------------------------------------------------------------------------
+# bring-up
+# --------------------------------------------------------------------------
+def ensure_packages():
+    need = {"nginx": "nginx", "keepalived": "keepalived", "tcpdump": "tcpdump",
+            "iptables": "iptables", "conntrack": "conntrack", "ethtool": "ethtool",
+            "ss": "iproute2"}
+    missing = sorted({pkg for b, pkg in need.items() if shutil.which(b) is None})
+    if not missing:
+        return
+    log("installing %s" % " ".join(missing))
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    prc = "/usr/sbin/policy-rc.d"
+    saved = None
+    if os.path.exists(prc):
+        with open(prc, "rb") as f:
+            saved = f.read()
+    with open(prc, "w") as f:   # keep Debian's nginx/keepalived from starting in the root ns
+        f.write("#!/bin/sh\nexit 101\n")
+    os.chmod(prc, 0o755)
+    try:
+        cmd = ["apt-get", "install", "-y", "--no-install-recommends"] + missing
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
+            subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+    finally:
+        if saved is None:
+            os.unlink(prc)
+        else:
+            with open(prc, "wb") as f:
+                f.write(saved)
+
+
+def mkns(ns):
+    run(["ip", "netns", "add", ns])
+    STATE_OBJ.add_ns(ns)
+    ipn(ns, "link", "set", "lo", "up")
+    nsrun(ns, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+               "net.ipv6.conf.default.disable_ipv6=1"])
+
+
+def veth(ns1, if1, mac1, ns2, if2, mac2):
+    # created directly inside the two lab namespaces: no end ever exists in the root ns
+    ipn(ns1, "link", "add", if1, "address", mac1, "type", "veth",
+        "peer", "name", if2, "address", mac2, "netns", ns2)
+
+
+def bridge(ns, name, mac):
+    ipn(ns, "link", "add", name, "address", mac, "type", "bridge", "stp_state", "0",
+        "forward_delay", "0")
+    ipn(ns, "link", "set", name, "up")
+
+
+def docker_rules(srv, opts):
+    s = SERVERS[srv]
+    kong_ip, ngx_ip = s["kong_net"] + ".2", s["mdk"] + ".2"
+    kn, mdk = s["kong_net"] + ".0/24", s["mdk"] + ".0/24"
+    ret = ""
+    if opts.get("userland_proxy"):
+        ret = "-A DOCKER -i kong_net -j RETURN\n-A DOCKER -i mdk -j RETURN\n"
+    return f"""*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -s {kn} ! -o kong_net -j MASQUERADE
+-A POSTROUTING -s {mdk} ! -o mdk -j MASQUERADE
+-A POSTROUTING -s {kong_ip}/32 -d {kong_ip}/32 -p tcp -m tcp --dport 8000 -j MASQUERADE
+-A POSTROUTING -s {ngx_ip}/32 -d {ngx_ip}/32 -p tcp -m tcp --dport 80 -j MASQUERADE
+{ret}-A DOCKER ! -i kong_net -p tcp -m tcp --dport 8000 -j DNAT --to-destination {kong_ip}:8000
+-A DOCKER ! -i mdk -p tcp -m tcp --dport 80 -j DNAT --to-destination {ngx_ip}:80
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:DOCKER-ISOLATION-STAGE-1 - [0:0]
+:DOCKER-ISOLATION-STAGE-2 - [0:0]
+:DOCKER-USER - [0:0]
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A FORWARD -o kong_net -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -o kong_net -j DOCKER
+-A FORWARD -i kong_net ! -o kong_net -j ACCEPT
+-A FORWARD -i kong_net -o kong_net -j ACCEPT
+-A FORWARD -o mdk -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -o mdk -j DOCKER
+-A FORWARD -i mdk ! -o mdk -j ACCEPT
+-A FORWARD -i mdk -o mdk -j ACCEPT
+-A DOCKER -d {kong_ip}/32 ! -i kong_net -o kong_net -p tcp -m tcp --dport 8000 -j ACCEPT
+-A DOCKER -d {ngx_ip}/32 ! -i mdk -o mdk -p tcp -m tcp --dport 80 -j ACCEPT
+-A DOCKER-ISOLATION-STAGE-1 -i kong_net ! -o kong_net -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-1 -i mdk ! -o mdk -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-1 -j RETURN
+-A DOCKER-ISOLATION-STAGE-2 -o kong_net -j DROP
+-A DOCKER-ISOLATION-STAGE-2 -o mdk -j DROP
+-A DOCKER-ISOLATION-STAGE-2 -j RETURN
+-A DOCKER-USER -i kong_net -o mdk -d {ngx_ip}/32 -p tcp -m tcp --dport 80 -m conntrack --ctstate DNAT -j ACCEPT
+-A DOCKER-USER -i mdk -o kong_net -s {ngx_ip}/32 -p tcp -m tcp --sport 80 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A DOCKER-USER -j RETURN
+COMMIT
+"""
+
+
+def router_rules():
+    return """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -s 198.18.0.0/24 -o eth1 -j MASQUERADE
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -i eth0 -o eth1 -s 198.18.0.0/24 -d 198.18.1.0/24 -j ACCEPT
+-A FORWARD -i eth1 -o eth0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+COMMIT
+"""
+
+
+def topology_up(opts):
+    for ns in all_namespaces():
+        mkns(ns)
+    # client <-> router
+    veth(CLIENT["ns"], "eth0", CLIENT["mac"], ROUTER["ns"], "eth0", ROUTER["mac_client"])
+    ipn(CLIENT["ns"], "addr", "add", CLIENT["ip"] + "/24", "dev", "eth0")
+    ipn(CLIENT["ns"], "link", "set", "eth0", "up")
+    ipn(CLIENT["ns"], "route", "add", "198.18.1.0/24", "via", ROUTER["ip_client"])
+    ipn(ROUTER["ns"], "addr", "add", ROUTER["ip_client"] + "/24", "dev", "eth0")
+    ipn(ROUTER["ns"], "link", "set", "eth0", "up")
+    # LAN switch
+    bridge(LAN_NS, "lan", "02:f7:ff:00:00:00")
+    veth(ROUTER["ns"], "eth1", ROUTER["mac_lan"], LAN_NS, "p-router", "02:f7:ff:00:00:01")
+    ipn(ROUTER["ns"], "addr", "add", ROUTER["ip_lan"] + "/24", "dev", "eth1")
+    ipn(ROUTER["ns"], "link", "set", "eth1", "up")
+    nsrun(ROUTER["ns"], ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    nsrun(ROUTER["ns"], ["iptables-restore"], input=router_rules())
+    for i, (k, s) in enumerate(sorted(SERVERS.items())):
+        ns = s["ns"]
+        port = "p-" + s["tag"]
+        veth(ns, "eth0", s["mac"], LAN_NS, port, "02:f7:ff:00:00:%02x" % (0x10 + i))
+        ipn(LAN_NS, "link", "set", port, "master", "lan")
+        ipn(LAN_NS, "link", "set", port, "up")
+        ipn(ns, "addr", "add", s["ip"] + "/24", "dev", "eth0")
+        ipn(ns, "link", "set", "eth0", "up")
+        nsrun(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        bridge(ns, "kong_net", mac_for(s["kong_net"] + ".1"))
+        bridge(ns, "mdk", mac_for(s["mdk"] + ".1"))
+        ipn(ns, "addr", "add", s["kong_net"] + ".1/24", "dev", "kong_net")
+        ipn(ns, "addr", "add", s["mdk"] + ".1/24", "dev", "mdk")
+        for name, cns, br, ip, gw, hv in containers(k):
+            veth(ns, hv, mac_for(ip, 0x43), cns, "eth0", mac_for(ip))
+            ipn(ns, "link", "set", hv, "master", br)
+            ipn(ns, "link", "set", hv, "up")
+            ipn(cns, "addr", "add", ip + "/24", "dev", "eth0")
+            ipn(cns, "link", "set", "eth0", "up")
+            ipn(cns, "route", "add", "198.18.0.0/15", "via", gw)
+        bnf = "1" if opts.get("br_netfilter", True) else "0"
+        if os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"):
+            nsrun(ns, ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=" + bnf],
+                  check=False)
+        nsrun(ns, ["iptables-restore"], input=docker_rules(k, opts))
+    ipn(LAN_NS, "link", "set", "p-router", "master", "lan")
+    ipn(LAN_NS, "link", "set", "p-router", "up")
+    if opts.get("no_offload"):
+        for ns in all_namespaces():
+            links = json.loads(ipn(ns, "-j", "link").stdout)
+            for l in links:
+                if l.get("link_type") == "ether" and l["ifname"] not in ("lan", "kong_net", "mdk"):
+                    nsrun(ns, ["ethtool", "-K", l["ifname"], "rx", "off", "tx", "off", "tso", "off",
+                               "gso", "off", "gro", "off"], check=False)
+    safety_verify()
+
+
+def safety_verify():
+    """No lab ns has a default route; no lab interface in the root ns."""
+    for ns in all_namespaces():
+        for fam in ("-4", "-6"):
+            r = ipn(ns, fam, "route", "show", "default")
+            if r.stdout.strip():
+                raise RuntimeError("SAFETY: %s has a default route" % ns)
+    root = json.loads(run(["ip", "-j", "link"]).stdout)
+    bad = [l["ifname"] for l in root if l["ifname"].startswith(("veth-", "p-", "kong_net", "mdk"))
+           or l["ifname"] == "lan"]
+    if bad:
+        raise RuntimeError("SAFETY: lab-like interfaces in root ns: %s" % bad)
+
+
+# --------------------------------------------------------------------------
+# service configs
+# --------------------------------------------------------------------------
+def nginx_common(prefix, worker_conns=8192):
+    return f"""daemon off;
+master_process on;
+user root;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{ worker_connections {worker_conns}; }}
+"""
+
+
+TRACE_LOG = ('escape=json \'{"t":$msec,"marker":"$http_x_lab_trace",'
+             '"remote":"$remote_addr:$remote_port","local":"$server_addr:$server_port",'
+             '"upstream":"$upstream_addr","upstream_status":"$upstream_status",'
+             '"conn":$connection,"conn_req":$connection_requests,"status":$status,'
+             '"rt":$request_time,"urt":"$upstream_response_time",'
+             '"uct":"$upstream_connect_time","method":"$request_method","uri":"$request_uri",'
+             '"xff":"$http_x_forwarded_for","bytes_sent":$bytes_sent}\'')
+
+
+def http_common(prefix):
+    return f"""  default_type text/plain;
+  client_body_temp_path {prefix}/tmp/body;
+  proxy_temp_path {prefix}/tmp/proxy;
+  fastcgi_temp_path {prefix}/tmp/fastcgi;
+  uwsgi_temp_path {prefix}/tmp/uwsgi;
+  scgi_temp_path {prefix}/tmp/scgi;
+  log_format trace {TRACE_LOG};
+  access_log {prefix}/logs/trace.jsonl trace;
+"""
+
+
+def kong_conf(srv, prefix, opts):
+    s = SERVERS[srv]
+    other = SERVERS["B" if srv == "A" else "A"]
+    mode = opts.get("gw_upstreams", "own-first")
+    if mode == "other" and srv == "A":
+        targets = [other["ip"]]
+    else:
+        targets = [s["ip"], other["ip"]]   # own first: nginx's RR picks it first
+    ups = "\n".join("    server %s:80 weight=100 max_fails=0;" % t for t in targets)
+    fwd = opts.get("forward_headers", True)
+    fh = ""
+    if fwd:
+        fh = f"""      proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+      proxy_set_header X-Forwarded-Port $server_port;
+      proxy_set_header X-Forwarded-Path $uri;
+      proxy_set_header Via "1.1 kong/{KONG_VERSION}";
+"""
+    via_resp = f'      add_header Via "kong/{KONG_VERSION}" always;\n' if fwd else ""
+    return nginx_common(prefix) + f"""http {{
+{http_common(prefix)}
+  server_tokens off;
+  keepalive_timeout 60s;
+  keepalive_requests 10000;
+  client_max_body_size 8m;
+  # Kong reports latencies in integer milliseconds
+  map $upstream_header_time $ft_ups_raw {{ ~^(?<s>\\d+)\\.(?<ms>\\d\\d\\d)$ $s$ms; default 0; }}
+  map $ft_ups_raw $kong_upstream_ms {{ ~^0*(?<v>\\d+)$ $v; default 0; }}
+  map $upstream_connect_time $ft_px_raw {{ ~^(?<s>\\d+)\\.(?<ms>\\d\\d\\d)$ $s$ms; default 0; }}
+  map $ft_px_raw $kong_proxy_ms {{ ~^0*(?<v>\\d+)$ $v; default 0; }}
+  upstream kong_upstream {{
+{ups}
+    keepalive 512;
+    keepalive_requests 10000;
+    keepalive_timeout 60s;
+  }}
+  server {{
+    listen 8000 reuseport backlog=16384;
+    location / {{
+      proxy_pass http://kong_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "keep-alive";
+      proxy_set_header Host $http_host;
+{fh}      proxy_pass_header Server;
+      proxy_pass_header Date;
+      proxy_connect_timeout 60s;
+      proxy_send_timeout 60s;
+      proxy_read_timeout 60s;
+      proxy_next_upstream error timeout;
+      proxy_next_upstream_tries 6;
+      proxy_buffering on;
+      proxy_request_buffering on;
+      add_header X-Kong-Upstream-Latency $kong_upstream_ms always;
+      add_header X-Kong-Proxy-Latency $kong_proxy_ms always;
+{via_resp}    }}
+  }}
+}}
+"""
+
+
+def mdk_nginx_conf(srv, prefix, opts):
+    s = SERVERS[srv]
+    ups = "\n".join("    server %s.%d:8888;" % (s["mdk"], 3 + i) for i in range(len(REPLICAS)))
+    fwd = opts.get("forward_headers", True)
+    fh = ""
+    if fwd:
+        fh = """      proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+"""
+    lc_zone = lc = ""
+    if opts.get("limit_conn"):
+        lc_zone = "  limit_conn_zone $binary_remote_addr zone=perip:10m;\n"
+        lc = "      limit_conn perip 2;\n"
+    return nginx_common(prefix) + f"""http {{
+{http_common(prefix)}
+  log_format main '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+                  '"$http_referer" "$http_user_agent" $msec $request_time $upstream_addr';
+  access_log {prefix}/logs/access.log main;
+  keepalive_timeout 65;
+{lc_zone}  upstream backend {{
+{ups}
+  }}
+  server {{
+    listen 80 backlog=4096;
+    location / {{
+{lc}      proxy_pass http://backend;
+      proxy_set_header Host $host;
+{fh}      add_header Backend-Server $upstream_addr;
+    }}
+  }}
+}}
+"""
+
+
+def keepalived_conf(srv):
+    s = SERVERS[srv]
+    return f"""global_defs {{
+  router_id ftlab_{srv}
+  enable_script_security
+}}
+vrrp_instance VI_1 {{
+  state {s['state']}
+  interface eth0
+  virtual_router_id 52
+  priority {s['prio']}
+  advert_int 1
+  authentication {{
+    auth_type PASS
+    auth_pass ftlab52
+  }}
+  unicast_src_ip {s['ip']}
+  unicast_peer {{
+    {s['peer']}
+  }}
+  virtual_ipaddress {{
+    {VIP}/24 dev eth0
+  }}
+}}
+"""
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def services_up(run_dir, opts):
+    for k, s in SERVERS.items():
+        t = s["tag"]
+        for name, cns, br, ip, gw, hv in containers(k):
+            if name.startswith("py"):
+                start("py-%s-%s" % (t, name),
+                      nsx(cns, [PY, os.path.join(HERE, "app.py"), "--name", "%s-%s" % (k, name),
+                                "--port", "8888", "--log",
+                                os.path.join(run_dir, "logs", "py-%s-%s.jsonl" % (t, name))]),
+                      stderr=os.path.join(run_dir, "logs", "py-%s-%s.err" % (t, name)))
+        for role, conf_fn in (("nginx", mdk_nginx_conf), ("kong", kong_conf)):
+            prefix = os.path.join(run_dir, "%s-%s" % (role, t))
+            for d in ("logs", "tmp"):
+                os.makedirs(os.path.join(prefix, d), exist_ok=True)
+            write(os.path.join(prefix, "nginx.conf"), conf_fn(k, prefix, opts))
+            cns = "%s-%s" % (s["ns"], role)
+            nsrun(cns, ["nginx", "-t", "-q", "-p", prefix + "/", "-c", prefix + "/nginx.conf",
+                        "-e", prefix + "/logs/error.log"])
+            start("%s-%s" % (role, t),
+                  nsx(cns, ["nginx", "-p", prefix + "/", "-c", prefix + "/nginx.conf",
+                            "-e", prefix + "/logs/error.log"]),
+                  stderr=os.path.join(prefix, "logs", "stderr.log"))
+        if opts.get("userland_proxy"):
+            for port, dst in ((8000, s["kong_net"] + ".2"), (80, s["mdk"] + ".2")):
+                start("relay-%s-%d" % (t, port),
+                      nsx(s["ns"], [PY, os.path.join(HERE, "relay.py"), "--listen", "0.0.0.0:%d" % port,
+                                    "--to", "%s:%d" % (dst, port)]),
+                      stderr=os.path.join(run_dir, "logs", "relay-%s-%d.err" % (t, port)))
+
+
+def keepalived_up(run_dir, srv):
+    s = SERVERS[srv]
+    d = os.path.join(run_dir, "keepalived-" + s["tag"])
+    os.makedirs(d, exist_ok=True)
+    write(os.path.join(d, "keepalived.conf"), keepalived_conf(srv))
+    return start("keepalived-" + s["tag"],
+                 nsx(s["ns"], ["keepalived", "-n", "-l", "-D", "-G", "-P",
+                               "-f", d + "/keepalived.conf", "-p", d + "/keepalived.pid",
+                               "-r", d + "/vrrp.pid", "-c", d + "/checkers.pid",
+                               "-i", "ftlab_" + srv]),
+                 stdout=os.path.join(d, "keepalived.log"),
+                 stderr=os.path.join(d, "keepalived.err"))
+
+
+def has_vip(srv):
+    r = ipn(SERVERS[srv]["ns"], "-j", "-4", "addr", "show", "dev", "eth0", check=False)
+    if r.returncode != 0:
+        return False
+    for l in json.loads(r.stdout or "[]"):
+        for ai in l.get("addr_info", []):
+            if ai.get("local") == VIP:
+                return True
+    return False
+
+
+def wait_for(pred, timeout, step=0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def listening(ns, port):
+    r = nsrun(ns, ["ss", "-Hltn"], check=False)
+    return any(l.split()[3].endswith(":%d" % port) for l in r.stdout.splitlines() if len(l.split()) > 3)
+
+
+def captures_up(run_dir):
+    for host, ns in CAPTURE_HOSTS.items():
+        start("tcpdump-" + host,
+              nsx(ns, ["tcpdump", "-i", "any", "-B", "8192", "-s", "0", "-Z", "root", "-n",
+                       "-w", os.path.join(run_dir, "pcap", host + ".pcap")]),
+              stderr=os.path.join(run_dir, "pcap", host + ".tcpdump.log"))
+    for host in ("router", "A", "B"):
+        ns = CAPTURE_HOSTS[host]
+        start("conntrack-" + host,
+              nsx(ns, ["conntrack", "-E", "-e", "NEW", "-p", "tcp", "-o", "timestamp",
+                       "-b", "16777216"]),
+              stdout=os.path.join(run_dir, "conntrack", host + ".events"),
+              stderr=os.path.join(run_dir, "conntrack", host + ".err"))
+    # tcpdump prints "listening on any" once it is capturing
+    for host in CAPTURE_HOSTS:
+        p = os.path.join(run_dir, "pcap", host + ".tcpdump.log")
+        if not wait_for(lambda: os.path.exists(p) and b"listening" in open(p, "rb").read(), 10):
+            raise RuntimeError("tcpdump on %s did not start" % host)
+
+
+def save_links(run_dir, out_dir):
+    for host, ns in CAPTURE_HOSTS.items():
+        r = ipn(ns, "-j", "addr")
+        with open(os.path.join(out_dir, host + ".links.json"), "w") as f:
+            f.write(json.dumps(json.loads(r.stdout), indent=1) + "\n")
+    topo = {}
+    for ns in all_namespaces():
+        topo[ns] = json.loads(ipn(ns, "-j", "addr").stdout)
+    with open(os.path.join(run_dir, "topology-addrs.json"), "w") as f:
+        json.dump(topo, f)
+
+
+# --------------------------------------------------------------------------
+# one scenario
+# --------------------------------------------------------------------------
+def run_scenario(name, out_dir, extra):
+    global STATE_OBJ
+    sc = dict(SCENARIOS[name])
+    opts = {"forward_headers": sc.get("forward_headers", True),
+            "gw_upstreams": sc.get("gw_upstreams", "own-first"),
+            "limit_conn": extra.limit_conn, "userland_proxy": extra.userland_proxy,
+            "no_offload": extra.no_offload, "br_netfilter": not extra.no_br_netfilter}
+    traffic = dict(BASE_TRAFFIC)
+    traffic.update(sc.get("traffic", {}))
+    if extra.count:
+        traffic["count"] = extra.count
+    t_begin = time.time()
+    run_dir = os.path.abspath(extra.run_dir or os.path.join(HERE, "run", name))
+    if os.path.isdir(run_dir):
+        shutil.rmtree(run_dir)
+    for d in ("pcap", "conntrack", "logs"):
+        os.makedirs(os.path.join(run_dir, d))
+    out_dir = os.path.abspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    for f in os.listdir(out_dir):
+        if f.endswith((".pcap", ".pcap.gz", ".links.json", ".jsonl")) or f == "scenario.json":
+            os.unlink(os.path.join(out_dir, f))
+
+    STATE_OBJ.d["run_dir"] = run_dir
+    STATE_OBJ.save()
+    info = {"scenario": name, "description": sc["desc"], "options": opts, "traffic": traffic,
+            "kong_emulated_version": KONG_VERSION, "failures": [],
+            "command": " ".join(["captures/lab/run-scenario.sh"] + sys.argv[2:]),
+            "date_utc": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}
+    log("topology up")
+    topology_up(opts)
+    captures_up(run_dir)
+    log("captures running; starting keepalived and services")
+    keepalived_up(run_dir, "A")
+    keepalived_up(run_dir, "B")
+    services_up(run_dir, opts)
+    for k, s in SERVERS.items():
+        for role, ns, port in (("kong", s["ns"] + "-kong", 8000), ("nginx", s["ns"] + "-nginx", 80)):
+            if not wait_for(lambda: listening(ns, port), 10):
+                raise RuntimeError("%s on %s not listening" % (role, k))
+        for r in REPLICAS:
+            ns = "%s-%s" % (s["ns"], r)
+            if not wait_for(lambda: listening(ns, 8888), 10):
+                raise RuntimeError("%s on %s not listening" % (r, k))
+    if not wait_for(lambda: has_vip("A"), 15):
+        raise RuntimeError("VIP did not come up on A")
+    t_vip_a = time.time()
+    log("VIP on A; saving links; running traffic %s" % traffic)
+    save_links(run_dir, out_dir)
+    time.sleep(1.0)   # a VRRP advert or so before traffic
+    cmd = nsx(CLIENT["ns"], [PY, os.path.join(HERE, "traffic.py"), "--netns", CLIENT["ns"],
+                             "--host", VIP, "--port", "8000",
+                             "--count", str(traffic["count"]),
+                             "--concurrency", str(traffic["concurrency"]),
+                             "--same-url-pct", str(traffic["same_url_pct"]),
+                             "--post-pct", str(traffic["post_pct"]),
+                             "--body-size", str(traffic["body_size"]),
+                             "--rate", str(traffic["rate"]),
+                             "--max-seconds", str(traffic["max_seconds"]),
+                             "--out", os.path.join(run_dir, "client.jsonl")]
+              + (["--keepalive"] if traffic["keepalive"] else []))
+    gen = start("traffic", cmd, stdout=os.path.join(run_dir, "traffic.out"),
+                stderr=os.path.join(run_dir, "traffic.err"))
+    t_traffic = time.time()
+    fo = None
+    if sc.get("failover_after"):
+        time.sleep(sc["failover_after"])
+        ka = find_proc("keepalived-a")
+        t_kill = time.time()
+        os.kill(ka["pid"], signal.SIGTERM) if proc_alive(ka) else None
+        t_gone_a = t_on_b = None
+        end = time.monotonic() + 15
+        while time.monotonic() < end and (t_gone_a is None or t_on_b is None):
+            if t_gone_a is None and not has_vip("A"):
+                t_gone_a = time.time()
+            if t_on_b is None and has_vip("B"):
+                t_on_b = time.time()
+            time.sleep(0.01)
+        stop_pid(ka, signal.SIGTERM, wait=10)
+        t_dead = time.time()
+        fo = {"keepalived_a_sigterm_at": t_kill, "vip_gone_from_a_at": t_gone_a,
+              "vip_on_b_at": t_on_b, "keepalived_a_exited_at": t_dead,
+              "method": "SIGTERM to keepalived (A) by PID; VIP presence on A and B polled "
+                        "every ~10 ms with `ip -j addr` (times are epoch seconds, same clock "
+                        "as truth t_start/t_end)"}
+        log("failover: %s" % fo)
+    try:
+        gen.wait(traffic["max_seconds"] + 30)
+    except subprocess.TimeoutExpired:
+        stop_pid(find_proc("traffic"), signal.SIGTERM)
+        info["failures"].append("traffic generator timed out")
+    t_traffic_end = time.time()
+    summ = open(os.path.join(run_dir, "traffic.out")).read().strip()
+    log("traffic done: %s %s" % (summ, open(os.path.join(run_dir, "traffic.err")).read().strip()))
+    if gen.returncode not in (0,):
+        info["failures"].append("traffic generator exit code %s" % gen.returncode)
+    time.sleep(1.5)   # trailing FIN/ACKs, one more VRRP advert
+    # stop captures (SIGINT, let tcpdump flush), then snapshot conntrack
+    for host in CAPTURE_HOSTS:
+        stop_pid(find_proc("tcpdump-" + host), signal.SIGINT, wait=15)
+    for host in ("router", "A", "B"):
+        stop_pid(find_proc("conntrack-" + host), signal.SIGTERM, wait=5)
+        r = nsrun(CAPTURE_HOSTS[host], ["conntrack", "-L", "-p", "tcp"], check=False)
+        write(os.path.join(run_dir, "conntrack", host + ".list"), r.stdout)
+    # keepalived state transitions for the record
+    log("tearing down")
+    teardown()
+    t_down = time.time()
+
+    import truth as truthmod
+    import scrub as scrubmod
+    truth_rows, tstats = truthmod.build(run_dir, SERVERS, containers, VIP, opts["br_netfilter"])
+    with open(os.path.join(out_dir, "truth.jsonl"), "w") as f:
+        for row in truth_rows:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+    markers = [r["marker"] for r in truth_rows if r.get("marker")]
+    if fo is not None:
+        fo["failed_requests"] = [{"id": r["id"], "t_start": r["t_start"], "error": r["error"],
+                                  "client": r.get("client")} for r in truth_rows if not r.get("ok")]
+        fo["requests_served_by_gateway"] = tstats.get("gateway_server")
+        for srv in ("a", "b"):
+            kl = os.path.join(run_dir, "keepalived-" + srv, "keepalived.err")
+            if os.path.exists(kl):
+                fo["keepalived_%s_log" % srv] = [l.strip() for l in open(kl, errors="replace")
+                                                 if "STATE" in l or "priority 0" in l
+                                                 or "Stopping" in l or "Stopped" in l]
+    pstats = {}
+    for host in CAPTURE_HOSTS:
+        src = os.path.join(run_dir, "pcap", host + ".pcap")
+        dst = os.path.join(out_dir, host + ".pcap")
+        st = scrubmod.scrub_file(src, dst, markers)
+        tdlog = open(os.path.join(run_dir, "pcap", host + ".tcpdump.log")).read()
+        st["tcpdump"] = [l for l in tdlog.splitlines() if "packets" in l]
+        dropped = [l for l in st["tcpdump"] if "dropped by kernel" in l and not l.startswith("0 ")]
+        if dropped:
+            info["failures"].append("tcpdump %s: %s" % (host, dropped))
+        if not extra.no_gzip:
+            with open(dst, "rb") as fi, gzip.open(dst + ".gz", "wb", compresslevel=9) as fo_:
+                shutil.copyfileobj(fi, fo_, 1 << 20)
+            os.unlink(dst)
+            st["file"] = host + ".pcap.gz"
+            st["bytes_gz"] = os.path.getsize(dst + ".gz")
+        else:
+            st["file"] = host + ".pcap"
+        pstats[host] = st
+    info.update({
+        "t_begin": t_begin, "t_vip_on_a": t_vip_a, "t_traffic_start": t_traffic,
+        "t_traffic_end": t_traffic_end, "t_down": t_down,
+        "traffic_summary": json.loads(summ) if summ.startswith("{") else summ,
+        "truth": tstats, "captures": pstats, "failover": fo,
+        "elapsed_seconds": round(time.time() - t_begin, 1),
+    })
+    if tstats.get("unresolved"):
+        info["failures"].append("%d requests with incomplete truth" % tstats["unresolved"])
+    with open(os.path.join(out_dir, "scenario.json"), "w") as f:
+        f.write(json.dumps(info, sort_keys=True) + "\n")
+    log("scenario %s done in %.1fs -> %s" % (name, time.time() - t_begin, out_dir))
+    return info
+
+
+def main():
+    global STATE_OBJ
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    rp = sub.add_parser("run")
+    rp.add_argument("scenario", choices=sorted(SCENARIOS))
+    rp.add_argument("--out", help="output dir (default captures/<scenario>)")
+    rp.add_argument("--run-dir", help="working dir (default captures/lab/run/<scenario>)")
+    rp.add_argument("--count", type=int, help="override the request count")
+    rp.add_argument("--no-offload", action="store_true", help="ethtool -K off on all veths")
+    rp.add_argument("--userland-proxy", action="store_true",
+                    help="docker-proxy style relay for hairpin traffic")
+    rp.add_argument("--limit-conn", action="store_true", help="Nginx limit_conn perip 2 (STACK.md)")
+    rp.add_argument("--no-br-netfilter", action="store_true")
+    rp.add_argument("--no-gzip", action="store_true")
+    sub.add_parser("down")
+    sub.add_parser("list")
+    a = ap.parse_args()
+    if a.cmd == "list":
+        for k, v in SCENARIOS.items():
+            print("%-20s %s" % (k, v["desc"]))
+        return 0
+    if os.geteuid() != 0:
+        sys.exit("lab.py must run as root")
+    os.makedirs(STATE_DIR, exist_ok=True)
+    lockf = open(LOCK, "w")
+    try:
+        fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        sys.exit("another lab run holds %s" % LOCK)
+    STATE_OBJ = State()
+    if a.cmd == "down":
+        teardown()
+        return 0
+    # leftovers from a crashed run
+    teardown()
+    STATE_OBJ = State()
+    ensure_packages()
+    try:
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+    except Exception:
+        pass
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+    signal.signal(signal.SIGTERM, on_signal)
+    out = a.out or os.path.join(os.path.dirname(HERE), a.scenario)
+    try:
+        info = run_scenario(a.scenario, out, a)
+    finally:
+        teardown()
+    return 1 if info["failures"] and a.scenario != "failover" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

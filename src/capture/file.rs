@@ -1,0 +1,577 @@
+//! Capture files through pcap-parser's streaming readers.
+
+use super::{Frame, IfaceId, InterfaceDesc, Interfaces, Linktype};
+use crate::anomaly::Stats;
+use crate::error::CaptureError;
+use crate::time::Ts;
+use pcap_parser::pcapng::Block;
+use pcap_parser::traits::PcapReaderIterator;
+use pcap_parser::{LegacyPcapReader, PcapBlockOwned, PcapError, PcapNGReader};
+use serde::Serialize;
+use std::fs::File;
+use std::io::{self, Cursor, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Read buffer per file. Must hold the largest block; 256 KiB snaplens fit many times.
+const BUFFER_CAPACITY: usize = 4 << 20;
+/// Bytes read up front to recognise the format (and the gzip wrapper).
+const SNIFF_LEN: usize = 64 << 10;
+
+type Input = Box<dyn Read + Send>;
+
+/// Counts the bytes read from the underlying file (before any gzip decompression),
+/// so progress can be shown against the file size.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+enum Reader {
+    Legacy(LegacyPcapReader<Input>),
+    Ng(PcapNGReader<Input>),
+}
+
+impl Reader {
+    fn iter(&mut self) -> &mut dyn PcapReaderIterator {
+        match self {
+            Reader::Legacy(r) => r,
+            Reader::Ng(r) => r,
+        }
+    }
+}
+
+/// Per-interface decoding state of the current section.
+#[derive(Clone, Copy)]
+struct IfaceState {
+    id: IfaceId,
+    link: Linktype,
+    /// Timestamp units per second (a power of ten or of two, from `if_tsresol`).
+    units: u64,
+    offset_secs: i64,
+}
+
+/// A problem that ended one file early without aborting the run (a truncated file,
+/// a corrupt block). Reported in the summary and JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct Warning {
+    /// The capture file.
+    pub file: String,
+    /// What happened, in one line.
+    pub message: String,
+}
+
+struct FileReader {
+    reader: Reader,
+    state: FileState,
+    pending_consume: usize,
+    /// Timestamp of the packet block at the head of the buffer, not yet taken.
+    head: Option<Ts>,
+    done: bool,
+    raw_read: Arc<AtomicU64>,
+    size: Option<u64>,
+}
+
+/// What a file reader knows besides its byte stream.
+struct FileState {
+    index: usize,
+    name: String,
+    ifaces: Vec<IfaceState>,
+    last_ts: Ts,
+    frames: u64,
+    /// A remark about the file to report once (odd but usable header fields).
+    note: Option<String>,
+    ng: bool,
+}
+
+/// Several capture files read as one stream in timestamp order.
+pub struct FileSource {
+    readers: Vec<FileReader>,
+    interfaces: Interfaces,
+    warnings: Vec<Warning>,
+    /// Index of the reader whose frame was handed out last.
+    current: Option<usize>,
+}
+
+/// Opens a capture; returns the reader and the file's size (unknown for stdin).
+fn open_input(path: &Path, count: Arc<AtomicU64>) -> Result<(Input, Option<u64>), CaptureError> {
+    if path.as_os_str() == "-" {
+        return Ok((Box::new(Counting { inner: io::stdin(), count }), None));
+    }
+    let io_err = |source| CaptureError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(io_err)?;
+    let size = file.metadata().map_err(io_err)?.len();
+    Ok((Box::new(Counting { inner: file, count }), Some(size)))
+}
+
+/// Reads up to `SNIFF_LEN` bytes so the format can be told from them, and gives back
+/// a reader that still yields every byte.
+fn sniff(mut input: Input, path: &Path) -> Result<(Vec<u8>, Input), CaptureError> {
+    let mut prefix = Vec::with_capacity(SNIFF_LEN);
+    (&mut input)
+        .take(SNIFF_LEN as u64)
+        .read_to_end(&mut prefix)
+        .map_err(|source| CaptureError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok((prefix.clone(), Box::new(Cursor::new(prefix).chain(input))))
+}
+
+fn header_error(path: &Path, format: &'static str, e: PcapError<&[u8]>) -> CaptureError {
+    let detail = match e {
+        PcapError::Incomplete(_) | PcapError::UnexpectedEof | PcapError::Eof => {
+            "file ends inside the header".to_string()
+        }
+        PcapError::HeaderNotRecognized => "header not recognised".to_string(),
+        PcapError::NomError(_, kind) | PcapError::OwnedNomError(_, kind) => {
+            format!("malformed header ({kind:?})")
+        }
+        PcapError::BufferTooSmall => "header block larger than the read buffer".to_string(),
+        PcapError::ReadError => "read error".to_string(),
+    };
+    CaptureError::BadHeader {
+        path: path.to_owned(),
+        format,
+        detail,
+    }
+}
+
+impl FileReader {
+    fn open(index: usize, path: &Path) -> Result<FileReader, CaptureError> {
+        let count = Arc::new(AtomicU64::new(0));
+        let (raw, size) = open_input(path, count.clone())?;
+        let (mut prefix, mut input) = sniff(raw, path)?;
+        if prefix.starts_with(&[0x1f, 0x8b]) {
+            input = Box::new(flate2::read::MultiGzDecoder::new(input));
+            (prefix, input) = sniff(input, path)?;
+        }
+        if prefix.len() < 4 {
+            return Err(CaptureError::ShortHeader {
+                path: path.to_owned(),
+                len: prefix.len(),
+            });
+        }
+        let magic = [prefix[0], prefix[1], prefix[2], prefix[3]];
+        let reader = match magic {
+            [0x0a, 0x0d, 0x0d, 0x0a] => {
+                check_pcapng_version(&prefix, path)?;
+                Reader::Ng(
+                    PcapNGReader::new(BUFFER_CAPACITY, input)
+                        .map_err(|e| header_error(path, "pcapng", e))?,
+                )
+            }
+            [0xd4, 0xc3, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0xc3, 0xd4]
+            | [0x4d, 0x3c, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0x3c, 0x4d]
+            | [0x34, 0xcd, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0xcd, 0x34] => {
+                if prefix.len() < 24 {
+                    return Err(CaptureError::ShortHeader {
+                        path: path.to_owned(),
+                        len: prefix.len(),
+                    });
+                }
+                Reader::Legacy(
+                    LegacyPcapReader::new(BUFFER_CAPACITY, input)
+                        .map_err(|e| header_error(path, "pcap", e))?,
+                )
+            }
+            _ => {
+                return Err(CaptureError::NotACapture {
+                    path: path.to_owned(),
+                    magic: prefix[..4].iter().map(|b| format!("{b:02x}")).collect(),
+                })
+            }
+        };
+        let ng = matches!(reader, Reader::Ng(_));
+        Ok(FileReader {
+            reader,
+            state: FileState {
+                index,
+                name: path.display().to_string(),
+                ifaces: Vec::new(),
+                last_ts: Ts::default(),
+                frames: 0,
+                note: None,
+                ng,
+            },
+            pending_consume: 0,
+            head: None,
+            done: false,
+            raw_read: count,
+            size,
+        })
+    }
+
+    /// Moves to the next packet block, handling the header, section and interface
+    /// blocks on the way. Returns its timestamp, or `None` at the end of the file.
+    fn advance(
+        &mut self,
+        interfaces: &mut Interfaces,
+        stats: &mut Stats,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Option<Ts>, CaptureError> {
+        if let Some(ts) = self.head {
+            return Ok(Some(ts));
+        }
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let pending = std::mem::take(&mut self.pending_consume);
+            if pending > 0 {
+                self.reader.iter().consume(pending);
+            }
+            let first = self.reader.iter().consumed() == 0;
+            let frames = self.state.frames;
+            let mut consume = None;
+            let outcome = match self.reader.iter().next() {
+                Ok((offset, block)) => {
+                    let step = self.state.on_block(block, interfaces, stats, first);
+                    if matches!(step, Step::Again) {
+                        consume = Some(offset);
+                    }
+                    step
+                }
+                Err(PcapError::Eof) => Step::End,
+                Err(PcapError::Incomplete(_)) => match self.reader.iter().refill() {
+                    Ok(()) => Step::Again,
+                    Err(_) => Step::Stop("read error while refilling".into()),
+                },
+                Err(PcapError::UnexpectedEof) => Step::Stop(format!(
+                    "file is cut off in the middle of a record after {frames} frames; read up to the cut"
+                )),
+                Err(PcapError::BufferTooSmall) => Step::Stop(format!(
+                    "a block is larger than the {} MiB read buffer; stopped after {frames} frames",
+                    BUFFER_CAPACITY >> 20
+                )),
+                Err(PcapError::ReadError) => Step::Stop("read error".into()),
+                Err(PcapError::HeaderNotRecognized) => Step::Stop("header not recognised".into()),
+                Err(PcapError::NomError(_, kind)) | Err(PcapError::OwnedNomError(_, kind)) => {
+                    Step::Stop(format!(
+                        "corrupt block after {frames} frames ({kind:?}); the rest of the file is skipped"
+                    ))
+                }
+            };
+            if let Some(offset) = consume {
+                self.reader.iter().consume(offset);
+            }
+            if let Some(message) = self.state.note.take() {
+                warnings.push(Warning {
+                    file: self.state.name.clone(),
+                    message,
+                });
+            }
+            match outcome {
+                Step::Packet(ts) => {
+                    self.head = Some(ts);
+                    return Ok(Some(ts));
+                }
+                Step::Again => {}
+                Step::End => self.done = true,
+                Step::Fatal(detail) => {
+                    return Err(CaptureError::BadHeader {
+                        path: PathBuf::from(&self.state.name),
+                        format: if self.state.ng { "pcapng" } else { "pcap" },
+                        detail,
+                    })
+                }
+                Step::Stop(message) => {
+                    warnings.push(Warning {
+                        file: self.state.name.clone(),
+                        message,
+                    });
+                    self.done = true;
+                }
+            }
+        }
+    }
+
+    /// Hands out the packet block at the head (after [`FileReader::advance`] returned it).
+    fn take(&mut self) -> Option<Frame<'_>> {
+        let ts = self.head.take()?;
+        self.state.last_ts = ts;
+        self.state.frames += 1;
+        let ifaces = &self.state.ifaces;
+        let (offset, block) = self.reader.iter().next().ok()?;
+        self.pending_consume = offset;
+        match block {
+            PcapBlockOwned::Legacy(b) => {
+                let iface = ifaces[0];
+                Some(Frame {
+                    ts,
+                    iface: iface.id,
+                    link: iface.link,
+                    orig_len: b.origlen,
+                    data: b.data,
+                })
+            }
+            PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                let iface = ifaces[epb.if_id as usize];
+                let caplen = (epb.caplen as usize).min(epb.data.len());
+                Some(Frame {
+                    ts,
+                    iface: iface.id,
+                    link: iface.link,
+                    orig_len: epb.origlen,
+                    data: &epb.data[..caplen],
+                })
+            }
+            PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+                let iface = ifaces[0];
+                Some(Frame {
+                    ts,
+                    iface: iface.id,
+                    link: iface.link,
+                    orig_len: spb.origlen,
+                    data: spb.data,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl FileState {
+    fn on_block(
+        &mut self,
+        block: PcapBlockOwned<'_>,
+        interfaces: &mut Interfaces,
+        stats: &mut Stats,
+        first: bool,
+    ) -> Step {
+        match block {
+            PcapBlockOwned::LegacyHeader(h) => {
+                if h.version_major != 2 {
+                    return Step::Fatal(format!(
+                        "unsupported version {}.{} (only 2.x exists)",
+                        h.version_major, h.version_minor
+                    ));
+                }
+                let raw = h.network.0;
+                if raw as u32 & 0xffff_0000 != 0 {
+                    // The upper bits hold the FCS length and reserved bits; the link
+                    // type is the low 16 bits (pcap spec, "LinkType and additional
+                    // information").
+                    self.note = Some(format!(
+                        "link type field 0x{:08x} has its upper bits set; using link type {}",
+                        raw as u32,
+                        raw & 0xffff
+                    ));
+                }
+                let id = interfaces.push(InterfaceDesc {
+                    file: self.index,
+                    file_name: self.name.clone(),
+                    index_in_file: 0,
+                    name: None,
+                    linktype: raw & 0xffff,
+                });
+                self.ifaces = vec![IfaceState {
+                    id,
+                    link: Linktype(raw & 0xffff),
+                    units: if h.is_nanosecond_precision() {
+                        1_000_000_000
+                    } else {
+                        1_000_000
+                    },
+                    offset_secs: 0,
+                }];
+                Step::Again
+            }
+            PcapBlockOwned::Legacy(b) => {
+                let Some(iface) = self.ifaces.first().copied() else {
+                    return Step::Stop("packet record before the file header".into());
+                };
+                let sub = if iface.units == 1_000_000 {
+                    i64::from(b.ts_usec) * 1000
+                } else {
+                    i64::from(b.ts_usec)
+                };
+                Step::Packet(Ts::from_parts(i64::from(b.ts_sec), sub))
+            }
+            PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
+                if shb.major_version != 1 {
+                    let detail = format!(
+                        "unsupported section header version {}.{}",
+                        shb.major_version, shb.minor_version
+                    );
+                    return if first {
+                        Step::Fatal(detail)
+                    } else {
+                        Step::Stop(format!(
+                            "{detail} after {} frames; the rest of the file is skipped",
+                            self.frames
+                        ))
+                    };
+                }
+                self.ifaces.clear();
+                Step::Again
+            }
+            PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                let units = match idb.if_tsresol {
+                    r if r & 0x80 != 0 => 1u64 << (r & 0x7f).min(63),
+                    r => 10u64.saturating_pow(u32::from(r)),
+                };
+                let name = idb.if_name().and_then(|n| n.ok()).map(str::to_owned);
+                let linktype = idb.linktype.0;
+                let index_in_file = self.ifaces.len() as u32;
+                let id = interfaces.push(InterfaceDesc {
+                    file: self.index,
+                    file_name: self.name.clone(),
+                    index_in_file,
+                    name,
+                    linktype,
+                });
+                self.ifaces.push(IfaceState {
+                    id,
+                    link: Linktype(linktype),
+                    units: units.max(1),
+                    offset_secs: idb.if_tsoffset,
+                });
+                Step::Again
+            }
+            PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                let Some(iface) = self.ifaces.get(epb.if_id as usize).copied() else {
+                    stats.unknown_linktype += 1;
+                    return Step::Again;
+                };
+                let raw = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                Step::Packet(ng_ts(raw, &iface))
+            }
+            PcapBlockOwned::NG(Block::SimplePacket(_)) => {
+                if self.ifaces.is_empty() {
+                    return Step::Again;
+                }
+                // Simple packet blocks carry no timestamp: keep the file's order.
+                Step::Packet(self.last_ts)
+            }
+            PcapBlockOwned::NG(_) => {
+                Step::Again
+            }
+        }
+    }
+
+}
+
+fn ng_ts(raw: u64, iface: &IfaceState) -> Ts {
+    let (secs, frac_units) = (raw / iface.units, raw % iface.units);
+    let nanos = (u128::from(frac_units) * 1_000_000_000 / u128::from(iface.units)) as i64;
+    Ts::from_parts((secs as i64).saturating_add(iface.offset_secs), nanos)
+}
+
+/// pcap-parser accepts any section header version; flowtrace refuses all but 1.x, as
+/// the pcapng spec and tshark do.
+fn check_pcapng_version(prefix: &[u8], path: &Path) -> Result<(), CaptureError> {
+    if prefix.len() < 12 {
+        return Err(CaptureError::ShortHeader {
+            path: path.to_owned(),
+            len: prefix.len(),
+        });
+    }
+    let bom = [prefix[8], prefix[9], prefix[10], prefix[11]];
+    let major = match bom {
+        [0x4d, 0x3c, 0x2b, 0x1a] => u16::from_le_bytes([prefix[12], prefix.get(13).copied().unwrap_or(0)]),
+        [0x1a, 0x2b, 0x3c, 0x4d] => u16::from_be_bytes([prefix[12], prefix.get(13).copied().unwrap_or(0)]),
+        _ => {
+            return Err(CaptureError::BadHeader {
+                path: path.to_owned(),
+                format: "pcapng",
+                detail: "byte-order magic not recognised".into(),
+            })
+        }
+    };
+    if major != 1 {
+        return Err(CaptureError::BadHeader {
+            path: path.to_owned(),
+            format: "pcapng",
+            detail: format!("unsupported section header version {major}.x"),
+        });
+    }
+    Ok(())
+}
+
+enum Step {
+    Packet(Ts),
+    Again,
+    End,
+    Stop(String),
+    Fatal(String),
+}
+
+impl FileSource {
+    /// Opens every capture (`-` is stdin). Fails on the first file whose header cannot
+    /// be read; problems later in a file become [`Warning`]s.
+    pub fn open<P: AsRef<Path>>(paths: &[P]) -> Result<FileSource, CaptureError> {
+        let readers = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| FileReader::open(i, p.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(FileSource {
+            readers,
+            interfaces: Interfaces::default(),
+            warnings: Vec::new(),
+            current: None,
+        })
+    }
+
+    /// The next frame in timestamp order across all files, with the interface table
+    /// that names its interface, or `None` when all are read.
+    pub fn next_frame(
+        &mut self,
+        stats: &mut Stats,
+    ) -> Result<Option<(Frame<'_>, &Interfaces)>, CaptureError> {
+        let mut best: Option<(Ts, usize)> = None;
+        for (i, r) in self.readers.iter_mut().enumerate() {
+            if let Some(ts) = r.advance(&mut self.interfaces, stats, &mut self.warnings)? {
+                // Ties keep input order so one file's frames stay in their own order.
+                if best.is_none_or(|(b, _)| ts < b) {
+                    best = Some((ts, i));
+                }
+            }
+        }
+        let Some((_, i)) = best else {
+            self.current = None;
+            return Ok(None);
+        };
+        self.current = Some(i);
+        Ok(self.readers[i].take().map(|f| (f, &self.interfaces)))
+    }
+
+    /// Every interface seen so far.
+    pub fn interfaces(&self) -> &Interfaces {
+        &self.interfaces
+    }
+
+    /// Files that ended early, and why.
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    /// Bytes read from the input files so far (compressed bytes for gzip inputs), and
+    /// their total size when every input is a regular file.
+    pub fn progress(&self) -> (u64, Option<u64>) {
+        let done = self.readers.iter().map(|r| r.raw_read.load(Ordering::Relaxed)).sum();
+        let total = self.readers.iter().map(|r| r.size).sum::<Option<u64>>();
+        (done, total)
+    }
+
+    /// Names of the input files, in input order.
+    pub fn file_names(&self) -> Vec<String> {
+        self.readers.iter().map(|r| r.state.name.clone()).collect()
+    }
+}

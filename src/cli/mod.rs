@@ -1,0 +1,190 @@
+//! Command-line flags (clap) turned into a validated run of the library.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use flowtrace::anomaly::Stats;
+use flowtrace::capture::FileSource;
+use flowtrace::links::{self, HostLinks};
+use flowtrace::pipeline::{Pipeline, PipelineConfig};
+use flowtrace::render::{Format, Summary, Writer};
+use flowtrace::tcp::TcpConfig;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// flowtrace: request paths from packet captures.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Read pcap/pcapng files (optionally gzip-compressed; `-` is stdin) as one
+    /// time-ordered stream and print their HTTP transactions.
+    Pcap(PcapArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum FormatArg {
+    Text,
+    Json,
+    Jsonl,
+}
+
+#[derive(clap::Args, Debug)]
+struct PcapArgs {
+    /// Capture files, typically one per host.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Interface names for SLL2 captures: `ip -j addr` output of the capturing host,
+    /// as CAPTURE=FILE (or just FILE with a single capture). Without it,
+    /// `<capture>.links.json` beside the capture is used when present.
+    #[arg(long, value_name = "[CAPTURE=]FILE")]
+    links: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    format: FormatArg,
+    /// Write output to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Include request and response headers in JSON records.
+    #[arg(long)]
+    headers: bool,
+    /// Close TCP connections idle this many seconds (capture time).
+    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    idle_timeout: f64,
+    /// Never show a progress bar (it is shown only when stderr is a terminal).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// Parses the flags and runs the command.
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Pcap(args) => pcap(args),
+    }
+}
+
+fn load_links(args: &PcapArgs) -> Result<Vec<Option<HostLinks>>> {
+    let mut out: Vec<Option<HostLinks>> = vec![None; args.files.len()];
+    for spec in &args.links {
+        let (capture, file) = match spec.split_once('=') {
+            Some((c, f)) => (Some(PathBuf::from(c)), PathBuf::from(f)),
+            None => (None, PathBuf::from(spec)),
+        };
+        let index = match capture {
+            Some(c) => args
+                .files
+                .iter()
+                .position(|f| *f == c)
+                .with_context(|| format!("--links {spec}: {} is not one of the captures", c.display()))?,
+            None if args.files.len() == 1 => 0,
+            None => bail!("--links {spec}: with several captures, say which: --links CAPTURE=FILE"),
+        };
+        out[index] = Some(HostLinks::load(&file)?);
+    }
+    for (i, capture) in args.files.iter().enumerate() {
+        if out[i].is_none() && capture.as_os_str() != "-" {
+            if let Some(path) = links::find_beside(capture) {
+                out[i] = Some(HostLinks::load(&path)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn pcap(args: PcapArgs) -> Result<ExitCode> {
+    if !(args.idle_timeout > 0.0) {
+        bail!("--idle-timeout must be a positive number of seconds");
+    }
+    let links = load_links(&args)?;
+    let mut source = FileSource::open(&args.files)?;
+    let config = PipelineConfig {
+        tcp: TcpConfig {
+            idle_timeout_ns: (args.idle_timeout * 1e9) as i64,
+            ..TcpConfig::default()
+        },
+        links,
+    };
+    let mut pipeline = Pipeline::new(config);
+    let out: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
+        None => Box::new(io::stdout().lock()),
+    };
+    let format = match args.format {
+        FormatArg::Text => Format::Text,
+        FormatArg::Json => Format::Json,
+        FormatArg::Jsonl => Format::Jsonl,
+    };
+    let mut writer = Writer::new(BufWriter::with_capacity(1 << 16, out), format, args.headers)?;
+
+    let progress = if !args.no_progress && io::stderr().is_terminal() {
+        let (_, total) = source.progress();
+        let bar = match total {
+            Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()).with_style(
+                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}")
+                    .expect("valid template"),
+            ),
+            None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+        };
+        Some(bar)
+    } else {
+        None
+    };
+
+    let mut stats = Stats::default();
+    let mut frames: u64 = 0;
+    while let Some((frame, interfaces)) = source.next_frame(&mut stats)? {
+        pipeline.push(&frame, interfaces);
+        frames += 1;
+        if pipeline.has_completed() {
+            let vantages = pipeline.vantages().to_vec();
+            for t in pipeline.drain() {
+                writer.transaction(&t, &vantages)?;
+            }
+        }
+        if frames % 65_536 == 0 {
+            if let Some(bar) = &progress {
+                bar.set_position(source.progress().0);
+                bar.set_message(format!("{frames} frames, {} open connections", pipeline.open_connections()));
+            }
+        }
+    }
+    pipeline.finish();
+    let vantages = pipeline.vantages().to_vec();
+    for t in pipeline.drain() {
+        writer.transaction(&t, &vantages)?;
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let mut all = pipeline.stats();
+    all.merge(&stats);
+    all.files = args.files.len() as u64;
+    let inputs = source.file_names();
+    let anomalies = pipeline.anomalies();
+    let summary = Summary {
+        inputs: &inputs,
+        vantages: &vantages,
+        warnings: source.warnings(),
+        stats: &all,
+        anomalies: &anomalies,
+        vrrp: pipeline.vrrp(),
+        gratuitous_arp: pipeline.gratuitous_arps(),
+    };
+    writer.finish(&summary)?;
+    for w in source.warnings() {
+        eprintln!(
+            "flowtrace: warning: {}: {}",
+            flowtrace::render::sanitize(&w.file),
+            flowtrace::render::sanitize(&w.message)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,657 @@
+//! Decoding frames into link, network and transport views.
+//!
+//! etherparse's lax slicer does Ethernet, VLAN (802.1Q, QinQ), IPv4 with options, IPv6
+//! with extension headers, TCP, UDP and ICMP; this module adds the link layers and
+//! protocols it lacks ([`cooked`]: Linux SLL and SLL2, BSD loopback; [`vrrp`]), ARP
+//! gleaning, and bounded IP fragment reassembly.
+//!
+//! Contract: [`Decoder::decode`] never panics on any bytes; whatever does not decode is
+//! counted in [`Stats`] and the layers that did decode are kept.
+
+pub mod cooked;
+pub mod vrrp;
+
+use crate::anomaly::{AnomalyLog, Stats};
+use crate::capture::{Frame, Linktype};
+use crate::time::Ts;
+use cooked::{LoopbackFamily, Sll2Packet, SllPacket};
+use etherparse::{
+    defrag::IpDefragBuf, EtherType, IpFragOffset, IpNumber, Ipv6ExtensionSlice, LaxLinkExtSlice,
+    LaxNetSlice, LaxSlicedPacket, LinkSlice, TcpSlice, TransportSlice,
+};
+use rustc_hash::FxHashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use vrrp::VrrpPacket;
+
+/// Why a view could not be made over some bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ViewError {
+    /// Fewer bytes than the layer's fixed part or than its length field claims.
+    #[error("{layer}: {required} bytes required, {len} present")]
+    Truncated {
+        /// The layer being decoded.
+        layer: &'static str,
+        /// Bytes the layer needs.
+        required: usize,
+        /// Bytes there were.
+        len: usize,
+    },
+    /// A field holds an impossible value.
+    #[error("{layer}: {detail}")]
+    Invalid {
+        /// The layer being decoded.
+        layer: &'static str,
+        /// What is impossible.
+        detail: &'static str,
+    },
+}
+
+/// Link-layer facts of a frame that later stages need (who sent it, where).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkMeta {
+    /// Source MAC (Ethernet, or the cooked header's address when 6 bytes long).
+    pub src_mac: Option<[u8; 6]>,
+    /// Destination MAC (Ethernet only).
+    pub dst_mac: Option<[u8; 6]>,
+    /// Interface index from an SLL2 header (`tcpdump -i any`).
+    pub ifindex: Option<u32>,
+    /// Outermost VLAN id.
+    pub vlan: Option<u16>,
+}
+
+/// An ARP packet for Ethernet/IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArpInfo {
+    /// 1 request, 2 reply.
+    pub operation: u16,
+    /// Sender MAC.
+    pub sender_mac: [u8; 6],
+    /// Sender IP.
+    pub sender_ip: Ipv4Addr,
+    /// Target IP.
+    pub target_ip: Ipv4Addr,
+}
+
+impl ArpInfo {
+    /// A gratuitous ARP announces the sender's own address (how a new VRRP master
+    /// claims the VIP).
+    pub fn is_gratuitous(&self) -> bool {
+        self.sender_ip == self.target_ip
+    }
+}
+
+/// A TCP segment with the bytes that matter for reassembly.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpSegment<'a> {
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgement number (meaningful when `flags` has ACK).
+    pub ack: u32,
+    /// Flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10).
+    pub flags: u8,
+    /// Receive window (unscaled).
+    pub window: u16,
+    /// Captured payload.
+    pub payload: &'a [u8],
+    /// Payload bytes on the wire that the capture does not hold (snaplen).
+    pub missing: u32,
+}
+
+impl TcpSegment<'_> {
+    /// FIN flag.
+    pub const FIN: u8 = 0x01;
+    /// SYN flag.
+    pub const SYN: u8 = 0x02;
+    /// RST flag.
+    pub const RST: u8 = 0x04;
+    /// PSH flag.
+    pub const PSH: u8 = 0x08;
+    /// ACK flag.
+    pub const ACK: u8 = 0x10;
+
+    /// Whether `flag` is set.
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// A VRRP advertisement, copied out of the packet (adverts are rare: one a second).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpAdvert {
+    /// 2 or 3.
+    pub version: u8,
+    /// Virtual router id.
+    pub vrid: u8,
+    /// Sender's priority.
+    pub priority: u8,
+    /// Advert interval, centiseconds.
+    pub interval_centis: u16,
+    /// Virtual addresses.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// What an IP packet carries.
+#[derive(Debug, Clone)]
+pub enum Transport<'a> {
+    /// TCP.
+    Tcp(TcpSegment<'a>),
+    /// UDP ports.
+    Udp {
+        /// Source port.
+        src_port: u16,
+        /// Destination port.
+        dst_port: u16,
+    },
+    /// ICMP or ICMPv6.
+    Icmp,
+    /// VRRP advertisement.
+    Vrrp(VrrpAdvert),
+    /// CARP advertisement.
+    Carp,
+    /// A fragment held for reassembly (or dropped).
+    Fragment,
+    /// A transport header that is cut off or malformed.
+    Malformed,
+    /// Another IP protocol.
+    Other(u8),
+}
+
+/// An IP packet.
+#[derive(Debug, Clone)]
+pub struct IpPacket<'a> {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// IPv4 identification (a key that survives NAT); 0 for IPv6.
+    pub ip_id: u16,
+    /// TTL or hop limit.
+    pub ttl: u8,
+    /// The payload.
+    pub transport: Transport<'a>,
+}
+
+/// The network layer of a frame.
+#[derive(Debug, Clone)]
+pub enum Network<'a> {
+    /// IPv4 or IPv6.
+    Ip(IpPacket<'a>),
+    /// ARP.
+    Arp(ArpInfo),
+    /// Nothing flowtrace decodes (or a header that did not decode).
+    None,
+}
+
+/// A decoded frame.
+#[derive(Debug, Clone)]
+pub struct Decoded<'a> {
+    /// Link facts.
+    pub link: LinkMeta,
+    /// Network layer.
+    pub net: Network<'a>,
+}
+
+#[derive(Hash, PartialEq, Eq, Clone, Copy)]
+struct FragKey {
+    src: IpAddr,
+    dst: IpAddr,
+    id: u32,
+    proto: u8,
+}
+
+/// Bounds for fragment reassembly: a hostile capture cannot make flowtrace hold more
+/// than `MAX_PENDING_DATAGRAMS` partial datagrams, each at most 64 KiB.
+const MAX_PENDING_DATAGRAMS: usize = 1024;
+/// Partial datagrams older than this (capture time) are dropped.
+const FRAGMENT_TIMEOUT_NS: i64 = 30_000_000_000;
+
+/// Turns frames into [`Decoded`] views. Holds only fragment reassembly state.
+#[derive(Default)]
+pub struct Decoder {
+    pending: FxHashMap<FragKey, (IpDefragBuf, Ts)>,
+    reassembled: Vec<u8>,
+}
+
+const LINKTYPE_NULL: i32 = 0;
+const LINKTYPE_ETHERNET: i32 = 1;
+const LINKTYPE_RAW_OLD: i32 = 12;
+const LINKTYPE_RAW_OPENBSD: i32 = 14;
+const LINKTYPE_RAW: i32 = 101;
+const LINKTYPE_LOOP: i32 = 108;
+const LINKTYPE_LINUX_SLL: i32 = 113;
+const LINKTYPE_IPV4: i32 = 228;
+const LINKTYPE_IPV6: i32 = 229;
+const LINKTYPE_LINUX_SLL2: i32 = 276;
+
+impl Decoder {
+    /// Creates a decoder.
+    pub fn new() -> Decoder {
+        Decoder::default()
+    }
+
+    /// Decodes one frame. Never fails: problems are counted in `stats`.
+    pub fn decode<'a>(
+        &'a mut self,
+        frame: &Frame<'a>,
+        stats: &mut Stats,
+        log: &mut AnomalyLog,
+    ) -> Decoded<'a> {
+        let mut link = LinkMeta::default();
+        let data = frame.data;
+        let sliced = match frame.link {
+            Linktype(LINKTYPE_ETHERNET) => match LaxSlicedPacket::from_ethernet(data) {
+                Ok(p) => p,
+                Err(_) => return truncated_link(stats, link),
+            },
+            Linktype(LINKTYPE_LINUX_SLL2) => match Sll2Packet::new_checked(data) {
+                Ok(p) => {
+                    link.ifindex = Some(p.ifindex());
+                    link.src_mac = p.source_mac();
+                    match ether_payload(p.protocol(), &data[Sll2Packet::<&[u8]>::HEADER_LEN..]) {
+                        Some(s) => s,
+                        None => return non_ip(stats, link),
+                    }
+                }
+                Err(_) => return truncated_link(stats, link),
+            },
+            Linktype(LINKTYPE_LINUX_SLL) => match SllPacket::new_checked(data) {
+                Ok(p) => {
+                    link.src_mac = p.source_mac();
+                    match ether_payload(p.protocol(), &data[SllPacket::<&[u8]>::HEADER_LEN..]) {
+                        Some(s) => s,
+                        None => return non_ip(stats, link),
+                    }
+                }
+                Err(_) => return truncated_link(stats, link),
+            },
+            Linktype(t @ (LINKTYPE_NULL | LINKTYPE_LOOP)) => {
+                match cooked::loopback_family(data, t == LINKTYPE_LOOP) {
+                    Ok(LoopbackFamily::Ipv4 | LoopbackFamily::Ipv6) => {
+                        match LaxSlicedPacket::from_ip(&data[4..]) {
+                            Ok(p) => p,
+                            Err(_) => return ip_malformed(stats, link),
+                        }
+                    }
+                    Ok(LoopbackFamily::Other(_)) => return non_ip(stats, link),
+                    Err(_) => return truncated_link(stats, link),
+                }
+            }
+            Linktype(
+                LINKTYPE_RAW_OLD | LINKTYPE_RAW_OPENBSD | LINKTYPE_RAW | LINKTYPE_IPV4
+                | LINKTYPE_IPV6,
+            ) => match LaxSlicedPacket::from_ip(data) {
+                Ok(p) => p,
+                Err(_) => return ip_malformed(stats, link),
+            },
+            _ => {
+                stats.unknown_linktype += 1;
+                return Decoded {
+                    link,
+                    net: Network::None,
+                };
+            }
+        };
+
+        if let Some(LinkSlice::Ethernet2(eth)) = &sliced.link {
+            link.src_mac = Some(eth.source());
+            link.dst_mac = Some(eth.destination());
+        }
+        if let Some(LaxLinkExtSlice::Vlan(v)) = sliced.link_exts.first() {
+            link.vlan = Some(v.vlan_identifier().value());
+        }
+
+        let cut_by_snaplen = frame.orig_len as usize > frame.data.len();
+        let net = match &sliced.net {
+            Some(LaxNetSlice::Arp(arp)) => {
+                stats.arp += 1;
+                match arp_info(arp.slice()) {
+                    Some(a) => {
+                        if a.is_gratuitous() {
+                            stats.gratuitous_arp += 1;
+                        }
+                        Network::Arp(a)
+                    }
+                    None => Network::None,
+                }
+            }
+            Some(LaxNetSlice::Ipv4(ip)) => {
+                stats.ipv4 += 1;
+                let h = ip.header();
+                let payload = ip.payload();
+                if payload.incomplete && !cut_by_snaplen {
+                    stats.ip_len_exceeds_frame += 1;
+                    log.push("ip_len_exceeds_frame", frame.ts, || {
+                        format!(
+                            "{} -> {}: IPv4 total length {} but {} bytes captured",
+                            h.source_addr(),
+                            h.destination_addr(),
+                            h.total_len(),
+                            frame.data.len()
+                        )
+                    });
+                }
+                let wire_payload = usize::from(h.total_len()).saturating_sub(h.slice().len());
+                let src = IpAddr::V4(h.source_addr());
+                let dst = IpAddr::V4(h.destination_addr());
+                let frag = payload.fragmented.then(|| {
+                    (
+                        u32::from(h.identification()),
+                        h.fragments_offset(),
+                        h.more_fragments(),
+                    )
+                });
+                let ip_id = h.identification();
+                let ttl = h.ttl();
+                let ctx = IpCtx {
+                    src,
+                    dst,
+                    ipv6: false,
+                    wire_payload: cut_by_snaplen.then_some(wire_payload),
+                };
+                return self.finish_ip(
+                    frame.ts,
+                    link,
+                    &sliced,
+                    payload.ip_number,
+                    payload.payload,
+                    frag,
+                    ctx,
+                    ip_id,
+                    ttl,
+                    stats,
+                );
+            }
+            Some(LaxNetSlice::Ipv6(ip)) => {
+                stats.ipv6 += 1;
+                let h = ip.header();
+                let payload = ip.payload();
+                let ext_len = ip.extensions().slice().len();
+                let wire_payload = usize::from(h.payload_length()).saturating_sub(ext_len);
+                let mut frag = None;
+                if payload.fragmented {
+                    for ext in ip.extensions().clone().into_iter() {
+                        if let Ipv6ExtensionSlice::Fragment(f) = ext {
+                            frag = Some((f.identification(), f.fragment_offset(), f.more_fragments()));
+                        }
+                    }
+                }
+                let ctx = IpCtx {
+                    src: IpAddr::V6(h.source_addr()),
+                    dst: IpAddr::V6(h.destination_addr()),
+                    ipv6: true,
+                    wire_payload: cut_by_snaplen.then_some(wire_payload),
+                };
+                let hop = h.hop_limit();
+                return self.finish_ip(
+                    frame.ts,
+                    link,
+                    &sliced,
+                    payload.ip_number,
+                    payload.payload,
+                    frag,
+                    ctx,
+                    0,
+                    hop,
+                    stats,
+                );
+            }
+            None => {
+                if sliced.stop_err.is_some() {
+                    stats.ip_malformed += 1;
+                } else {
+                    stats.non_ip += 1;
+                }
+                Network::None
+            }
+        };
+        Decoded { link, net }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_ip<'a>(
+        &'a mut self,
+        ts: Ts,
+        link: LinkMeta,
+        sliced: &LaxSlicedPacket<'a>,
+        proto: IpNumber,
+        payload: &'a [u8],
+        frag: Option<(u32, IpFragOffset, bool)>,
+        ctx: IpCtx,
+        ip_id: u16,
+        ttl: u8,
+        stats: &mut Stats,
+    ) -> Decoded<'a> {
+        let packet = |transport| Decoded {
+            link,
+            net: Network::Ip(IpPacket {
+                src: ctx.src,
+                dst: ctx.dst,
+                ip_id,
+                ttl,
+                transport,
+            }),
+        };
+        if let Some((id, offset, more)) = frag {
+            stats.ip_fragments += 1;
+            return match self.add_fragment(ts, &ctx, proto, id, offset, more, payload, stats) {
+                true => {
+                    stats.ip_reassembled += 1;
+                    let transport = transport_of(proto, &self.reassembled, &ctx, stats);
+                    packet(transport)
+                }
+                false => packet(Transport::Fragment),
+            };
+        }
+        let transport = match &sliced.transport {
+            Some(TransportSlice::Tcp(tcp)) => {
+                stats.tcp_segments += 1;
+                Transport::Tcp(segment(tcp, ctx.wire_payload))
+            }
+            Some(TransportSlice::Udp(udp)) => {
+                stats.udp += 1;
+                Transport::Udp {
+                    src_port: udp.source_port(),
+                    dst_port: udp.destination_port(),
+                }
+            }
+            Some(TransportSlice::Icmpv4(_) | TransportSlice::Icmpv6(_)) => {
+                stats.icmp += 1;
+                Transport::Icmp
+            }
+            _ => transport_of(proto, payload, &ctx, stats),
+        };
+        packet(transport)
+    }
+
+    /// Adds a fragment; returns true when it completed a datagram, now in
+    /// `self.reassembled`.
+    #[allow(clippy::too_many_arguments)]
+    fn add_fragment(
+        &mut self,
+        ts: Ts,
+        ctx: &IpCtx,
+        proto: IpNumber,
+        id: u32,
+        offset: IpFragOffset,
+        more: bool,
+        payload: &[u8],
+        stats: &mut Stats,
+    ) -> bool {
+        let key = FragKey {
+            src: ctx.src,
+            dst: ctx.dst,
+            id,
+            proto: proto.0,
+        };
+        if !self.pending.contains_key(&key) && self.pending.len() >= MAX_PENDING_DATAGRAMS {
+            let before = self.pending.len();
+            self.pending
+                .retain(|_, (_, t)| ts.0.saturating_sub(t.0) < FRAGMENT_TIMEOUT_NS);
+            stats.ip_fragments_dropped += (before - self.pending.len()) as u64;
+            if self.pending.len() >= MAX_PENDING_DATAGRAMS {
+                stats.ip_fragments_dropped += 1;
+                return false;
+            }
+        }
+        let entry = self
+            .pending
+            .entry(key)
+            .or_insert_with(|| (IpDefragBuf::new(proto, Vec::new(), Vec::new()), ts));
+        entry.1 = ts;
+        if entry.0.add(offset, more, payload).is_err() {
+            self.pending.remove(&key);
+            stats.ip_fragments_dropped += 1;
+            return false;
+        }
+        if !entry.0.is_complete() {
+            return false;
+        }
+        let (buf, _) = self.pending.remove(&key).expect("entry exists");
+        let (data, _) = buf.take_bufs();
+        self.reassembled = data;
+        true
+    }
+
+    /// Drops partial datagrams idle for longer than the timeout; returns how many.
+    pub fn expire(&mut self, now: Ts, stats: &mut Stats) {
+        let before = self.pending.len();
+        self.pending
+            .retain(|_, (_, t)| now.0.saturating_sub(t.0) < FRAGMENT_TIMEOUT_NS);
+        stats.ip_fragments_dropped += (before - self.pending.len()) as u64;
+    }
+}
+
+struct IpCtx {
+    src: IpAddr,
+    dst: IpAddr,
+    ipv6: bool,
+    /// Payload length on the wire when the snaplen cut the frame.
+    wire_payload: Option<usize>,
+}
+
+fn segment<'a>(tcp: &TcpSlice<'a>, wire_payload: Option<usize>) -> TcpSegment<'a> {
+    let header = tcp.header_slice();
+    let payload = tcp.payload();
+    let missing = wire_payload
+        .map(|w| w.saturating_sub(header.len() + payload.len()))
+        .unwrap_or(0);
+    TcpSegment {
+        src_port: tcp.source_port(),
+        dst_port: tcp.destination_port(),
+        seq: tcp.sequence_number(),
+        ack: tcp.acknowledgment_number(),
+        flags: header[13],
+        window: tcp.window_size(),
+        payload,
+        missing: missing.min(u32::MAX as usize) as u32,
+    }
+}
+
+/// Decodes a transport payload etherparse did not (reassembled datagrams, VRRP,
+/// cut-off headers).
+fn transport_of<'a>(proto: IpNumber, payload: &'a [u8], ctx: &IpCtx, stats: &mut Stats) -> Transport<'a> {
+    match proto {
+        IpNumber::TCP => match TcpSlice::from_slice(payload) {
+            Ok(tcp) => {
+                stats.tcp_segments += 1;
+                Transport::Tcp(segment(&tcp, ctx.wire_payload))
+            }
+            Err(_) => {
+                stats.tcp_malformed += 1;
+                Transport::Malformed
+            }
+        },
+        IpNumber::UDP => {
+            if payload.len() >= 8 {
+                stats.udp += 1;
+                Transport::Udp {
+                    src_port: u16::from_be_bytes([payload[0], payload[1]]),
+                    dst_port: u16::from_be_bytes([payload[2], payload[3]]),
+                }
+            } else {
+                Transport::Malformed
+            }
+        }
+        IpNumber::ICMP | IpNumber::IPV6_ICMP => {
+            stats.icmp += 1;
+            Transport::Icmp
+        }
+        IpNumber(112) => {
+            if vrrp::is_carp(payload) {
+                stats.carp += 1;
+                return Transport::Carp;
+            }
+            match VrrpPacket::new_checked(payload, ctx.ipv6) {
+                Ok(v) => {
+                    stats.vrrp += 1;
+                    Transport::Vrrp(VrrpAdvert {
+                        version: v.version(),
+                        vrid: v.vrid(),
+                        priority: v.priority(),
+                        interval_centis: v.interval_centis(),
+                        addresses: v.addresses().collect(),
+                    })
+                }
+                Err(_) => {
+                    stats.vrrp_malformed += 1;
+                    Transport::Malformed
+                }
+            }
+        }
+        IpNumber(p) => {
+            stats.other_ip_protocol += 1;
+            Transport::Other(p)
+        }
+    }
+}
+
+fn ether_payload(protocol: u16, payload: &[u8]) -> Option<LaxSlicedPacket<'_>> {
+    (protocol >= 0x0600).then(|| LaxSlicedPacket::from_ether_type(EtherType(protocol), payload))
+}
+
+/// Reads an Ethernet/IPv4 ARP packet (hardware type 1, protocol 0x0800, lengths 6/4).
+fn arp_info(b: &[u8]) -> Option<ArpInfo> {
+    if b.len() < 28 || b[4] != 6 || b[5] != 4 || u16::from_be_bytes([b[2], b[3]]) != 0x0800 {
+        return None;
+    }
+    let mut sender_mac = [0u8; 6];
+    sender_mac.copy_from_slice(&b[8..14]);
+    Some(ArpInfo {
+        operation: u16::from_be_bytes([b[6], b[7]]),
+        sender_mac,
+        sender_ip: Ipv4Addr::new(b[14], b[15], b[16], b[17]),
+        target_ip: Ipv4Addr::new(b[24], b[25], b[26], b[27]),
+    })
+}
+
+fn truncated_link(stats: &mut Stats, link: LinkMeta) -> Decoded<'static> {
+    stats.link_truncated += 1;
+    Decoded {
+        link,
+        net: Network::None,
+    }
+}
+
+fn non_ip(stats: &mut Stats, link: LinkMeta) -> Decoded<'static> {
+    stats.non_ip += 1;
+    Decoded {
+        link,
+        net: Network::None,
+    }
+}
+
+fn ip_malformed(stats: &mut Stats, link: LinkMeta) -> Decoded<'static> {
+    stats.ip_malformed += 1;
+    Decoded {
+        link,
+        net: Network::None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,175 @@
+use super::*;
+use crate::capture::IfaceId;
+use etherparse::PacketBuilder;
+use proptest::prelude::*;
+
+fn frame(link: i32, data: &[u8]) -> Frame<'_> {
+    Frame {
+        ts: Ts(0),
+        iface: IfaceId(0),
+        link: Linktype(link),
+        orig_len: data.len() as u32,
+        data,
+    }
+}
+
+fn eth_tcp(payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2([1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1])
+        .ipv4([198, 18, 0, 2], [198, 18, 1, 231], 64)
+        .tcp(40000, 8000, 1000, 64240)
+        .psh()
+        .ack(5);
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+fn decode_one(link: i32, data: &[u8]) -> (Option<(IpAddr, IpAddr, u16, u16, Vec<u8>, u32)>, Stats) {
+    let mut d = Decoder::new();
+    let mut stats = Stats::default();
+    let mut log = AnomalyLog::default();
+    let f = frame(link, data);
+    let out = d.decode(&f, &mut stats, &mut log);
+    let tcp = match out.net {
+        Network::Ip(ip) => match ip.transport {
+            Transport::Tcp(t) => Some((ip.src, ip.dst, t.src_port, t.dst_port, t.payload.to_vec(), t.missing)),
+            _ => None,
+        },
+        _ => None,
+    };
+    (tcp, stats)
+}
+
+#[test]
+fn ethernet_ipv4_tcp() {
+    let pkt = eth_tcp(b"GET / HTTP/1.1\r\n\r\n");
+    let (tcp, stats) = decode_one(1, &pkt);
+    let (src, dst, sp, dp, payload, missing) = tcp.unwrap();
+    assert_eq!(src.to_string(), "198.18.0.2");
+    assert_eq!(dst.to_string(), "198.18.1.231");
+    assert_eq!((sp, dp, missing), (40000, 8000, 0));
+    assert_eq!(payload, b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!((stats.ipv4, stats.tcp_segments), (1, 1));
+}
+
+#[test]
+fn sll2_carries_ifindex() {
+    let eth = eth_tcp(b"x");
+    let mut sll2 = vec![0x08, 0x00, 0, 0, 0, 0, 0, 9, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0];
+    sll2.extend_from_slice(&eth[14..]);
+    let mut d = Decoder::new();
+    let mut stats = Stats::default();
+    let f = frame(276, &sll2);
+    let out = d.decode(&f, &mut stats, &mut AnomalyLog::default());
+    assert_eq!(out.link.ifindex, Some(9));
+    assert_eq!(out.link.src_mac, Some([1, 2, 3, 4, 5, 6]));
+    assert!(matches!(out.net, Network::Ip(IpPacket { transport: Transport::Tcp(_), .. })));
+}
+
+#[test]
+fn snaplen_cut_payload_is_reported_missing() {
+    let pkt = eth_tcp(&[b'a'; 100]);
+    let cut = &pkt[..pkt.len() - 30];
+    let mut d = Decoder::new();
+    let mut stats = Stats::default();
+    let f = Frame {
+        orig_len: pkt.len() as u32,
+        ..frame(1, cut)
+    };
+    let out = d.decode(&f, &mut stats, &mut AnomalyLog::default());
+    let Network::Ip(IpPacket { transport: Transport::Tcp(t), .. }) = out.net else {
+        panic!("not tcp")
+    };
+    assert_eq!((t.payload.len(), t.missing), (70, 30));
+    assert_eq!(stats.ip_len_exceeds_frame, 0);
+}
+
+#[test]
+fn every_truncation_is_counted_never_panics() {
+    let pkt = eth_tcp(b"GET / HTTP/1.1\r\n\r\n");
+    for len in 0..pkt.len() {
+        let (_, stats) = decode_one(1, &pkt[..len]);
+        let counted = stats.link_truncated
+            + stats.ip_malformed
+            + stats.tcp_malformed
+            + stats.tcp_segments
+            + stats.non_ip;
+        assert!(counted >= 1, "length {len} left no trace: {stats:?}");
+    }
+}
+
+#[test]
+fn unknown_linktype_is_counted() {
+    let (_, stats) = decode_one(147, &[0; 40]);
+    assert_eq!(stats.unknown_linktype, 1);
+}
+
+#[test]
+fn gratuitous_arp() {
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+    arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 198, 18, 1, 231]);
+    arp.extend_from_slice(&[0, 0, 0, 0, 0, 0, 198, 18, 1, 231]);
+    let mut d = Decoder::new();
+    let mut stats = Stats::default();
+    let f = frame(1, &arp);
+    let out = d.decode(&f, &mut stats, &mut AnomalyLog::default());
+    let Network::Arp(a) = out.net else { panic!("not arp") };
+    assert!(a.is_gratuitous());
+    assert_eq!(a.sender_mac, [2, 0, 0, 0, 0, 1]);
+    assert_eq!((stats.arp, stats.gratuitous_arp), (1, 1));
+}
+
+#[test]
+fn ipv4_fragments_reassemble_into_tcp() {
+    // A TCP segment split by hand into two IPv4 fragments (offsets in 8-byte units).
+    let whole = eth_tcp(&[b'z'; 40]);
+    let ip = &whole[14..];
+    let ihl = 20;
+    let tcp_part = &ip[ihl..];
+    let (first, second) = tcp_part.split_at(32);
+    let mk = |off: u16, more: bool, body: &[u8]| {
+        let mut h = ip[..ihl].to_vec();
+        let total = (ihl + body.len()) as u16;
+        h[2..4].copy_from_slice(&total.to_be_bytes());
+        let flags_off = (if more { 0x2000 } else { 0 }) | (off / 8);
+        h[6..8].copy_from_slice(&flags_off.to_be_bytes());
+        let mut e = whole[..14].to_vec();
+        e.extend_from_slice(&h);
+        e.extend_from_slice(body);
+        e
+    };
+    let f1 = mk(0, true, first);
+    let f2 = mk(32, false, second);
+    let mut d = Decoder::new();
+    let mut stats = Stats::default();
+    let mut log = AnomalyLog::default();
+    let out1 = d.decode(&frame(1, &f1), &mut stats, &mut log);
+    assert!(matches!(out1.net, Network::Ip(IpPacket { transport: Transport::Fragment, .. })));
+    let out2 = d.decode(&frame(1, &f2), &mut stats, &mut log);
+    let Network::Ip(IpPacket { transport: Transport::Tcp(t), .. }) = out2.net else {
+        panic!("not reassembled")
+    };
+    assert_eq!(t.payload, &[b'z'; 40][..]);
+    assert_eq!((stats.ip_fragments, stats.ip_reassembled), (2, 1));
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(link in prop::sample::select(vec![0, 1, 12, 101, 108, 113, 228, 229, 276]),
+                                   data in prop::collection::vec(any::<u8>(), 0..200)) {
+        let mut d = Decoder::new();
+        let mut stats = Stats::default();
+        let f = frame(link, &data);
+        let _ = d.decode(&f, &mut stats, &mut AnomalyLog::default());
+    }
+
+    #[test]
+    fn mutated_packets_never_panic(pos in 0usize..80, byte in any::<u8>(), cut in 0usize..80) {
+        let mut pkt = eth_tcp(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
+        let p = pos % pkt.len();
+        pkt[p] = byte;
+        let len = pkt.len().saturating_sub(cut);
+        let _ = decode_one(1, &pkt[..len]);
+    }
+}

@@ -1,0 +1,304 @@
+//! HTTP/1.x transactions from reassembled TCP streams.
+//!
+//! [`HttpAnalyzer`] is a [`StreamSink`]: it sees only in-order data, gaps and ends of
+//! each direction (as Zeek's HTTP analyzer does). Requests and responses are paired per
+//! connection in order, which handles keep-alive and pipelining (several requests in
+//! one segment are each parsed; Packetbeat's bug #6774 is the counter-example). Bodies
+//! are framed by Content-Length, chunked encoding or the end of the connection, and
+//! skipped without being buffered; responses to HEAD, 1xx, 204 and 304 have none.
+//! Interim 1xx responses are attached to their request; 101 and CONNECT end HTTP on
+//! the connection.
+//!
+//! Memory per connection is bounded: header blocks by [`MAX_HEADER_BLOCK`], kept
+//! headers by [`MAX_KEPT_HEADERS`] and [`MAX_HEADER_VALUE`], and requests awaiting a
+//! response by [`MAX_PENDING_REQUESTS`].
+
+mod parse;
+
+use crate::anomaly::{AnomalyLog, Stats};
+use crate::tcp::{ConnMeta, Dir, End, StreamSink, VantageId};
+use crate::time::Ts;
+use parse::{MessageParser, Role};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+/// Largest header block parsed (start line and headers).
+pub const MAX_HEADER_BLOCK: usize = 64 << 10;
+/// Headers kept per message (all are parsed).
+pub const MAX_KEPT_HEADERS: usize = 64;
+/// Bytes kept of each header value.
+pub const MAX_HEADER_VALUE: usize = 1024;
+/// Requests waiting for their response on one connection.
+pub const MAX_PENDING_REQUESTS: usize = 512;
+
+/// One HTTP request as seen on the wire.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Request {
+    /// Method.
+    pub method: String,
+    /// Request target as sent.
+    pub uri: String,
+    /// `HTTP/1.0` or `HTTP/1.1`.
+    pub version: &'static str,
+    /// Headers in order (bounded; see [`MAX_KEPT_HEADERS`]).
+    pub headers: Vec<(String, String)>,
+    /// Body bytes (as framed on the wire, gaps included).
+    pub body_bytes: u64,
+    /// First byte of the request.
+    pub first_ts: Ts,
+    /// Last byte of the request.
+    pub last_ts: Ts,
+    /// Whether part of it was missing from the capture.
+    pub incomplete: bool,
+}
+
+/// One HTTP response as seen on the wire.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Reason phrase.
+    pub reason: String,
+    /// `HTTP/1.0` or `HTTP/1.1`.
+    pub version: &'static str,
+    /// Headers in order (bounded).
+    pub headers: Vec<(String, String)>,
+    /// Body bytes (as framed on the wire, gaps included).
+    pub body_bytes: u64,
+    /// First byte of the response.
+    pub first_ts: Ts,
+    /// Last byte of the response.
+    pub last_ts: Ts,
+    /// Whether part of it was missing from the capture.
+    pub incomplete: bool,
+}
+
+impl Request {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+}
+
+impl Response {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// A request and its response on one connection at one vantage point.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct HttpTransaction {
+    /// Sequence number of the transaction within the run.
+    pub id: u64,
+    /// The TCP connection ([`ConnMeta::id`]).
+    pub conn_id: u64,
+    /// Where it was seen.
+    pub vantage: VantageId,
+    /// Client address and port as on the wire at that vantage point.
+    pub client: SocketAddr,
+    /// Server address and port.
+    pub server: SocketAddr,
+    /// The request; `None` for a response without one in the capture.
+    pub request: Option<Request>,
+    /// The final response; `None` when none was seen.
+    pub response: Option<Response>,
+    /// Interim (1xx) statuses received before the final response.
+    pub interim: Vec<u16>,
+}
+
+/// Requests awaiting their response, with the interim statuses received so far.
+type Pending = VecDeque<(Request, Vec<u16>)>;
+
+/// Per-connection HTTP state.
+pub struct HttpConn {
+    /// Parsers indexed by [`Dir`].
+    parsers: [MessageParser; 2],
+    /// Whether the SYN side turned out to be the server.
+    swapped: Option<bool>,
+    pending: Pending,
+    upgraded: bool,
+}
+
+/// The HTTP stage: turns stream events into [`HttpTransaction`]s.
+#[derive(Default)]
+pub struct HttpAnalyzer {
+    /// Transactions completed since the caller last drained them.
+    pub completed: Vec<HttpTransaction>,
+    next_id: u64,
+    /// Counters (moved into the run's totals by the pipeline).
+    pub stats: Stats,
+    /// Anomaly samples.
+    pub log: AnomalyLog,
+}
+
+impl HttpAnalyzer {
+    /// A new analyzer.
+    pub fn new() -> HttpAnalyzer {
+        HttpAnalyzer::default()
+    }
+
+    fn emit(
+        &mut self,
+        meta: &ConnMeta,
+        swapped: bool,
+        request: Option<Request>,
+        response: Option<Response>,
+        interim: Vec<u16>,
+    ) {
+        let (client, server) = if swapped {
+            (meta.server, meta.client)
+        } else {
+            (meta.client, meta.server)
+        };
+        if request.is_some() && response.is_none() {
+            self.stats.http_unanswered += 1;
+        }
+        if request.is_none() {
+            self.stats.http_orphan_responses += 1;
+        }
+        self.stats.http_transactions += 1;
+        self.completed.push(HttpTransaction {
+            id: self.next_id,
+            conn_id: meta.id,
+            vantage: meta.vantage,
+            client,
+            server,
+            request,
+            response,
+            interim,
+        });
+        self.next_id += 1;
+    }
+
+    fn handle(&mut self, conn: &mut HttpConn, meta: &ConnMeta, events: Vec<parse::Event>) {
+        let swapped = conn.swapped.unwrap_or(false);
+        for ev in events {
+            match ev {
+                parse::Event::Request(req) => {
+                    self.stats.http_requests += 1;
+                    if conn.pending.len() >= MAX_PENDING_REQUESTS {
+                        let (old, interim) = conn.pending.pop_front().expect("non-empty");
+                        self.emit(meta, swapped, Some(old), None, interim);
+                    }
+                    conn.pending.push_back((req, Vec::new()));
+                }
+                parse::Event::RequestDone { last_ts, body_bytes, incomplete } => {
+                    if let Some((req, _)) = conn.pending.back_mut() {
+                        req.last_ts = last_ts;
+                        req.body_bytes = body_bytes;
+                        req.incomplete |= incomplete;
+                    }
+                }
+                parse::Event::Interim(status) => {
+                    self.stats.http_interim_responses += 1;
+                    if let Some((_, interim)) = conn.pending.front_mut() {
+                        interim.push(status);
+                    }
+                }
+                parse::Event::Response(resp) => {
+                    self.stats.http_responses += 1;
+                    let upgrade = resp.status == 101;
+                    let (req, interim) = match conn.pending.pop_front() {
+                        Some((r, i)) => (Some(r), i),
+                        None => (None, Vec::new()),
+                    };
+                    let connect_ok = req.as_ref().is_some_and(|r| r.method == "CONNECT")
+                        && (200..300).contains(&resp.status);
+                    self.emit(meta, swapped, req, Some(resp), interim);
+                    if upgrade || connect_ok {
+                        self.stats.http_upgrades += 1;
+                        conn.upgraded = true;
+                        for p in &mut conn.parsers {
+                            p.stop();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+}
+
+impl StreamSink for HttpAnalyzer {
+    type Conn = HttpConn;
+
+    fn open(&mut self, _meta: &ConnMeta) -> HttpConn {
+        HttpConn {
+            parsers: [MessageParser::new(Role::Request), MessageParser::new(Role::Response)],
+            swapped: None,
+            pending: VecDeque::new(),
+            upgraded: false,
+        }
+    }
+
+    fn data(&mut self, conn: &mut HttpConn, meta: &ConnMeta, dir: Dir, ts: Ts, data: &[u8]) -> bool {
+        if conn.upgraded {
+            return false;
+        }
+        if conn.swapped.is_none() {
+            // The first bytes decide which side speaks requests.
+            let looks_like_response = data.starts_with(b"HTTP/");
+            let swapped = match dir {
+                Dir::ToServer => looks_like_response,
+                Dir::ToClient => !looks_like_response && parse::looks_like_request(data),
+            };
+            if swapped {
+                conn.parsers.swap(0, 1);
+            }
+            conn.swapped = Some(swapped);
+        }
+        let parser = &mut conn.parsers[dir as usize];
+        let mut events = Vec::new();
+        let keep = parser.data(ts, data, &conn.pending, &mut self.stats, &mut self.log, &mut events);
+        if !events.is_empty() {
+            self.handle(conn, meta, events);
+        }
+        keep && !conn.upgraded
+    }
+
+    fn gap(&mut self, conn: &mut HttpConn, meta: &ConnMeta, dir: Dir, ts: Ts, len: u64) {
+        let mut events = Vec::new();
+        conn.parsers[dir as usize].gap(ts, len, &mut self.stats, &mut events);
+        if !events.is_empty() {
+            self.handle(conn, meta, events);
+        }
+    }
+
+    fn end(&mut self, conn: &mut HttpConn, meta: &ConnMeta, dir: Dir, ts: Ts, how: End) {
+        let mut events = Vec::new();
+        conn.parsers[dir as usize].end(ts, &mut self.stats, &mut events);
+        if how == End::Rst {
+            conn.parsers[dir.flip() as usize].end(ts, &mut self.stats, &mut events);
+        }
+        if !events.is_empty() {
+            self.handle(conn, meta, events);
+        }
+    }
+
+    fn close(&mut self, mut conn: HttpConn, meta: &ConnMeta, ts: Ts) {
+        let mut events = Vec::new();
+        for p in &mut conn.parsers {
+            p.end(ts, &mut self.stats, &mut events);
+        }
+        if !events.is_empty() {
+            self.handle(&mut conn, meta, events);
+        }
+        let swapped = conn.swapped.unwrap_or(false);
+        while let Some((req, interim)) = conn.pending.pop_front() {
+            self.emit(meta, swapped, Some(req), None, interim);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,708 @@
+//! The message parser for one direction of a connection.
+//!
+//! Headers are parsed by httparse straight from the segment when a header block fits
+//! in it (the common case), otherwise from a bounded accumulation buffer. Bodies are
+//! only counted. After a gap in framing that cannot be skipped exactly, or a parse
+//! error, the parser resynchronises at the next line that starts a message.
+
+use super::{Pending, Request, Response, MAX_HEADER_BLOCK, MAX_HEADER_VALUE, MAX_KEPT_HEADERS};
+use crate::anomaly::{AnomalyLog, Stats};
+use crate::time::Ts;
+
+/// Which messages a direction carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Client to server.
+    Request,
+    /// Server to client.
+    Response,
+}
+
+/// What the parser reports to the connection.
+#[derive(Debug)]
+pub enum Event {
+    /// A request's headers are complete (its body may follow).
+    Request(Request),
+    /// The last request's body is complete.
+    RequestDone {
+        last_ts: Ts,
+        body_bytes: u64,
+        incomplete: bool,
+    },
+    /// An interim 1xx response.
+    Interim(u16),
+    /// A final response, complete.
+    Response(Response),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Reading a chunk-size line.
+    Size,
+    /// Inside chunk data.
+    Data(u64),
+    /// The CRLF after chunk data.
+    DataEnd(u8),
+    /// Trailer lines after the last chunk.
+    Trailer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Between messages.
+    Start,
+    /// Inside a header block.
+    Headers,
+    /// Inside a body of known remaining length.
+    Body(u64),
+    /// Inside a chunked body.
+    Chunked(Chunk),
+    /// A body that ends with the connection.
+    UntilClose,
+    /// Lost framing: skipping to the next message start.
+    Resync,
+    /// Not HTTP (or no longer: upgraded).
+    Stopped,
+}
+
+/// A message whose headers are parsed but whose body is still coming.
+#[derive(Debug)]
+enum Open {
+    None,
+    Request,
+    Response(Box<Response>),
+}
+
+/// Parser of one direction.
+#[derive(Debug)]
+pub struct MessageParser {
+    role: Role,
+    state: State,
+    buf: Vec<u8>,
+    open: Open,
+    first_ts: Ts,
+    body_bytes: u64,
+    incomplete: bool,
+    seen_message: bool,
+    /// Final responses produced (to find the request each one answers).
+    answered: usize,
+}
+
+/// Whether bytes start like a request line: a method token and a space.
+pub fn looks_like_request(data: &[u8]) -> bool {
+    let token = data.iter().take_while(|b| b.is_ascii_uppercase() || **b == b'-' || **b == b'_').count();
+    (3..=20).contains(&token) && data.get(token) == Some(&b' ')
+        || (token == data.len() && token > 0)
+}
+
+fn looks_like_response(data: &[u8]) -> bool {
+    let n = data.len().min(5);
+    data[..n] == b"HTTP/"[..n] && n > 0
+}
+
+impl MessageParser {
+    /// A parser for `role`.
+    pub fn new(role: Role) -> MessageParser {
+        MessageParser {
+            role,
+            state: State::Start,
+            buf: Vec::new(),
+            open: Open::None,
+            first_ts: Ts::default(),
+            body_bytes: 0,
+            incomplete: false,
+            seen_message: false,
+            answered: 0,
+        }
+    }
+
+    /// Stops parsing (the connection switched protocols).
+    pub fn stop(&mut self) {
+        self.state = State::Stopped;
+        self.buf = Vec::new();
+    }
+
+    /// Feeds in-order bytes. Returns false when the direction is not HTTP (any more).
+    pub fn data(
+        &mut self,
+        ts: Ts,
+        mut data: &[u8],
+        pending: &Pending,
+        stats: &mut Stats,
+        log: &mut AnomalyLog,
+        events: &mut Vec<Event>,
+    ) -> bool {
+        self.answered = 0;
+        while !data.is_empty() {
+            match self.state {
+                State::Stopped => return false,
+                State::Start => {
+                    let skip = data.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+                    data = &data[skip..];
+                    if data.is_empty() {
+                        break;
+                    }
+                    let plausible = match self.role {
+                        Role::Request => looks_like_request(data),
+                        Role::Response => looks_like_response(data),
+                    };
+                    if !plausible {
+                        if self.seen_message {
+                            stats.http_parse_errors += 1;
+                            self.state = State::Resync;
+                            continue;
+                        }
+                        stats.http_non_http_streams += 1;
+                        self.stop();
+                        return false;
+                    }
+                    self.first_ts = ts;
+                    self.body_bytes = 0;
+                    self.incomplete = false;
+                    self.state = State::Headers;
+                }
+                State::Headers => {
+                    let used = self.headers(ts, data, pending, stats, log, events);
+                    data = &data[used..];
+                }
+                State::Body(remaining) => {
+                    let n = remaining.min(data.len() as u64);
+                    self.body_bytes += n;
+                    data = &data[n as usize..];
+                    if n == remaining {
+                        self.finish(ts, events);
+                    } else {
+                        self.state = State::Body(remaining - n);
+                    }
+                }
+                State::Chunked(c) => {
+                    let used = self.chunked(ts, c, data, stats, events);
+                    data = &data[used..];
+                }
+                State::UntilClose => {
+                    self.body_bytes += data.len() as u64;
+                    data = &[];
+                }
+                State::Resync => {
+                    match find_message_start(self.role, data) {
+                        Some(at) => {
+                            stats.http_skipped_bytes += at as u64;
+                            data = &data[at..];
+                            self.buf.clear();
+                            self.state = State::Start;
+                        }
+                        None => {
+                            stats.http_skipped_bytes += data.len() as u64;
+                            data = &[];
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Parses headers from `data` (and what was buffered); returns bytes used.
+    fn headers(
+        &mut self,
+        ts: Ts,
+        data: &[u8],
+        pending: &Pending,
+        stats: &mut Stats,
+        log: &mut AnomalyLog,
+        events: &mut Vec<Event>,
+    ) -> usize {
+        let buffered = self.buf.len();
+        let block: &[u8] = if buffered == 0 {
+            data
+        } else {
+            let room = MAX_HEADER_BLOCK.saturating_sub(buffered);
+            self.buf.extend_from_slice(&data[..data.len().min(room)]);
+            &self.buf
+        };
+        let mut storage = [httparse::EMPTY_HEADER; 128];
+        let parsed = match self.role {
+            Role::Request => {
+                let mut req = httparse::Request::new(&mut storage);
+                match req.parse(block) {
+                    Ok(httparse::Status::Complete(n)) => Ok(Some((n, Head::from_request(&req, stats)))),
+                    Ok(httparse::Status::Partial) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            Role::Response => {
+                let mut resp = httparse::Response::new(&mut storage);
+                match resp.parse(block) {
+                    Ok(httparse::Status::Complete(n)) => Ok(Some((n, Head::from_response(&resp, stats)))),
+                    Ok(httparse::Status::Partial) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match parsed {
+            Ok(Some((n, head))) => {
+                let used = n - buffered;
+                self.buf.clear();
+                self.seen_message = true;
+                self.start_body(ts, head, pending, stats, log, events);
+                used
+            }
+            Ok(None) => {
+                if buffered == 0 {
+                    if data.len() >= MAX_HEADER_BLOCK {
+                        return self.overflow(stats);
+                    }
+                    self.buf.extend_from_slice(data);
+                } else if self.buf.len() >= MAX_HEADER_BLOCK {
+                    return self.overflow(stats);
+                }
+                data.len()
+            }
+            Err(e) => {
+                stats.http_parse_errors += 1;
+                let role = self.role;
+                log.push("http_parse_errors", ts, || format!("{role:?} header block: {e}"));
+                self.buf.clear();
+                if !self.seen_message {
+                    stats.http_non_http_streams += 1;
+                    self.stop();
+                    return data.len();
+                }
+                self.state = State::Resync;
+                // Skip the bad start's first byte so resync does not find it again
+                // (when it was buffered, it is already gone).
+                usize::from(buffered == 0)
+            }
+        }
+    }
+
+    fn overflow(&mut self, stats: &mut Stats) -> usize {
+        stats.http_header_overflows += 1;
+        self.buf.clear();
+        self.state = State::Resync;
+        1
+    }
+
+    fn start_body(
+        &mut self,
+        ts: Ts,
+        head: Head,
+        pending: &Pending,
+        stats: &mut Stats,
+        log: &mut AnomalyLog,
+        events: &mut Vec<Event>,
+    ) {
+        let framing = head.framing(stats, log, ts);
+        match head.kind {
+            HeadKind::Request { method, uri } => {
+                events.push(Event::Request(Request {
+                    method,
+                    uri,
+                    version: head.version,
+                    headers: head.headers,
+                    body_bytes: 0,
+                    first_ts: self.first_ts,
+                    last_ts: ts,
+                    incomplete: false,
+                }));
+                self.open = Open::Request;
+                // A request without Content-Length or chunked coding has no body.
+                self.set_framing(ts, framing.unwrap_or(Framing::Length(0)), events);
+            }
+            HeadKind::Response { status, reason } => {
+                if (100..200).contains(&status) && status != 101 {
+                    events.push(Event::Interim(status));
+                    self.state = State::Start;
+                    return;
+                }
+                let method = pending.get(self.answered).map(|(r, _)| r.method.as_str());
+                self.answered += 1;
+                let bodiless = method == Some("HEAD")
+                    || status == 204
+                    || status == 304
+                    || status == 101
+                    || (method == Some("CONNECT") && (200..300).contains(&status));
+                self.open = Open::Response(Box::new(Response {
+                    status,
+                    reason,
+                    version: head.version,
+                    headers: head.headers,
+                    body_bytes: 0,
+                    first_ts: self.first_ts,
+                    last_ts: ts,
+                    incomplete: false,
+                }));
+                let framing = if bodiless {
+                    Framing::Length(0)
+                } else {
+                    framing.unwrap_or(Framing::UntilClose)
+                };
+                self.set_framing(ts, framing, events);
+            }
+        }
+    }
+
+    fn set_framing(&mut self, ts: Ts, framing: Framing, events: &mut Vec<Event>) {
+        match framing {
+            Framing::Length(0) => self.finish(ts, events),
+            Framing::Length(n) => self.state = State::Body(n),
+            Framing::Chunked => self.state = State::Chunked(Chunk::Size),
+            Framing::UntilClose => self.state = State::UntilClose,
+        }
+    }
+
+    /// The open message is complete.
+    fn finish(&mut self, ts: Ts, events: &mut Vec<Event>) {
+        match std::mem::replace(&mut self.open, Open::None) {
+            Open::Request => events.push(Event::RequestDone {
+                last_ts: ts,
+                body_bytes: self.body_bytes,
+                incomplete: self.incomplete,
+            }),
+            Open::Response(mut r) => {
+                r.last_ts = ts;
+                r.body_bytes = self.body_bytes;
+                r.incomplete = self.incomplete;
+                events.push(Event::Response(*r));
+            }
+            Open::None => {}
+        }
+        if self.state != State::Stopped {
+            self.state = State::Start;
+        }
+    }
+
+    /// Walks chunked framing; returns bytes used.
+    fn chunked(&mut self, ts: Ts, c: Chunk, data: &[u8], stats: &mut Stats, events: &mut Vec<Event>) -> usize {
+        match c {
+            Chunk::Data(remaining) => {
+                let n = remaining.min(data.len() as u64);
+                self.body_bytes += n;
+                self.state = State::Chunked(if n == remaining {
+                    Chunk::DataEnd(2)
+                } else {
+                    Chunk::Data(remaining - n)
+                });
+                n as usize
+            }
+            Chunk::DataEnd(left) => {
+                // Expect CRLF; tolerate a bare LF.
+                let mut used = 0;
+                let mut left = left;
+                while left > 0 && used < data.len() {
+                    match data[used] {
+                        b'\r' if left == 2 => {
+                            used += 1;
+                            left = 1;
+                        }
+                        b'\n' => {
+                            used += 1;
+                            left = 0;
+                        }
+                        _ => {
+                            left = 0;
+                        }
+                    }
+                }
+                self.state = State::Chunked(if left == 0 { Chunk::Size } else { Chunk::DataEnd(left) });
+                used
+            }
+            Chunk::Size | Chunk::Trailer => {
+                let Some(line_end) = data.iter().position(|b| *b == b'\n') else {
+                    if self.buf.len() + data.len() > 4096 {
+                        stats.http_parse_errors += 1;
+                        self.buf.clear();
+                        self.abandon(ts, events);
+                    } else {
+                        self.buf.extend_from_slice(data);
+                    }
+                    return data.len();
+                };
+                self.buf.extend_from_slice(&data[..line_end]);
+                let line = std::mem::take(&mut self.buf);
+                let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                if c == Chunk::Trailer {
+                    if line.is_empty() {
+                        self.finish(ts, events);
+                    }
+                    return line_end + 1;
+                }
+                match parse_chunk_size(line) {
+                    Some(0) => self.state = State::Chunked(Chunk::Trailer),
+                    Some(n) => self.state = State::Chunked(Chunk::Data(n)),
+                    None => {
+                        stats.http_parse_errors += 1;
+                        self.abandon(ts, events);
+                    }
+                }
+                line_end + 1
+            }
+        }
+    }
+
+    /// Ends the open message as incomplete and looks for the next one.
+    fn abandon(&mut self, ts: Ts, events: &mut Vec<Event>) {
+        self.incomplete = true;
+        self.finish(ts, events);
+        self.state = State::Resync;
+    }
+
+    /// `len` bytes are missing from the stream.
+    pub fn gap(&mut self, ts: Ts, len: u64, stats: &mut Stats, events: &mut Vec<Event>) {
+        match self.state {
+            State::Body(remaining) => {
+                stats.http_incomplete += 1;
+                self.incomplete = true;
+                if len < remaining {
+                    self.body_bytes += len;
+                    self.state = State::Body(remaining - len);
+                } else {
+                    self.body_bytes += remaining;
+                    self.finish(ts, events);
+                    if len > remaining {
+                        self.state = State::Resync;
+                    }
+                }
+            }
+            State::Chunked(Chunk::Data(remaining)) if len < remaining => {
+                stats.http_incomplete += 1;
+                self.incomplete = true;
+                self.body_bytes += len;
+                self.state = State::Chunked(Chunk::Data(remaining - len));
+            }
+            State::UntilClose => {
+                stats.http_incomplete += 1;
+                self.incomplete = true;
+                self.body_bytes += len;
+            }
+            State::Chunked(_) => {
+                stats.http_incomplete += 1;
+                self.abandon(ts, events);
+            }
+            State::Headers => {
+                // The message's start is known but its headers are lost.
+                stats.http_incomplete += 1;
+                self.buf.clear();
+                self.state = State::Resync;
+            }
+            State::Start => {
+                if self.seen_message {
+                    self.state = State::Resync;
+                } else {
+                    // Picked up mid-stream after a hole: find the first message.
+                    self.seen_message = true;
+                    self.state = State::Resync;
+                }
+            }
+            State::Resync | State::Stopped => {}
+        }
+        if self.state == State::Resync {
+            stats.http_resyncs += 1;
+        }
+    }
+
+    /// The direction ended (FIN, RST, or the connection closed).
+    pub fn end(&mut self, ts: Ts, stats: &mut Stats, events: &mut Vec<Event>) {
+        match self.state {
+            State::UntilClose => self.finish(ts, events),
+            State::Body(_) | State::Chunked(_) => {
+                stats.http_incomplete += 1;
+                self.incomplete = true;
+                self.finish(ts, events);
+            }
+            State::Headers => {
+                stats.http_incomplete += 1;
+                self.buf.clear();
+                self.state = State::Start;
+            }
+            _ => {}
+        }
+        self.buf = Vec::new();
+    }
+}
+
+/// How a body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+enum HeadKind {
+    Request { method: String, uri: String },
+    Response { status: u16, reason: String },
+}
+
+/// A parsed start line and header block, copied out of the packet bytes.
+struct Head {
+    kind: HeadKind,
+    version: &'static str,
+    headers: Vec<(String, String)>,
+    content_length: Option<Result<u64, ()>>,
+    chunked: bool,
+}
+
+fn lossy(b: &[u8], max: usize) -> String {
+    String::from_utf8_lossy(&b[..b.len().min(max)]).into_owned()
+}
+
+fn version_str(v: Option<u8>) -> &'static str {
+    match v {
+        Some(0) => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+impl Head {
+    fn collect(raw: &[httparse::Header<'_>], stats: &mut Stats) -> (Vec<(String, String)>, Option<Result<u64, ()>>, bool) {
+        let mut headers = Vec::with_capacity(raw.len().min(MAX_KEPT_HEADERS));
+        let mut content_length = None;
+        let mut chunked = false;
+        for h in raw {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let parsed = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or(());
+                content_length = match (content_length, parsed) {
+                    (None, p) => Some(p),
+                    (Some(Ok(a)), Ok(b)) if a == b => Some(Ok(a)),
+                    _ => Some(Err(())),
+                };
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = String::from_utf8_lossy(h.value)
+                    .rsplit(',')
+                    .next()
+                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+            }
+            if headers.len() < MAX_KEPT_HEADERS {
+                if h.value.len() > MAX_HEADER_VALUE {
+                    stats.http_headers_dropped += 1;
+                }
+                headers.push((lossy(h.name.as_bytes(), 256), lossy(h.value, MAX_HEADER_VALUE)));
+            } else {
+                stats.http_headers_dropped += 1;
+            }
+        }
+        (headers, content_length, chunked)
+    }
+
+    fn from_request(req: &httparse::Request<'_, '_>, stats: &mut Stats) -> Head {
+        let (headers, content_length, chunked) = Head::collect(req.headers, stats);
+        Head {
+            kind: HeadKind::Request {
+                method: req.method.unwrap_or("").to_owned(),
+                uri: lossy(req.path.unwrap_or("").as_bytes(), 8192),
+            },
+            version: version_str(req.version),
+            headers,
+            content_length,
+            chunked,
+        }
+    }
+
+    fn from_response(resp: &httparse::Response<'_, '_>, stats: &mut Stats) -> Head {
+        let (headers, content_length, chunked) = Head::collect(resp.headers, stats);
+        Head {
+            kind: HeadKind::Response {
+                status: resp.code.unwrap_or(0),
+                reason: lossy(resp.reason.unwrap_or("").as_bytes(), 256),
+            },
+            version: version_str(resp.version),
+            headers,
+            content_length,
+            chunked,
+        }
+    }
+
+    /// Body framing from the headers (RFC 9112 section 6.3): chunked wins over
+    /// Content-Length; an unusable Content-Length leaves the length unknown.
+    fn framing(&self, stats: &mut Stats, log: &mut AnomalyLog, ts: Ts) -> Option<Framing> {
+        if self.chunked {
+            if self.content_length.is_some() {
+                log.push("http_parse_errors", ts, || {
+                    "both Transfer-Encoding: chunked and Content-Length; chunked wins".into()
+                });
+            }
+            return Some(Framing::Chunked);
+        }
+        match self.content_length {
+            Some(Ok(n)) => Some(Framing::Length(n)),
+            Some(Err(())) => {
+                stats.http_parse_errors += 1;
+                log.push("http_parse_errors", ts, || "invalid or conflicting Content-Length".into());
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// Parses a chunk-size line (hex digits, optional extensions after `;`); `None` on
+/// bad syntax or a size over 2^62 (Zeek's chunk_2pow64 trace is the hostile case).
+fn parse_chunk_size(line: &[u8]) -> Option<u64> {
+    let end = line.iter().position(|b| *b == b';').unwrap_or(line.len());
+    let digits = line[..end].trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return None;
+    }
+    let text = std::str::from_utf8(digits).ok()?;
+    u64::from_str_radix(text, 16).ok()
+}
+
+/// Finds the start of a line that begins a message of `role` (after lost framing).
+fn find_message_start(role: Role, data: &[u8]) -> Option<usize> {
+    let starts = std::iter::once(0).chain(
+        data.iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(i, _)| i + 1),
+    );
+    for at in starts {
+        let rest = &data[at..];
+        if rest.is_empty() {
+            return None;
+        }
+        let ok = match role {
+            Role::Response => rest.starts_with(b"HTTP/1."),
+            Role::Request => {
+                let line_end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+                let line = &rest[..line_end];
+                looks_like_request(line)
+                    && line.windows(8).any(|w| w == b" HTTP/1.")
+            }
+        };
+        if ok {
+            return Some(at);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(parse_chunk_size(b"1a"), Some(26));
+        assert_eq!(parse_chunk_size(b"0;ext=1"), Some(0));
+        assert_eq!(parse_chunk_size(b" 10 "), Some(16));
+        assert_eq!(parse_chunk_size(b"10000000000000000"), None);
+        assert_eq!(parse_chunk_size(b"zz"), None);
+        assert_eq!(parse_chunk_size(b""), None);
+    }
+
+    #[test]
+    fn request_start_detection() {
+        assert!(looks_like_request(b"GET / HTTP/1.1"));
+        assert!(looks_like_request(b"PROPFIND /x"));
+        assert!(looks_like_request(b"GE"));
+        assert!(!looks_like_request(b"get / HTTP/1.1"));
+        assert!(!looks_like_request(b"\x16\x03\x01"));
+        assert_eq!(find_message_start(Role::Request, b"junk\r\nGET /a HTTP/1.1\r\n"), Some(6));
+        assert_eq!(find_message_start(Role::Response, b"xx\nHTTP/1.1 200 OK"), Some(3));
+        assert_eq!(find_message_start(Role::Response, b"no start here"), None);
+    }
+}

@@ -1,0 +1,215 @@
+use super::*;
+use crate::tcp::Handshake;
+
+fn meta() -> ConnMeta {
+    ConnMeta {
+        id: 7,
+        vantage: 0,
+        client: "198.18.0.2:40000".parse().unwrap(),
+        server: "198.18.1.231:8000".parse().unwrap(),
+        first_ts: Ts(0),
+        last_ts: Ts(0),
+        syn_seen: true,
+        handshake: Handshake::default(),
+    }
+}
+
+/// Feeds (direction, bytes) chunks, closes the connection, returns the transactions.
+fn run(chunks: &[(Dir, &[u8])]) -> (Vec<HttpTransaction>, Stats) {
+    let mut a = HttpAnalyzer::new();
+    let m = meta();
+    let mut c = a.open(&m);
+    for (i, (dir, bytes)) in chunks.iter().enumerate() {
+        a.data(&mut c, &m, *dir, Ts(i as i64 * 1000), bytes);
+    }
+    a.close(c, &m, Ts(1_000_000));
+    (a.completed, a.stats)
+}
+
+fn summary(t: &HttpTransaction) -> String {
+    format!(
+        "{} {} -> {}",
+        t.request.as_ref().map(|r| r.method.as_str()).unwrap_or("-"),
+        t.request.as_ref().map(|r| r.uri.as_str()).unwrap_or("-"),
+        t.response.as_ref().map(|r| r.status.to_string()).unwrap_or("-".into())
+    )
+}
+
+use Dir::{ToClient as S, ToServer as C};
+
+#[test]
+fn keep_alive_sequence() {
+    let (t, stats) = run(&[
+        (C, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"),
+        (S, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"),
+        (C, b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"),
+        (S, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+    ]);
+    let s: Vec<_> = t.iter().map(summary).collect();
+    assert_eq!(s, vec!["GET /a -> 200", "GET /b -> 404"]);
+    assert_eq!(t[0].response.as_ref().unwrap().body_bytes, 5);
+    assert_eq!(t[0].request.as_ref().unwrap().header("host"), Some("x"));
+    assert_eq!((stats.http_requests, stats.http_responses, stats.http_unanswered), (2, 2, 0));
+}
+
+#[test]
+fn pipelined_requests_in_one_segment() {
+    let (t, _) = run(&[
+        (C, b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nHEAD /3 HTTP/1.1\r\n\r\n"),
+        (
+            S,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyesHTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n",
+        ),
+    ]);
+    let s: Vec<_> = t.iter().map(summary).collect();
+    assert_eq!(s, vec!["GET /1 -> 200", "GET /2 -> 200", "HEAD /3 -> 200"]);
+    assert_eq!(t[2].response.as_ref().unwrap().body_bytes, 0, "HEAD response has no body");
+}
+
+#[test]
+fn chunked_bodies_split_anywhere() {
+    let body: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\nTrailer: 1\r\n\r\n";
+    for split in 1..body.len() {
+        let (a, b) = body.split_at(split);
+        let (t, stats) = run(&[(C, b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"), (S, a), (S, b)]);
+        assert_eq!(t.len(), 1, "split {split}");
+        let resp = t[0].response.as_ref().unwrap();
+        assert_eq!((resp.status, resp.body_bytes), (200, 9), "split {split}");
+        assert_eq!(t[0].request.as_ref().unwrap().body_bytes, 3);
+        assert_eq!(stats.http_parse_errors, 0);
+    }
+}
+
+#[test]
+fn continue_and_bodiless_statuses() {
+    let (t, stats) = run(&[
+        (C, b"POST /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"),
+        (S, b"HTTP/1.1 100 Continue\r\n\r\n"),
+        (C, b"abc"),
+        (S, b"HTTP/1.1 204 No Content\r\n\r\n"),
+        (C, b"GET /c HTTP/1.1\r\n\r\n"),
+        (S, b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"),
+    ]);
+    let s: Vec<_> = t.iter().map(summary).collect();
+    assert_eq!(s, vec!["POST /up -> 204", "GET /c -> 304"]);
+    assert_eq!(t[0].interim, vec![100]);
+    assert_eq!(t[0].request.as_ref().unwrap().body_bytes, 3);
+    assert_eq!(stats.http_interim_responses, 1);
+}
+
+#[test]
+fn close_delimited_http10_response() {
+    let mut a = HttpAnalyzer::new();
+    let m = meta();
+    let mut c = a.open(&m);
+    a.data(&mut c, &m, C, Ts(1), b"GET / HTTP/1.0\r\n\r\n");
+    a.data(&mut c, &m, S, Ts(2), b"HTTP/1.0 200 OK\r\nServer: BaseHTTP/0.6\r\n\r\nwelcome ");
+    a.data(&mut c, &m, S, Ts(3), b"from 8888");
+    assert!(a.completed.is_empty(), "not complete before the FIN");
+    a.end(&mut c, &m, S, Ts(4), End::Fin);
+    assert_eq!(a.completed.len(), 1);
+    let r = a.completed[0].response.as_ref().unwrap();
+    assert_eq!((r.body_bytes, r.last_ts), (17, Ts(4)));
+    assert_eq!(r.version, "HTTP/1.0");
+}
+
+#[test]
+fn gap_inside_body_keeps_framing() {
+    let mut a = HttpAnalyzer::new();
+    let m = meta();
+    let mut c = a.open(&m);
+    a.data(&mut c, &m, C, Ts(1), b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n");
+    a.data(&mut c, &m, S, Ts(2), b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab");
+    a.gap(&mut c, &m, S, Ts(3), 5);
+    a.data(&mut c, &m, S, Ts(4), b"abcHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+    let s: Vec<_> = a.completed.iter().map(summary).collect();
+    assert_eq!(s, vec!["GET /1 -> 200", "GET /2 -> 201"]);
+    assert!(a.completed[0].response.as_ref().unwrap().incomplete);
+    assert!(!a.completed[1].response.as_ref().unwrap().incomplete);
+}
+
+#[test]
+fn gap_in_headers_resyncs_at_next_message() {
+    let mut a = HttpAnalyzer::new();
+    let m = meta();
+    let mut c = a.open(&m);
+    a.data(&mut c, &m, C, Ts(1), b"GET /lost HTTP/1.1\r\nHo");
+    a.gap(&mut c, &m, C, Ts(2), 100);
+    a.data(&mut c, &m, C, Ts(3), b"tail of headers\r\n\r\nGET /next HTTP/1.1\r\n\r\n");
+    a.data(&mut c, &m, S, Ts(4), b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    let s: Vec<_> = a.completed.iter().map(summary).collect();
+    assert_eq!(s, vec!["GET /next -> 200"]);
+    assert!(a.stats.http_resyncs >= 1);
+}
+
+#[test]
+fn upgrade_stops_parsing() {
+    let (t, stats) = run(&[
+        (C, b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"),
+        (S, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"),
+        (C, b"\x81\x85garbage"),
+    ]);
+    assert_eq!(t.iter().map(summary).collect::<Vec<_>>(), vec!["GET /ws -> 101"]);
+    assert_eq!((stats.http_upgrades, stats.http_parse_errors), (1, 0));
+}
+
+#[test]
+fn roles_swap_when_the_syn_side_answers() {
+    let (t, _) = run(&[(S, b"GET /x HTTP/1.1\r\n\r\n"), (C, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")]);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].client, meta().server);
+    assert_eq!(summary(&t[0]), "GET /x -> 200");
+}
+
+#[test]
+fn non_http_stream_is_muted() {
+    let mut a = HttpAnalyzer::new();
+    let m = meta();
+    let mut c = a.open(&m);
+    assert!(!a.data(&mut c, &m, C, Ts(1), b"\x16\x03\x01\x02\x00"));
+    assert_eq!(a.stats.http_non_http_streams, 1);
+}
+
+#[test]
+fn unanswered_requests_are_emitted_at_close() {
+    let (t, stats) = run(&[(C, b"GET /a HTTP/1.1\r\n\r\n")]);
+    assert_eq!(t.len(), 1);
+    assert!(t[0].response.is_none());
+    assert_eq!(stats.http_unanswered, 1);
+}
+
+#[test]
+fn header_block_split_across_segments() {
+    let (t, _) = run(&[
+        (C, b"GET /split HTTP/1.1\r\nHost: a"),
+        (C, b"b\r\nX-Forwarded-For: 1.2.3.4\r\n"),
+        (C, b"\r\n"),
+        (S, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+    ]);
+    let req = t[0].request.as_ref().unwrap();
+    assert_eq!(req.header("Host"), Some("ab"));
+    assert_eq!(req.header("x-forwarded-for"), Some("1.2.3.4"));
+}
+
+#[test]
+fn oversized_header_block_is_bounded() {
+    let mut a = HttpAnalyzer::new();
+    let m = meta();
+    let mut c = a.open(&m);
+    a.data(&mut c, &m, C, Ts(1), b"GET / HTTP/1.1\r\n");
+    let filler = vec![b'a'; 8192];
+    for _ in 0..20 {
+        a.data(&mut c, &m, C, Ts(2), &filler);
+    }
+    assert_eq!(a.stats.http_header_overflows, 1);
+}
+
+#[test]
+fn chunk_size_overflow_is_an_error_not_a_panic() {
+    let (t, stats) = run(&[
+        (C, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF\r\n"),
+        (S, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"),
+    ]);
+    assert!(stats.http_parse_errors >= 1);
+    assert_eq!(t.len(), 1);
+}

@@ -1,0 +1,35 @@
+//! flowtrace turns packet captures into the request paths an operator would otherwise
+//! draw by hand.
+//!
+//! The library is a pipeline of stages, one module each, with dependencies pointing one
+//! way down this list:
+//!
+//! - [`anomaly`]: counters and bounded samples of everything skipped or malformed;
+//!   usable by every stage.
+//! - [`capture`]: packet sources ([`capture::FileSource`] merges several pcap/pcapng
+//!   files by timestamp) yielding zero-copy [`capture::Frame`]s.
+//! - [`decode`]: link, network and transport views over a frame ([`decode::Decoded`]),
+//!   with checked views for what etherparse lacks (Linux SLL/SLL2, VRRP, BSD loopback).
+//! - [`tcp`]: connection table and per-direction reassembly emitting stream events
+//!   into a [`tcp::StreamSink`].
+//! - [`http`]: HTTP/1.x transactions parsed from reassembled streams.
+//! - [`pipeline`]: pushes frames through all stages.
+//! - [`render`]: text and JSON output.
+//!
+//! A bad packet never stops a run: it becomes a counted anomaly ([`anomaly::Stats`]).
+//! Only an unreadable capture header or a failed output aborts.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod anomaly;
+pub mod capture;
+pub mod decode;
+pub mod error;
+pub mod http;
+pub mod links;
+pub mod pipeline;
+pub mod render;
+pub mod tcp;
+pub mod time;
+
+pub use error::Error;

@@ -1,0 +1,23 @@
+//! The `flowtrace` command: a thin layer over the library (ripgrep's shape: `main`
+//! returns an exit code, `run` returns `anyhow::Result`, a broken pipe is success).
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match cli::run() {
+        Ok(code) => code,
+        Err(err) => {
+            if err
+                .chain()
+                .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+                || format!("{err:#}").contains("Broken pipe")
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("flowtrace: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Pushes frames through decode, TCP and HTTP, and keeps what later stages need:
+//! vantage points, VRRP adverts and gratuitous ARPs.
+
+use crate::anomaly::{AnomalyLog, Stats};
+use crate::capture::{Frame, IfaceId, Interfaces};
+use crate::decode::{Decoder, Network, Transport};
+use crate::http::{HttpAnalyzer, HttpConn, HttpTransaction};
+use crate::links::HostLinks;
+use crate::tcp::{TcpConfig, TcpTable, VantageId};
+use crate::time::Ts;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// Where packets were seen: a capture file's interface, or, for SLL2 captures
+/// (`tcpdump -i any`), one interface index of the capturing host.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Vantage {
+    /// The capture file.
+    pub file: String,
+    /// Interface name: from pcapng, from the links sidecar for an SLL2 index, or
+    /// `ifindex N` / `if N` when unknown.
+    pub interface: String,
+    /// SLL2 interface index, when the capture has one.
+    pub ifindex: Option<u32>,
+}
+
+/// A run of VRRP adverts from one sender with one priority.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct VrrpRun {
+    /// Virtual router id.
+    pub vrid: u8,
+    /// Sender (the router claiming to be master).
+    pub source: IpAddr,
+    /// Advertised priority.
+    pub priority: u8,
+    /// Virtual addresses.
+    pub addresses: Vec<IpAddr>,
+    /// First advert of the run.
+    pub first_ts: Ts,
+    /// Last advert of the run.
+    pub last_ts: Ts,
+    /// Adverts in the run (each vantage point counts).
+    pub adverts: u64,
+}
+
+/// A gratuitous ARP: a host announcing it owns an address.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct GratuitousArp {
+    /// When.
+    pub ts: Ts,
+    /// Where it was seen.
+    pub vantage: VantageId,
+    /// The address announced.
+    pub ip: IpAddr,
+    /// The MAC claiming it.
+    pub mac: String,
+}
+
+/// Most VRRP runs and gratuitous ARPs kept (a bound against hostile captures).
+const MAX_L2_EVENTS: usize = 10_000;
+
+/// Options of a run.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineConfig {
+    /// TCP table limits.
+    pub tcp: TcpConfig,
+    /// The links sidecar of each input file, by input index.
+    pub links: Vec<Option<HostLinks>>,
+}
+
+/// The whole pipeline from frames to transactions.
+pub struct Pipeline {
+    decoder: Decoder,
+    tcp: TcpTable<HttpConn>,
+    http: HttpAnalyzer,
+    stats: Stats,
+    log: AnomalyLog,
+    links: Vec<Option<HostLinks>>,
+    vantages: Vec<Vantage>,
+    by_iface: Vec<Option<VantageId>>,
+    by_ifindex: FxHashMap<(IfaceId, u32), VantageId>,
+    vrrp: Vec<VrrpRun>,
+    garp: Vec<GratuitousArp>,
+    last_expire: Ts,
+}
+
+impl Pipeline {
+    /// A pipeline with `config`.
+    pub fn new(config: PipelineConfig) -> Pipeline {
+        Pipeline {
+            decoder: Decoder::new(),
+            tcp: TcpTable::new(config.tcp),
+            http: HttpAnalyzer::new(),
+            stats: Stats::default(),
+            log: AnomalyLog::default(),
+            links: config.links,
+            vantages: Vec::new(),
+            by_iface: Vec::new(),
+            by_ifindex: FxHashMap::default(),
+            vrrp: Vec::new(),
+            garp: Vec::new(),
+            last_expire: Ts(i64::MIN),
+        }
+    }
+
+    /// Processes one frame. Completed transactions wait in [`Pipeline::drain`].
+    pub fn push(&mut self, frame: &Frame<'_>, interfaces: &Interfaces) {
+        self.stats.frames += 1;
+        self.stats.frame_bytes += frame.data.len() as u64;
+        if (frame.orig_len as usize) > frame.data.len() {
+            self.stats.frames_cut_by_snaplen += 1;
+        }
+        if frame.ts.0.saturating_sub(self.last_expire.0) > 10_000_000_000 {
+            self.last_expire = frame.ts;
+            self.decoder.expire(frame.ts, &mut self.stats);
+        }
+        let decoded = self.decoder.decode(frame, &mut self.stats, &mut self.log);
+        let vantage = vantage_of(
+            &mut self.vantages,
+            &mut self.by_iface,
+            &mut self.by_ifindex,
+            &self.links,
+            frame.iface,
+            decoded.link.ifindex,
+            interfaces,
+        );
+        match decoded.net {
+            Network::Ip(ip) => match &ip.transport {
+                Transport::Tcp(seg) => self.tcp.segment(
+                    &mut self.http,
+                    frame.ts,
+                    vantage,
+                    ip.src,
+                    ip.dst,
+                    seg,
+                    &mut self.stats,
+                    &mut self.log,
+                ),
+                Transport::Vrrp(advert) => {
+                    // A run continues while adverts keep coming (within 3 intervals,
+                    // VRRP's master-down time).
+                    let gap_limit = 3 * i64::from(advert.interval_centis.max(1)) * 10_000_000;
+                    let room = self.vrrp.len() < MAX_L2_EVENTS;
+                    let extends = self.vrrp.iter_mut().rev().find(|r| {
+                        r.vrid == advert.vrid && r.source == ip.src && r.priority == advert.priority
+                    });
+                    match extends {
+                        Some(r) if frame.ts.0 - r.last_ts.0 <= gap_limit => {
+                            r.last_ts = frame.ts;
+                            r.adverts += 1;
+                        }
+                        _ if room => self.vrrp.push(VrrpRun {
+                            vrid: advert.vrid,
+                            source: ip.src,
+                            priority: advert.priority,
+                            addresses: advert.addresses.clone(),
+                            first_ts: frame.ts,
+                            last_ts: frame.ts,
+                            adverts: 1,
+                        }),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            },
+            Network::Arp(arp) if arp.is_gratuitous() && self.garp.len() < MAX_L2_EVENTS => {
+                self.garp.push(GratuitousArp {
+                    ts: frame.ts,
+                    vantage,
+                    ip: IpAddr::V4(arp.sender_ip),
+                    mac: mac_string(&arp.sender_mac),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Transactions completed since the last call.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, HttpTransaction> {
+        self.http.completed.drain(..)
+    }
+
+    /// Whether transactions are waiting in [`Pipeline::drain`].
+    pub fn has_completed(&self) -> bool {
+        !self.http.completed.is_empty()
+    }
+
+    /// Ends the input: closes every connection (their transactions become drainable).
+    pub fn finish(&mut self) {
+        self.tcp.finish(&mut self.http, &mut self.stats);
+    }
+
+    /// All counters.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.merge(&self.http.stats);
+        s
+    }
+
+    /// Anomaly samples of every stage.
+    pub fn anomalies(&self) -> AnomalyLog {
+        let mut log = self.log.clone();
+        for a in &self.http.log.samples {
+            if log.samples.len() < AnomalyLog::CAPACITY {
+                log.samples.push(a.clone());
+            } else {
+                log.not_kept += 1;
+            }
+        }
+        log.not_kept += self.http.log.not_kept;
+        log.samples.sort_by_key(|a| a.ts);
+        log
+    }
+
+    /// Every vantage point, indexed by [`VantageId`].
+    pub fn vantages(&self) -> &[Vantage] {
+        &self.vantages
+    }
+
+    /// VRRP advert runs, in order of first advert.
+    pub fn vrrp(&self) -> &[VrrpRun] {
+        &self.vrrp
+    }
+
+    /// Gratuitous ARPs, in capture order.
+    pub fn gratuitous_arps(&self) -> &[GratuitousArp] {
+        &self.garp
+    }
+
+    /// Connections tracked now.
+    pub fn open_connections(&self) -> usize {
+        self.tcp.len()
+    }
+}
+
+fn mac_string(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn vantage_of(
+    vantages: &mut Vec<Vantage>,
+    by_iface: &mut Vec<Option<VantageId>>,
+    by_ifindex: &mut FxHashMap<(IfaceId, u32), VantageId>,
+    links: &[Option<HostLinks>],
+    iface: IfaceId,
+    ifindex: Option<u32>,
+    interfaces: &Interfaces,
+) -> VantageId {
+    let slot = iface.0 as usize;
+    if ifindex.is_none() {
+        if let Some(Some(v)) = by_iface.get(slot) {
+            return *v;
+        }
+    } else if let Some(v) = by_ifindex.get(&(iface, ifindex.unwrap_or(0))) {
+        return *v;
+    }
+    let desc = interfaces.get(iface);
+    let interface = match ifindex {
+        Some(ix) => links
+            .get(desc.file)
+            .and_then(|l| l.as_ref())
+            .and_then(|l| l.by_index(ix))
+            .map(|l| l.ifname.clone())
+            .unwrap_or_else(|| format!("ifindex {ix}")),
+        None => desc.name.clone().unwrap_or_else(|| format!("if {}", desc.index_in_file)),
+    };
+    vantages.push(Vantage {
+        file: desc.file_name.clone(),
+        interface,
+        ifindex,
+    });
+    let id = (vantages.len() - 1) as VantageId;
+    match ifindex {
+        Some(ix) => {
+            by_ifindex.insert((iface, ix), id);
+        }
+        None => {
+            if by_iface.len() <= slot {
+                by_iface.resize(slot + 1, None);
+            }
+            by_iface[slot] = Some(id);
+        }
+    }
+    id
+}

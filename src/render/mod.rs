@@ -1,0 +1,320 @@
+//! Output: a readable text summary, one JSON document, or JSON lines.
+//!
+//! # JSON schema (`--format json`)
+//!
+//! One object:
+//!
+//! - `transactions`: array of transaction records (below), in completion order.
+//! - `inputs`: the capture files; `vantages`: every capture point (`file`,
+//!   `interface`, `ifindex`); `warnings`: files that ended early (`file`, `message`).
+//! - `stats`: every counter of [`crate::anomaly::Stats`]; `anomalies`: `samples`
+//!   (`kind`, `ts`, `detail`) and `not_kept`.
+//! - `vrrp`: runs of VRRP adverts (`vrid`, `source`, `priority`, `addresses`,
+//!   `first_ts`, `last_ts`, `adverts`); `gratuitous_arp`: (`ts`, `vantage`, `ip`, `mac`).
+//!
+//! A transaction record: `id`, `conn_id`, `capture` (`file`, `interface`), `client` and
+//! `server` (`"ip:port"` as on the wire at that capture point), `method`, `uri`,
+//! `version`, `host`, `status` (null when no response), `reason`, `interim` (1xx
+//! statuses), `request_ts`, `request_end_ts`, `response_ts`, `response_end_ts` (epoch
+//! seconds, microsecond precision; null when absent), `duration_ms` (first request byte
+//! to last response byte), `request_body_bytes`, `response_body_bytes`, `incomplete`
+//! (part of a message was missing from the capture), and with `--headers`,
+//! `request_headers` and `response_headers` as `[name, value]` pairs.
+//!
+//! `--format jsonl` writes each transaction record as one line with `"type":
+//! "transaction"` as it completes, then one `"type": "summary"` line holding the other
+//! top-level keys.
+
+use crate::anomaly::{AnomalyLog, Stats};
+use crate::capture::Warning;
+use crate::error::RenderError;
+use crate::http::HttpTransaction;
+use crate::pipeline::{GratuitousArp, Vantage, VrrpRun};
+use crate::time::Ts;
+use serde::Serialize;
+use std::borrow::Cow;
+use std::io::Write;
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One line per transaction and a summary.
+    Text,
+    /// One JSON document.
+    Json,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// Where a transaction was seen.
+#[derive(Serialize)]
+pub struct CaptureRef<'a> {
+    /// Capture file.
+    pub file: &'a str,
+    /// Interface.
+    pub interface: &'a str,
+}
+
+/// A transaction as written in JSON.
+#[derive(Serialize)]
+pub struct TransactionRecord<'a> {
+    #[serde(skip_serializing_if = "Option::is_none", rename = "type")]
+    kind: Option<&'static str>,
+    id: u64,
+    conn_id: u64,
+    capture: CaptureRef<'a>,
+    client: String,
+    server: String,
+    method: Option<&'a str>,
+    uri: Option<&'a str>,
+    version: Option<&'a str>,
+    host: Option<&'a str>,
+    status: Option<u16>,
+    reason: Option<&'a str>,
+    interim: &'a [u16],
+    request_ts: Option<Ts>,
+    request_end_ts: Option<Ts>,
+    response_ts: Option<Ts>,
+    response_end_ts: Option<Ts>,
+    duration_ms: Option<f64>,
+    request_body_bytes: Option<u64>,
+    response_body_bytes: Option<u64>,
+    incomplete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_headers: Option<&'a [(String, String)]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_headers: Option<&'a [(String, String)]>,
+}
+
+impl<'a> TransactionRecord<'a> {
+    /// The record of `t`; `vantages` names its capture point.
+    pub fn new(t: &'a HttpTransaction, vantages: &'a [Vantage], headers: bool) -> Self {
+        let v = &vantages[t.vantage as usize];
+        let req = t.request.as_ref();
+        let resp = t.response.as_ref();
+        let duration_ms = match (req, resp) {
+            (Some(q), Some(r)) => Some(((r.last_ts.0 - q.first_ts.0) as f64 / 1e3).round() / 1e3),
+            _ => None,
+        };
+        TransactionRecord {
+            kind: None,
+            id: t.id,
+            conn_id: t.conn_id,
+            capture: CaptureRef {
+                file: &v.file,
+                interface: &v.interface,
+            },
+            client: t.client.to_string(),
+            server: t.server.to_string(),
+            method: req.map(|r| r.method.as_str()),
+            uri: req.map(|r| r.uri.as_str()),
+            version: req.map(|r| r.version).or(resp.map(|r| r.version)),
+            host: req.and_then(|r| r.header("host")),
+            status: resp.map(|r| r.status),
+            reason: resp.map(|r| r.reason.as_str()),
+            interim: &t.interim,
+            request_ts: req.map(|r| r.first_ts),
+            request_end_ts: req.map(|r| r.last_ts),
+            response_ts: resp.map(|r| r.first_ts),
+            response_end_ts: resp.map(|r| r.last_ts),
+            duration_ms,
+            request_body_bytes: req.map(|r| r.body_bytes),
+            response_body_bytes: resp.map(|r| r.body_bytes),
+            incomplete: req.is_some_and(|r| r.incomplete) || resp.is_some_and(|r| r.incomplete),
+            request_headers: headers.then(|| req.map(|r| r.headers.as_slice())).flatten(),
+            response_headers: headers.then(|| resp.map(|r| r.headers.as_slice())).flatten(),
+        }
+    }
+}
+
+/// Everything but the transactions.
+#[derive(Serialize)]
+pub struct Summary<'a> {
+    /// Capture files.
+    pub inputs: &'a [String],
+    /// Capture points.
+    pub vantages: &'a [Vantage],
+    /// Files that ended early.
+    pub warnings: &'a [Warning],
+    /// Counters.
+    pub stats: &'a Stats,
+    /// Anomaly samples.
+    pub anomalies: &'a AnomalyLog,
+    /// VRRP advert runs.
+    pub vrrp: &'a [VrrpRun],
+    /// Gratuitous ARPs.
+    pub gratuitous_arp: &'a [GratuitousArp],
+}
+
+/// Writes transactions as they complete, then the summary.
+pub struct Writer<W: Write> {
+    out: W,
+    format: Format,
+    headers: bool,
+    count: u64,
+}
+
+/// Replaces control characters (terminal escapes from the wire) with `\xNN`.
+pub fn sanitize(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    format!("\\x{:02x}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+impl<W: Write> Writer<W> {
+    /// A writer of `format` to `out`; `headers` adds header lists to JSON records.
+    pub fn new(out: W, format: Format, headers: bool) -> Result<Self, RenderError> {
+        let mut w = Writer {
+            out,
+            format,
+            headers,
+            count: 0,
+        };
+        if format == Format::Json {
+            w.out.write_all(b"{\"transactions\":[")?;
+        }
+        Ok(w)
+    }
+
+    /// Writes one transaction.
+    pub fn transaction(&mut self, t: &HttpTransaction, vantages: &[Vantage]) -> Result<(), RenderError> {
+        match self.format {
+            Format::Text => self.text_line(t, vantages)?,
+            Format::Json => {
+                if self.count > 0 {
+                    self.out.write_all(b",")?;
+                }
+                self.out.write_all(b"\n")?;
+                serde_json::to_writer(&mut self.out, &TransactionRecord::new(t, vantages, self.headers))?;
+            }
+            Format::Jsonl => {
+                let mut rec = TransactionRecord::new(t, vantages, self.headers);
+                rec.kind = Some("transaction");
+                serde_json::to_writer(&mut self.out, &rec)?;
+                self.out.write_all(b"\n")?;
+            }
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    fn text_line(&mut self, t: &HttpTransaction, vantages: &[Vantage]) -> Result<(), RenderError> {
+        let v = &vantages[t.vantage as usize];
+        let req = t.request.as_ref();
+        let resp = t.response.as_ref();
+        let ts = req.map(|r| r.first_ts).or(resp.map(|r| r.first_ts)).unwrap_or_default();
+        let status = resp.map(|r| r.status.to_string()).unwrap_or_else(|| "---".into());
+        let duration = match (req, resp) {
+            (Some(q), Some(r)) => format!("{:.3} ms", (r.last_ts.0 - q.first_ts.0) as f64 / 1e6),
+            _ => "-".into(),
+        };
+        writeln!(
+            self.out,
+            "{ts}  {} -> {}  {} {}  {status}  {duration}  [{} {}]{}",
+            t.client,
+            t.server,
+            sanitize(req.map(|r| r.method.as_str()).unwrap_or("-")),
+            sanitize(req.map(|r| r.uri.as_str()).unwrap_or("-")),
+            sanitize(&v.file),
+            sanitize(&v.interface),
+            if req.is_some_and(|r| r.incomplete) || resp.is_some_and(|r| r.incomplete) {
+                "  (incomplete)"
+            } else {
+                ""
+            }
+        )?;
+        Ok(())
+    }
+
+    /// Writes the summary and ends the document.
+    pub fn finish(mut self, summary: &Summary<'_>) -> Result<W, RenderError> {
+        match self.format {
+            Format::Text => self.text_summary(summary)?,
+            Format::Json => {
+                self.out.write_all(b"\n]")?;
+                let value = serde_json::to_value(summary)?;
+                if let serde_json::Value::Object(map) = value {
+                    for (k, v) in map {
+                        write!(self.out, ",\n{}:", serde_json::Value::String(k))?;
+                        serde_json::to_writer(&mut self.out, &v)?;
+                    }
+                }
+                self.out.write_all(b"}\n")?;
+            }
+            Format::Jsonl => {
+                let mut value = serde_json::to_value(summary)?;
+                if let serde_json::Value::Object(map) = &mut value {
+                    map.insert("type".into(), "summary".into());
+                }
+                serde_json::to_writer(&mut self.out, &value)?;
+                self.out.write_all(b"\n")?;
+            }
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+
+    fn text_summary(&mut self, s: &Summary<'_>) -> Result<(), RenderError> {
+        let st = s.stats;
+        writeln!(self.out)?;
+        writeln!(
+            self.out,
+            "{} transactions ({} requests, {} responses, {} unanswered) from {} frames in {} file(s), {} TCP connections",
+            st.http_transactions,
+            st.http_requests,
+            st.http_responses,
+            st.http_unanswered,
+            st.frames,
+            st.files,
+            st.tcp_connections
+        )?;
+        for run in s.vrrp {
+            writeln!(
+                self.out,
+                "VRRP vrid {} from {} priority {} for {}: {} adverts {} .. {}",
+                run.vrid,
+                run.source,
+                run.priority,
+                run.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+                run.adverts,
+                run.first_ts,
+                run.last_ts
+            )?;
+        }
+        if !s.gratuitous_arp.is_empty() {
+            writeln!(self.out, "{} gratuitous ARP(s)", s.gratuitous_arp.len())?;
+        }
+        let nonzero: Vec<String> = st
+            .iter()
+            .filter(|(_, v)| *v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        writeln!(self.out, "counters: {}", nonzero.join(" "))?;
+        for w in s.warnings {
+            writeln!(self.out, "warning: {}: {}", sanitize(&w.file), sanitize(&w.message))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_escapes_controls() {
+        assert_eq!(sanitize("/a\x1b[31mb"), "/a\\x1b[31mb");
+        assert!(matches!(sanitize("/plain"), Cow::Borrowed(_)));
+    }
+}

@@ -1,0 +1,417 @@
+//! TCP connections: a table keyed by vantage point and 4-tuple, port-reuse
+//! generations, handshake timing, and per-direction reassembly ([`stream`]) feeding a
+//! [`StreamSink`].
+//!
+//! A connection is tracked per *vantage point* (capture file and interface): the same
+//! connection seen on a host NIC and on a bridge is two entries here, each with its own
+//! stream; later stages correlate them. One hash lookup per segment: the sink's
+//! per-connection state lives in the table entry.
+
+pub mod stream;
+
+use crate::anomaly::{AnomalyLog, Stats};
+use crate::decode::TcpSegment;
+use crate::time::Ts;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use std::net::{IpAddr, SocketAddr};
+use stream::{HalfStream, StreamEvent};
+
+/// A TCP sequence number; ordered by wrapping distance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SeqNumber(pub u32);
+
+impl std::ops::Add<u32> for SeqNumber {
+    type Output = SeqNumber;
+    fn add(self, rhs: u32) -> SeqNumber {
+        SeqNumber(self.0.wrapping_add(rhs))
+    }
+}
+
+impl std::ops::Sub for SeqNumber {
+    type Output = i32;
+    /// Signed distance `self - rhs`, correct across wrap-around within 2^31.
+    fn sub(self, rhs: SeqNumber) -> i32 {
+        self.0.wrapping_sub(rhs.0) as i32
+    }
+}
+
+/// Which way bytes flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Dir {
+    /// From the client (the SYN sender) to the server.
+    ToServer = 0,
+    /// From the server to the client.
+    ToClient = 1,
+}
+
+impl Dir {
+    /// The other direction.
+    pub fn flip(self) -> Dir {
+        match self {
+            Dir::ToServer => Dir::ToClient,
+            Dir::ToClient => Dir::ToServer,
+        }
+    }
+}
+
+/// A vantage point: where packets were seen (capture file and interface; for SLL2
+/// captures, the interface index inside the file).
+pub type VantageId = u32;
+
+/// What every stage may know of a connection.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnMeta {
+    /// Unique id within the run.
+    pub id: u64,
+    /// Where it was seen.
+    pub vantage: VantageId,
+    /// The side that sent the SYN (or, picked up mid-stream, the side with the higher
+    /// port).
+    pub client: SocketAddr,
+    /// The other side.
+    pub server: SocketAddr,
+    /// First segment seen.
+    pub first_ts: Ts,
+    /// Last segment seen.
+    pub last_ts: Ts,
+    /// Whether the handshake's SYN was seen.
+    pub syn_seen: bool,
+    /// SYN → SYN-ACK → ACK times, when seen.
+    pub handshake: Handshake,
+}
+
+/// Handshake timestamps.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Handshake {
+    /// SYN.
+    pub syn: Option<Ts>,
+    /// SYN-ACK.
+    pub syn_ack: Option<Ts>,
+    /// The client's first ACK after the SYN-ACK.
+    pub ack: Option<Ts>,
+}
+
+impl Handshake {
+    /// Round-trip time seen from the capture point: SYN to the client's ACK.
+    pub fn rtt_ns(&self) -> Option<i64> {
+        Some(self.ack?.0 - self.syn?.0)
+    }
+}
+
+/// How a direction ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// FIN after all data.
+    Fin,
+    /// RST.
+    Rst,
+}
+
+/// Receives the reassembled streams (Zeek's `DeliverStream`/`Undelivered`/
+/// `EndpointEOF`). `Conn` is the sink's state per connection, stored in the table.
+pub trait StreamSink {
+    /// Per-connection state.
+    type Conn;
+    /// A connection starts being tracked.
+    fn open(&mut self, meta: &ConnMeta) -> Self::Conn;
+    /// In-order bytes of one direction. Return false to stop receiving data for this
+    /// direction (the stream is still tracked; gaps and ends are still reported).
+    fn data(&mut self, conn: &mut Self::Conn, meta: &ConnMeta, dir: Dir, ts: Ts, data: &[u8]) -> bool;
+    /// `len` bytes of one direction are missing from the capture.
+    fn gap(&mut self, conn: &mut Self::Conn, meta: &ConnMeta, dir: Dir, ts: Ts, len: u64);
+    /// One direction ended.
+    fn end(&mut self, conn: &mut Self::Conn, meta: &ConnMeta, dir: Dir, ts: Ts, how: End);
+    /// The connection is dropped from the table (closed, idle, or end of input).
+    fn close(&mut self, conn: Self::Conn, meta: &ConnMeta, ts: Ts);
+}
+
+#[derive(Hash, PartialEq, Eq, Clone, Copy, Debug)]
+struct FlowKey {
+    vantage: VantageId,
+    lo: SocketAddr,
+    hi: SocketAddr,
+}
+
+struct Conn<C> {
+    meta: ConnMeta,
+    halves: [HalfStream; 2],
+    /// Directions whose data the sink no longer wants.
+    muted: [bool; 2],
+    reset: bool,
+    state: C,
+}
+
+impl<C> Conn<C> {
+    fn closed(&self) -> bool {
+        self.reset || (self.halves[0].finished() && self.halves[1].finished())
+    }
+}
+
+/// Limits of the connection table.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpConfig {
+    /// Connections idle this long (capture time) are closed and freed.
+    pub idle_timeout_ns: i64,
+    /// Closed connections linger this long to absorb late retransmissions.
+    pub linger_ns: i64,
+    /// Most connections tracked at once.
+    pub max_connections: usize,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            idle_timeout_ns: 300_000_000_000,
+            linger_ns: 5_000_000_000,
+            max_connections: 1_000_000,
+        }
+    }
+}
+
+/// The connection table.
+pub struct TcpTable<C> {
+    conns: FxHashMap<FlowKey, Conn<C>>,
+    next_id: u64,
+    config: TcpConfig,
+    last_sweep: Ts,
+}
+
+impl<C> TcpTable<C> {
+    /// An empty table.
+    pub fn new(config: TcpConfig) -> TcpTable<C> {
+        TcpTable {
+            conns: FxHashMap::default(),
+            next_id: 0,
+            config,
+            last_sweep: Ts(i64::MIN),
+        }
+    }
+
+    /// Connections tracked now.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether no connection is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Handles one segment seen at `vantage`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn segment<S: StreamSink<Conn = C>>(
+        &mut self,
+        sink: &mut S,
+        ts: Ts,
+        vantage: VantageId,
+        src_ip: IpAddr,
+        dst_ip: IpAddr,
+        seg: &TcpSegment<'_>,
+        stats: &mut Stats,
+        log: &mut AnomalyLog,
+    ) {
+        if ts.0.saturating_sub(self.last_sweep.0) >= 1_000_000_000 {
+            self.sweep(sink, ts, stats);
+        }
+        let src = SocketAddr::new(src_ip, seg.src_port);
+        let dst = SocketAddr::new(dst_ip, seg.dst_port);
+        let key = if src <= dst {
+            FlowKey { vantage, lo: src, hi: dst }
+        } else {
+            FlowKey { vantage, lo: dst, hi: src }
+        };
+        let syn_only = seg.has(TcpSegment::SYN) && !seg.has(TcpSegment::ACK);
+
+        if let Some(conn) = self.conns.get(&key) {
+            let client_isn = conn.halves[Dir::ToServer as usize].isn;
+            let new_generation = syn_only
+                && conn.meta.client == src
+                && (conn.closed() || client_isn.is_some_and(|isn| isn != SeqNumber(seg.seq)));
+            if new_generation {
+                stats.tcp_port_reuse += 1;
+                let old = self.conns.remove(&key).expect("present");
+                sink.close(old.state, &old.meta, ts);
+            }
+        }
+        if !self.conns.contains_key(&key) {
+            if self.conns.len() >= self.config.max_connections {
+                self.sweep(sink, ts, stats);
+                if self.conns.len() >= self.config.max_connections {
+                    stats.tcp_untracked += 1;
+                    return;
+                }
+            }
+            let (client, server) = orient(src, dst, seg);
+            let meta = ConnMeta {
+                id: self.next_id,
+                vantage,
+                client,
+                server,
+                first_ts: ts,
+                last_ts: ts,
+                syn_seen: seg.has(TcpSegment::SYN),
+                handshake: Handshake::default(),
+            };
+            self.next_id += 1;
+            stats.tcp_connections += 1;
+            if !meta.syn_seen {
+                stats.tcp_midstream += 1;
+            }
+            let state = sink.open(&meta);
+            self.conns.insert(
+                key,
+                Conn {
+                    meta,
+                    halves: [HalfStream::default(), HalfStream::default()],
+                    muted: [false; 2],
+                    reset: false,
+                    state,
+                },
+            );
+        }
+        let conn = self.conns.get_mut(&key).expect("inserted above");
+        let dir = if conn.meta.client == src { Dir::ToServer } else { Dir::ToClient };
+        conn.meta.last_ts = ts;
+        let hs = &mut conn.meta.handshake;
+        match (dir, seg.has(TcpSegment::SYN), seg.has(TcpSegment::ACK)) {
+            (Dir::ToServer, true, false) => {
+                hs.syn.get_or_insert(ts);
+                conn.meta.syn_seen = true;
+            }
+            (Dir::ToClient, true, true) => {
+                hs.syn_ack.get_or_insert(ts);
+            }
+            (Dir::ToServer, false, true) if hs.syn_ack.is_some() && hs.ack.is_none() => {
+                hs.ack = Some(ts);
+            }
+            _ => {}
+        }
+
+        let Conn {
+            meta,
+            halves,
+            muted,
+            state,
+            reset,
+        } = conn;
+        if seg.has(TcpSegment::ACK) {
+            let peer = dir.flip();
+            let peer_muted = &mut muted[peer as usize];
+            halves[peer as usize].peer_acked(seg.ack, stats, &mut |e| {
+                dispatch(sink, state, meta, peer, ts, e, peer_muted)
+            });
+        }
+        let this_muted = &mut muted[dir as usize];
+        halves[dir as usize].segment(
+            seg.seq,
+            seg.has(TcpSegment::SYN),
+            seg.has(TcpSegment::FIN),
+            seg.payload,
+            seg.missing,
+            stats,
+            &mut |e| dispatch(sink, state, meta, dir, ts, e, this_muted),
+        );
+        if seg.has(TcpSegment::RST) && !*reset {
+            stats.tcp_rst += 1;
+            *reset = true;
+            for d in [dir, dir.flip()] {
+                let m = &mut muted[d as usize];
+                halves[d as usize].flush(stats, &mut |e| dispatch(sink, state, meta, d, ts, e, m));
+            }
+            sink.end(state, meta, dir, ts, End::Rst);
+            log.push("tcp_rst", ts, || format!("{} -> {}: RST", src, dst));
+        }
+    }
+
+    /// Closes connections idle past the timeout, and closed ones past the linger time.
+    pub fn sweep<S: StreamSink<Conn = C>>(&mut self, sink: &mut S, now: Ts, stats: &mut Stats) {
+        self.last_sweep = now;
+        let cfg = self.config;
+        let expired: Vec<FlowKey> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                let idle = now.0.saturating_sub(c.meta.last_ts.0);
+                idle >= cfg.idle_timeout_ns || (c.closed() && idle >= cfg.linger_ns)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in expired {
+            let conn = self.conns.remove(&key).expect("listed");
+            if !conn.closed() {
+                stats.tcp_evicted += 1;
+            }
+            close(sink, conn, now, stats);
+        }
+    }
+
+    /// Closes every connection (end of input).
+    pub fn finish<S: StreamSink<Conn = C>>(&mut self, sink: &mut S, stats: &mut Stats) {
+        let mut conns: Vec<Conn<C>> = self.conns.drain().map(|(_, c)| c).collect();
+        conns.sort_by_key(|c| c.meta.id);
+        for conn in conns {
+            let ts = conn.meta.last_ts;
+            close(sink, conn, ts, stats);
+        }
+    }
+}
+
+fn close<S: StreamSink>(sink: &mut S, mut conn: Conn<S::Conn>, ts: Ts, stats: &mut Stats) {
+    for d in [Dir::ToServer, Dir::ToClient] {
+        let Conn {
+            meta,
+            halves,
+            muted,
+            state,
+            ..
+        } = &mut conn;
+        let m = &mut muted[d as usize];
+        halves[d as usize].flush(stats, &mut |e| dispatch(sink, state, meta, d, ts, e, m));
+    }
+    sink.close(conn.state, &conn.meta, ts);
+}
+
+fn dispatch<S: StreamSink>(
+    sink: &mut S,
+    state: &mut S::Conn,
+    meta: &ConnMeta,
+    dir: Dir,
+    ts: Ts,
+    event: StreamEvent<'_>,
+    muted: &mut bool,
+) {
+    match event {
+        StreamEvent::Data(d) => {
+            if !*muted && !sink.data(state, meta, dir, ts, d) {
+                *muted = true;
+            }
+        }
+        StreamEvent::Gap(n) => {
+            if !*muted {
+                sink.gap(state, meta, dir, ts, n)
+            }
+        }
+        StreamEvent::Fin => sink.end(state, meta, dir, ts, End::Fin),
+    }
+}
+
+/// Picks client and server for a new connection: the SYN's sender is the client; a
+/// SYN-ACK's receiver is; otherwise (picked up mid-stream) the side with the lower
+/// port is taken as the server.
+fn orient(src: SocketAddr, dst: SocketAddr, seg: &TcpSegment<'_>) -> (SocketAddr, SocketAddr) {
+    let syn = seg.has(TcpSegment::SYN);
+    let ack = seg.has(TcpSegment::ACK);
+    if syn && !ack {
+        (src, dst)
+    } else if syn && ack {
+        (dst, src)
+    } else if src.port() < dst.port() {
+        (dst, src)
+    } else {
+        (src, dst)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,381 @@
+//! One direction of a TCP connection: puts segments back in sequence order and turns
+//! them into [`StreamEvent`]s.
+//!
+//! In-order data is handed on straight from the packet buffer (no copy); only
+//! segments that arrive ahead of a hole are copied, into a buffer bounded by
+//! [`MAX_BUFFERED_BYTES`] and [`MAX_BUFFERED_SEGMENTS`]. A hole is declared a gap (and
+//! the stream moves on) when the peer has acknowledged data past it (so the capture
+//! missed it, it will never be retransmitted), when the buffer is full, or when the
+//! connection ends.
+
+use super::SeqNumber;
+use crate::anomaly::Stats;
+
+/// Bytes a direction may buffer ahead of a hole.
+pub const MAX_BUFFERED_BYTES: usize = 256 << 10;
+/// Segments a direction may buffer ahead of a hole.
+pub const MAX_BUFFERED_SEGMENTS: usize = 128;
+
+/// What a direction delivers, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StreamEvent<'a> {
+    /// The next bytes of the stream.
+    Data(&'a [u8]),
+    /// `n` bytes of the stream that the capture does not hold.
+    Gap(u64),
+    /// The sender closed this direction (FIN), after all its data.
+    Fin,
+}
+
+#[derive(Debug)]
+struct Pending {
+    seq: SeqNumber,
+    data: Vec<u8>,
+    missing: u32,
+}
+
+impl Pending {
+    fn end(&self) -> SeqNumber {
+        self.seq + (self.data.len() as u32 + self.missing)
+    }
+}
+
+/// Reassembly state of one direction.
+#[derive(Debug, Default)]
+pub struct HalfStream {
+    /// Initial sequence number, when the SYN was seen.
+    pub isn: Option<SeqNumber>,
+    /// Sequence number of the next byte to deliver.
+    next: Option<SeqNumber>,
+    fin_at: Option<SeqNumber>,
+    fin_delivered: bool,
+    /// Highest acknowledgement the peer sent for this direction.
+    peer_ack: Option<SeqNumber>,
+    pending: Vec<Pending>,
+    pending_bytes: usize,
+    /// Bytes delivered (data and gaps).
+    pub delivered: u64,
+}
+
+impl HalfStream {
+    /// Whether the FIN was delivered.
+    pub fn finished(&self) -> bool {
+        self.fin_delivered
+    }
+
+    /// Handles one segment sent in this direction.
+    #[allow(clippy::too_many_arguments)]
+    pub fn segment(
+        &mut self,
+        seq: u32,
+        syn: bool,
+        fin: bool,
+        payload: &[u8],
+        missing: u32,
+        stats: &mut Stats,
+        emit: &mut impl FnMut(StreamEvent<'_>),
+    ) {
+        let mut seq = SeqNumber(seq);
+        if syn {
+            if self.isn.is_none() {
+                self.isn = Some(seq);
+            }
+            seq = seq + 1;
+        }
+        let next = *self.next.get_or_insert(seq);
+        let len = payload.len() as u32 + missing;
+        if fin {
+            self.fin_at.get_or_insert(seq + len);
+        }
+        if len > 0 {
+            let rel = seq - next;
+            if rel as i64 + len as i64 <= 0 {
+                stats.tcp_retransmitted += 1;
+            } else if rel <= 0 {
+                if rel < 0 {
+                    stats.tcp_overlapping += 1;
+                }
+                self.deliver(seq, payload, missing, stats, emit);
+                self.drain(stats, emit);
+            } else if self.peer_ack.is_some_and(|a| a - next > 0) {
+                // The peer acknowledged bytes we never saw: the capture lost them.
+                self.gap_to(seq, stats, emit);
+                self.deliver(seq, payload, missing, stats, emit);
+                self.drain(stats, emit);
+            } else {
+                stats.tcp_out_of_order += 1;
+                self.buffer(seq, payload, missing);
+                if self.pending_bytes > MAX_BUFFERED_BYTES
+                    || self.pending.len() > MAX_BUFFERED_SEGMENTS
+                {
+                    stats.tcp_reassembly_overflows += 1;
+                    self.flush(stats, emit);
+                }
+            }
+        }
+        self.check_fin(emit);
+    }
+
+    /// Notes an acknowledgement the peer sent for this direction's data; a hole the
+    /// peer has acknowledged past is lost from the capture and becomes a gap.
+    pub fn peer_acked(
+        &mut self,
+        ack: u32,
+        stats: &mut Stats,
+        emit: &mut impl FnMut(StreamEvent<'_>),
+    ) {
+        let ack = SeqNumber(ack);
+        if self.peer_ack.is_none_or(|a| ack - a > 0) {
+            self.peer_ack = Some(ack);
+        }
+        let Some(next) = self.next else { return };
+        if !self.pending.is_empty() && ack - next > 0 {
+            // Deliver up to the ack: everything buffered below it is final.
+            while let Some(first) = self.pending.first() {
+                if first.seq - ack >= 0 {
+                    break;
+                }
+                let p = self.pending.remove(0);
+                self.pending_bytes -= p.data.len();
+                self.gap_to(p.seq, stats, emit);
+                self.deliver(p.seq, &p.data, p.missing, stats, emit);
+            }
+            self.drain(stats, emit);
+            self.check_fin(emit);
+        }
+    }
+
+    /// Delivers everything buffered, with gaps for the holes (the connection ends).
+    pub fn flush(&mut self, stats: &mut Stats, emit: &mut impl FnMut(StreamEvent<'_>)) {
+        while !self.pending.is_empty() {
+            let p = self.pending.remove(0);
+            self.pending_bytes -= p.data.len();
+            self.gap_to(p.seq, stats, emit);
+            self.deliver(p.seq, &p.data, p.missing, stats, emit);
+        }
+        if let (Some(fin), Some(next)) = (self.fin_at, self.next) {
+            if fin - next > 0 {
+                self.gap_to(fin, stats, emit);
+            }
+        }
+        self.check_fin(emit);
+    }
+
+    fn buffer(&mut self, seq: SeqNumber, payload: &[u8], missing: u32) {
+        let at = self.pending.partition_point(|p| p.seq - seq < 0);
+        if let Some(p) = self.pending.get(at) {
+            if p.seq == seq && p.data.len() + p.missing as usize >= payload.len() + missing as usize {
+                return; // a retransmission of a buffered segment
+            }
+        }
+        self.pending_bytes += payload.len();
+        self.pending.insert(
+            at,
+            Pending {
+                seq,
+                data: payload.to_vec(),
+                missing,
+            },
+        );
+    }
+
+    /// Emits a gap from the next expected byte up to `seq`.
+    fn gap_to(&mut self, seq: SeqNumber, stats: &mut Stats, emit: &mut impl FnMut(StreamEvent<'_>)) {
+        let Some(next) = self.next else { return };
+        let hole = seq - next;
+        if hole > 0 {
+            stats.tcp_gaps += 1;
+            stats.tcp_gap_bytes += hole as u64;
+            emit(StreamEvent::Gap(hole as u64));
+            self.delivered += hole as u64;
+            self.next = Some(seq);
+        }
+    }
+
+    /// Delivers the part of a segment at `seq` past what was already delivered.
+    fn deliver(
+        &mut self,
+        seq: SeqNumber,
+        payload: &[u8],
+        missing: u32,
+        stats: &mut Stats,
+        emit: &mut impl FnMut(StreamEvent<'_>),
+    ) {
+        let next = self.next.unwrap_or(seq);
+        let skip = (next - seq).max(0) as usize;
+        let total = payload.len() + missing as usize;
+        if skip >= total {
+            return;
+        }
+        if skip < payload.len() {
+            emit(StreamEvent::Data(&payload[skip..]));
+        }
+        let missing_left = (total - skip).min(missing as usize) as u64;
+        if missing_left > 0 {
+            stats.tcp_gaps += 1;
+            stats.tcp_gap_bytes += missing_left;
+            emit(StreamEvent::Gap(missing_left));
+        }
+        self.delivered += (total - skip) as u64;
+        self.next = Some(seq + total as u32);
+    }
+
+    /// Delivers buffered segments that have become contiguous.
+    fn drain(&mut self, stats: &mut Stats, emit: &mut impl FnMut(StreamEvent<'_>)) {
+        while let (Some(first), Some(next)) = (self.pending.first(), self.next) {
+            if first.seq - next > 0 {
+                break;
+            }
+            let p = self.pending.remove(0);
+            self.pending_bytes -= p.data.len();
+            if p.end() - next > 0 {
+                self.deliver(p.seq, &p.data, p.missing, stats, emit);
+            } else {
+                stats.tcp_retransmitted += 1;
+            }
+        }
+    }
+
+    fn check_fin(&mut self, emit: &mut impl FnMut(StreamEvent<'_>)) {
+        if self.fin_delivered || !self.pending.is_empty() {
+            return;
+        }
+        if let (Some(fin), Some(next)) = (self.fin_at, self.next) {
+            if fin - next <= 0 {
+                self.fin_delivered = true;
+                emit(StreamEvent::Fin);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum Ev {
+        D(Vec<u8>),
+        G(u64),
+        F,
+    }
+
+    fn run(segments: &[(u32, bool, bool, &[u8])]) -> (Vec<Ev>, Stats) {
+        let mut h = HalfStream::default();
+        let mut stats = Stats::default();
+        let mut out = Vec::new();
+        for &(seq, syn, fin, data) in segments {
+            h.segment(seq, syn, fin, data, 0, &mut stats, &mut |e| out.push(own(e)));
+        }
+        h.flush(&mut stats, &mut |e| out.push(own(e)));
+        (merge(out), stats)
+    }
+
+    fn own(e: StreamEvent<'_>) -> Ev {
+        match e {
+            StreamEvent::Data(d) => Ev::D(d.to_vec()),
+            StreamEvent::Gap(n) => Ev::G(n),
+            StreamEvent::Fin => Ev::F,
+        }
+    }
+
+    /// Joins adjacent data events so tests compare bytes, not segmentation.
+    fn merge(events: Vec<Ev>) -> Vec<Ev> {
+        let mut out: Vec<Ev> = Vec::new();
+        for e in events {
+            match (out.last_mut(), e) {
+                (Some(Ev::D(a)), Ev::D(b)) => a.extend_from_slice(&b),
+                (_, e) => out.push(e),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn in_order_with_handshake_and_fin() {
+        let (ev, _) = run(&[(100, true, false, b""), (101, false, false, b"abc"), (104, false, true, b"de")]);
+        assert_eq!(ev, vec![Ev::D(b"abcde".to_vec()), Ev::F]);
+    }
+
+    #[test]
+    fn out_of_order_is_reordered() {
+        let (ev, stats) = run(&[(0, true, false, b""), (4, false, false, b"def"), (1, false, false, b"abc")]);
+        assert_eq!(ev, vec![Ev::D(b"abcdef".to_vec())]);
+        assert_eq!(stats.tcp_out_of_order, 1);
+    }
+
+    #[test]
+    fn retransmission_and_overlap() {
+        let (ev, stats) = run(&[
+            (0, true, false, b""),
+            (1, false, false, b"abcd"),
+            (1, false, false, b"abcd"),
+            (3, false, false, b"cdef"),
+        ]);
+        assert_eq!(ev, vec![Ev::D(b"abcdef".to_vec())]);
+        assert_eq!((stats.tcp_retransmitted, stats.tcp_overlapping), (1, 1));
+    }
+
+    #[test]
+    fn overlap_into_buffered_segment() {
+        let (ev, _) = run(&[(0, true, false, b""), (5, false, false, b"fgh"), (1, false, false, b"abcdefg")]);
+        assert_eq!(ev, vec![Ev::D(b"abcdefgh".to_vec())]);
+    }
+
+    #[test]
+    fn hole_never_filled_becomes_gap_at_flush() {
+        let (ev, stats) = run(&[(0, true, false, b""), (1, false, false, b"ab"), (6, false, true, b"fg")]);
+        assert_eq!(ev, vec![Ev::D(b"ab".to_vec()), Ev::G(3), Ev::D(b"fg".to_vec()), Ev::F]);
+        assert_eq!((stats.tcp_gaps, stats.tcp_gap_bytes), (1, 3));
+    }
+
+    #[test]
+    fn ack_past_hole_declares_gap_immediately() {
+        let mut h = HalfStream::default();
+        let mut stats = Stats::default();
+        let mut out = Vec::new();
+        h.segment(0, true, false, b"", 0, &mut stats, &mut |e| out.push(own(e)));
+        h.segment(1, false, false, b"ab", 0, &mut stats, &mut |e| out.push(own(e)));
+        h.segment(6, false, false, b"fg", 0, &mut stats, &mut |e| out.push(own(e)));
+        assert_eq!(out.len(), 1);
+        h.peer_acked(8, &mut stats, &mut |e| out.push(own(e)));
+        assert_eq!(merge(out), vec![Ev::D(b"ab".to_vec()), Ev::G(3), Ev::D(b"fg".to_vec())]);
+    }
+
+    #[test]
+    fn snaplen_missing_bytes_are_a_gap() {
+        let mut h = HalfStream::default();
+        let mut stats = Stats::default();
+        let mut out = Vec::new();
+        h.segment(10, false, false, b"abc", 5, &mut stats, &mut |e| out.push(own(e)));
+        h.segment(18, false, false, b"x", 0, &mut stats, &mut |e| out.push(own(e)));
+        assert_eq!(out, vec![Ev::D(b"abc".to_vec()), Ev::G(5), Ev::D(b"x".to_vec())]);
+    }
+
+    #[test]
+    fn sequence_wraps() {
+        let (ev, _) = run(&[(u32::MAX - 1, true, false, b""), (u32::MAX, false, false, b"ab"), (1, false, false, b"cd")]);
+        assert_eq!(ev, vec![Ev::D(b"abcd".to_vec())]);
+    }
+
+    #[test]
+    fn buffer_is_bounded() {
+        let mut h = HalfStream::default();
+        let mut stats = Stats::default();
+        let mut events = 0;
+        h.segment(0, true, false, b"", 0, &mut stats, &mut |_| {});
+        let chunk = vec![0u8; 1000];
+        for i in 0..400u32 {
+            h.segment(2 + i * 1000, false, false, &chunk, 0, &mut stats, &mut |_| events += 1);
+            assert!(h.pending_bytes <= MAX_BUFFERED_BYTES + 1000);
+        }
+        assert!(stats.tcp_reassembly_overflows >= 1);
+        assert!(events > 0);
+    }
+
+    #[test]
+    fn midstream_pickup_starts_at_first_segment() {
+        let (ev, _) = run(&[(5000, false, false, b"HTTP/1.1 200 OK\r\n")]);
+        assert_eq!(ev, vec![Ev::D(b"HTTP/1.1 200 OK\r\n".to_vec())]);
+    }
+}
