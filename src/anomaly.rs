@@ -58,6 +58,9 @@ counters! {
     /// IP packets whose length field claims more bytes than the frame holds, for a
     /// reason other than the snaplen.
     ip_len_exceeds_frame,
+    /// IPv4 packets with total length 0 (TSO on the capturing host); the frame's
+    /// length is used instead.
+    ipv4_zero_total_len,
     /// IP fragments seen.
     ip_fragments,
     /// Datagrams rebuilt from fragments.

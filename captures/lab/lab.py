@@ -523,7 +523,7 @@ def kong_conf(srv, prefix, opts):
       proxy_set_header X-Forwarded-Host $host;
       proxy_set_header X-Forwarded-Port $server_port;
       proxy_set_header X-Forwarded-Path $uri;
-      proxy_set_header Via "1.1 kong/{KONG_VERSION}";
+      proxy_set_header Via "kong/{KONG_VERSION}";
 """
     via_resp = f'      add_header Via "kong/{KONG_VERSION}" always;\n' if fwd else ""
     return nginx_common(prefix) + f"""http {{
@@ -661,7 +661,8 @@ def services_up(run_dir, opts):
             for port, dst in ((8000, s["kong_net"] + ".2"), (80, s["mdk"] + ".2")):
                 start("relay-%s-%d" % (t, port),
                       nsx(s["ns"], [PY, os.path.join(HERE, "relay.py"), "--listen", "0.0.0.0:%d" % port,
-                                    "--to", "%s:%d" % (dst, port)]),
+                                    "--to", "%s:%d" % (dst, port),
+                                    "--log", os.path.join(run_dir, "logs", "relay-%s-%d.jsonl" % (t, port))]),
                       stderr=os.path.join(run_dir, "logs", "relay-%s-%d.err" % (t, port)))
 
 

@@ -151,12 +151,15 @@ def main():
     # gateway -> Nginx connections, hairpin on one server: the same SYN on the
     # gateway's veth (-> host:80), on kong_net, on mdk (from the mdk gateway
     # address after MASQUERADE) and on Nginx's veth
-    same, cross = {}, {}
+    same, cross, proxied = {}, {}, {}
     for r in ok_rows:
         gu = r.get("gateway_upstream")
         if not gu:
             continue
         G = r["gateway"]["server"]
+        if gu.get("userland_proxy"):
+            proxied.setdefault((G, gu["src"]), r["views"])
+            continue
         vs = [v for v in r["views"] if v["conn"] == "gateway-nginx"]
         (cross if gu["cross_server"] else same).setdefault((G, gu["src"]), vs)
     for label, group in (("hairpin NAT (same server)", same), ("cross-server MASQUERADE+DNAT", cross)):
@@ -175,6 +178,20 @@ def main():
             check("%s visible: gateway->Nginx SYN with rewritten addresses on every interface "
                   "the truth names" % label, found and good == found,
                   "%d/%d connections opened during capture%s" % (good, found, detail))
+
+    if proxied:
+        good, found = 0, 0
+        for key, vs in proxied.items():
+            a = [caps[v["host"]].syn(v["iface"], v["fwd"]["src"], v["fwd"]["dst"])
+                 for v in vs if v["conn"] == "gateway-proxy"]
+            b = [caps[v["host"]].syn(v["iface"], v["fwd"]["src"], v["fwd"]["dst"])
+                 for v in vs if v["conn"] == "proxy-nginx"]
+            if any(a) or any(b):
+                found += 1
+                good += bool(all(a) and all(b) and len({p.seq for p in a}) == 1
+                             and len({p.seq for p in b}) == 1)
+        check("userland proxy visible: gateway->host:80 and proxy->Nginx as two connections",
+              found and good == found, "%d/%d proxied connections" % (good, found))
 
     # every view of every connection the truth names has packets both ways
     conns = {}
@@ -230,7 +247,8 @@ def main():
     per_gu = {}
     for r in ok_rows:
         gu = r["gateway_upstream"]
-        per_gu.setdefault((r["nginx"]["server"], gu["after_nat"]["src"], gu["after_nat"]["dst"]), []).append(r)
+        up = gu.get("userland_proxy") or gu["after_nat"]
+        per_gu.setdefault((r["nginx"]["server"], up["src"], up["dst"]), []).append(r)
     bad = []
     for (N, src, dst), rows in per_gu.items():
         q, s = count_on(caps[N], "veth-nginx", src, dst, (b"GET ", b"POST "), (b"HTTP/1.1 200",))

@@ -8,6 +8,7 @@ connections with different ports and sequence numbers, as with docker-proxy.
 Bounded: exits by itself after --max-seconds.
 """
 import argparse
+import json
 import socket
 import threading
 import time
@@ -29,6 +30,10 @@ def pipe(a, b):
             pass
 
 
+LOG = None
+LOCK = threading.Lock()
+
+
 def handle(c, to):
     try:
         u = socket.create_connection(to, timeout=10)
@@ -36,6 +41,13 @@ def handle(c, to):
     except OSError:
         c.close()
         return
+    if LOG:
+        p, l, ul = c.getpeername(), c.getsockname(), u.getsockname()
+        with LOCK:
+            LOG.write(json.dumps({"t": time.time(), "peer": "%s:%d" % p[:2], "listen": "%s:%d" % l[:2],
+                                  "upstream_local": "%s:%d" % ul[:2],
+                                  "upstream": "%s:%d" % to}) + "\n")
+            LOG.flush()
     t = threading.Thread(target=pipe, args=(u, c), daemon=True)
     t.start()
     pipe(c, u)
@@ -49,7 +61,11 @@ def main():
     ap.add_argument("--listen", required=True)
     ap.add_argument("--to", required=True)
     ap.add_argument("--max-seconds", type=float, default=900)
+    ap.add_argument("--log", help="JSON line per relayed connection (ground truth)")
     a = ap.parse_args()
+    global LOG
+    if a.log:
+        LOG = open(a.log, "a")
     lh, lp = a.listen.rsplit(":", 1)
     th, tp = a.to.rsplit(":", 1)
     s = socket.socket()

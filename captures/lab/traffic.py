@@ -21,6 +21,7 @@ import threading
 import time
 
 LAB_NET = ipaddress.ip_network("198.18.0.0/15")
+ALLOWED_NETNS = ("ftlab-client",)
 
 
 def refuse(msg):
@@ -31,8 +32,8 @@ def refuse(msg):
 def safety_check(netns_name, target_host):
     """Return None if safe, else exit(3).  Any exception -> refuse."""
     try:
-        if not netns_name.startswith("ftlab-"):
-            refuse("netns name %r is not a lab namespace" % netns_name)
+        if netns_name not in ALLOWED_NETNS:
+            refuse("netns name %r is not the lab's client namespace" % netns_name)
         self_ns = os.stat("/proc/self/ns/net")
         lab_ns = os.stat("/run/netns/%s" % netns_name)
         if (self_ns.st_ino, self_ns.st_dev) != (lab_ns.st_ino, lab_ns.st_dev):
@@ -50,12 +51,14 @@ def safety_check(netns_name, target_host):
                 refuse("ip %s route show default failed: %s" % (fam, r.stderr.strip()))
             if r.stdout.strip():
                 refuse("namespace has a default route: %s" % r.stdout.strip())
-        r = subprocess.run(["ip", "-j", "-4", "route", "show", "table", "main"],
+        r = subprocess.run(["ip", "-j", "-4", "route", "show", "table", "all"],
                            capture_output=True, text=True, timeout=5)
         if r.returncode != 0:
             refuse("ip route failed: %s" % r.stderr.strip())
         routes = json.loads(r.stdout or "[]")
         for rt in routes:
+            if rt.get("type") in ("local", "broadcast", "multicast"):
+                continue   # local delivery, not a way out
             dst = rt.get("dst", "")
             if dst == "default":
                 refuse("default route present")

@@ -124,6 +124,10 @@ def build(run_dir, SERVERS, containers, VIP, br_netfilter=True):
                     e["replica_name"] = c[0]
                     py.setdefault(e.get("marker"), []).append(e)
     ct = {"router": CT(run_dir, "router"), "A": CT(run_dir, "A"), "B": CT(run_dir, "B")}
+    relay = {}   # (server, upstream_local) -> relay record (--userland-proxy)
+    for k, s in SERVERS.items():
+        for e in _jsonl(os.path.join(run_dir, "logs", "relay-%s-80.jsonl" % s["tag"])):
+            relay.setdefault((k, e["upstream_local"]), []).append(e)
     ip2srv = {s["ip"]: k for k, s in SERVERS.items()}
     cinfo = {}
     for k in SERVERS:
@@ -217,7 +221,22 @@ def build(run_dir, SERVERS, containers, VIP, br_netfilter=True):
             pip, pport = _hp(ng["remote"])
             uip, uport = _hp(ups_seen)
             e = ct[G].reply_dst(pip, pport, None, t)
-            if e and e[1][0] == kc["ip"]:
+            rl = relay.get((N, ng["remote"])) if G == N else None
+            if rl:
+                # docker-proxy style relay: two TCP connections, no NAT on either
+                rr = [x for x in rl if x["t"] <= (t or 1e18) + 1.0] or rl
+                rr = rr[-1]
+                row["gateway_upstream"] = {"src": rr["peer"], "dst": ups_seen,
+                                           "after_nat": {"src": rr["peer"], "dst": rr["listen"]},
+                                           "cross_server": False,
+                                           "userland_proxy": {"src": rr["upstream_local"],
+                                                              "dst": rr["upstream"]}}
+                gw_up_conns.add((G, rr["peer"]))
+                views.append(_v("gateway-proxy", G, kc["host_veth"], rr["peer"], ups_seen))
+                views.append(_v("gateway-proxy", G, "kong_net", rr["peer"], ups_seen))
+                views.append(_v("proxy-nginx", N, "mdk", rr["upstream_local"], rr["upstream"]))
+                views.append(_v("proxy-nginx", N, nc["host_veth"], rr["upstream_local"], rr["upstream"]))
+            elif e and e[1][0] == kc["ip"]:
                 kong_local = _ap(e[1][0], e[1][2])
                 row["gateway_upstream"] = {"src": kong_local, "dst": ups_seen,
                                            "after_nat": {"src": ng["remote"], "dst": ng["local"]},

@@ -261,6 +261,11 @@ impl FileReader {
                 )),
                 Err(PcapError::ReadError) => Step::Stop("read error".into()),
                 Err(PcapError::HeaderNotRecognized) => Step::Stop("header not recognised".into()),
+                Err(PcapError::NomError(_, kind)) | Err(PcapError::OwnedNomError(_, kind))
+                    if frames == 0 =>
+                {
+                    Step::Fatal(format!("malformed block before the first packet ({kind:?})"))
+                }
                 Err(PcapError::NomError(_, kind)) | Err(PcapError::OwnedNomError(_, kind)) => {
                     Step::Stop(format!(
                         "corrupt block after {frames} frames ({kind:?}); the rest of the file is skipped"

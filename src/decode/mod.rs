@@ -306,6 +306,20 @@ impl Decoder {
         }
 
         let cut_by_snaplen = frame.orig_len as usize > frame.data.len();
+        let sliced = match (&sliced.net, sliced.ether_payload()) {
+            // PPPoE session (EtherType 0x8864): 6-byte PPPoE header, 2-byte PPP protocol.
+            (None, Some(p)) if p.ether_type == EtherType(0x8864) => {
+                let b = p.payload;
+                match b.get(6..8) {
+                    Some([0x00, 0x21]) | Some([0x00, 0x57]) => match LaxSlicedPacket::from_ip(&b[8..]) {
+                        Ok(inner) => inner,
+                        Err(_) => return ip_malformed(stats, link),
+                    },
+                    _ => return non_ip(stats, link),
+                }
+            }
+            _ => sliced,
+        };
         let net = match &sliced.net {
             Some(LaxNetSlice::Arp(arp)) => {
                 stats.arp += 1;
@@ -334,6 +348,9 @@ impl Decoder {
                             frame.data.len()
                         )
                     });
+                }
+                if h.total_len() == 0 {
+                    stats.ipv4_zero_total_len += 1;
                 }
                 let wire_payload = usize::from(h.total_len()).saturating_sub(h.slice().len());
                 let src = IpAddr::V4(h.source_addr());

@@ -142,7 +142,7 @@ mod tests {
 
     #[test]
     fn truncated_and_impossible() {
-        let b = v2(3, &[[1, 2, 3, 4]]);
+        let b = v2(5, &[[1, 2, 3, 4]]);
         assert!(matches!(
             VrrpPacket::new_checked(&b[..], false),
             Err(ViewError::Truncated { layer: "VRRP addresses", .. })

@@ -268,7 +268,7 @@ impl StreamSink for HttpAnalyzer {
 
     fn gap(&mut self, conn: &mut HttpConn, meta: &ConnMeta, dir: Dir, ts: Ts, len: u64) {
         let mut events = Vec::new();
-        conn.parsers[dir as usize].gap(ts, len, &mut self.stats, &mut events);
+        conn.parsers[dir as usize].gap(ts, len, &conn.pending, &mut self.stats, &mut events);
         if !events.is_empty() {
             self.handle(conn, meta, events);
         }

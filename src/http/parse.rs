@@ -91,7 +91,7 @@ pub struct MessageParser {
 /// Whether bytes start like a request line: a method token and a space.
 pub fn looks_like_request(data: &[u8]) -> bool {
     let token = data.iter().take_while(|b| b.is_ascii_uppercase() || **b == b'-' || **b == b'_').count();
-    (3..=20).contains(&token) && data.get(token) == Some(&b' ')
+    (3..=20).contains(&token) && matches!(data.get(token), Some(b' ' | b'\r' | b'\n'))
         || (token == data.len() && token > 0)
 }
 
@@ -227,7 +227,17 @@ impl MessageParser {
                 match req.parse(block) {
                     Ok(httparse::Status::Complete(n)) => Ok(Some((n, Head::from_request(&req, stats)))),
                     Ok(httparse::Status::Partial) => Ok(None),
-                    Err(e) => Err(e),
+                    Err(e) => match lenient_request(block, stats) {
+                        Some(result) => {
+                            if result.is_some() {
+                                log.push("http_lenient_request_line", ts, || {
+                                    format!("request line httparse rejects ({e}); parsed leniently")
+                                });
+                            }
+                            Ok(result)
+                        }
+                        None => Err(e),
+                    },
                 }
             }
             Role::Response => {
@@ -332,12 +342,17 @@ impl MessageParser {
                     last_ts: ts,
                     incomplete: false,
                 }));
+                let switches = status == 101 || (method == Some("CONNECT") && (200..300).contains(&status));
                 let framing = if bodiless {
                     Framing::Length(0)
                 } else {
                     framing.unwrap_or(Framing::UntilClose)
                 };
                 self.set_framing(ts, framing, events);
+                if switches {
+                    // What follows is another protocol.
+                    self.stop();
+                }
             }
         }
     }
@@ -448,7 +463,7 @@ impl MessageParser {
     }
 
     /// `len` bytes are missing from the stream.
-    pub fn gap(&mut self, ts: Ts, len: u64, stats: &mut Stats, events: &mut Vec<Event>) {
+    pub fn gap(&mut self, ts: Ts, len: u64, pending: &Pending, stats: &mut Stats, events: &mut Vec<Event>) {
         match self.state {
             State::Body(remaining) => {
                 stats.http_incomplete += 1;
@@ -480,9 +495,21 @@ impl MessageParser {
                 self.abandon(ts, events);
             }
             State::Headers => {
-                // The message's start is known but its headers are lost.
+                // The headers are cut: report what the start line and the complete
+                // header lines say, marked incomplete, then find the next message.
                 stats.http_incomplete += 1;
-                self.buf.clear();
+                let buf = std::mem::take(&mut self.buf);
+                if let Some(head) = partial_head(self.role, &buf, stats) {
+                    self.seen_message = true;
+                    self.incomplete = true;
+                    let mut log = AnomalyLog::default();
+                    self.answered = 0;
+                    self.start_body(ts, head, pending, stats, &mut log, events);
+                    self.incomplete = true;
+                    if self.state != State::Start {
+                        self.finish(ts, events);
+                    }
+                }
                 self.state = State::Resync;
             }
             State::Start => {
@@ -637,6 +664,92 @@ impl Head {
             None => None,
         }
     }
+}
+
+/// Splits a start line into its three space-separated parts, the last two possibly
+/// empty (tshark reads `OPTIONS HTTP/1.1` as method `OPTIONS`, URI `HTTP/1.1`).
+fn split_start_line(line: &[u8]) -> (&[u8], &[u8], &[u8]) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.splitn(3, |b| *b == b' ');
+    let a = parts.next().unwrap_or(b"");
+    let b = parts.next().unwrap_or(b"");
+    let c = parts.next().unwrap_or(b"");
+    (a, b, c)
+}
+
+fn is_token(b: &[u8]) -> bool {
+    !b.is_empty() && b.iter().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(c))
+}
+
+/// A request whose start line httparse rejects (missing URI or version, `HTTP/1.`):
+/// the method is the first token, the URI the second word, and the headers must still
+/// parse. `None`: not a request; `Some(None)`: need more bytes.
+fn lenient_request(block: &[u8], stats: &mut Stats) -> Option<Option<(usize, Head)>> {
+    let line_end = block.iter().position(|b| *b == b'\n')?;
+    let (method, uri, version) = split_start_line(&block[..line_end]);
+    if !is_token(method) || !method.iter().all(|c| c.is_ascii_uppercase() || *c == b'_' || *c == b'-') {
+        return None;
+    }
+    let mut storage = [httparse::EMPTY_HEADER; 128];
+    match httparse::parse_headers(&block[line_end + 1..], &mut storage) {
+        Ok(httparse::Status::Complete((n, headers))) => {
+            let (headers, content_length, chunked) = Head::collect(headers, stats);
+            Some(Some((
+                line_end + 1 + n,
+                Head {
+                    kind: HeadKind::Request {
+                        method: lossy(method, 64),
+                        uri: lossy(uri, 8192),
+                    },
+                    version: if version == b"HTTP/1.0" { "HTTP/1.0" } else { "HTTP/1.1" },
+                    headers,
+                    content_length,
+                    chunked,
+                },
+            )))
+        }
+        Ok(httparse::Status::Partial) => Some(None),
+        Err(_) => None,
+    }
+}
+
+/// What can be read of a header block cut short: its start line and the header lines
+/// that are complete.
+fn partial_head(role: Role, buf: &[u8], stats: &mut Stats) -> Option<Head> {
+    let line_end = buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len());
+    let (a, b, c) = split_start_line(&buf[..line_end]);
+    let kind = match role {
+        Role::Request if is_token(a) => HeadKind::Request {
+            method: lossy(a, 64),
+            uri: lossy(b, 8192),
+        },
+        Role::Response if a.starts_with(b"HTTP/1.") => HeadKind::Response {
+            status: std::str::from_utf8(b).ok()?.parse().ok()?,
+            reason: lossy(c, 256),
+        },
+        _ => return None,
+    };
+    let version_field = if role == Role::Request { c } else { a };
+    let mut headers = Vec::new();
+    let rest = buf.get(line_end + 1..).unwrap_or(b"");
+    let complete_lines = rest.iter().rposition(|b| *b == b'\n').map(|i| &rest[..=i]).unwrap_or(b"");
+    for line in complete_lines.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(colon) = line.iter().position(|b| *b == b':') {
+            if headers.len() < MAX_KEPT_HEADERS {
+                headers.push((lossy(&line[..colon], 256), lossy(line[colon + 1..].trim_ascii(), MAX_HEADER_VALUE)));
+            } else {
+                stats.http_headers_dropped += 1;
+            }
+        }
+    }
+    Some(Head {
+        kind,
+        version: if version_field == b"HTTP/1.0" { "HTTP/1.0" } else { "HTTP/1.1" },
+        headers,
+        content_length: None,
+        chunked: false,
+    })
 }
 
 /// Parses a chunk-size line (hex digits, optional extensions after `;`); `None` on

@@ -137,8 +137,12 @@ fn gap_in_headers_resyncs_at_next_message() {
     a.gap(&mut c, &m, C, Ts(2), 100);
     a.data(&mut c, &m, C, Ts(3), b"tail of headers\r\n\r\nGET /next HTTP/1.1\r\n\r\n");
     a.data(&mut c, &m, S, Ts(4), b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    a.data(&mut c, &m, S, Ts(5), b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
     let s: Vec<_> = a.completed.iter().map(summary).collect();
-    assert_eq!(s, vec!["GET /next -> 200"]);
+    // The cut request is still reported (its start line survived), marked incomplete.
+    assert_eq!(s, vec!["GET /lost -> 200", "GET /next -> 404"]);
+    assert!(a.completed[0].request.as_ref().unwrap().incomplete);
+    assert!(!a.completed[1].request.as_ref().unwrap().incomplete);
     assert!(a.stats.http_resyncs >= 1);
 }
 

@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn overlap_into_buffered_segment() {
-        let (ev, _) = run(&[(0, true, false, b""), (5, false, false, b"fgh"), (1, false, false, b"abcdefg")]);
+        let (ev, _) = run(&[(0, true, false, b""), (6, false, false, b"fgh"), (1, false, false, b"abcdefg")]);
         assert_eq!(ev, vec![Ev::D(b"abcdefgh".to_vec())]);
     }
 

@@ -1,0 +1,1 @@
+//! Command-line behaviour: formats, stdin, exit codes, several files.

@@ -1,0 +1,5 @@
+//! Integration tests: one binary (ripgrep's layout).
+
+mod cli;
+mod corpus;
+mod util;

@@ -1,0 +1,98 @@
+//! Helpers: run the flowtrace binary, find the shared corpus, parse JSON output.
+
+#![allow(dead_code)]
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Output of one flowtrace run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn flowtrace<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_flowtrace"))
+        .args(args)
+        .output()
+        .expect("run flowtrace");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The shared capture corpus, `../shared/pcaps` beside the checkout. In CI it must
+/// exist; elsewhere a test that cannot find it says so loudly and returns `None`.
+pub fn corpus() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps");
+    if p.join("MANIFEST.tsv").is_file() {
+        return Some(p);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("../shared/pcaps is missing: the corpus tests cannot run");
+    }
+    eprintln!("\n*** SKIPPED: ../shared/pcaps not found; corpus tests did not run ***\n");
+    None
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[derive(Deserialize, Debug)]
+pub struct CaptureRef {
+    pub file: String,
+    pub interface: String,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct Tx {
+    pub id: u64,
+    pub capture: CaptureRef,
+    pub client: String,
+    pub server: String,
+    pub method: Option<String>,
+    pub uri: Option<String>,
+    pub status: Option<u16>,
+    pub interim: Vec<u16>,
+    pub request_ts: Option<f64>,
+    pub response_ts: Option<f64>,
+    pub response_end_ts: Option<f64>,
+    pub incomplete: bool,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct Doc {
+    pub transactions: Vec<Tx>,
+    pub stats: serde_json::Map<String, serde_json::Value>,
+    pub warnings: Vec<serde_json::Value>,
+    pub vrrp: Vec<serde_json::Value>,
+    pub gratuitous_arp: Vec<serde_json::Value>,
+    pub vantages: Vec<serde_json::Value>,
+}
+
+impl Doc {
+    pub fn stat(&self, name: &str) -> u64 {
+        self.stats
+            .get(name)
+            .and_then(|v| v.as_u64())
+            .unwrap_or_else(|| panic!("no counter {name}"))
+    }
+}
+
+/// Runs `flowtrace pcap --format json` on `files`; panics unless it exits 0.
+pub fn json_doc(files: &[&Path]) -> Doc {
+    let mut args: Vec<std::ffi::OsString> = vec!["pcap".into(), "--format".into(), "json".into()];
+    args.extend(files.iter().map(|f| f.as_os_str().to_owned()));
+    let run = flowtrace(&args);
+    assert_eq!(run.code, 0, "flowtrace failed on {files:?}: {}", run.stderr);
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("bad JSON for {files:?}: {e}"))
+}
