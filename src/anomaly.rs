@@ -196,7 +196,13 @@ mod tests {
             tcp_gaps: 3,
             ..Stats::default()
         };
-        assert_eq!(s.iter().find(|(n, _)| *n == "tcp_gaps"), Some(("tcp_gaps", 3)));
-        assert_eq!(s.iter().count(), serde_json::to_value(&s).unwrap().as_object().unwrap().len());
+        assert_eq!(
+            s.iter().find(|(n, _)| *n == "tcp_gaps"),
+            Some(("tcp_gaps", 3))
+        );
+        assert_eq!(
+            s.iter().count(),
+            serde_json::to_value(&s).unwrap().as_object().unwrap().len()
+        );
     }
 }

@@ -43,7 +43,8 @@ impl HostLinks {
             path: path.to_owned(),
             detail,
         };
-        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| err(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| err(e.to_string()))?;
         let array = value
             .as_array()
             .ok_or_else(|| err("expected a JSON array of interfaces".into()))?;
@@ -67,10 +68,17 @@ impl HostLinks {
                 })
                 .unwrap_or_default();
             links.push(Link {
-                ifindex: u32::try_from(ifindex).map_err(|_| err(format!("ifindex {ifindex} too large")))?,
+                ifindex: u32::try_from(ifindex)
+                    .map_err(|_| err(format!("ifindex {ifindex} too large")))?,
                 ifname: ifname.to_owned(),
-                mac: item.get("address").and_then(|v| v.as_str()).map(str::to_owned),
-                master: item.get("master").and_then(|v| v.as_str()).map(str::to_owned),
+                mac: item
+                    .get("address")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned),
+                master: item
+                    .get("master")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned),
                 addresses,
             });
         }
@@ -97,7 +105,10 @@ impl HostLinks {
 
 /// The sidecar paths tried for a capture, in order.
 pub fn candidates(capture: &Path) -> Vec<PathBuf> {
-    let name = capture.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = capture
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut out = vec![capture.with_file_name(format!("{name}.links.json"))];
     let mut stem = name.as_str();
     for suffix in [".gz", ".pcapng", ".pcap", ".cap"] {
@@ -129,7 +140,10 @@ mod tests {
         assert_eq!(h.links.len(), 2);
         assert_eq!(h.by_index(7).unwrap().ifname, "veth-a");
         assert_eq!(h.by_index(7).unwrap().master.as_deref(), Some("mdk"));
-        assert_eq!(h.by_index(1).unwrap().addresses, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            h.by_index(1).unwrap().addresses,
+            vec!["127.0.0.1".parse::<IpAddr>().unwrap()]
+        );
     }
 
     #[test]

@@ -235,7 +235,10 @@ impl Pipeline {
 }
 
 fn mac_string(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -264,7 +267,10 @@ fn vantage_of(
             .and_then(|l| l.by_index(ix))
             .map(|l| l.ifname.clone())
             .unwrap_or_else(|| format!("ifindex {ix}")),
-        None => desc.name.clone().unwrap_or_else(|| format!("if {}", desc.index_in_file)),
+        None => desc
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("if {}", desc.index_in_file)),
     };
     vantages.push(Vantage {
         file: desc.file_name.clone(),

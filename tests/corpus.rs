@@ -31,13 +31,23 @@ fn tshark_pairs(tsv: &Path) -> Vec<Pair> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
-    let (kind, frame, src, sport, dst, dport) = (col("kind"), col("frame"), col("src"), col("sport"), col("dst"), col("dport"));
+    let (kind, frame, src, sport, dst, dport) = (
+        col("kind"),
+        col("frame"),
+        col("src"),
+        col("sport"),
+        col("dst"),
+        col("dport"),
+    );
     let (method, uri, status, link) = (col("method"), col("uri"), col("status"), col("link_frame"));
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split('\t').collect()).collect();
     let mut requests_by_frame: HashMap<&str, Vec<(usize, bool)>> = HashMap::new();
     for (i, r) in rows.iter().enumerate() {
         if r[kind] == "request" {
-            requests_by_frame.entry(r[frame]).or_default().push((i, false));
+            requests_by_frame
+                .entry(r[frame])
+                .or_default()
+                .push((i, false));
         }
     }
     let mut pairs = Vec::new();
@@ -45,8 +55,12 @@ fn tshark_pairs(tsv: &Path) -> Vec<Pair> {
         if r[kind] != "response" || r[link].is_empty() {
             continue;
         }
-        let Some(reqs) = requests_by_frame.get_mut(r[link]) else { continue };
-        let Some(slot) = reqs.iter_mut().find(|(_, used)| !used) else { continue };
+        let Some(reqs) = requests_by_frame.get_mut(r[link]) else {
+            continue;
+        };
+        let Some(slot) = reqs.iter_mut().find(|(_, used)| !used) else {
+            continue;
+        };
         // Interim responses (1xx) do not consume the request.
         let status: u16 = r[status].parse().unwrap_or(0);
         if !(100..200).contains(&status) || status == 101 {
@@ -80,7 +94,11 @@ fn http_parity_with_tshark() {
         .filter(|p| p.to_string_lossy().ends_with(".tshark.tsv"))
         .collect();
     tsvs.sort();
-    assert!(tsvs.len() >= 40, "expected the corpus' TSVs, found {}", tsvs.len());
+    assert!(
+        tsvs.len() >= 40,
+        "expected the corpus' TSVs, found {}",
+        tsvs.len()
+    );
     let (mut total, mut found) = (0usize, 0usize);
     let mut report = Vec::new();
     let mut failures = Vec::new();
@@ -106,7 +124,10 @@ fn http_parity_with_tshark() {
                     }
                     hit += 1;
                 }
-                None => missing.push(format!("{} {} {} -> {}", p.client, p.method, p.uri, p.status)),
+                None => missing.push(format!(
+                    "{} {} {} -> {}",
+                    p.client, p.method, p.uri, p.status
+                )),
             }
         }
         total += pairs.len();
@@ -124,7 +145,10 @@ fn http_parity_with_tshark() {
     println!("corpus: {found}/{total} tshark pairs found");
     assert!(total > 150, "too few pairs: {total}");
     assert!(failures.is_empty(), "{failures:?}");
-    assert!(found as f64 >= 0.99 * total as f64, "corpus parity {found}/{total} below 99 %");
+    assert!(
+        found as f64 >= 0.99 * total as f64,
+        "corpus parity {found}/{total} below 99 %"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -153,7 +177,12 @@ fn every_corpus_file_runs_without_panic() {
     files.sort();
     assert!(files.len() >= 80, "found {} captures", files.len());
     for f in &files {
-        let run = flowtrace(["pcap".as_ref(), "--format".as_ref(), "json".as_ref(), f.as_os_str()]);
+        let run = flowtrace([
+            "pcap".as_ref(),
+            "--format".as_ref(),
+            "json".as_ref(),
+            f.as_os_str(),
+        ]);
         assert!(
             run.code == 0 || run.code == 2,
             "{}: exit {} (panic?)\n{}",
@@ -161,12 +190,23 @@ fn every_corpus_file_runs_without_panic() {
             run.code,
             run.stderr
         );
-        assert!(!run.stderr.contains("panicked"), "{}: {}", f.display(), run.stderr);
+        assert!(
+            !run.stderr.contains("panicked"),
+            "{}: {}",
+            f.display(),
+            run.stderr
+        );
         if run.code == 0 {
             let _: serde_json::Value = serde_json::from_str(&run.stdout)
                 .unwrap_or_else(|e| panic!("{}: invalid JSON: {e}", f.display()));
         } else {
-            assert_eq!(run.stderr.lines().count(), 1, "{}: one-line error expected: {}", f.display(), run.stderr);
+            assert_eq!(
+                run.stderr.lines().count(),
+                1,
+                "{}: one-line error expected: {}",
+                f.display(),
+                run.stderr
+            );
         }
     }
 }
@@ -177,23 +217,54 @@ fn malformed_files_are_named_problems() {
     let Some(root) = corpus() else { return };
     let cases: &[(&str, i32, &str)] = &[
         ("malformed/err-eof.bin", 2, "not a pcap or pcapng file"),
-        ("malformed/pcap-invalid-version-1.pcap", 2, "unsupported version 1"),
-        ("malformed/pcapng-invalid-vers-1.pcapng", 2, "unsupported section header version"),
-        ("malformed/shb-option-too-long.pcapng", 2, "bad pcapng header"),
-        ("malformed/fuzz-2021-10-13.pcap", 0, "cut off in the middle of a record"),
-        ("malformed/test901.pcapng", 0, "unsupported section header version 2"),
-        ("malformed/linktype-reserved-field-not-zero.pcap", 0, "upper bits set"),
+        (
+            "malformed/pcap-invalid-version-1.pcap",
+            2,
+            "unsupported version 1",
+        ),
+        (
+            "malformed/pcapng-invalid-vers-1.pcapng",
+            2,
+            "unsupported section header version",
+        ),
+        (
+            "malformed/shb-option-too-long.pcapng",
+            2,
+            "bad pcapng header",
+        ),
+        (
+            "malformed/fuzz-2021-10-13.pcap",
+            0,
+            "cut off in the middle of a record",
+        ),
+        (
+            "malformed/test901.pcapng",
+            0,
+            "unsupported section header version 2",
+        ),
+        (
+            "malformed/linktype-reserved-field-not-zero.pcap",
+            0,
+            "upper bits set",
+        ),
     ];
     for (file, code, words) in cases {
         let path = root.join(file);
         let run = flowtrace(["pcap".as_ref(), path.as_os_str()]);
         assert_eq!(run.code, *code, "{file}: {}", run.stderr);
-        assert!(run.stderr.contains(words), "{file}: stderr {:?} lacks {words:?}", run.stderr);
+        assert!(
+            run.stderr.contains(words),
+            "{file}: stderr {:?} lacks {words:?}",
+            run.stderr
+        );
     }
     // Bad packets inside good files are counted, not fatal.
     let doc = json_doc(&[&root.join("malformed/ip_packet_bogus_length.pcap")]);
     assert_eq!(doc.stat("ipv4_zero_total_len"), 1);
-    assert_eq!(doc.transactions[0].uri.as_deref(), Some("/ADSAdClient31.dll?GetAd=&PG=IMSCB2&AP=1007"));
+    assert_eq!(
+        doc.transactions[0].uri.as_deref(),
+        Some("/ADSAdClient31.dll?GetAd=&PG=IMSCB2&AP=1007")
+    );
     let doc = json_doc(&[&root.join("malformed/trunc-hdr.pcap")]);
     assert_eq!(doc.stat("link_truncated"), 1);
 }

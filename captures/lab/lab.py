@@ -851,10 +851,14 @@ def run_scenario(name, out_dir, extra):
 
     import truth as truthmod
     import scrub as scrubmod
-    truth_rows, tstats = truthmod.build(run_dir, SERVERS, containers, VIP, opts["br_netfilter"])
+    truth_rows, tstats, conns = truthmod.build(run_dir, SERVERS, containers, VIP,
+                                               opts["br_netfilter"])
     with open(os.path.join(out_dir, "truth.jsonl"), "w") as f:
         for row in truth_rows:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
+            f.write(json.dumps(row, separators=(",", ":")) + "\n")
+    with open(os.path.join(out_dir, "connections.jsonl"), "w") as f:
+        for c in conns:
+            f.write(json.dumps(c, separators=(",", ":")) + "\n")
     markers = [r["marker"] for r in truth_rows if r.get("marker")]
     if fo is not None:
         fo["failed_requests"] = [{"id": r["id"], "t_start": r["t_start"], "error": r["error"],

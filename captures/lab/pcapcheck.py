@@ -73,6 +73,15 @@ def main():
     d = sys.argv[1]
     truth = [json.loads(l) for l in open(os.path.join(d, "truth.jsonl")) if l.strip()]
     scen = json.load(open(os.path.join(d, "scenario.json")))
+    conns = {}
+    cpath = os.path.join(d, "connections.jsonl")
+    if os.path.exists(cpath):
+        conns = {c["cid"]: c for c in (json.loads(l) for l in open(cpath) if l.strip())}
+    for r in truth:
+        if "views" not in r:
+            r["views"] = [dict(v, conn=conns[cid]["kind"])
+                          for cid in r.get("connections", {}).values() if cid in conns
+                          for v in conns[cid]["views"]]
     caps = {}
     for h in HOSTS:
         try:

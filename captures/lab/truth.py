@@ -139,6 +139,7 @@ def build(run_dir, SERVERS, containers, VIP, br_netfilter=True):
           "gateway_server": {}, "nginx_server": {}, "cross_server": 0, "replica": {},
           "client_connections": 0, "gateway_upstream_connections": 0}
     client_conns, gw_up_conns = set(), set()
+    conns, conn_ids, conn_by_id = [], {}, {}
     for c in sorted(client, key=lambda r: r.get("id", 0)):
         st["requests"] += 1
         mk = c.get("marker")
@@ -149,6 +150,7 @@ def build(run_dir, SERVERS, containers, VIP, br_netfilter=True):
         views = []
         nat = []
         missing = []
+        ct_t = {}
         # ---- client connection and router SNAT
         if c.get("client_src"):
             cip, cport = _hp(c["client_src"])
@@ -156,9 +158,10 @@ def build(run_dir, SERVERS, containers, VIP, br_netfilter=True):
             client_conns.add(c["client_src"])
             e = ct["router"].orig(cip, cport, VIP, 8000, t) or ct["router"].orig_src(cip, cport, t)
             if e:
+                ct_t["client-gateway"] = e[0]
                 snat = _ap(e[2][1], e[2][3])
                 row["router_snat"] = {"from": c["client_src"], "to": snat}
-                nat.append({"where": "router", "type": "SNAT (MASQUERADE)",
+                nat.append({"conn": "client-gateway", "where": "router", "type": "SNAT (MASQUERADE)",
                             "orig": {"src": c["client_src"], "dst": c["client_dst"]},
                             "reply": {"src": _ap(e[2][0], e[2][2]), "dst": snat}})
             else:
@@ -175,12 +178,12 @@ def build(run_dir, SERVERS, containers, VIP, br_netfilter=True):
         if kg:
             g = SERVERS[G]
             kc = cinfo[(G, "kong")]
-            row["gateway"] = {"server": G, "ns": kc["ns"], "listen": kg["local"],
+            row["gateway"] = {"server": G, "listen": kg["local"],
                               "seen_peer": kg["remote"], "nginx_connection": kg["conn"],
                               "connection_requests": kg["conn_req"], "status": kg["status"],
                               "upstream_addr": kg["upstream"], "upstream_status": kg["upstream_status"],
                               "t_log": kg["t"], "request_time": kg["rt"],
-                              "upstream_response_time": kg["urt"], "log_entries": len(ks)}
+                              "upstream_response_time": kg["urt"]}
             st["gateway_server"][G] = st["gateway_server"].get(G, 0) + 1
             rs = row.get("router_snat", {}).get("to")
             if rs:
@@ -191,7 +194,7 @@ def build(run_dir, SERVERS, containers, VIP, br_netfilter=True):
                 rip, rport = _hp(rs)
                 e = ct[G].orig(rip, rport, VIP, 8000, t)
                 if e:
-                    nat.append({"where": G, "type": "DNAT (published port 8000)",
+                    nat.append({"conn": "client-gateway", "where": G, "type": "DNAT (published port 8000)",
                                 "orig": {"src": rs, "dst": _ap(VIP, 8000)},
                                 "reply": {"src": _ap(e[2][0], e[2][2]), "dst": _ap(e[2][1], e[2][3])}})
                 else:
@@ -205,12 +208,11 @@ def build(run_dir, SERVERS, containers, VIP, br_netfilter=True):
         N = ng["server"] if ng else None
         if ng:
             nc = cinfo[(N, "nginx")]
-            row["nginx"] = {"server": N, "ns": nc["ns"], "listen": ng["local"],
+            row["nginx"] = {"server": N, "listen": ng["local"],
                             "seen_peer": ng["remote"], "nginx_connection": ng["conn"],
                             "connection_requests": ng["conn_req"], "status": ng["status"],
                             "upstream_addr": ng["upstream"], "t_log": ng["t"],
-                            "request_time": ng["rt"], "upstream_response_time": ng["urt"],
-                            "log_entries": len(ns_)}
+                            "request_time": ng["rt"], "upstream_response_time": ng["urt"]}
             st["nginx_server"][N] = st["nginx_server"].get(N, 0) + 1
         else:
             missing.append("nginx")
@@ -226,6 +228,7 @@ def build(run_dir, SERVERS, containers, VIP, br_netfilter=True):
                 # docker-proxy style relay: two TCP connections, no NAT on either
                 rr = [x for x in rl if x["t"] <= (t or 1e18) + 1.0] or rl
                 rr = rr[-1]
+                ct_t["gateway-proxy"] = ct_t["proxy-nginx"] = rr["t"]
                 row["gateway_upstream"] = {"src": rr["peer"], "dst": ups_seen,
                                            "after_nat": {"src": rr["peer"], "dst": rr["listen"]},
                                            "cross_server": False,
@@ -237,6 +240,7 @@ def build(run_dir, SERVERS, containers, VIP, br_netfilter=True):
                 views.append(_v("proxy-nginx", N, "mdk", rr["upstream_local"], rr["upstream"]))
                 views.append(_v("proxy-nginx", N, nc["host_veth"], rr["upstream_local"], rr["upstream"]))
             elif e and e[1][0] == kc["ip"]:
+                ct_t["gateway-nginx"] = e[0]
                 kong_local = _ap(e[1][0], e[1][2])
                 row["gateway_upstream"] = {"src": kong_local, "dst": ups_seen,
                                            "after_nat": {"src": ng["remote"], "dst": ng["local"]},
@@ -254,12 +258,12 @@ def build(run_dir, SERVERS, containers, VIP, br_netfilter=True):
                     else:
                         views.append(_v("gateway-nginx", G, "kong_net", kong_local, ups_seen))
                         views.append(_v("gateway-nginx", G, "mdk", ng["remote"], ng["local"]))
-                    nat.append({"where": G, "type": "DNAT (published port 80) + MASQUERADE (hairpin)",
+                    nat.append({"conn": "gateway-nginx", "where": G, "type": "DNAT (published port 80) + MASQUERADE (hairpin)",
                                 "orig": {"src": kong_local, "dst": ups_seen},
                                 "reply": {"src": _ap(e[2][0], e[2][2]), "dst": _ap(e[2][1], e[2][3])}})
                 else:
                     st["cross_server"] += 1
-                    nat.append({"where": G, "type": "MASQUERADE (container egress)",
+                    nat.append({"conn": "gateway-nginx", "where": G, "type": "MASQUERADE (container egress)",
                                 "orig": {"src": kong_local, "dst": ups_seen},
                                 "reply": {"src": _ap(e[2][0], e[2][2]), "dst": _ap(e[2][1], e[2][3])}})
                     views.append(_v("gateway-nginx", G, "kong_net", kong_local, ups_seen))
@@ -268,7 +272,7 @@ def build(run_dir, SERVERS, containers, VIP, br_netfilter=True):
                     views.append(_v("gateway-nginx", N, "mdk", ng["remote"], ng["local"]))
                     e2 = ct[N].orig(pip, pport, uip, uport, t)
                     if e2:
-                        nat.append({"where": N, "type": "DNAT (published port 80)",
+                        nat.append({"conn": "gateway-nginx", "where": N, "type": "DNAT (published port 80)",
                                     "orig": {"src": ng["remote"], "dst": ups_seen},
                                     "reply": {"src": _ap(e2[2][0], e2[2][2]),
                                               "dst": _ap(e2[2][1], e2[2][3])}})
@@ -296,10 +300,35 @@ def build(run_dir, SERVERS, containers, VIP, br_netfilter=True):
                 missing.append("python_server_mismatch")
         else:
             missing.append("python")
-        row["nat"] = nat
-        row["views"] = views
+        # one record per TCP connection (shared by the requests it carried)
+        row["connections"] = {}
+        for kind in ("client-gateway", "gateway-proxy", "proxy-nginx", "gateway-nginx", "nginx-python"):
+            vs = [v for v in views if v["conn"] == kind]
+            if not vs:
+                continue
+            first = vs[0]["fwd"]
+            if kind == "nginx-python":
+                key = (kind, row["id"])            # HTTP/1.0: one connection per request
+            else:
+                key = (kind, vs[0]["host"], first["src"], first["dst"], ct_t.get(kind))
+            cid = conn_ids.get(key)
+            if cid is None:
+                cid = "%s%d" % ({"client-gateway": "c", "gateway-nginx": "g", "gateway-proxy": "gp",
+                                 "proxy-nginx": "pn", "nginx-python": "p"}[kind],
+                                sum(1 for k in conn_ids if k[0] == kind) + 1)
+                conn_ids[key] = cid
+                conns.append({"cid": cid, "kind": kind, "initiator": first["src"],
+                              "responder": first["dst"], "ct_new_t": ct_t.get(kind),
+                              "nat": [{k: v for k, v in n.items() if k != "conn"}
+                                      for n in nat if n.get("conn") == kind],
+                              "views": [{k: v for k, v in x.items() if k != "conn"} for x in vs],
+                              "requests": []})
+                conn_by_id[cid] = conns[-1]
+            conn_by_id[cid]["requests"].append(row["id"])
+            row["connections"][kind] = cid
         row["complete"] = not missing
-        row["missing"] = missing
+        if missing:
+            row["missing"] = missing
         if c.get("ok"):
             st["ok"] += 1
             if missing:
@@ -311,4 +340,5 @@ def build(run_dir, SERVERS, containers, VIP, br_netfilter=True):
         rows.append(row)
     st["client_connections"] = len(client_conns)
     st["gateway_upstream_connections"] = len(gw_up_conns)
-    return rows, st
+    st["connections"] = len(conns)
+    return rows, st, conns

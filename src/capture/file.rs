@@ -105,7 +105,13 @@ pub struct FileSource {
 /// Opens a capture; returns the reader and the file's size (unknown for stdin).
 fn open_input(path: &Path, count: Arc<AtomicU64>) -> Result<(Input, Option<u64>), CaptureError> {
     if path.as_os_str() == "-" {
-        return Ok((Box::new(Counting { inner: io::stdin(), count }), None));
+        return Ok((
+            Box::new(Counting {
+                inner: io::stdin(),
+                count,
+            }),
+            None,
+        ));
     }
     let io_err = |source| CaptureError::Io {
         path: path.to_owned(),
@@ -464,12 +470,9 @@ impl FileState {
                 // Simple packet blocks carry no timestamp: keep the file's order.
                 Step::Packet(self.last_ts)
             }
-            PcapBlockOwned::NG(_) => {
-                Step::Again
-            }
+            PcapBlockOwned::NG(_) => Step::Again,
         }
     }
-
 }
 
 fn ng_ts(raw: u64, iface: &IfaceState) -> Ts {
@@ -489,8 +492,12 @@ fn check_pcapng_version(prefix: &[u8], path: &Path) -> Result<(), CaptureError> 
     }
     let bom = [prefix[8], prefix[9], prefix[10], prefix[11]];
     let major = match bom {
-        [0x4d, 0x3c, 0x2b, 0x1a] => u16::from_le_bytes([prefix[12], prefix.get(13).copied().unwrap_or(0)]),
-        [0x1a, 0x2b, 0x3c, 0x4d] => u16::from_be_bytes([prefix[12], prefix.get(13).copied().unwrap_or(0)]),
+        [0x4d, 0x3c, 0x2b, 0x1a] => {
+            u16::from_le_bytes([prefix[12], prefix.get(13).copied().unwrap_or(0)])
+        }
+        [0x1a, 0x2b, 0x3c, 0x4d] => {
+            u16::from_be_bytes([prefix[12], prefix.get(13).copied().unwrap_or(0)])
+        }
         _ => {
             return Err(CaptureError::BadHeader {
                 path: path.to_owned(),
@@ -570,7 +577,11 @@ impl FileSource {
     /// Bytes read from the input files so far (compressed bytes for gzip inputs), and
     /// their total size when every input is a regular file.
     pub fn progress(&self) -> (u64, Option<u64>) {
-        let done = self.readers.iter().map(|r| r.raw_read.load(Ordering::Relaxed)).sum();
+        let done = self
+            .readers
+            .iter()
+            .map(|r| r.raw_read.load(Ordering::Relaxed))
+            .sum();
         let total = self.readers.iter().map(|r| r.size).sum::<Option<u64>>();
         (done, total)
     }

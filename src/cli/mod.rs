@@ -79,11 +79,9 @@ fn load_links(args: &PcapArgs) -> Result<Vec<Option<HostLinks>>> {
             None => (None, PathBuf::from(spec)),
         };
         let index = match capture {
-            Some(c) => args
-                .files
-                .iter()
-                .position(|f| *f == c)
-                .with_context(|| format!("--links {spec}: {} is not one of the captures", c.display()))?,
+            Some(c) => args.files.iter().position(|f| *f == c).with_context(|| {
+                format!("--links {spec}: {} is not one of the captures", c.display())
+            })?,
             None if args.files.len() == 1 => 0,
             None => bail!("--links {spec}: with several captures, say which: --links CAPTURE=FILE"),
         };
@@ -100,7 +98,7 @@ fn load_links(args: &PcapArgs) -> Result<Vec<Option<HostLinks>>> {
 }
 
 fn pcap(args: PcapArgs) -> Result<ExitCode> {
-    if !(args.idle_timeout > 0.0) {
+    if args.idle_timeout.is_nan() || args.idle_timeout <= 0.0 {
         bail!("--idle-timeout must be a positive number of seconds");
     }
     let links = load_links(&args)?;
@@ -114,7 +112,9 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
     };
     let mut pipeline = Pipeline::new(config);
     let out: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
+        Some(p) => {
+            Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
+        }
         None => Box::new(io::stdout().lock()),
     };
     let format = match args.format {
@@ -127,10 +127,13 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
     let progress = if !args.no_progress && io::stderr().is_terminal() {
         let (_, total) = source.progress();
         let bar = match total {
-            Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()).with_style(
-                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}")
+            Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr())
+                .with_style(
+                    ProgressStyle::with_template(
+                        "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+                    )
                     .expect("valid template"),
-            ),
+                ),
             None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
         };
         Some(bar)
@@ -149,10 +152,13 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
                 writer.transaction(&t, &vantages)?;
             }
         }
-        if frames % 65_536 == 0 {
+        if frames.is_multiple_of(65_536) {
             if let Some(bar) = &progress {
                 bar.set_position(source.progress().0);
-                bar.set_message(format!("{frames} frames, {} open connections", pipeline.open_connections()));
+                bar.set_message(format!(
+                    "{frames} frames, {} open connections",
+                    pipeline.open_connections()
+                ));
             }
         }
     }

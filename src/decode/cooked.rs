@@ -168,7 +168,11 @@ pub fn loopback_family(data: &[u8], always_big_endian: bool) -> Result<LoopbackF
     };
     let be = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     let le = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    let family = if always_big_endian || be <= 0xffff { be } else { le };
+    let family = if always_big_endian || be <= 0xffff {
+        be
+    } else {
+        le
+    };
     Ok(match family {
         2 => LoopbackFamily::Ipv4,
         24 | 28 | 30 => LoopbackFamily::Ipv6,
@@ -214,7 +218,10 @@ mod tests {
                 Err(ViewError::Truncated { required: 20, .. })
             ));
         }
-        assert!(Sll2Packet::new_checked(&b[..20]).unwrap().payload().is_empty());
+        assert!(Sll2Packet::new_checked(&b[..20])
+            .unwrap()
+            .payload()
+            .is_empty());
     }
 
     #[test]
@@ -230,9 +237,18 @@ mod tests {
 
     #[test]
     fn loopback_both_orders() {
-        assert_eq!(loopback_family(&[2, 0, 0, 0], false).unwrap(), LoopbackFamily::Ipv4);
-        assert_eq!(loopback_family(&[0, 0, 0, 30], false).unwrap(), LoopbackFamily::Ipv6);
-        assert_eq!(loopback_family(&[0, 0, 0, 2], true).unwrap(), LoopbackFamily::Ipv4);
+        assert_eq!(
+            loopback_family(&[2, 0, 0, 0], false).unwrap(),
+            LoopbackFamily::Ipv4
+        );
+        assert_eq!(
+            loopback_family(&[0, 0, 0, 30], false).unwrap(),
+            LoopbackFamily::Ipv6
+        );
+        assert_eq!(
+            loopback_family(&[0, 0, 0, 2], true).unwrap(),
+            LoopbackFamily::Ipv4
+        );
         assert!(loopback_family(&[2, 0], false).is_err());
     }
 }

@@ -311,10 +311,12 @@ impl Decoder {
             (None, Some(p)) if p.ether_type == EtherType(0x8864) => {
                 let b = p.payload;
                 match b.get(6..8) {
-                    Some([0x00, 0x21]) | Some([0x00, 0x57]) => match LaxSlicedPacket::from_ip(&b[8..]) {
-                        Ok(inner) => inner,
-                        Err(_) => return ip_malformed(stats, link),
-                    },
+                    Some([0x00, 0x21]) | Some([0x00, 0x57]) => {
+                        match LaxSlicedPacket::from_ip(&b[8..]) {
+                            Ok(inner) => inner,
+                            Err(_) => return ip_malformed(stats, link),
+                        }
+                    }
                     _ => return non_ip(stats, link),
                 }
             }
@@ -393,7 +395,8 @@ impl Decoder {
                 if payload.fragmented {
                     for ext in ip.extensions().clone().into_iter() {
                         if let Ipv6ExtensionSlice::Fragment(f) = ext {
-                            frag = Some((f.identification(), f.fragment_offset(), f.more_fragments()));
+                            frag =
+                                Some((f.identification(), f.fragment_offset(), f.more_fragments()));
                         }
                     }
                 }
@@ -571,7 +574,12 @@ fn segment<'a>(tcp: &TcpSlice<'a>, wire_payload: Option<usize>) -> TcpSegment<'a
 
 /// Decodes a transport payload etherparse did not (reassembled datagrams, VRRP,
 /// cut-off headers).
-fn transport_of<'a>(proto: IpNumber, payload: &'a [u8], ctx: &IpCtx, stats: &mut Stats) -> Transport<'a> {
+fn transport_of<'a>(
+    proto: IpNumber,
+    payload: &'a [u8],
+    ctx: &IpCtx,
+    stats: &mut Stats,
+) -> Transport<'a> {
     match proto {
         IpNumber::TCP => match TcpSlice::from_slice(payload) {
             Ok(tcp) => {

@@ -24,7 +24,10 @@ fn eth_tcp(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-fn decode_one(link: i32, data: &[u8]) -> (Option<(IpAddr, IpAddr, u16, u16, Vec<u8>, u32)>, Stats) {
+/// Source, destination, ports, payload and missing bytes of a decoded TCP segment.
+type TcpSummary = (IpAddr, IpAddr, u16, u16, Vec<u8>, u32);
+
+fn decode_one(link: i32, data: &[u8]) -> (Option<TcpSummary>, Stats) {
     let mut d = Decoder::new();
     let mut stats = Stats::default();
     let mut log = AnomalyLog::default();
@@ -32,7 +35,14 @@ fn decode_one(link: i32, data: &[u8]) -> (Option<(IpAddr, IpAddr, u16, u16, Vec<
     let out = d.decode(&f, &mut stats, &mut log);
     let tcp = match out.net {
         Network::Ip(ip) => match ip.transport {
-            Transport::Tcp(t) => Some((ip.src, ip.dst, t.src_port, t.dst_port, t.payload.to_vec(), t.missing)),
+            Transport::Tcp(t) => Some((
+                ip.src,
+                ip.dst,
+                t.src_port,
+                t.dst_port,
+                t.payload.to_vec(),
+                t.missing,
+            )),
             _ => None,
         },
         _ => None,
@@ -55,7 +65,9 @@ fn ethernet_ipv4_tcp() {
 #[test]
 fn sll2_carries_ifindex() {
     let eth = eth_tcp(b"x");
-    let mut sll2 = vec![0x08, 0x00, 0, 0, 0, 0, 0, 9, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0];
+    let mut sll2 = vec![
+        0x08, 0x00, 0, 0, 0, 0, 0, 9, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0,
+    ];
     sll2.extend_from_slice(&eth[14..]);
     let mut d = Decoder::new();
     let mut stats = Stats::default();
@@ -63,7 +75,13 @@ fn sll2_carries_ifindex() {
     let out = d.decode(&f, &mut stats, &mut AnomalyLog::default());
     assert_eq!(out.link.ifindex, Some(9));
     assert_eq!(out.link.src_mac, Some([1, 2, 3, 4, 5, 6]));
-    assert!(matches!(out.net, Network::Ip(IpPacket { transport: Transport::Tcp(_), .. })));
+    assert!(matches!(
+        out.net,
+        Network::Ip(IpPacket {
+            transport: Transport::Tcp(_),
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -77,7 +95,11 @@ fn snaplen_cut_payload_is_reported_missing() {
         ..frame(1, cut)
     };
     let out = d.decode(&f, &mut stats, &mut AnomalyLog::default());
-    let Network::Ip(IpPacket { transport: Transport::Tcp(t), .. }) = out.net else {
+    let Network::Ip(IpPacket {
+        transport: Transport::Tcp(t),
+        ..
+    }) = out.net
+    else {
         panic!("not tcp")
     };
     assert_eq!((t.payload.len(), t.missing), (70, 30));
@@ -114,7 +136,9 @@ fn gratuitous_arp() {
     let mut stats = Stats::default();
     let f = frame(1, &arp);
     let out = d.decode(&f, &mut stats, &mut AnomalyLog::default());
-    let Network::Arp(a) = out.net else { panic!("not arp") };
+    let Network::Arp(a) = out.net else {
+        panic!("not arp")
+    };
     assert!(a.is_gratuitous());
     assert_eq!(a.sender_mac, [2, 0, 0, 0, 0, 1]);
     assert_eq!((stats.arp, stats.gratuitous_arp), (1, 1));
@@ -145,9 +169,19 @@ fn ipv4_fragments_reassemble_into_tcp() {
     let mut stats = Stats::default();
     let mut log = AnomalyLog::default();
     let out1 = d.decode(&frame(1, &f1), &mut stats, &mut log);
-    assert!(matches!(out1.net, Network::Ip(IpPacket { transport: Transport::Fragment, .. })));
+    assert!(matches!(
+        out1.net,
+        Network::Ip(IpPacket {
+            transport: Transport::Fragment,
+            ..
+        })
+    ));
     let out2 = d.decode(&frame(1, &f2), &mut stats, &mut log);
-    let Network::Ip(IpPacket { transport: Transport::Tcp(t), .. }) = out2.net else {
+    let Network::Ip(IpPacket {
+        transport: Transport::Tcp(t),
+        ..
+    }) = out2.net
+    else {
         panic!("not reassembled")
     };
     assert_eq!(t.payload, &[b'z'; 40][..]);

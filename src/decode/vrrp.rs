@@ -145,7 +145,10 @@ mod tests {
         let b = v2(5, &[[1, 2, 3, 4]]);
         assert!(matches!(
             VrrpPacket::new_checked(&b[..], false),
-            Err(ViewError::Truncated { layer: "VRRP addresses", .. })
+            Err(ViewError::Truncated {
+                layer: "VRRP addresses",
+                ..
+            })
         ));
         for len in 0..8 {
             assert!(VrrpPacket::new_checked(&b[..len], false).is_err());

@@ -192,7 +192,11 @@ impl HttpAnalyzer {
                     }
                     conn.pending.push_back((req, Vec::new()));
                 }
-                parse::Event::RequestDone { last_ts, body_bytes, incomplete } => {
+                parse::Event::RequestDone {
+                    last_ts,
+                    body_bytes,
+                    incomplete,
+                } => {
                     if let Some((req, _)) = conn.pending.back_mut() {
                         req.last_ts = last_ts;
                         req.body_bytes = body_bytes;
@@ -226,7 +230,6 @@ impl HttpAnalyzer {
             }
         }
     }
-
 }
 
 impl StreamSink for HttpAnalyzer {
@@ -234,14 +237,24 @@ impl StreamSink for HttpAnalyzer {
 
     fn open(&mut self, _meta: &ConnMeta) -> HttpConn {
         HttpConn {
-            parsers: [MessageParser::new(Role::Request), MessageParser::new(Role::Response)],
+            parsers: [
+                MessageParser::new(Role::Request),
+                MessageParser::new(Role::Response),
+            ],
             swapped: None,
             pending: VecDeque::new(),
             upgraded: false,
         }
     }
 
-    fn data(&mut self, conn: &mut HttpConn, meta: &ConnMeta, dir: Dir, ts: Ts, data: &[u8]) -> bool {
+    fn data(
+        &mut self,
+        conn: &mut HttpConn,
+        meta: &ConnMeta,
+        dir: Dir,
+        ts: Ts,
+        data: &[u8],
+    ) -> bool {
         if conn.upgraded {
             return false;
         }
@@ -259,7 +272,14 @@ impl StreamSink for HttpAnalyzer {
         }
         let parser = &mut conn.parsers[dir as usize];
         let mut events = Vec::new();
-        let keep = parser.data(ts, data, &conn.pending, &mut self.stats, &mut self.log, &mut events);
+        let keep = parser.data(
+            ts,
+            data,
+            &conn.pending,
+            &mut self.stats,
+            &mut self.log,
+            &mut events,
+        );
         if !events.is_empty() {
             self.handle(conn, meta, events);
         }

@@ -90,7 +90,10 @@ pub struct MessageParser {
 
 /// Whether bytes start like a request line: a method token and a space.
 pub fn looks_like_request(data: &[u8]) -> bool {
-    let token = data.iter().take_while(|b| b.is_ascii_uppercase() || **b == b'-' || **b == b'_').count();
+    let token = data
+        .iter()
+        .take_while(|b| b.is_ascii_uppercase() || **b == b'-' || **b == b'_')
+        .count();
     (3..=20).contains(&token) && matches!(data.get(token), Some(b' ' | b'\r' | b'\n'))
         || (token == data.len() && token > 0)
 }
@@ -137,7 +140,10 @@ impl MessageParser {
             match self.state {
                 State::Stopped => return false,
                 State::Start => {
-                    let skip = data.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+                    let skip = data
+                        .iter()
+                        .take_while(|b| **b == b'\r' || **b == b'\n')
+                        .count();
                     data = &data[skip..];
                     if data.is_empty() {
                         break;
@@ -183,20 +189,18 @@ impl MessageParser {
                     self.body_bytes += data.len() as u64;
                     data = &[];
                 }
-                State::Resync => {
-                    match find_message_start(self.role, data) {
-                        Some(at) => {
-                            stats.http_skipped_bytes += at as u64;
-                            data = &data[at..];
-                            self.buf.clear();
-                            self.state = State::Start;
-                        }
-                        None => {
-                            stats.http_skipped_bytes += data.len() as u64;
-                            data = &[];
-                        }
+                State::Resync => match find_message_start(self.role, data) {
+                    Some(at) => {
+                        stats.http_skipped_bytes += at as u64;
+                        data = &data[at..];
+                        self.buf.clear();
+                        self.state = State::Start;
                     }
-                }
+                    None => {
+                        stats.http_skipped_bytes += data.len() as u64;
+                        data = &[];
+                    }
+                },
             }
         }
         true
@@ -225,7 +229,9 @@ impl MessageParser {
             Role::Request => {
                 let mut req = httparse::Request::new(&mut storage);
                 match req.parse(block) {
-                    Ok(httparse::Status::Complete(n)) => Ok(Some((n, Head::from_request(&req, stats)))),
+                    Ok(httparse::Status::Complete(n)) => {
+                        Ok(Some((n, Head::from_request(&req, stats))))
+                    }
                     Ok(httparse::Status::Partial) => Ok(None),
                     Err(e) => match lenient_request(block, stats) {
                         Some(result) => {
@@ -243,7 +249,9 @@ impl MessageParser {
             Role::Response => {
                 let mut resp = httparse::Response::new(&mut storage);
                 match resp.parse(block) {
-                    Ok(httparse::Status::Complete(n)) => Ok(Some((n, Head::from_response(&resp, stats)))),
+                    Ok(httparse::Status::Complete(n)) => {
+                        Ok(Some((n, Head::from_response(&resp, stats))))
+                    }
                     Ok(httparse::Status::Partial) => Ok(None),
                     Err(e) => Err(e),
                 }
@@ -271,7 +279,9 @@ impl MessageParser {
             Err(e) => {
                 stats.http_parse_errors += 1;
                 let role = self.role;
-                log.push("http_parse_errors", ts, || format!("{role:?} header block: {e}"));
+                log.push("http_parse_errors", ts, || {
+                    format!("{role:?} header block: {e}")
+                });
                 self.buf.clear();
                 if !self.seen_message {
                     stats.http_non_http_streams += 1;
@@ -342,7 +352,8 @@ impl MessageParser {
                     last_ts: ts,
                     incomplete: false,
                 }));
-                let switches = status == 101 || (method == Some("CONNECT") && (200..300).contains(&status));
+                let switches =
+                    status == 101 || (method == Some("CONNECT") && (200..300).contains(&status));
                 let framing = if bodiless {
                     Framing::Length(0)
                 } else {
@@ -388,7 +399,14 @@ impl MessageParser {
     }
 
     /// Walks chunked framing; returns bytes used.
-    fn chunked(&mut self, ts: Ts, c: Chunk, data: &[u8], stats: &mut Stats, events: &mut Vec<Event>) -> usize {
+    fn chunked(
+        &mut self,
+        ts: Ts,
+        c: Chunk,
+        data: &[u8],
+        stats: &mut Stats,
+        events: &mut Vec<Event>,
+    ) -> usize {
         match c {
             Chunk::Data(remaining) => {
                 let n = remaining.min(data.len() as u64);
@@ -419,7 +437,11 @@ impl MessageParser {
                         }
                     }
                 }
-                self.state = State::Chunked(if left == 0 { Chunk::Size } else { Chunk::DataEnd(left) });
+                self.state = State::Chunked(if left == 0 {
+                    Chunk::Size
+                } else {
+                    Chunk::DataEnd(left)
+                });
                 used
             }
             Chunk::Size | Chunk::Trailer => {
@@ -463,7 +485,14 @@ impl MessageParser {
     }
 
     /// `len` bytes are missing from the stream.
-    pub fn gap(&mut self, ts: Ts, len: u64, pending: &Pending, stats: &mut Stats, events: &mut Vec<Event>) {
+    pub fn gap(
+        &mut self,
+        ts: Ts,
+        len: u64,
+        pending: &Pending,
+        stats: &mut Stats,
+        events: &mut Vec<Event>,
+    ) {
         match self.state {
             State::Body(remaining) => {
                 stats.http_incomplete += 1;
@@ -561,6 +590,10 @@ enum HeadKind {
     Response { status: u16, reason: String },
 }
 
+/// Kept headers, the Content-Length (if any, and whether usable), and whether the
+/// body is chunked.
+type Collected = (Vec<(String, String)>, Option<Result<u64, ()>>, bool);
+
 /// A parsed start line and header block, copied out of the packet bytes.
 struct Head {
     kind: HeadKind,
@@ -582,7 +615,7 @@ fn version_str(v: Option<u8>) -> &'static str {
 }
 
 impl Head {
-    fn collect(raw: &[httparse::Header<'_>], stats: &mut Stats) -> (Vec<(String, String)>, Option<Result<u64, ()>>, bool) {
+    fn collect(raw: &[httparse::Header<'_>], stats: &mut Stats) -> Collected {
         let mut headers = Vec::with_capacity(raw.len().min(MAX_KEPT_HEADERS));
         let mut content_length = None;
         let mut chunked = false;
@@ -607,7 +640,10 @@ impl Head {
                 if h.value.len() > MAX_HEADER_VALUE {
                     stats.http_headers_dropped += 1;
                 }
-                headers.push((lossy(h.name.as_bytes(), 256), lossy(h.value, MAX_HEADER_VALUE)));
+                headers.push((
+                    lossy(h.name.as_bytes(), 256),
+                    lossy(h.value, MAX_HEADER_VALUE),
+                ));
             } else {
                 stats.http_headers_dropped += 1;
             }
@@ -658,7 +694,9 @@ impl Head {
             Some(Ok(n)) => Some(Framing::Length(n)),
             Some(Err(())) => {
                 stats.http_parse_errors += 1;
-                log.push("http_parse_errors", ts, || "invalid or conflicting Content-Length".into());
+                log.push("http_parse_errors", ts, || {
+                    "invalid or conflicting Content-Length".into()
+                });
                 None
             }
             None => None,
@@ -678,7 +716,9 @@ fn split_start_line(line: &[u8]) -> (&[u8], &[u8], &[u8]) {
 }
 
 fn is_token(b: &[u8]) -> bool {
-    !b.is_empty() && b.iter().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(c))
+    !b.is_empty()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(c))
 }
 
 /// A request whose start line httparse rejects (missing URI or version, `HTTP/1.`):
@@ -687,7 +727,11 @@ fn is_token(b: &[u8]) -> bool {
 fn lenient_request(block: &[u8], stats: &mut Stats) -> Option<Option<(usize, Head)>> {
     let line_end = block.iter().position(|b| *b == b'\n')?;
     let (method, uri, version) = split_start_line(&block[..line_end]);
-    if !is_token(method) || !method.iter().all(|c| c.is_ascii_uppercase() || *c == b'_' || *c == b'-') {
+    if !is_token(method)
+        || !method
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || *c == b'_' || *c == b'-')
+    {
         return None;
     }
     let mut storage = [httparse::EMPTY_HEADER; 128];
@@ -701,7 +745,11 @@ fn lenient_request(block: &[u8], stats: &mut Stats) -> Option<Option<(usize, Hea
                         method: lossy(method, 64),
                         uri: lossy(uri, 8192),
                     },
-                    version: if version == b"HTTP/1.0" { "HTTP/1.0" } else { "HTTP/1.1" },
+                    version: if version == b"HTTP/1.0" {
+                        "HTTP/1.0"
+                    } else {
+                        "HTTP/1.1"
+                    },
                     headers,
                     content_length,
                     chunked,
@@ -732,12 +780,19 @@ fn partial_head(role: Role, buf: &[u8], stats: &mut Stats) -> Option<Head> {
     let version_field = if role == Role::Request { c } else { a };
     let mut headers = Vec::new();
     let rest = buf.get(line_end + 1..).unwrap_or(b"");
-    let complete_lines = rest.iter().rposition(|b| *b == b'\n').map(|i| &rest[..=i]).unwrap_or(b"");
+    let complete_lines = rest
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map(|i| &rest[..=i])
+        .unwrap_or(b"");
     for line in complete_lines.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(colon) = line.iter().position(|b| *b == b':') {
             if headers.len() < MAX_KEPT_HEADERS {
-                headers.push((lossy(&line[..colon], 256), lossy(line[colon + 1..].trim_ascii(), MAX_HEADER_VALUE)));
+                headers.push((
+                    lossy(&line[..colon], 256),
+                    lossy(line[colon + 1..].trim_ascii(), MAX_HEADER_VALUE),
+                ));
             } else {
                 stats.http_headers_dropped += 1;
             }
@@ -745,7 +800,11 @@ fn partial_head(role: Role, buf: &[u8], stats: &mut Stats) -> Option<Head> {
     }
     Some(Head {
         kind,
-        version: if version_field == b"HTTP/1.0" { "HTTP/1.0" } else { "HTTP/1.1" },
+        version: if version_field == b"HTTP/1.0" {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        },
         headers,
         content_length: None,
         chunked: false,
@@ -782,8 +841,7 @@ fn find_message_start(role: Role, data: &[u8]) -> Option<usize> {
             Role::Request => {
                 let line_end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
                 let line = &rest[..line_end];
-                looks_like_request(line)
-                    && line.windows(8).any(|w| w == b" HTTP/1.")
+                looks_like_request(line) && line.windows(8).any(|w| w == b" HTTP/1.")
             }
         };
         if ok {
@@ -814,8 +872,14 @@ mod tests {
         assert!(looks_like_request(b"GE"));
         assert!(!looks_like_request(b"get / HTTP/1.1"));
         assert!(!looks_like_request(b"\x16\x03\x01"));
-        assert_eq!(find_message_start(Role::Request, b"junk\r\nGET /a HTTP/1.1\r\n"), Some(6));
-        assert_eq!(find_message_start(Role::Response, b"xx\nHTTP/1.1 200 OK"), Some(3));
+        assert_eq!(
+            find_message_start(Role::Request, b"junk\r\nGET /a HTTP/1.1\r\n"),
+            Some(6)
+        );
+        assert_eq!(
+            find_message_start(Role::Response, b"xx\nHTTP/1.1 200 OK"),
+            Some(3)
+        );
         assert_eq!(find_message_start(Role::Response, b"no start here"), None);
     }
 }

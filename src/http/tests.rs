@@ -31,7 +31,10 @@ fn summary(t: &HttpTransaction) -> String {
         "{} {} -> {}",
         t.request.as_ref().map(|r| r.method.as_str()).unwrap_or("-"),
         t.request.as_ref().map(|r| r.uri.as_str()).unwrap_or("-"),
-        t.response.as_ref().map(|r| r.status.to_string()).unwrap_or("-".into())
+        t.response
+            .as_ref()
+            .map(|r| r.status.to_string())
+            .unwrap_or("-".into())
     )
 }
 
@@ -49,7 +52,14 @@ fn keep_alive_sequence() {
     assert_eq!(s, vec!["GET /a -> 200", "GET /b -> 404"]);
     assert_eq!(t[0].response.as_ref().unwrap().body_bytes, 5);
     assert_eq!(t[0].request.as_ref().unwrap().header("host"), Some("x"));
-    assert_eq!((stats.http_requests, stats.http_responses, stats.http_unanswered), (2, 2, 0));
+    assert_eq!(
+        (
+            stats.http_requests,
+            stats.http_responses,
+            stats.http_unanswered
+        ),
+        (2, 2, 0)
+    );
 }
 
 #[test]
@@ -63,7 +73,11 @@ fn pipelined_requests_in_one_segment() {
     ]);
     let s: Vec<_> = t.iter().map(summary).collect();
     assert_eq!(s, vec!["GET /1 -> 200", "GET /2 -> 200", "HEAD /3 -> 200"]);
-    assert_eq!(t[2].response.as_ref().unwrap().body_bytes, 0, "HEAD response has no body");
+    assert_eq!(
+        t[2].response.as_ref().unwrap().body_bytes,
+        0,
+        "HEAD response has no body"
+    );
 }
 
 #[test]
@@ -71,7 +85,14 @@ fn chunked_bodies_split_anywhere() {
     let body: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\nTrailer: 1\r\n\r\n";
     for split in 1..body.len() {
         let (a, b) = body.split_at(split);
-        let (t, stats) = run(&[(C, b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"), (S, a), (S, b)]);
+        let (t, stats) = run(&[
+            (
+                C,
+                b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            ),
+            (S, a),
+            (S, b),
+        ]);
         assert_eq!(t.len(), 1, "split {split}");
         let resp = t[0].response.as_ref().unwrap();
         assert_eq!((resp.status, resp.body_bytes), (200, 9), "split {split}");
@@ -83,12 +104,18 @@ fn chunked_bodies_split_anywhere() {
 #[test]
 fn continue_and_bodiless_statuses() {
     let (t, stats) = run(&[
-        (C, b"POST /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"),
+        (
+            C,
+            b"POST /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+        ),
         (S, b"HTTP/1.1 100 Continue\r\n\r\n"),
         (C, b"abc"),
         (S, b"HTTP/1.1 204 No Content\r\n\r\n"),
         (C, b"GET /c HTTP/1.1\r\n\r\n"),
-        (S, b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"),
+        (
+            S,
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+        ),
     ]);
     let s: Vec<_> = t.iter().map(summary).collect();
     assert_eq!(s, vec!["POST /up -> 204", "GET /c -> 304"]);
@@ -103,7 +130,13 @@ fn close_delimited_http10_response() {
     let m = meta();
     let mut c = a.open(&m);
     a.data(&mut c, &m, C, Ts(1), b"GET / HTTP/1.0\r\n\r\n");
-    a.data(&mut c, &m, S, Ts(2), b"HTTP/1.0 200 OK\r\nServer: BaseHTTP/0.6\r\n\r\nwelcome ");
+    a.data(
+        &mut c,
+        &m,
+        S,
+        Ts(2),
+        b"HTTP/1.0 200 OK\r\nServer: BaseHTTP/0.6\r\n\r\nwelcome ",
+    );
     a.data(&mut c, &m, S, Ts(3), b"from 8888");
     assert!(a.completed.is_empty(), "not complete before the FIN");
     a.end(&mut c, &m, S, Ts(4), End::Fin);
@@ -118,10 +151,28 @@ fn gap_inside_body_keeps_framing() {
     let mut a = HttpAnalyzer::new();
     let m = meta();
     let mut c = a.open(&m);
-    a.data(&mut c, &m, C, Ts(1), b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n");
-    a.data(&mut c, &m, S, Ts(2), b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab");
+    a.data(
+        &mut c,
+        &m,
+        C,
+        Ts(1),
+        b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n",
+    );
+    a.data(
+        &mut c,
+        &m,
+        S,
+        Ts(2),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab",
+    );
     a.gap(&mut c, &m, S, Ts(3), 5);
-    a.data(&mut c, &m, S, Ts(4), b"abcHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+    a.data(
+        &mut c,
+        &m,
+        S,
+        Ts(4),
+        b"abcHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+    );
     let s: Vec<_> = a.completed.iter().map(summary).collect();
     assert_eq!(s, vec!["GET /1 -> 200", "GET /2 -> 201"]);
     assert!(a.completed[0].response.as_ref().unwrap().incomplete);
@@ -135,9 +186,27 @@ fn gap_in_headers_resyncs_at_next_message() {
     let mut c = a.open(&m);
     a.data(&mut c, &m, C, Ts(1), b"GET /lost HTTP/1.1\r\nHo");
     a.gap(&mut c, &m, C, Ts(2), 100);
-    a.data(&mut c, &m, C, Ts(3), b"tail of headers\r\n\r\nGET /next HTTP/1.1\r\n\r\n");
-    a.data(&mut c, &m, S, Ts(4), b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-    a.data(&mut c, &m, S, Ts(5), b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    a.data(
+        &mut c,
+        &m,
+        C,
+        Ts(3),
+        b"tail of headers\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
+    );
+    a.data(
+        &mut c,
+        &m,
+        S,
+        Ts(4),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    );
+    a.data(
+        &mut c,
+        &m,
+        S,
+        Ts(5),
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+    );
     let s: Vec<_> = a.completed.iter().map(summary).collect();
     // The cut request is still reported (its start line survived), marked incomplete.
     assert_eq!(s, vec!["GET /lost -> 200", "GET /next -> 404"]);
@@ -149,17 +218,29 @@ fn gap_in_headers_resyncs_at_next_message() {
 #[test]
 fn upgrade_stops_parsing() {
     let (t, stats) = run(&[
-        (C, b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"),
-        (S, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"),
+        (
+            C,
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        ),
+        (
+            S,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello",
+        ),
         (C, b"\x81\x85garbage"),
     ]);
-    assert_eq!(t.iter().map(summary).collect::<Vec<_>>(), vec!["GET /ws -> 101"]);
+    assert_eq!(
+        t.iter().map(summary).collect::<Vec<_>>(),
+        vec!["GET /ws -> 101"]
+    );
     assert_eq!((stats.http_upgrades, stats.http_parse_errors), (1, 0));
 }
 
 #[test]
 fn roles_swap_when_the_syn_side_answers() {
-    let (t, _) = run(&[(S, b"GET /x HTTP/1.1\r\n\r\n"), (C, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")]);
+    let (t, _) = run(&[
+        (S, b"GET /x HTTP/1.1\r\n\r\n"),
+        (C, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+    ]);
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].client, meta().server);
     assert_eq!(summary(&t[0]), "GET /x -> 200");
@@ -211,7 +292,10 @@ fn oversized_header_block_is_bounded() {
 #[test]
 fn chunk_size_overflow_is_an_error_not_a_panic() {
     let (t, stats) = run(&[
-        (C, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF\r\n"),
+        (
+            C,
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF\r\n",
+        ),
         (S, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"),
     ]);
     assert!(stats.http_parse_errors >= 1);

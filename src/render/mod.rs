@@ -122,7 +122,9 @@ impl<'a> TransactionRecord<'a> {
             response_body_bytes: resp.map(|r| r.body_bytes),
             incomplete: req.is_some_and(|r| r.incomplete) || resp.is_some_and(|r| r.incomplete),
             request_headers: headers.then(|| req.map(|r| r.headers.as_slice())).flatten(),
-            response_headers: headers.then(|| resp.map(|r| r.headers.as_slice())).flatten(),
+            response_headers: headers
+                .then(|| resp.map(|r| r.headers.as_slice()))
+                .flatten(),
         }
     }
 }
@@ -188,7 +190,11 @@ impl<W: Write> Writer<W> {
     }
 
     /// Writes one transaction.
-    pub fn transaction(&mut self, t: &HttpTransaction, vantages: &[Vantage]) -> Result<(), RenderError> {
+    pub fn transaction(
+        &mut self,
+        t: &HttpTransaction,
+        vantages: &[Vantage],
+    ) -> Result<(), RenderError> {
         match self.format {
             Format::Text => self.text_line(t, vantages)?,
             Format::Json => {
@@ -196,7 +202,10 @@ impl<W: Write> Writer<W> {
                     self.out.write_all(b",")?;
                 }
                 self.out.write_all(b"\n")?;
-                serde_json::to_writer(&mut self.out, &TransactionRecord::new(t, vantages, self.headers))?;
+                serde_json::to_writer(
+                    &mut self.out,
+                    &TransactionRecord::new(t, vantages, self.headers),
+                )?;
             }
             Format::Jsonl => {
                 let mut rec = TransactionRecord::new(t, vantages, self.headers);
@@ -213,8 +222,13 @@ impl<W: Write> Writer<W> {
         let v = &vantages[t.vantage as usize];
         let req = t.request.as_ref();
         let resp = t.response.as_ref();
-        let ts = req.map(|r| r.first_ts).or(resp.map(|r| r.first_ts)).unwrap_or_default();
-        let status = resp.map(|r| r.status.to_string()).unwrap_or_else(|| "---".into());
+        let ts = req
+            .map(|r| r.first_ts)
+            .or(resp.map(|r| r.first_ts))
+            .unwrap_or_default();
+        let status = resp
+            .map(|r| r.status.to_string())
+            .unwrap_or_else(|| "---".into());
         let duration = match (req, resp) {
             (Some(q), Some(r)) => format!("{:.3} ms", (r.last_ts.0 - q.first_ts.0) as f64 / 1e6),
             _ => "-".into(),
@@ -286,7 +300,11 @@ impl<W: Write> Writer<W> {
                 run.vrid,
                 run.source,
                 run.priority,
-                run.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+                run.addresses
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 run.adverts,
                 run.first_ts,
                 run.last_ts
@@ -302,7 +320,12 @@ impl<W: Write> Writer<W> {
             .collect();
         writeln!(self.out, "counters: {}", nonzero.join(" "))?;
         for w in s.warnings {
-            writeln!(self.out, "warning: {}: {}", sanitize(&w.file), sanitize(&w.message))?;
+            writeln!(
+                self.out,
+                "warning: {}: {}",
+                sanitize(&w.file),
+                sanitize(&w.message)
+            )?;
         }
         Ok(())
     }

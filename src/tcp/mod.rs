@@ -117,7 +117,14 @@ pub trait StreamSink {
     fn open(&mut self, meta: &ConnMeta) -> Self::Conn;
     /// In-order bytes of one direction. Return false to stop receiving data for this
     /// direction (the stream is still tracked; gaps and ends are still reported).
-    fn data(&mut self, conn: &mut Self::Conn, meta: &ConnMeta, dir: Dir, ts: Ts, data: &[u8]) -> bool;
+    fn data(
+        &mut self,
+        conn: &mut Self::Conn,
+        meta: &ConnMeta,
+        dir: Dir,
+        ts: Ts,
+        data: &[u8],
+    ) -> bool;
     /// `len` bytes of one direction are missing from the capture.
     fn gap(&mut self, conn: &mut Self::Conn, meta: &ConnMeta, dir: Dir, ts: Ts, len: u64);
     /// One direction ended.
@@ -217,9 +224,17 @@ impl<C> TcpTable<C> {
         let src = SocketAddr::new(src_ip, seg.src_port);
         let dst = SocketAddr::new(dst_ip, seg.dst_port);
         let key = if src <= dst {
-            FlowKey { vantage, lo: src, hi: dst }
+            FlowKey {
+                vantage,
+                lo: src,
+                hi: dst,
+            }
         } else {
-            FlowKey { vantage, lo: dst, hi: src }
+            FlowKey {
+                vantage,
+                lo: dst,
+                hi: src,
+            }
         };
         let syn_only = seg.has(TcpSegment::SYN) && !seg.has(TcpSegment::ACK);
 
@@ -271,7 +286,11 @@ impl<C> TcpTable<C> {
             );
         }
         let conn = self.conns.get_mut(&key).expect("inserted above");
-        let dir = if conn.meta.client == src { Dir::ToServer } else { Dir::ToClient };
+        let dir = if conn.meta.client == src {
+            Dir::ToServer
+        } else {
+            Dir::ToClient
+        };
         conn.meta.last_ts = ts;
         let hs = &mut conn.meta.handshake;
         match (dir, seg.has(TcpSegment::SYN), seg.has(TcpSegment::ACK)) {
@@ -402,11 +421,8 @@ fn dispatch<S: StreamSink>(
 fn orient(src: SocketAddr, dst: SocketAddr, seg: &TcpSegment<'_>) -> (SocketAddr, SocketAddr) {
     let syn = seg.has(TcpSegment::SYN);
     let ack = seg.has(TcpSegment::ACK);
-    if syn && !ack {
-        (src, dst)
-    } else if syn && ack {
-        (dst, src)
-    } else if src.port() < dst.port() {
+    let src_is_server = if syn { ack } else { src.port() < dst.port() };
+    if src_is_server {
         (dst, src)
     } else {
         (src, dst)

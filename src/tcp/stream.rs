@@ -164,7 +164,8 @@ impl HalfStream {
     fn buffer(&mut self, seq: SeqNumber, payload: &[u8], missing: u32) {
         let at = self.pending.partition_point(|p| p.seq - seq < 0);
         if let Some(p) = self.pending.get(at) {
-            if p.seq == seq && p.data.len() + p.missing as usize >= payload.len() + missing as usize {
+            if p.seq == seq && p.data.len() + p.missing as usize >= payload.len() + missing as usize
+            {
                 return; // a retransmission of a buffered segment
             }
         }
@@ -180,7 +181,12 @@ impl HalfStream {
     }
 
     /// Emits a gap from the next expected byte up to `seq`.
-    fn gap_to(&mut self, seq: SeqNumber, stats: &mut Stats, emit: &mut impl FnMut(StreamEvent<'_>)) {
+    fn gap_to(
+        &mut self,
+        seq: SeqNumber,
+        stats: &mut Stats,
+        emit: &mut impl FnMut(StreamEvent<'_>),
+    ) {
         let Some(next) = self.next else { return };
         let hole = seq - next;
         if hole > 0 {
@@ -265,7 +271,9 @@ mod tests {
         let mut stats = Stats::default();
         let mut out = Vec::new();
         for &(seq, syn, fin, data) in segments {
-            h.segment(seq, syn, fin, data, 0, &mut stats, &mut |e| out.push(own(e)));
+            h.segment(seq, syn, fin, data, 0, &mut stats, &mut |e| {
+                out.push(own(e))
+            });
         }
         h.flush(&mut stats, &mut |e| out.push(own(e)));
         (merge(out), stats)
@@ -293,13 +301,21 @@ mod tests {
 
     #[test]
     fn in_order_with_handshake_and_fin() {
-        let (ev, _) = run(&[(100, true, false, b""), (101, false, false, b"abc"), (104, false, true, b"de")]);
+        let (ev, _) = run(&[
+            (100, true, false, b""),
+            (101, false, false, b"abc"),
+            (104, false, true, b"de"),
+        ]);
         assert_eq!(ev, vec![Ev::D(b"abcde".to_vec()), Ev::F]);
     }
 
     #[test]
     fn out_of_order_is_reordered() {
-        let (ev, stats) = run(&[(0, true, false, b""), (4, false, false, b"def"), (1, false, false, b"abc")]);
+        let (ev, stats) = run(&[
+            (0, true, false, b""),
+            (4, false, false, b"def"),
+            (1, false, false, b"abc"),
+        ]);
         assert_eq!(ev, vec![Ev::D(b"abcdef".to_vec())]);
         assert_eq!(stats.tcp_out_of_order, 1);
     }
@@ -318,14 +334,30 @@ mod tests {
 
     #[test]
     fn overlap_into_buffered_segment() {
-        let (ev, _) = run(&[(0, true, false, b""), (6, false, false, b"fgh"), (1, false, false, b"abcdefg")]);
+        let (ev, _) = run(&[
+            (0, true, false, b""),
+            (6, false, false, b"fgh"),
+            (1, false, false, b"abcdefg"),
+        ]);
         assert_eq!(ev, vec![Ev::D(b"abcdefgh".to_vec())]);
     }
 
     #[test]
     fn hole_never_filled_becomes_gap_at_flush() {
-        let (ev, stats) = run(&[(0, true, false, b""), (1, false, false, b"ab"), (6, false, true, b"fg")]);
-        assert_eq!(ev, vec![Ev::D(b"ab".to_vec()), Ev::G(3), Ev::D(b"fg".to_vec()), Ev::F]);
+        let (ev, stats) = run(&[
+            (0, true, false, b""),
+            (1, false, false, b"ab"),
+            (6, false, true, b"fg"),
+        ]);
+        assert_eq!(
+            ev,
+            vec![
+                Ev::D(b"ab".to_vec()),
+                Ev::G(3),
+                Ev::D(b"fg".to_vec()),
+                Ev::F
+            ]
+        );
         assert_eq!((stats.tcp_gaps, stats.tcp_gap_bytes), (1, 3));
     }
 
@@ -334,12 +366,21 @@ mod tests {
         let mut h = HalfStream::default();
         let mut stats = Stats::default();
         let mut out = Vec::new();
-        h.segment(0, true, false, b"", 0, &mut stats, &mut |e| out.push(own(e)));
-        h.segment(1, false, false, b"ab", 0, &mut stats, &mut |e| out.push(own(e)));
-        h.segment(6, false, false, b"fg", 0, &mut stats, &mut |e| out.push(own(e)));
+        h.segment(0, true, false, b"", 0, &mut stats, &mut |e| {
+            out.push(own(e))
+        });
+        h.segment(1, false, false, b"ab", 0, &mut stats, &mut |e| {
+            out.push(own(e))
+        });
+        h.segment(6, false, false, b"fg", 0, &mut stats, &mut |e| {
+            out.push(own(e))
+        });
         assert_eq!(out.len(), 1);
         h.peer_acked(8, &mut stats, &mut |e| out.push(own(e)));
-        assert_eq!(merge(out), vec![Ev::D(b"ab".to_vec()), Ev::G(3), Ev::D(b"fg".to_vec())]);
+        assert_eq!(
+            merge(out),
+            vec![Ev::D(b"ab".to_vec()), Ev::G(3), Ev::D(b"fg".to_vec())]
+        );
     }
 
     #[test]
@@ -347,14 +388,25 @@ mod tests {
         let mut h = HalfStream::default();
         let mut stats = Stats::default();
         let mut out = Vec::new();
-        h.segment(10, false, false, b"abc", 5, &mut stats, &mut |e| out.push(own(e)));
-        h.segment(18, false, false, b"x", 0, &mut stats, &mut |e| out.push(own(e)));
-        assert_eq!(out, vec![Ev::D(b"abc".to_vec()), Ev::G(5), Ev::D(b"x".to_vec())]);
+        h.segment(10, false, false, b"abc", 5, &mut stats, &mut |e| {
+            out.push(own(e))
+        });
+        h.segment(18, false, false, b"x", 0, &mut stats, &mut |e| {
+            out.push(own(e))
+        });
+        assert_eq!(
+            out,
+            vec![Ev::D(b"abc".to_vec()), Ev::G(5), Ev::D(b"x".to_vec())]
+        );
     }
 
     #[test]
     fn sequence_wraps() {
-        let (ev, _) = run(&[(u32::MAX - 1, true, false, b""), (u32::MAX, false, false, b"ab"), (1, false, false, b"cd")]);
+        let (ev, _) = run(&[
+            (u32::MAX - 1, true, false, b""),
+            (u32::MAX, false, false, b"ab"),
+            (1, false, false, b"cd"),
+        ]);
         assert_eq!(ev, vec![Ev::D(b"abcd".to_vec())]);
     }
 
@@ -366,7 +418,15 @@ mod tests {
         h.segment(0, true, false, b"", 0, &mut stats, &mut |_| {});
         let chunk = vec![0u8; 1000];
         for i in 0..400u32 {
-            h.segment(2 + i * 1000, false, false, &chunk, 0, &mut stats, &mut |_| events += 1);
+            h.segment(
+                2 + i * 1000,
+                false,
+                false,
+                &chunk,
+                0,
+                &mut stats,
+                &mut |_| events += 1,
+            );
             assert!(h.pending_bytes <= MAX_BUFFERED_BYTES + 1000);
         }
         assert!(stats.tcp_reassembly_overflows >= 1);

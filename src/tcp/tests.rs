@@ -10,7 +10,8 @@ impl StreamSink for Recorder {
     type Conn = ();
     fn open(&mut self, _meta: &ConnMeta) {}
     fn data(&mut self, _: &mut (), meta: &ConnMeta, dir: Dir, _: Ts, data: &[u8]) -> bool {
-        self.events.push((meta.id, dir, String::from_utf8_lossy(data).into_owned()));
+        self.events
+            .push((meta.id, dir, String::from_utf8_lossy(data).into_owned()));
         true
     }
     fn gap(&mut self, _: &mut (), meta: &ConnMeta, dir: Dir, _: Ts, len: u64) {
@@ -52,13 +53,52 @@ fn handshake_orients_and_times() {
     let (mut st, mut log) = (Stats::default(), AnomalyLog::default());
     let (c, s) = (ip("198.18.0.2"), ip("198.18.1.231"));
     // SYN-ACK seen first (capture reordering) still orients correctly.
-    t.segment(&mut r, Ts(10), 0, s, c, &seg(8000, 40000, 500, 101, SYN | ACK, b""), &mut st, &mut log);
-    t.segment(&mut r, Ts(11), 0, c, s, &seg(40000, 8000, 100, 0, SYN, b""), &mut st, &mut log);
-    t.segment(&mut r, Ts(12), 0, c, s, &seg(40000, 8000, 101, 501, ACK, b"GET"), &mut st, &mut log);
-    t.segment(&mut r, Ts(13), 0, s, c, &seg(8000, 40000, 501, 104, ACK, b"200"), &mut st, &mut log);
+    t.segment(
+        &mut r,
+        Ts(10),
+        0,
+        s,
+        c,
+        &seg(8000, 40000, 500, 101, SYN | ACK, b""),
+        &mut st,
+        &mut log,
+    );
+    t.segment(
+        &mut r,
+        Ts(11),
+        0,
+        c,
+        s,
+        &seg(40000, 8000, 100, 0, SYN, b""),
+        &mut st,
+        &mut log,
+    );
+    t.segment(
+        &mut r,
+        Ts(12),
+        0,
+        c,
+        s,
+        &seg(40000, 8000, 101, 501, ACK, b"GET"),
+        &mut st,
+        &mut log,
+    );
+    t.segment(
+        &mut r,
+        Ts(13),
+        0,
+        s,
+        c,
+        &seg(8000, 40000, 501, 104, ACK, b"200"),
+        &mut st,
+        &mut log,
+    );
     assert_eq!(
         r.events,
-        vec![(0, Dir::ToServer, "GET".into()), (0, Dir::ToClient, "200".into())]
+        vec![
+            (0, Dir::ToServer, "GET".into()),
+            (0, Dir::ToClient, "200".into())
+        ]
     );
     assert_eq!(st.tcp_connections, 1);
 }
@@ -70,8 +110,26 @@ fn vantage_points_are_separate_connections() {
     let (mut st, mut log) = (Stats::default(), AnomalyLog::default());
     let (c, s) = (ip("10.0.0.1"), ip("10.0.0.2"));
     for v in [0, 1] {
-        t.segment(&mut r, Ts(1), v, c, s, &seg(5000, 80, 1, 0, SYN, b""), &mut st, &mut log);
-        t.segment(&mut r, Ts(2), v, c, s, &seg(5000, 80, 2, 0, ACK, b"x"), &mut st, &mut log);
+        t.segment(
+            &mut r,
+            Ts(1),
+            v,
+            c,
+            s,
+            &seg(5000, 80, 1, 0, SYN, b""),
+            &mut st,
+            &mut log,
+        );
+        t.segment(
+            &mut r,
+            Ts(2),
+            v,
+            c,
+            s,
+            &seg(5000, 80, 2, 0, ACK, b"x"),
+            &mut st,
+            &mut log,
+        );
     }
     assert_eq!(t.len(), 2);
     assert_eq!(st.tcp_retransmitted, 0);
@@ -83,14 +141,62 @@ fn port_reuse_starts_a_new_generation() {
     let mut r = Recorder::default();
     let (mut st, mut log) = (Stats::default(), AnomalyLog::default());
     let (c, s) = (ip("10.0.0.1"), ip("10.0.0.2"));
-    t.segment(&mut r, Ts(1), 0, c, s, &seg(5000, 80, 1, 0, SYN, b""), &mut st, &mut log);
-    t.segment(&mut r, Ts(2), 0, c, s, &seg(5000, 80, 2, 0, ACK | FIN, b"a"), &mut st, &mut log);
-    t.segment(&mut r, Ts(3), 0, s, c, &seg(80, 5000, 9, 4, ACK | FIN, b""), &mut st, &mut log);
-    t.segment(&mut r, Ts(4), 0, c, s, &seg(5000, 80, 9000, 0, SYN, b""), &mut st, &mut log);
-    t.segment(&mut r, Ts(5), 0, c, s, &seg(5000, 80, 9001, 0, ACK, b"b"), &mut st, &mut log);
+    t.segment(
+        &mut r,
+        Ts(1),
+        0,
+        c,
+        s,
+        &seg(5000, 80, 1, 0, SYN, b""),
+        &mut st,
+        &mut log,
+    );
+    t.segment(
+        &mut r,
+        Ts(2),
+        0,
+        c,
+        s,
+        &seg(5000, 80, 2, 0, ACK | FIN, b"a"),
+        &mut st,
+        &mut log,
+    );
+    t.segment(
+        &mut r,
+        Ts(3),
+        0,
+        s,
+        c,
+        &seg(80, 5000, 9, 4, ACK | FIN, b""),
+        &mut st,
+        &mut log,
+    );
+    t.segment(
+        &mut r,
+        Ts(4),
+        0,
+        c,
+        s,
+        &seg(5000, 80, 9000, 0, SYN, b""),
+        &mut st,
+        &mut log,
+    );
+    t.segment(
+        &mut r,
+        Ts(5),
+        0,
+        c,
+        s,
+        &seg(5000, 80, 9001, 0, ACK, b"b"),
+        &mut st,
+        &mut log,
+    );
     assert_eq!(st.tcp_port_reuse, 1);
     assert_eq!(r.closed, vec![0]);
-    assert_eq!(r.events.last().unwrap(), &(1, Dir::ToServer, "b".to_string()));
+    assert_eq!(
+        r.events.last().unwrap(),
+        &(1, Dir::ToServer, "b".to_string())
+    );
 }
 
 #[test]
@@ -103,8 +209,26 @@ fn idle_connections_are_evicted() {
     let mut r = Recorder::default();
     let (mut st, mut log) = (Stats::default(), AnomalyLog::default());
     let (c, s) = (ip("10.0.0.1"), ip("10.0.0.2"));
-    t.segment(&mut r, Ts(0), 0, c, s, &seg(5000, 80, 1, 0, ACK, b"x"), &mut st, &mut log);
-    t.segment(&mut r, Ts(20_000_000_000), 0, c, s, &seg(5001, 80, 1, 0, ACK, b"y"), &mut st, &mut log);
+    t.segment(
+        &mut r,
+        Ts(0),
+        0,
+        c,
+        s,
+        &seg(5000, 80, 1, 0, ACK, b"x"),
+        &mut st,
+        &mut log,
+    );
+    t.segment(
+        &mut r,
+        Ts(20_000_000_000),
+        0,
+        c,
+        s,
+        &seg(5001, 80, 1, 0, ACK, b"y"),
+        &mut st,
+        &mut log,
+    );
     assert_eq!(t.len(), 1);
     assert_eq!((st.tcp_evicted, st.tcp_midstream), (1, 2));
     assert_eq!(r.closed, vec![0]);
@@ -116,8 +240,26 @@ fn rst_ends_both_directions() {
     let mut r = Recorder::default();
     let (mut st, mut log) = (Stats::default(), AnomalyLog::default());
     let (c, s) = (ip("10.0.0.1"), ip("10.0.0.2"));
-    t.segment(&mut r, Ts(1), 0, c, s, &seg(5000, 80, 1, 0, SYN, b""), &mut st, &mut log);
-    t.segment(&mut r, Ts(2), 0, s, c, &seg(80, 5000, 1, 2, TcpSegment::RST | ACK, b""), &mut st, &mut log);
+    t.segment(
+        &mut r,
+        Ts(1),
+        0,
+        c,
+        s,
+        &seg(5000, 80, 1, 0, SYN, b""),
+        &mut st,
+        &mut log,
+    );
+    t.segment(
+        &mut r,
+        Ts(2),
+        0,
+        s,
+        c,
+        &seg(80, 5000, 1, 2, TcpSegment::RST | ACK, b""),
+        &mut st,
+        &mut log,
+    );
     assert_eq!(st.tcp_rst, 1);
     assert!(r.events.iter().any(|e| e.2 == "<Rst>"));
 }

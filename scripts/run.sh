@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The main job: set up, build, and run flowtrace on every capture shipped in captures/.
+# Usage: scripts/run.sh [extra flowtrace options, e.g. --format json]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo build --release --quiet
+shopt -s nullglob
+status=0
+for dir in captures/*/; do
+  case "$dir" in captures/lab/|captures/broken/) continue ;; esac
+  files=( "$dir"*.pcap "$dir"*.pcapng "$dir"*.pcap.gz "$dir"*.pcapng.gz )
+  [ ${#files[@]} -eq 0 ] && continue
+  echo "== ${dir%/}: ${files[*]}"
+  ./target/release/flowtrace pcap "${files[@]}" "$@" || status=$?
+done
+exit $status

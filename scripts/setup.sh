@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what flowtrace's build, tests and lab need on a fresh Debian machine that has
+# only Rust, gcc, Python 3 and git. Idempotent: packages already present are skipped.
+set -euo pipefail
+
+need=()
+for pkg in libpcap-dev pkg-config tcpdump; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ "${FLOWTRACE_BENCH:-0}" = 1 ]; then
+  dpkg -s tshark >/dev/null 2>&1 || need+=(tshark)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi

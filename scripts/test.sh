@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: set up, then run every test (unit, integration over the shared
+# corpus and shipped captures, and the lab's live self-test when running as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo test --release
+if [ -x captures/lab/selftest.sh ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    captures/lab/selftest.sh
+  else
+    echo "*** lab self-test SKIPPED: it needs root (network namespaces) ***" >&2
+  fi
+fi

@@ -1,0 +1,313 @@
+//! Benchmark helpers, driven by `bench/bench.py`:
+//!
+//! - `flowtrace-bench gen OUT --size BYTES [--connections N]`: writes a deterministic HTTP capture of
+//!   about BYTES: many interleaved keep-alive connections with distinct ports and
+//!   sequence numbers (so tshark dissects every one), each with handshake, several
+//!   GET/200 exchanges with bodies segmented at the MSS, ACKs and FIN teardown; N
+//!   connections (default 512) are open at any time.
+//!   Prints the counts it wrote as JSON.
+//! - `flowtrace-bench read FILE`: the bare read loop: pcap-parser over the file,
+//!   counting frames and bytes, nothing else. Prints them as JSON.
+
+use etherparse::PacketBuilder;
+use pcap_parser::traits::PcapReaderIterator;
+use pcap_parser::{LegacyPcapReader, PcapBlockOwned, PcapError};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::process::ExitCode;
+
+/// A tiny deterministic generator (SplitMix64), so the capture is the same everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+}
+
+const MSS: usize = 1448;
+const BODY: &[u8] = b"flowtrace benchmark body: the quick brown fox jumps over the lazy dog. ";
+
+#[derive(Default)]
+struct Counts {
+    packets: u64,
+    bytes: u64,
+    connections: u64,
+    transactions: u64,
+}
+
+struct Writer {
+    out: BufWriter<File>,
+    ts_us: u64,
+    counts: Counts,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    #[allow(clippy::too_many_arguments)]
+    fn packet(
+        &mut self,
+        src: ([u8; 4], u16),
+        dst: ([u8; 4], u16),
+        seq: u32,
+        ack: u32,
+        flags: &str,
+        payload: &[u8],
+    ) {
+        let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src.0, dst.0, 64)
+            .tcp(src.1, dst.1, seq, 65535);
+        for f in flags.chars() {
+            b = match f {
+                'S' => b.syn(),
+                'F' => b.fin(),
+                'P' => b.psh(),
+                'A' => b.ack(ack),
+                _ => b,
+            };
+        }
+        self.buf.clear();
+        b.write(&mut self.buf, payload).expect("in-memory write");
+        self.ts_us += 7;
+        let (sec, usec) = (
+            (self.ts_us / 1_000_000) as u32,
+            (self.ts_us % 1_000_000) as u32,
+        );
+        let len = self.buf.len() as u32;
+        for v in [sec, usec, len, len] {
+            self.out.write_all(&v.to_le_bytes()).expect("write");
+        }
+        self.out.write_all(&self.buf).expect("write");
+        self.counts.packets += 1;
+        self.counts.bytes += 16 + u64::from(len);
+    }
+}
+
+/// One connection's remaining script, as packets to emit one at a time.
+struct Conn {
+    client: ([u8; 4], u16),
+    server: ([u8; 4], u16),
+    cseq: u32,
+    sseq: u32,
+    step: usize,
+    requests_left: u32,
+    /// Response bytes still to send in the current exchange.
+    body_left: usize,
+    uri_id: u64,
+}
+
+fn gen(out: &str, size: u64, concurrent: usize) -> ExitCode {
+    let file = match File::create(out) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("flowtrace-bench: cannot create {out}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut w = Writer {
+        out: BufWriter::with_capacity(1 << 20, file),
+        ts_us: 1_700_000_000_000_000,
+        counts: Counts::default(),
+        buf: Vec::with_capacity(2048),
+    };
+    // pcap global header: LE microseconds, version 2.4, snaplen 65535, Ethernet.
+    let header: [u8; 24] = [
+        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
+    ];
+    w.out.write_all(&header).expect("write");
+    let mut rng = Rng(42);
+    let mut serial: u64 = 0;
+    let mut new_conn = |rng: &mut Rng| {
+        serial += 1;
+        let c = Conn {
+            client: (
+                [10, (serial >> 16) as u8, (serial >> 8) as u8, serial as u8],
+                1024 + (serial % 60000) as u16,
+            ),
+            server: ([192, 0, 2, 80], 80),
+            cseq: rng.next() as u32,
+            sseq: rng.next() as u32,
+            step: 0,
+            requests_left: rng.range(1, 12) as u32,
+            body_left: 0,
+            uri_id: serial,
+        };
+        (c, serial)
+    };
+    let mut conns: Vec<Conn> = (0..concurrent.max(1))
+        .map(|_| new_conn(&mut rng).0)
+        .collect();
+    let body = BODY.repeat(MSS / BODY.len() + 1);
+    let mut i = 0usize;
+    while w.counts.bytes < size {
+        i = (i + rng.range(1, 7) as usize) % conns.len();
+        let c = &mut conns[i];
+        let (cl, sv) = (c.client, c.server);
+        match c.step {
+            0 => {
+                w.packet(cl, sv, c.cseq, 0, "S", b"");
+                c.cseq = c.cseq.wrapping_add(1);
+                c.step = 1;
+            }
+            1 => {
+                w.packet(sv, cl, c.sseq, c.cseq, "SA", b"");
+                c.sseq = c.sseq.wrapping_add(1);
+                c.step = 2;
+            }
+            2 => {
+                w.packet(cl, sv, c.cseq, c.sseq, "A", b"");
+                c.step = 3;
+                w.counts.connections += 1;
+            }
+            3 => {
+                // A request.
+                c.uri_id += 1;
+                let req = format!(
+                    "GET /api/items/{}?page={} HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: flowtrace-bench\r\nAccept: */*\r\nX-Request-ID: {:016x}\r\n\r\n",
+                    c.uri_id,
+                    c.uri_id % 97,
+                    c.uri_id.wrapping_mul(0x9e37_79b9)
+                );
+                w.packet(cl, sv, c.cseq, c.sseq, "PA", req.as_bytes());
+                c.cseq = c.cseq.wrapping_add(req.len() as u32);
+                c.body_left = rng.range(100, 12_000) as usize;
+                c.step = 4;
+            }
+            4 => {
+                // Response headers with the first body bytes.
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n",
+                    c.body_left
+                );
+                let first = c.body_left.min(MSS - head.len());
+                let mut seg = head.into_bytes();
+                seg.extend_from_slice(&body[..first]);
+                w.packet(sv, cl, c.sseq, c.cseq, "PA", &seg);
+                c.sseq = c.sseq.wrapping_add(seg.len() as u32);
+                c.body_left -= first;
+                c.step = if c.body_left > 0 { 5 } else { 6 };
+            }
+            5 => {
+                let n = c.body_left.min(MSS);
+                w.packet(sv, cl, c.sseq, c.cseq, "A", &body[..n]);
+                c.sseq = c.sseq.wrapping_add(n as u32);
+                c.body_left -= n;
+                if c.body_left == 0 {
+                    c.step = 6;
+                }
+            }
+            6 => {
+                // The client acknowledges the response.
+                w.packet(cl, sv, c.cseq, c.sseq, "A", b"");
+                w.counts.transactions += 1;
+                c.requests_left -= 1;
+                c.step = if c.requests_left == 0 { 7 } else { 3 };
+            }
+            7 => {
+                w.packet(cl, sv, c.cseq, c.sseq, "FA", b"");
+                c.cseq = c.cseq.wrapping_add(1);
+                c.step = 8;
+            }
+            8 => {
+                w.packet(sv, cl, c.sseq, c.cseq, "FA", b"");
+                c.sseq = c.sseq.wrapping_add(1);
+                c.step = 9;
+            }
+            _ => {
+                w.packet(cl, sv, c.cseq, c.sseq, "A", b"");
+                *c = new_conn(&mut rng).0;
+            }
+        }
+    }
+    w.out.flush().expect("flush");
+    let c = &w.counts;
+    println!(
+        "{{\"file\":{:?},\"packets\":{},\"bytes\":{},\"connections_opened\":{},\"transactions\":{}}}",
+        out, c.packets, c.bytes, c.connections, c.transactions
+    );
+    ExitCode::SUCCESS
+}
+
+fn read(path: &str) -> ExitCode {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("flowtrace-bench: cannot open {path}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut reader = match LegacyPcapReader::new(4 << 20, file) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flowtrace-bench: {path}: {e:?}");
+            return ExitCode::from(2);
+        }
+    };
+    let (mut frames, mut bytes) = (0u64, 0u64);
+    loop {
+        match reader.next() {
+            Ok((offset, block)) => {
+                if let PcapBlockOwned::Legacy(b) = block {
+                    frames += 1;
+                    bytes += b.data.len() as u64;
+                }
+                reader.consume(offset);
+            }
+            Err(PcapError::Eof) => break,
+            Err(PcapError::Incomplete(_)) => {
+                if reader.refill().is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                eprintln!("flowtrace-bench: {path}: {e:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    println!("{{\"frames\":{frames},\"bytes\":{bytes}}}");
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("gen") if args.len() >= 3 => {
+            let size = args
+                .iter()
+                .position(|a| a == "--size")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|s| parse_size(s))
+                .unwrap_or(64 << 20);
+            let connections = args
+                .iter()
+                .position(|a| a == "--connections")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(512);
+            gen(&args[2], size, connections)
+        }
+        Some("read") if args.len() == 3 => read(&args[2]),
+        _ => {
+            eprintln!("usage: flowtrace-bench gen OUT [--size BYTES|64M|1G] [--connections N] | flowtrace-bench read FILE");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let (num, mult) = match s.chars().last()? {
+        'K' | 'k' => (&s[..s.len() - 1], 1u64 << 10),
+        'M' | 'm' => (&s[..s.len() - 1], 1 << 20),
+        'G' | 'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok().map(|n| n * mult)
+}
