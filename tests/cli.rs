@@ -1,1 +1,153 @@
-//! Command-line behaviour: formats, stdin, exit codes, several files.
+//! Command-line behaviour: formats, stdin, gzip, several files, exit codes, golden
+//! outputs of the shipped captures.
+
+use crate::util::{corpus, flowtrace, flowtrace_in_repo, golden, json_doc, repo, temp_dir, Doc};
+use std::fs;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+const KEEPALIVE: &str = "captures/synthetic/keepalive.pcap";
+
+#[test]
+fn golden_text_and_json_of_shipped_capture() {
+    let run = flowtrace_in_repo(["pcap", KEEPALIVE]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    golden("keepalive/transactions.txt", &run.stdout);
+    let run = flowtrace_in_repo(["pcap", KEEPALIVE, "--format", "json", "--headers"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    golden("keepalive/transactions.json", &run.stdout);
+}
+
+#[test]
+fn stdin_equals_file() {
+    let path = repo().join(KEEPALIVE);
+    let from_file = flowtrace(["pcap".as_ref(), "--format".as_ref(), "jsonl".as_ref(), path.as_os_str()]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flowtrace"))
+        .args(["pcap", "--format", "jsonl", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&fs::read(&path).unwrap()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let strip = |s: &str| s.replace(path.to_str().unwrap(), "-");
+    assert_eq!(strip(&from_file.stdout), String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn gzip_is_detected_by_content() {
+    let dir = temp_dir("gzip");
+    let gz = dir.join("keepalive.cap"); // no telling extension
+    let mut enc = flate2::write::GzEncoder::new(fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    enc.write_all(&fs::read(repo().join(KEEPALIVE)).unwrap()).unwrap();
+    enc.finish().unwrap();
+    let plain = json_doc(&[&repo().join(KEEPALIVE)]);
+    let zipped = json_doc(&[&gz]);
+    assert_eq!(plain.transactions.len(), zipped.transactions.len());
+    assert!(plain.transactions.len() > 20);
+    assert_eq!(plain.stat("frames"), zipped.stat("frames"));
+}
+
+#[test]
+fn jsonl_lines_then_summary() {
+    let run = flowtrace_in_repo(["pcap", KEEPALIVE, "--format", "jsonl"]);
+    let lines: Vec<serde_json::Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (last, txs) = lines.split_last().unwrap();
+    assert_eq!(last["type"], "summary");
+    assert!(last["stats"]["frames"].as_u64().unwrap() > 100);
+    assert!(txs.iter().all(|t| t["type"] == "transaction"));
+    assert_eq!(txs.len() as u64, last["stats"]["http_transactions"].as_u64().unwrap());
+}
+
+#[test]
+fn several_files_merge_in_time_order() {
+    let Some(root) = corpus() else { return };
+    let a = root.join("http/get.pcap");
+    let b = root.join("http/post.pcap");
+    let both = json_doc(&[&a, &b]);
+    let (one, two) = (json_doc(&[&a]), json_doc(&[&b]));
+    assert_eq!(both.transactions.len(), one.transactions.len() + two.transactions.len());
+    let files: std::collections::BTreeSet<_> = both.transactions.iter().map(|t| t.capture.file.clone()).collect();
+    assert_eq!(files.len(), 2);
+    assert_eq!(both.stat("files"), 2);
+}
+
+#[test]
+fn truncated_file_keeps_what_precedes_the_cut() {
+    let dir = temp_dir("truncated");
+    let bytes = fs::read(repo().join(KEEPALIVE)).unwrap();
+    let cut = dir.join("cut.pcap");
+    fs::write(&cut, &bytes[..bytes.len() / 2 + 7]).unwrap();
+    let run = flowtrace(["pcap".as_ref(), "--format".as_ref(), "json".as_ref(), cut.as_os_str()]);
+    assert_eq!(run.code, 0);
+    assert!(run.stderr.contains("cut off in the middle of a record"), "{}", run.stderr);
+    let doc: Doc = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc.warnings.len(), 1);
+    assert!(!doc.transactions.is_empty());
+}
+
+#[test]
+fn errors_exit_2_with_one_line() {
+    let dir = temp_dir("errors");
+    let empty = dir.join("empty.pcap");
+    fs::write(&empty, b"").unwrap();
+    let text = dir.join("notes.txt");
+    fs::write(&text, b"hello, this is not a capture").unwrap();
+    for (path, words) in [
+        (dir.join("missing.pcap"), "cannot read"),
+        (empty, "ends inside the capture file header"),
+        (text, "not a pcap or pcapng file"),
+    ] {
+        let run = flowtrace(["pcap".as_ref(), path.as_os_str()]);
+        assert_eq!(run.code, 2, "{}", path.display());
+        assert!(run.stderr.contains(words), "{}: {}", path.display(), run.stderr);
+        assert!(run.stderr.contains(path.file_name().unwrap().to_str().unwrap()));
+        assert_eq!(run.stderr.lines().count(), 1);
+    }
+    let run = flowtrace(["pcap", "--idle-timeout", "-1", "x"]);
+    assert_eq!(run.code, 2);
+}
+
+#[test]
+fn links_sidecar_names_sll2_interfaces() {
+    let Some(root) = corpus() else { return };
+    let dir = temp_dir("links");
+    let cap = dir.join("any.pcap");
+    fs::copy(root.join("linktype/simple_http_sll2.pcap"), &cap).unwrap();
+    let without = json_doc(&[&cap]);
+    assert_eq!(without.transactions[0].capture.interface, "ifindex 1");
+    fs::write(
+        dir.join("any.links.json"),
+        r#"[{"ifindex":1,"ifname":"lo","address":"00:00:00:00:00:00","addr_info":[{"local":"127.0.0.1"}]}]"#,
+    )
+    .unwrap();
+    let with = json_doc(&[&cap]);
+    assert_eq!(with.transactions[0].capture.interface, "lo");
+    let bad = dir.join("bad.json");
+    fs::write(&bad, "{}").unwrap();
+    let run = flowtrace([
+        "pcap".as_ref(),
+        "--links".as_ref(),
+        bad.as_os_str(),
+        cap.as_os_str(),
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("ip -j addr"), "{}", run.stderr);
+}
+
+#[test]
+fn broken_pipe_is_success() {
+    let Some(root) = corpus() else { return };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flowtrace"))
+        .args(["pcap", "--format", "jsonl"])
+        .arg(root.join("http/http-packets2.pcap"))
+        .arg(repo().join(KEEPALIVE))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -96,3 +96,60 @@ pub fn json_doc(files: &[&Path]) -> Doc {
     assert_eq!(run.code, 0, "flowtrace failed on {files:?}: {}", run.stderr);
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("bad JSON for {files:?}: {e}"))
 }
+
+/// Runs flowtrace with the repository as working directory (so paths in output are
+/// relative and golden files are stable).
+pub fn flowtrace_in_repo<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_flowtrace"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("run flowtrace");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Compares `actual` with the golden file `fixtures/<name>`; `FLOWTRACE_BLESS=1`
+/// rewrites it instead.
+pub fn golden(name: &str, actual: &str) {
+    let path = repo().join("fixtures").join(name);
+    if std::env::var_os("FLOWTRACE_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with FLOWTRACE_BLESS=1 to create it)", path.display()));
+    if expected != actual {
+        let diff: Vec<String> = expected
+            .lines()
+            .zip(actual.lines())
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .take(5)
+            .map(|(i, (a, b))| format!("line {}:\n  golden: {a}\n  actual: {b}", i + 1))
+            .collect();
+        panic!(
+            "{} differs from the output ({} vs {} lines):\n{}\n(FLOWTRACE_BLESS=1 rewrites it; review the diff)",
+            path.display(),
+            expected.lines().count(),
+            actual.lines().count(),
+            diff.join("\n")
+        );
+    }
+}
+
+/// A fresh temporary directory under target/.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = repo().join("target").join("test-tmp").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

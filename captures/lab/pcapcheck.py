@@ -234,6 +234,20 @@ def main():
             p.data[20 + 24:20 + 28] == bytes(map(int, "198.18.1.231".split(".")))]
     check("gratuitous ARP for the VIP from A", len(garp) >= 1, "%d GARPs" % len(garp))
 
+    fo = scen.get("failover")
+    if fo:
+        t_on_b = fo.get("vip_on_b_at") or 0
+        p0 = [p for p in caps["A"].pkts if p.vrrp and p.src == a_ip and p.vrrp["prio"] == 0]
+        advb = [p for p in caps["B"].pkts if p.vrrp and p.src == b_ip and p.vrrp["vrid"] == 52
+                and p.ts >= t_on_b - 1.0]
+        garpb = [p for p in caps["B"].pkts if p.ethertype == 0x0806 and p.ts >= t_on_b - 1.0 and
+                 p.data[20 + 14:20 + 18] == bytes(map(int, "198.18.1.231".split(".")))]
+        check("failover: A's priority-0 advert, then B's adverts and B's gratuitous ARP for the VIP",
+              p0 and advb and garpb, "%d prio-0, %d B adverts, %d B GARPs" % (len(p0), len(advb), len(garpb)))
+        failed = [r for r in truth if not r.get("ok")]
+        check("failover: failed requests recorded in truth and scenario.json",
+              len(failed) == len(fo.get("failed_requests", [])), "%d failed" % len(failed))
+
     # every truth request complete on the wire at each hop
     def count_on(cap, ifname, src, dst, req_pfx, resp_pfx):
         fwd = cap.flow(ifname, src, dst)

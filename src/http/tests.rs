@@ -301,3 +301,67 @@ fn chunk_size_overflow_is_an_error_not_a_panic() {
     assert!(stats.http_parse_errors >= 1);
     assert_eq!(t.len(), 1);
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CONVERSATION: (&[u8], &[u8]) = (
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody\
+GET /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n\
+5\r\nhello\r\n0\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+    );
+
+    fn chunks(data: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+        points.sort_unstable();
+        points.dedup();
+        let mut out = Vec::new();
+        let mut last = 0;
+        for p in points.into_iter().chain(std::iter::once(data.len())) {
+            if p > last {
+                out.push(data[last..p].to_vec());
+                last = p;
+            }
+        }
+        out
+    }
+
+    proptest! {
+        /// However the streams are segmented, the same transactions come out.
+        #[test]
+        fn segmentation_does_not_matter(req_cuts in prop::collection::vec(any::<usize>(), 0..12),
+                                        resp_cuts in prop::collection::vec(any::<usize>(), 0..12)) {
+            let mut feed: Vec<(Dir, Vec<u8>)> = Vec::new();
+            for c in chunks(CONVERSATION.0, &req_cuts) { feed.push((C, c)); }
+            for c in chunks(CONVERSATION.1, &resp_cuts) { feed.push((S, c)); }
+            let borrowed: Vec<(Dir, &[u8])> = feed.iter().map(|(d, c)| (*d, c.as_slice())).collect();
+            let (t, stats) = run(&borrowed);
+            let s: Vec<_> = t.iter().map(summary).collect();
+            prop_assert_eq!(s, vec!["GET /a -> 200", "POST /b -> 201", "GET /c -> 204"]);
+            prop_assert_eq!(&t[2].interim, &vec![100]);
+            prop_assert_eq!(stats.http_parse_errors, 0);
+        }
+
+        /// Arbitrary bytes, gaps and ends in any order never panic.
+        #[test]
+        fn arbitrary_input_never_panics(ops in prop::collection::vec(
+            (0u8..4, any::<bool>(), prop::collection::vec(any::<u8>(), 0..64), 0u64..100), 0..40)) {
+            let mut a = HttpAnalyzer::new();
+            let m = meta();
+            let mut c = a.open(&m);
+            for (i, (op, to_server, bytes, n)) in ops.into_iter().enumerate() {
+                let dir = if to_server { C } else { S };
+                let ts = Ts(i as i64);
+                match op {
+                    0 => { a.data(&mut c, &m, dir, ts, &bytes); }
+                    1 => { let mut b = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n".to_vec(); b.extend(bytes); a.data(&mut c, &m, dir, ts, &b); }
+                    2 => a.gap(&mut c, &m, dir, ts, n),
+                    _ => a.end(&mut c, &m, dir, ts, End::Fin),
+                }
+            }
+            a.close(c, &m, Ts(1_000));
+        }
+    }
+}
