@@ -181,6 +181,15 @@ impl Pipeline {
         self.http.completed.drain(..)
     }
 
+    /// Hands each transaction completed since the last call to `f`, with the vantage
+    /// table that names its capture point; stops at the first error.
+    pub fn emit<E>(&mut self, mut f: impl FnMut(&HttpTransaction, &[Vantage]) -> Result<(), E>) -> Result<(), E> {
+        for t in self.http.completed.drain(..) {
+            f(&t, &self.vantages)?;
+        }
+        Ok(())
+    }
+
     /// Whether transactions are waiting in [`Pipeline::drain`].
     pub fn has_completed(&self) -> bool {
         !self.http.completed.is_empty()

@@ -741,7 +741,6 @@ def save_links(run_dir, out_dir):
 # one scenario
 # --------------------------------------------------------------------------
 def run_scenario(name, out_dir, extra):
-    global STATE_OBJ
     sc = dict(SCENARIOS[name])
     opts = {"forward_headers": sc.get("forward_headers", True),
             "gw_upstreams": sc.get("gw_upstreams", "own-first"),
@@ -751,6 +750,10 @@ def run_scenario(name, out_dir, extra):
     traffic.update(sc.get("traffic", {}))
     if extra.count:
         traffic["count"] = extra.count
+    if extra.concurrency:
+        traffic["concurrency"] = extra.concurrency
+    if extra.no_keepalive:
+        traffic["keepalive"] = False
     t_begin = time.time()
     run_dir = os.path.abspath(extra.run_dir or os.path.join(HERE, "run", name))
     if os.path.isdir(run_dir):
@@ -759,8 +762,11 @@ def run_scenario(name, out_dir, extra):
         os.makedirs(os.path.join(run_dir, d))
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
+    ours = {"truth.jsonl", "connections.jsonl", "scenario.json"}
+    for h in CAPTURE_HOSTS:
+        ours |= {h + ".pcap", h + ".pcap.gz", h + ".links.json"}
     for f in os.listdir(out_dir):
-        if f.endswith((".pcap", ".pcap.gz", ".links.json", ".jsonl")) or f == "scenario.json":
+        if f in ours:
             os.unlink(os.path.join(out_dir, f))
 
     STATE_OBJ.d["run_dir"] = run_dir
@@ -913,6 +919,9 @@ def main():
     rp.add_argument("--out", help="output dir (default captures/<scenario>)")
     rp.add_argument("--run-dir", help="working dir (default captures/lab/run/<scenario>)")
     rp.add_argument("--count", type=int, help="override the request count")
+    rp.add_argument("--concurrency", type=int, help="override the concurrency")
+    rp.add_argument("--no-keepalive", action="store_true",
+                    help="client sends Connection: close, one connection per request")
     rp.add_argument("--no-offload", action="store_true", help="ethtool -K off on all veths")
     rp.add_argument("--userland-proxy", action="store_true",
                     help="docker-proxy style relay for hairpin traffic")
@@ -956,7 +965,7 @@ def main():
         info = run_scenario(a.scenario, out, a)
     finally:
         teardown()
-    return 1 if info["failures"] and a.scenario != "failover" else 0
+    return 1 if info["failures"] else 0
 
 
 if __name__ == "__main__":

@@ -12,13 +12,24 @@ if [ "${1:-}" = "" ] || [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
 fi
 if [ "$1" = "list" ]; then exec "$PY" "$HERE/lab.py" list; fi
 if [ "$(id -u)" != 0 ]; then echo "run as root" >&2; exit 2; fi
-cleanup() { "$PY" "$HERE/lab.py" down >/dev/null 2>&1 || true; }
+CHILD=""
+cleanup() {
+    # stop lab.py by its PID first (it tears down itself), then make sure
+    if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
+        kill -TERM "$CHILD" 2>/dev/null || true
+        for _ in $(seq 1 60); do kill -0 "$CHILD" 2>/dev/null || break; sleep 0.5; done
+    fi
+    "$PY" "$HERE/lab.py" down >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
-trap 'cleanup; exit 130' INT
-trap 'cleanup; exit 143' TERM
+trap 'cleanup; trap - EXIT; exit 130' INT
+trap 'cleanup; trap - EXIT; exit 143' TERM
 scenario="$1"; shift
-start=$(date +%s.%N)
+SECONDS=0
 rc=0
-"$PY" "$HERE/lab.py" run "$scenario" "$@" || rc=$?
-printf 'run-scenario %s: %.1f s\n' "$scenario" "$(echo "$(date +%s.%N) - $start" | bc 2>/dev/null || echo 0)" >&2
+"$PY" "$HERE/lab.py" run "$scenario" "$@" &
+CHILD=$!
+wait "$CHILD" || rc=$?
+CHILD=""
+echo "run-scenario $scenario: ${SECONDS} s, exit $rc" >&2
 exit $rc

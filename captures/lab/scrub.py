@@ -18,8 +18,6 @@ known marker values, or a hex fragment of one at a segment edge).
 import argparse
 import json
 import re
-import struct
-import sys
 
 import pcaplib
 
@@ -52,35 +50,51 @@ def _match_at(frag, start):
     return True
 
 
-def scrub_payload(pl):
-    """-> (new payload bytearray, number of replacements)"""
+def scrub_payload(pl, head_k=0):
+    """-> (new payload bytearray, number of replacements, tail_k)
+
+    head_k > 0: the previous segment of this flow ended with the first head_k
+    bytes of a marker line, so this payload should start with the rest.
+    tail_k > 0: this payload ends with the first tail_k bytes of a marker line."""
     b = bytearray(pl)
     n = 0
     for m in FULL_RE.finditer(pl):
         b[m.start():m.end()] = FILLER
         n += 1
-    # tail fragment: after the last CRLF, a proper prefix of the marker line
+    # head: the rest of a marker line whose start was in the previous segment
+    if head_k:
+        rest = LINE_LEN - head_k
+        frag = pl[:rest]
+        if _match_at(frag, head_k):
+            b[:len(frag)] = FILLER[head_k:head_k + len(frag)]
+            n += 1
+    else:
+        # no flow context (e.g. the first segment was not captured here): a
+        # payload starting with the hex tail of a marker line and CRLF
+        first = pl.find(b"\n")
+        if 0 <= first < LINE_LEN - 1:
+            head = pl[:first + 1]
+            start = LINE_LEN - len(head)
+            if _match_at(head, start) and len(head) >= 7:
+                b[:first + 1] = FILLER[start:]
+                n += 1
+    # tail: after the last CRLF, a proper prefix of the marker line
     last = pl.rfind(b"\r\n")
     tail_start = last + 2 if last >= 0 else 0
     tail = pl[tail_start:]
+    tail_k = 0
     if 0 < len(tail) < LINE_LEN and _match_at(tail, 0) and len(tail) >= 2:
         b[tail_start:] = FILLER[:len(tail)]
         n += 1
-    # head fragment: up to and including the first LF, a proper suffix of it
-    first = pl.find(b"\n")
-    if 0 <= first < LINE_LEN - 1:
-        head = pl[:first + 1]
-        start = LINE_LEN - len(head)
-        if _match_at(head, start) and len(head) >= 7:
-            b[:first + 1] = FILLER[start:]
-            n += 1
-    return b, n
+        tail_k = len(tail)
+    return b, n, tail_k
 
 
 def scrub_file(src, dst, markers=()):
     r = pcaplib.Reader(src)
     lt = r.linktype
     stats = {"packets": 0, "replaced": 0, "bytes": 0, "linktype": lt}
+    pending = {}   # flow -> (marker-line bytes at the end of its last segment, next seq)
     with open(dst, "wb") as out:
         out.write(r.header)
         for hdr, ts, data, orig in r:
@@ -89,7 +103,14 @@ def scrub_file(src, dst, markers=()):
             p = pcaplib.decode(lt, ts, data)
             if p is not None and p.payload_len > 0:
                 pl = bytes(data[p.payload_off:p.payload_off + p.payload_len])
-                nb, n = scrub_payload(pl)
+                key = (p.ifindex, p.src, p.sport, p.dst, p.dport)
+                head_k = 0
+                pend = pending.pop(key, None)
+                if pend and pend[1] == p.seq:
+                    head_k = pend[0]
+                nb, n, tail_k = scrub_payload(pl, head_k)
+                if tail_k:
+                    pending[key] = (tail_k, (p.seq + p.payload_len) & 0xFFFFFFFF)
                 if n:
                     data = data[:p.payload_off] + bytes(nb) + data[p.payload_off + p.payload_len:]
                     stats["replaced"] += n

@@ -8,14 +8,23 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
 if [ "$(id -u)" != 0 ]; then echo "selftest.sh: needs root (network namespaces)"; echo "0 passed, 1 failed"; exit 1; fi
 TMP="$(mktemp -d /tmp/ftlab-selftest.XXXXXX)"
+CHILD=""
 cleanup() {
+    if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
+        kill -TERM "$CHILD" 2>/dev/null || true
+        for _ in $(seq 1 60); do kill -0 "$CHILD" 2>/dev/null || break; sleep 0.5; done
+    fi
     "$PY" "$HERE/lab.py" down >/dev/null 2>&1 || true
     [ -n "${KEEP:-}" ] || rm -rf "$TMP"
 }
 trap cleanup EXIT
-trap 'cleanup; exit 130' INT
-trap 'cleanup; exit 143' TERM
-if ! timeout 150 "$PY" "$HERE/lab.py" run selftest --out "$TMP/out" --run-dir "$TMP/run" >"$TMP/run.log" 2>&1; then
+trap 'cleanup; trap - EXIT; exit 130' INT
+trap 'cleanup; trap - EXIT; exit 143' TERM
+timeout 150 "$PY" "$HERE/lab.py" run selftest --out "$TMP/out" --run-dir "$TMP/run" >"$TMP/run.log" 2>&1 &
+CHILD=$!
+rc=0; wait "$CHILD" || rc=$?
+CHILD=""
+if [ "$rc" != 0 ]; then
     echo "FAIL live selftest scenario ran - see log below"
     tail -20 "$TMP/run.log" | sed 's/^/    /'
     echo "0 passed, 1 failed"

@@ -128,7 +128,6 @@ def build(run_dir, SERVERS, containers, VIP, br_netfilter=True):
     for k, s in SERVERS.items():
         for e in _jsonl(os.path.join(run_dir, "logs", "relay-%s-80.jsonl" % s["tag"])):
             relay.setdefault((k, e["upstream_local"]), []).append(e)
-    ip2srv = {s["ip"]: k for k, s in SERVERS.items()}
     cinfo = {}
     for k in SERVERS:
         for c in containers(k):
@@ -176,7 +175,6 @@ def build(run_dir, SERVERS, containers, VIP, br_netfilter=True):
         G = kg["server"] if kg else None
         ups_seen = None
         if kg:
-            g = SERVERS[G]
             kc = cinfo[(G, "kong")]
             row["gateway"] = {"server": G, "listen": kg["local"],
                               "seen_peer": kg["remote"], "nginx_connection": kg["conn"],

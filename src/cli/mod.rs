@@ -147,10 +147,7 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
         pipeline.push(&frame, interfaces);
         frames += 1;
         if pipeline.has_completed() {
-            let vantages = pipeline.vantages().to_vec();
-            for t in pipeline.drain() {
-                writer.transaction(&t, &vantages)?;
-            }
+            pipeline.emit(|t, vantages| writer.transaction(t, vantages))?;
         }
         if frames.is_multiple_of(65_536) {
             if let Some(bar) = &progress {
@@ -163,10 +160,8 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
         }
     }
     pipeline.finish();
+    pipeline.emit(|t, vantages| writer.transaction(t, vantages))?;
     let vantages = pipeline.vantages().to_vec();
-    for t in pipeline.drain() {
-        writer.transaction(&t, &vantages)?;
-    }
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }

@@ -42,7 +42,7 @@ pub struct Request {
     /// `HTTP/1.0` or `HTTP/1.1`.
     pub version: &'static str,
     /// Headers in order (bounded; see [`MAX_KEPT_HEADERS`]).
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
     /// Body bytes (as framed on the wire, gaps included).
     pub body_bytes: u64,
     /// First byte of the request.
@@ -63,7 +63,7 @@ pub struct Response {
     /// `HTTP/1.0` or `HTTP/1.1`.
     pub version: &'static str,
     /// Headers in order (bounded).
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
     /// Body bytes (as framed on the wire, gaps included).
     pub body_bytes: u64,
     /// First byte of the response.
@@ -88,11 +88,57 @@ impl Response {
     }
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    headers.get(name)
+}
+
+/// A message's headers in order, stored as one string and spans into it (two
+/// allocations per message instead of two per header). Names and values that are not
+/// UTF-8 are kept lossily.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers {
+    text: String,
+    spans: Vec<[u32; 3]>,
+}
+
+impl Headers {
+    /// Appends a header.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        let start = self.text.len() as u32;
+        self.text.push_str(&String::from_utf8_lossy(name));
+        let mid = self.text.len() as u32;
+        self.text.push_str(&String::from_utf8_lossy(value));
+        self.spans.push([start, mid, self.text.len() as u32]);
+    }
+
+    /// Headers in order, as (name, value).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.spans.iter().map(|[a, b, c]| {
+            (&self.text[*a as usize..*b as usize], &self.text[*b as usize..*c as usize])
+        })
+    }
+
+    /// The first value of `name` (case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+
+    /// How many headers are kept.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether none are kept.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+}
+
+impl Serialize for Headers {
+    /// As an array of `[name, value]` pairs.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
 }
 
 /// A request and its response on one connection at one vantage point.

@@ -5,7 +5,7 @@
 //! only counted. After a gap in framing that cannot be skipped exactly, or a parse
 //! error, the parser resynchronises at the next line that starts a message.
 
-use super::{Pending, Request, Response, MAX_HEADER_BLOCK, MAX_HEADER_VALUE, MAX_KEPT_HEADERS};
+use super::{Headers, Pending, Request, Response, MAX_HEADER_BLOCK, MAX_HEADER_VALUE, MAX_KEPT_HEADERS};
 use crate::anomaly::{AnomalyLog, Stats};
 use crate::time::Ts;
 
@@ -592,13 +592,13 @@ enum HeadKind {
 
 /// Kept headers, the Content-Length (if any, and whether usable), and whether the
 /// body is chunked.
-type Collected = (Vec<(String, String)>, Option<Result<u64, ()>>, bool);
+type Collected = (Headers, Option<Result<u64, ()>>, bool);
 
 /// A parsed start line and header block, copied out of the packet bytes.
 struct Head {
     kind: HeadKind,
     version: &'static str,
-    headers: Vec<(String, String)>,
+    headers: Headers,
     content_length: Option<Result<u64, ()>>,
     chunked: bool,
 }
@@ -616,7 +616,7 @@ fn version_str(v: Option<u8>) -> &'static str {
 
 impl Head {
     fn collect(raw: &[httparse::Header<'_>], stats: &mut Stats) -> Collected {
-        let mut headers = Vec::with_capacity(raw.len().min(MAX_KEPT_HEADERS));
+        let mut headers = Headers::default();
         let mut content_length = None;
         let mut chunked = false;
         for h in raw {
@@ -640,10 +640,8 @@ impl Head {
                 if h.value.len() > MAX_HEADER_VALUE {
                     stats.http_headers_dropped += 1;
                 }
-                headers.push((
-                    lossy(h.name.as_bytes(), 256),
-                    lossy(h.value, MAX_HEADER_VALUE),
-                ));
+                let name = h.name.as_bytes();
+                headers.push(&name[..name.len().min(256)], &h.value[..h.value.len().min(MAX_HEADER_VALUE)]);
             } else {
                 stats.http_headers_dropped += 1;
             }
@@ -778,7 +776,7 @@ fn partial_head(role: Role, buf: &[u8], stats: &mut Stats) -> Option<Head> {
         _ => return None,
     };
     let version_field = if role == Role::Request { c } else { a };
-    let mut headers = Vec::new();
+    let mut headers = Headers::default();
     let rest = buf.get(line_end + 1..).unwrap_or(b"");
     let complete_lines = rest
         .iter()
@@ -789,10 +787,8 @@ fn partial_head(role: Role, buf: &[u8], stats: &mut Stats) -> Option<Head> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(colon) = line.iter().position(|b| *b == b':') {
             if headers.len() < MAX_KEPT_HEADERS {
-                headers.push((
-                    lossy(&line[..colon], 256),
-                    lossy(line[colon + 1..].trim_ascii(), MAX_HEADER_VALUE),
-                ));
+                let value = line[colon + 1..].trim_ascii();
+                headers.push(&line[..colon.min(256)], &value[..value.len().min(MAX_HEADER_VALUE)]);
             } else {
                 stats.http_headers_dropped += 1;
             }

@@ -28,7 +28,7 @@
 use crate::anomaly::{AnomalyLog, Stats};
 use crate::capture::Warning;
 use crate::error::RenderError;
-use crate::http::HttpTransaction;
+use crate::http::{Headers, HttpTransaction};
 use crate::pipeline::{GratuitousArp, Vantage, VrrpRun};
 use crate::time::Ts;
 use serde::Serialize;
@@ -63,8 +63,8 @@ pub struct TransactionRecord<'a> {
     id: u64,
     conn_id: u64,
     capture: CaptureRef<'a>,
-    client: String,
-    server: String,
+    client: &'a std::net::SocketAddr,
+    server: &'a std::net::SocketAddr,
     method: Option<&'a str>,
     uri: Option<&'a str>,
     version: Option<&'a str>,
@@ -81,9 +81,9 @@ pub struct TransactionRecord<'a> {
     response_body_bytes: Option<u64>,
     incomplete: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    request_headers: Option<&'a [(String, String)]>,
+    request_headers: Option<&'a Headers>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    response_headers: Option<&'a [(String, String)]>,
+    response_headers: Option<&'a Headers>,
 }
 
 impl<'a> TransactionRecord<'a> {
@@ -104,8 +104,8 @@ impl<'a> TransactionRecord<'a> {
                 file: &v.file,
                 interface: &v.interface,
             },
-            client: t.client.to_string(),
-            server: t.server.to_string(),
+            client: &t.client,
+            server: &t.server,
             method: req.map(|r| r.method.as_str()),
             uri: req.map(|r| r.uri.as_str()),
             version: req.map(|r| r.version).or(resp.map(|r| r.version)),
@@ -121,9 +121,9 @@ impl<'a> TransactionRecord<'a> {
             request_body_bytes: req.map(|r| r.body_bytes),
             response_body_bytes: resp.map(|r| r.body_bytes),
             incomplete: req.is_some_and(|r| r.incomplete) || resp.is_some_and(|r| r.incomplete),
-            request_headers: headers.then(|| req.map(|r| r.headers.as_slice())).flatten(),
+            request_headers: headers.then(|| req.map(|r| &r.headers)).flatten(),
             response_headers: headers
-                .then(|| resp.map(|r| r.headers.as_slice()))
+                .then(|| resp.map(|r| &r.headers))
                 .flatten(),
         }
     }
