@@ -183,7 +183,10 @@ impl Pipeline {
 
     /// Hands each transaction completed since the last call to `f`, with the vantage
     /// table that names its capture point; stops at the first error.
-    pub fn emit<E>(&mut self, mut f: impl FnMut(&HttpTransaction, &[Vantage]) -> Result<(), E>) -> Result<(), E> {
+    pub fn emit<E>(
+        &mut self,
+        mut f: impl FnMut(&HttpTransaction, &[Vantage]) -> Result<(), E>,
+    ) -> Result<(), E> {
         for t in self.http.completed.drain(..) {
             f(&t, &self.vantages)?;
         }

@@ -21,26 +21,41 @@ fn golden_text_and_json_of_shipped_capture() {
 #[test]
 fn stdin_equals_file() {
     let path = repo().join(KEEPALIVE);
-    let from_file = flowtrace(["pcap".as_ref(), "--format".as_ref(), "jsonl".as_ref(), path.as_os_str()]);
+    let from_file = flowtrace([
+        "pcap".as_ref(),
+        "--format".as_ref(),
+        "jsonl".as_ref(),
+        path.as_os_str(),
+    ]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_flowtrace"))
         .args(["pcap", "--format", "jsonl", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(&fs::read(&path).unwrap()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&fs::read(&path).unwrap())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let strip = |s: &str| s.replace(path.to_str().unwrap(), "-");
-    assert_eq!(strip(&from_file.stdout), String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        strip(&from_file.stdout),
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
 fn gzip_is_detected_by_content() {
     let dir = temp_dir("gzip");
     let gz = dir.join("keepalive.cap"); // no telling extension
-    let mut enc = flate2::write::GzEncoder::new(fs::File::create(&gz).unwrap(), flate2::Compression::fast());
-    enc.write_all(&fs::read(repo().join(KEEPALIVE)).unwrap()).unwrap();
+    let mut enc =
+        flate2::write::GzEncoder::new(fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    enc.write_all(&fs::read(repo().join(KEEPALIVE)).unwrap())
+        .unwrap();
     enc.finish().unwrap();
     let plain = json_doc(&[&repo().join(KEEPALIVE)]);
     let zipped = json_doc(&[&gz]);
@@ -52,12 +67,19 @@ fn gzip_is_detected_by_content() {
 #[test]
 fn jsonl_lines_then_summary() {
     let run = flowtrace_in_repo(["pcap", KEEPALIVE, "--format", "jsonl"]);
-    let lines: Vec<serde_json::Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let (last, txs) = lines.split_last().unwrap();
     assert_eq!(last["type"], "summary");
     assert!(last["stats"]["frames"].as_u64().unwrap() > 100);
     assert!(txs.iter().all(|t| t["type"] == "transaction"));
-    assert_eq!(txs.len() as u64, last["stats"]["http_transactions"].as_u64().unwrap());
+    assert_eq!(
+        txs.len() as u64,
+        last["stats"]["http_transactions"].as_u64().unwrap()
+    );
 }
 
 #[test]
@@ -67,8 +89,15 @@ fn several_files_merge_in_time_order() {
     let b = root.join("http/post.pcap");
     let both = json_doc(&[&a, &b]);
     let (one, two) = (json_doc(&[&a]), json_doc(&[&b]));
-    assert_eq!(both.transactions.len(), one.transactions.len() + two.transactions.len());
-    let files: std::collections::BTreeSet<_> = both.transactions.iter().map(|t| t.capture.file.clone()).collect();
+    assert_eq!(
+        both.transactions.len(),
+        one.transactions.len() + two.transactions.len()
+    );
+    let files: std::collections::BTreeSet<_> = both
+        .transactions
+        .iter()
+        .map(|t| t.capture.file.clone())
+        .collect();
     assert_eq!(files.len(), 2);
     assert_eq!(both.stat("files"), 2);
 }
@@ -79,9 +108,18 @@ fn truncated_file_keeps_what_precedes_the_cut() {
     let bytes = fs::read(repo().join(KEEPALIVE)).unwrap();
     let cut = dir.join("cut.pcap");
     fs::write(&cut, &bytes[..bytes.len() / 2 + 7]).unwrap();
-    let run = flowtrace(["pcap".as_ref(), "--format".as_ref(), "json".as_ref(), cut.as_os_str()]);
+    let run = flowtrace([
+        "pcap".as_ref(),
+        "--format".as_ref(),
+        "json".as_ref(),
+        cut.as_os_str(),
+    ]);
     assert_eq!(run.code, 0);
-    assert!(run.stderr.contains("cut off in the middle of a record"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cut off in the middle of a record"),
+        "{}",
+        run.stderr
+    );
     let doc: Doc = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(doc.warnings.len(), 1);
     assert!(!doc.transactions.is_empty());
@@ -101,8 +139,15 @@ fn errors_exit_2_with_one_line() {
     ] {
         let run = flowtrace(["pcap".as_ref(), path.as_os_str()]);
         assert_eq!(run.code, 2, "{}", path.display());
-        assert!(run.stderr.contains(words), "{}: {}", path.display(), run.stderr);
-        assert!(run.stderr.contains(path.file_name().unwrap().to_str().unwrap()));
+        assert!(
+            run.stderr.contains(words),
+            "{}: {}",
+            path.display(),
+            run.stderr
+        );
+        assert!(run
+            .stderr
+            .contains(path.file_name().unwrap().to_str().unwrap()));
         assert_eq!(run.stderr.lines().count(), 1);
     }
     let run = flowtrace(["pcap", "--idle-timeout", "-1", "x"]);
@@ -149,5 +194,10 @@ fn broken_pipe_is_success() {
         .unwrap();
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

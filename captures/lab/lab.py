@@ -246,9 +246,32 @@ def find_proc(name):
 # --------------------------------------------------------------------------
 # teardown (always safe to call, idempotent)
 # --------------------------------------------------------------------------
+def _descendants(pids):
+    """(pid, starttime) of every live descendant of the given PIDs."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+            children.setdefault(int(rest[1]), []).append((int(d), rest[19]))
+        except (OSError, IndexError, ValueError):
+            pass
+    out, todo = [], list(pids)
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c[0])
+    return out
+
+
 def teardown(state=None):
     st = state or STATE_OBJ or State()
     procs = list(st.d.get("procs", []))
+    # children of what we started (nginx workers, keepalived's VRRP process) are
+    # ours too: remember them now, stop them by PID if they outlive their parent
+    kids = _descendants([e["pid"] for e in procs if proc_alive(e)])
     # tcpdump first with SIGINT so it flushes, then everything else
     for e in procs:
         if e["name"].startswith("tcpdump"):
@@ -256,6 +279,8 @@ def teardown(state=None):
     for e in reversed(procs):
         if not e["name"].startswith("tcpdump"):
             stop_pid(e, signal.SIGTERM, wait=5)
+    for pid, start_t in kids:
+        stop_pid({"name": "child", "pid": pid, "start": start_t}, signal.SIGTERM, wait=3)
     existing = set()
     r = run(["ip", "netns", "list"], check=False)
     for line in r.stdout.splitlines():
@@ -439,9 +464,10 @@ def topology_up(opts):
             ipn(cns, "link", "set", "eth0", "up")
             ipn(cns, "route", "add", "198.18.0.0/15", "via", gw)
         bnf = "1" if opts.get("br_netfilter", True) else "0"
-        if os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"):
-            nsrun(ns, ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=" + bnf],
-                  check=False)
+        nsrun(ns, ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=" + bnf], check=False)
+        # what the kernel actually does in this namespace (truth views depend on it)
+        r = nsrun(ns, ["cat", "/proc/sys/net/bridge/bridge-nf-call-iptables"], check=False)
+        opts["br_netfilter_effective"] = r.returncode == 0 and r.stdout.strip() == "1"
         nsrun(ns, ["iptables-restore"], input=docker_rules(k, opts))
     ipn(LAN_NS, "link", "set", "p-router", "master", "lan")
     ipn(LAN_NS, "link", "set", "p-router", "up")
@@ -858,7 +884,13 @@ def run_scenario(name, out_dir, extra):
     import truth as truthmod
     import scrub as scrubmod
     truth_rows, tstats, conns = truthmod.build(run_dir, SERVERS, containers, VIP,
-                                               opts["br_netfilter"])
+                                               opts.get("br_netfilter_effective", False))
+    if fo is not None:
+        for row in truth_rows:   # where the request started relative to the VIP move
+            ts = row.get("t_start") or 0
+            row["failover_phase"] = ("before" if fo["vip_gone_from_a_at"] and ts < fo["vip_gone_from_a_at"]
+                                     else "after" if fo["vip_on_b_at"] and ts >= fo["vip_on_b_at"]
+                                     else "during")
     with open(os.path.join(out_dir, "truth.jsonl"), "w") as f:
         for row in truth_rows:
             f.write(json.dumps(row, separators=(",", ":")) + "\n")

@@ -258,7 +258,7 @@ fn read(path: &str) -> ExitCode {
                     frames += 1;
                     bytes += b.data.len() as u64;
                 }
-                reader.consume(offset);
+                reader.consume_noshift(offset);
             }
             Err(PcapError::Eof) => break,
             Err(PcapError::Incomplete(_)) => {

@@ -238,9 +238,11 @@ impl FileReader {
             if self.done {
                 return Ok(None);
             }
+            // consume_noshift: the plain consume moves half the buffer whenever the
+            // read position passes the middle; refill moves only the remainder.
             let pending = std::mem::take(&mut self.pending_consume);
             if pending > 0 {
-                self.reader.iter().consume(pending);
+                self.reader.iter().consume_noshift(pending);
             }
             let first = self.reader.iter().consumed() == 0;
             let frames = self.state.frames;
@@ -279,7 +281,7 @@ impl FileReader {
                 }
             };
             if let Some(offset) = consume {
-                self.reader.iter().consume(offset);
+                self.reader.iter().consume_noshift(offset);
             }
             if let Some(message) = self.state.note.take() {
                 warnings.push(Warning {

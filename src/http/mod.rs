@@ -102,25 +102,44 @@ pub struct Headers {
 }
 
 impl Headers {
+    /// Room for `count` headers of `bytes` bytes in all.
+    pub fn with_capacity(count: usize, bytes: usize) -> Headers {
+        Headers {
+            text: String::with_capacity(bytes),
+            spans: Vec::with_capacity(count),
+        }
+    }
+
     /// Appends a header.
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        fn push_lossy(text: &mut String, b: &[u8]) {
+            match std::str::from_utf8(b) {
+                Ok(s) => text.push_str(s),
+                Err(_) => text.push_str(&String::from_utf8_lossy(b)),
+            }
+        }
         let start = self.text.len() as u32;
-        self.text.push_str(&String::from_utf8_lossy(name));
+        push_lossy(&mut self.text, name);
         let mid = self.text.len() as u32;
-        self.text.push_str(&String::from_utf8_lossy(value));
+        push_lossy(&mut self.text, value);
         self.spans.push([start, mid, self.text.len() as u32]);
     }
 
     /// Headers in order, as (name, value).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.spans.iter().map(|[a, b, c]| {
-            (&self.text[*a as usize..*b as usize], &self.text[*b as usize..*c as usize])
+            (
+                &self.text[*a as usize..*b as usize],
+                &self.text[*b as usize..*c as usize],
+            )
         })
     }
 
     /// The first value of `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
     }
 
     /// How many headers are kept.

@@ -5,7 +5,9 @@
 //! only counted. After a gap in framing that cannot be skipped exactly, or a parse
 //! error, the parser resynchronises at the next line that starts a message.
 
-use super::{Headers, Pending, Request, Response, MAX_HEADER_BLOCK, MAX_HEADER_VALUE, MAX_KEPT_HEADERS};
+use super::{
+    Headers, Pending, Request, Response, MAX_HEADER_BLOCK, MAX_HEADER_VALUE, MAX_KEPT_HEADERS,
+};
 use crate::anomaly::{AnomalyLog, Stats};
 use crate::time::Ts;
 
@@ -604,7 +606,11 @@ struct Head {
 }
 
 fn lossy(b: &[u8], max: usize) -> String {
-    String::from_utf8_lossy(&b[..b.len().min(max)]).into_owned()
+    let b = &b[..b.len().min(max)];
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(b).into_owned(),
+    }
 }
 
 fn version_str(v: Option<u8>) -> &'static str {
@@ -616,7 +622,12 @@ fn version_str(v: Option<u8>) -> &'static str {
 
 impl Head {
     fn collect(raw: &[httparse::Header<'_>], stats: &mut Stats) -> Collected {
-        let mut headers = Headers::default();
+        let kept = raw.len().min(MAX_KEPT_HEADERS);
+        let bytes = raw[..kept]
+            .iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum::<usize>();
+        let mut headers = Headers::with_capacity(kept, bytes.min(kept * (256 + MAX_HEADER_VALUE)));
         let mut content_length = None;
         let mut chunked = false;
         for h in raw {
@@ -641,7 +652,10 @@ impl Head {
                     stats.http_headers_dropped += 1;
                 }
                 let name = h.name.as_bytes();
-                headers.push(&name[..name.len().min(256)], &h.value[..h.value.len().min(MAX_HEADER_VALUE)]);
+                headers.push(
+                    &name[..name.len().min(256)],
+                    &h.value[..h.value.len().min(MAX_HEADER_VALUE)],
+                );
             } else {
                 stats.http_headers_dropped += 1;
             }
@@ -788,7 +802,10 @@ fn partial_head(role: Role, buf: &[u8], stats: &mut Stats) -> Option<Head> {
         if let Some(colon) = line.iter().position(|b| *b == b':') {
             if headers.len() < MAX_KEPT_HEADERS {
                 let value = line[colon + 1..].trim_ascii();
-                headers.push(&line[..colon.min(256)], &value[..value.len().min(MAX_HEADER_VALUE)]);
+                headers.push(
+                    &line[..colon.min(256)],
+                    &value[..value.len().min(MAX_HEADER_VALUE)],
+                );
             } else {
                 stats.http_headers_dropped += 1;
             }

@@ -122,9 +122,7 @@ impl<'a> TransactionRecord<'a> {
             response_body_bytes: resp.map(|r| r.body_bytes),
             incomplete: req.is_some_and(|r| r.incomplete) || resp.is_some_and(|r| r.incomplete),
             request_headers: headers.then(|| req.map(|r| &r.headers)).flatten(),
-            response_headers: headers
-                .then(|| resp.map(|r| &r.headers))
-                .flatten(),
+            response_headers: headers.then(|| resp.map(|r| &r.headers)).flatten(),
         }
     }
 }

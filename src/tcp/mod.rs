@@ -133,11 +133,21 @@ pub trait StreamSink {
     fn close(&mut self, conn: Self::Conn, meta: &ConnMeta, ts: Ts);
 }
 
+/// The table key: both endpoints packed as (IPv6 or IPv4-mapped address, port), so
+/// hashing and comparing is a few integer operations.
 #[derive(Hash, PartialEq, Eq, Clone, Copy, Debug)]
 struct FlowKey {
+    lo: (u128, u16),
+    hi: (u128, u16),
     vantage: VantageId,
-    lo: SocketAddr,
-    hi: SocketAddr,
+}
+
+fn endpoint_key(a: &SocketAddr) -> (u128, u16) {
+    let ip = match a.ip() {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)) | (0xffff << 32),
+        IpAddr::V6(v6) => u128::from(v6),
+    };
+    (ip, a.port())
 }
 
 struct Conn<C> {
@@ -223,17 +233,18 @@ impl<C> TcpTable<C> {
         }
         let src = SocketAddr::new(src_ip, seg.src_port);
         let dst = SocketAddr::new(dst_ip, seg.dst_port);
-        let key = if src <= dst {
+        let (a, b) = (endpoint_key(&src), endpoint_key(&dst));
+        let key = if a <= b {
             FlowKey {
                 vantage,
-                lo: src,
-                hi: dst,
+                lo: a,
+                hi: b,
             }
         } else {
             FlowKey {
                 vantage,
-                lo: dst,
-                hi: src,
+                lo: b,
+                hi: a,
             }
         };
         let syn_only = seg.has(TcpSegment::SYN) && !seg.has(TcpSegment::ACK);
