@@ -83,6 +83,9 @@ counters! {
     tcp_segments,
     /// TCP headers cut off or with an impossible data offset.
     tcp_malformed,
+    /// TCP segments whose checksum does not match (only with checksum verification
+    /// on; usually offloading on the capturing host). They are processed all the same.
+    tcp_checksum_mismatch,
     /// TCP connections tracked (each port-reuse generation counts).
     tcp_connections,
     /// Connections picked up without their handshake.

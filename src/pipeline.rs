@@ -67,6 +67,8 @@ pub struct PipelineConfig {
     pub tcp: TcpConfig,
     /// The links sidecar of each input file, by input index.
     pub links: Vec<Option<HostLinks>>,
+    /// Verify TCP checksums (count mismatches; never drop).
+    pub verify_checksums: bool,
 }
 
 /// The whole pipeline from frames to transactions.
@@ -89,7 +91,7 @@ impl Pipeline {
     /// A pipeline with `config`.
     pub fn new(config: PipelineConfig) -> Pipeline {
         Pipeline {
-            decoder: Decoder::new(),
+            decoder: Decoder::new().verify_checksums(config.verify_checksums),
             tcp: TcpTable::new(config.tcp),
             http: HttpAnalyzer::new(),
             stats: Stats::default(),

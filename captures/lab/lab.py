@@ -14,6 +14,7 @@ import fcntl
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -731,7 +732,7 @@ def listening(ns, port):
     return any(l.split()[3].endswith(":%d" % port) for l in r.stdout.splitlines() if len(l.split()) > 3)
 
 
-def captures_up(run_dir):
+def captures_up(run_dir, opts):
     for host, ns in CAPTURE_HOSTS.items():
         start("tcpdump-" + host,
               nsx(ns, ["tcpdump", "-i", "any", "-B", "8192", "-s", "0", "-Z", "root", "-n",
@@ -744,6 +745,22 @@ def captures_up(run_dir):
                        "-b", "16777216"]),
               stdout=os.path.join(run_dir, "conntrack", host + ".events"),
               stderr=os.path.join(run_dir, "conntrack", host + ".err"))
+    if opts.get("pcapng"):
+        # optional: dumpcap per interface (pcapng, interface names in the IDBs);
+        # its internal queue limits raised (-N/-C), 16 MiB kernel buffer per interface
+        for host, ns in CAPTURE_HOSTS.items():
+            ifs = [l["ifname"] for l in json.loads(ipn(ns, "-j", "link").stdout)
+                   if l["ifname"] != "lo"]
+            cmd = ["dumpcap", "-n", "-t", "-s", "0", "-B", "16", "-N", "10000000",
+                   "-C", str(1 << 30), "-w", os.path.join(run_dir, "pcap", host + ".pcapng")]
+            for i in ifs:
+                cmd += ["-i", i]
+            start("dumpcap-" + host, nsx(ns, cmd),
+                  stderr=os.path.join(run_dir, "pcap", host + ".dumpcap.log"))
+        for host in CAPTURE_HOSTS:
+            p = os.path.join(run_dir, "pcap", host + ".dumpcap.log")
+            if not wait_for(lambda: os.path.exists(p) and b"Capturing on" in open(p, "rb").read(), 15):
+                raise RuntimeError("dumpcap on %s did not start" % host)
     # tcpdump prints "listening on any" once it is capturing
     for host in CAPTURE_HOSTS:
         p = os.path.join(run_dir, "pcap", host + ".tcpdump.log")
@@ -766,12 +783,37 @@ def save_links(run_dir, out_dir):
 # --------------------------------------------------------------------------
 # one scenario
 # --------------------------------------------------------------------------
+def output_names():
+    ours = {"truth.jsonl", "connections.jsonl", "scenario.json"}
+    for h in CAPTURE_HOSTS:
+        ours |= {h + ".pcap", h + ".pcap.gz", h + ".links.json", h + ".pcapng", h + ".pcapng.gz"}
+    return ours
+
+
+def publish(src_dir, dst_dir):
+    """Move a finished scenario into dst_dir file by file (rename, or copy+rename
+    across filesystems); remove our stale files there; leave anything else alone."""
+    os.makedirs(dst_dir, exist_ok=True)
+    new = set(os.listdir(src_dir))
+    for f in sorted(new):
+        try:
+            os.replace(os.path.join(src_dir, f), os.path.join(dst_dir, f))
+        except OSError:   # other filesystem: copy next to the target, then rename
+            tmp = os.path.join(dst_dir, "." + f + ".new")
+            shutil.copyfile(os.path.join(src_dir, f), tmp)
+            os.replace(tmp, os.path.join(dst_dir, f))
+    for f in os.listdir(dst_dir):
+        if f in output_names() and f not in new:
+            os.unlink(os.path.join(dst_dir, f))
+
+
 def run_scenario(name, out_dir, extra):
     sc = dict(SCENARIOS[name])
     opts = {"forward_headers": sc.get("forward_headers", True),
             "gw_upstreams": sc.get("gw_upstreams", "own-first"),
             "limit_conn": extra.limit_conn, "userland_proxy": extra.userland_proxy,
-            "no_offload": extra.no_offload, "br_netfilter": not extra.no_br_netfilter}
+            "no_offload": extra.no_offload, "br_netfilter": not extra.no_br_netfilter,
+            "pcapng": extra.pcapng}
     traffic = dict(BASE_TRAFFIC)
     traffic.update(sc.get("traffic", {}))
     if extra.count:
@@ -786,14 +828,11 @@ def run_scenario(name, out_dir, extra):
         shutil.rmtree(run_dir)
     for d in ("pcap", "conntrack", "logs"):
         os.makedirs(os.path.join(run_dir, d))
-    out_dir = os.path.abspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    ours = {"truth.jsonl", "connections.jsonl", "scenario.json"}
-    for h in CAPTURE_HOSTS:
-        ours |= {h + ".pcap", h + ".pcap.gz", h + ".links.json"}
-    for f in os.listdir(out_dir):
-        if f in ours:
-            os.unlink(os.path.join(out_dir, f))
+    # build everything in the (gitignored) run dir, move it into place at the end:
+    # the output dir never holds a half-written scenario
+    final_out = os.path.abspath(out_dir)
+    out_dir = os.path.join(run_dir, "out")
+    os.makedirs(out_dir)
 
     STATE_OBJ.d["run_dir"] = run_dir
     STATE_OBJ.save()
@@ -803,7 +842,7 @@ def run_scenario(name, out_dir, extra):
             "date_utc": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}
     log("topology up")
     topology_up(opts)
-    captures_up(run_dir)
+    captures_up(run_dir, opts)
     log("captures running; starting keepalived and services")
     keepalived_up(run_dir, "A")
     keepalived_up(run_dir, "B")
@@ -868,10 +907,13 @@ def run_scenario(name, out_dir, extra):
     log("traffic done: %s %s" % (summ, open(os.path.join(run_dir, "traffic.err")).read().strip()))
     if gen.returncode not in (0,):
         info["failures"].append("traffic generator exit code %s" % gen.returncode)
-    time.sleep(1.5)   # trailing FIN/ACKs, one more VRRP advert
+    # trailing FIN/ACKs; and at least ~3 s of the master's 1 s adverts in the capture
+    time.sleep(max(1.5, 3.5 - (time.time() - t_vip_a)))
     # stop captures (SIGINT, let tcpdump flush), then snapshot conntrack
     for host in CAPTURE_HOSTS:
         stop_pid(find_proc("tcpdump-" + host), signal.SIGINT, wait=15)
+        if opts.get("pcapng"):
+            stop_pid(find_proc("dumpcap-" + host), signal.SIGINT, wait=15)
     for host in ("router", "A", "B"):
         stop_pid(find_proc("conntrack-" + host), signal.SIGTERM, wait=5)
         r = nsrun(CAPTURE_HOSTS[host], ["conntrack", "-L", "-p", "tcp"], check=False)
@@ -927,6 +969,20 @@ def run_scenario(name, out_dir, extra):
         else:
             st["file"] = host + ".pcap"
         pstats[host] = st
+        if opts.get("pcapng"):
+            src = os.path.join(run_dir, "pcap", host + ".pcapng")
+            dst = os.path.join(out_dir, host + ".pcapng")
+            st2 = scrubmod.scrub_file(src, dst, markers)
+            dlog = open(os.path.join(run_dir, "pcap", host + ".dumpcap.log"), errors="replace").read()
+            st2["dumpcap"] = [l.strip() for l in dlog.splitlines() if "dropped" in l or "captured" in l]
+            if any(re.search(r": \d+/[1-9]\d*", l) for l in st2["dumpcap"]):
+                info["failures"].append("dumpcap %s dropped packets" % host)
+            if not extra.no_gzip:
+                with open(dst, "rb") as fi, gzip.open(dst + ".gz", "wb", compresslevel=9) as fo_:
+                    shutil.copyfileobj(fi, fo_, 1 << 20)
+                os.unlink(dst)
+                st2["file"] = host + ".pcapng.gz"
+            pstats[host + ".pcapng"] = st2
     info.update({
         "t_begin": t_begin, "t_vip_on_a": t_vip_a, "t_traffic_start": t_traffic,
         "t_traffic_end": t_traffic_end, "t_down": t_down,
@@ -938,7 +994,8 @@ def run_scenario(name, out_dir, extra):
         info["failures"].append("%d requests with incomplete truth" % tstats["unresolved"])
     with open(os.path.join(out_dir, "scenario.json"), "w") as f:
         f.write(json.dumps(info, sort_keys=True) + "\n")
-    log("scenario %s done in %.1fs -> %s" % (name, time.time() - t_begin, out_dir))
+    publish(out_dir, final_out)
+    log("scenario %s done in %.1fs -> %s" % (name, time.time() - t_begin, final_out))
     return info
 
 
@@ -960,6 +1017,8 @@ def main():
     rp.add_argument("--limit-conn", action="store_true", help="Nginx limit_conn perip 2 (STACK.md)")
     rp.add_argument("--no-br-netfilter", action="store_true")
     rp.add_argument("--no-gzip", action="store_true")
+    rp.add_argument("--pcapng", action="store_true",
+                    help="also capture with dumpcap per interface: <host>.pcapng (interface names)")
     sub.add_parser("down")
     sub.add_parser("list")
     a = ap.parse_args()

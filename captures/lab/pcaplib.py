@@ -136,3 +136,79 @@ def read_all(path):
     lt = r.linktype
     r.close()
     return lt, [p for p in out if p is not None]
+
+
+# --------------------------------------------------------------------------
+# pcapng (dumpcap's format): enough to walk blocks and rewrite packet bytes
+# --------------------------------------------------------------------------
+PCAPNG_SHB = 0x0A0D0D0A
+PCAPNG_IDB = 1
+PCAPNG_EPB = 6
+
+
+def is_pcapng(path):
+    with open_maybe_gzip(path) as f:
+        return f.read(4) == b"\x0a\x0d\x0d\x0a"
+
+
+def pcapng_blocks(path):
+    """Yield (block_type, raw block bytes, info) for every block.
+    info for IDB: {"linktype", "name"}; for EPB: {"iface", "ts", "data_off", "caplen"}."""
+    f = open_maybe_gzip(path)
+    endian = "<"
+    try:
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return
+            btype = struct.unpack(endian + "I", head[:4])[0]
+            if head[:4] == b"\x0a\x0d\x0d\x0a":
+                bom = f.read(4)
+                endian = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
+                blen = struct.unpack(endian + "I", head[4:8])[0]
+                rest = bom + f.read(blen - 12)
+                btype = PCAPNG_SHB
+            else:
+                blen = struct.unpack(endian + "I", head[4:8])[0]
+                rest = f.read(blen - 8)
+            raw = head + rest
+            if len(raw) < blen or blen < 12:
+                return
+            info = {"endian": endian}
+            if btype == PCAPNG_IDB:
+                info["linktype"] = struct.unpack(endian + "H", raw[8:10])[0]
+                info["name"] = None
+                off = 16
+                while off + 4 <= blen - 4:
+                    code, olen = struct.unpack(endian + "HH", raw[off:off + 4])
+                    if code == 0:
+                        break
+                    if code == 2:
+                        info["name"] = raw[off + 4:off + 4 + olen].decode("utf-8", "replace")
+                    if code == 9 and olen >= 1:
+                        v = raw[off + 4]
+                        info["tsdiv"] = float(2 ** (v & 0x7F)) if v & 0x80 else float(10 ** v)
+                    off += 4 + ((olen + 3) & ~3)
+            elif btype == PCAPNG_EPB:
+                iface, th, tl, caplen, origlen = struct.unpack(endian + "IIIII", raw[8:28])
+                info.update({"iface": iface, "ts_raw": (th << 32) | tl,
+                             "data_off": 28, "caplen": caplen})
+            yield btype, raw, info
+    finally:
+        f.close()
+
+
+def read_pcapng(path):
+    """-> (list of interface dicts, list of Pkt) — Pkt.ifindex is the IDB index."""
+    ifaces, out = [], []
+    for btype, raw, info in pcapng_blocks(path):
+        if btype == PCAPNG_IDB:
+            ifaces.append(info)
+        elif btype == PCAPNG_EPB and info["iface"] < len(ifaces):
+            data = raw[28:28 + info["caplen"]]
+            idb = ifaces[info["iface"]]
+            p = decode(idb["linktype"], info["ts_raw"] / idb.get("tsdiv", 1e6), data)
+            if p is not None:
+                p.ifindex = info["iface"]
+                out.append(p)
+    return ifaces, out

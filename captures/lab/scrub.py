@@ -90,38 +90,104 @@ def scrub_payload(pl, head_k=0):
     return b, n, tail_k
 
 
+class _Scrubber:
+    """Per-capture state: flows whose last segment ended inside a marker line."""
+
+    def __init__(self):
+        self.pending = {}   # flow -> (marker-line bytes at the end of its last segment, next seq)
+        self.replaced = 0
+
+    def frame(self, linktype, ts, data, iface_key=None):
+        p = pcaplib.decode(linktype, ts, data)
+        if p is None or p.payload_len <= 0:
+            return data
+        pl = bytes(data[p.payload_off:p.payload_off + p.payload_len])
+        key = (p.ifindex if iface_key is None else iface_key, p.src, p.sport, p.dst, p.dport)
+        head_k = 0
+        pend = self.pending.pop(key, None)
+        if pend and pend[1] == p.seq:
+            head_k = pend[0]
+        nb, n, tail_k = scrub_payload(pl, head_k)
+        if tail_k:
+            self.pending[key] = (tail_k, (p.seq + p.payload_len) & 0xFFFFFFFF)
+        if not n:
+            return data
+        self.replaced += n
+        return data[:p.payload_off] + bytes(nb) + data[p.payload_off + p.payload_len:]
+
+
 def scrub_file(src, dst, markers=()):
+    """Scrub one capture (pcap, or pcapng from dumpcap; plain or gzip) into dst
+    (uncompressed, same format), then verify dst.  -> stats dict."""
+    if pcaplib.is_pcapng(src):
+        return scrub_pcapng(src, dst, markers)
     r = pcaplib.Reader(src)
     lt = r.linktype
     stats = {"packets": 0, "replaced": 0, "bytes": 0, "linktype": lt}
-    pending = {}   # flow -> (marker-line bytes at the end of its last segment, next seq)
+    sc = _Scrubber()
     with open(dst, "wb") as out:
         out.write(r.header)
         for hdr, ts, data, orig in r:
             stats["packets"] += 1
             stats["bytes"] += len(data)
-            p = pcaplib.decode(lt, ts, data)
-            if p is not None and p.payload_len > 0:
-                pl = bytes(data[p.payload_off:p.payload_off + p.payload_len])
-                key = (p.ifindex, p.src, p.sport, p.dst, p.dport)
-                head_k = 0
-                pend = pending.pop(key, None)
-                if pend and pend[1] == p.seq:
-                    head_k = pend[0]
-                nb, n, tail_k = scrub_payload(pl, head_k)
-                if tail_k:
-                    pending[key] = (tail_k, (p.seq + p.payload_len) & 0xFFFFFFFF)
-                if n:
-                    data = data[:p.payload_off] + bytes(nb) + data[p.payload_off + p.payload_len:]
-                    stats["replaced"] += n
+            data = sc.frame(lt, ts, data)
             out.write(hdr)
             out.write(data)
     r.close()
+    stats["replaced"] = sc.replaced
     left = verify(dst, markers)
     if left:
         raise RuntimeError("scrub %s: marker fragments remain: %s" % (dst, left[:5]))
     stats["verified_clean"] = True
     return stats
+
+
+def scrub_pcapng(src, dst, markers=()):
+    stats = {"packets": 0, "replaced": 0, "bytes": 0, "format": "pcapng", "interfaces": []}
+    sc = _Scrubber()
+    lts = []
+    with open(dst, "wb") as out:
+        for btype, raw, info in pcaplib.pcapng_blocks(src):
+            if btype == pcaplib.PCAPNG_SHB:
+                lts = []
+            elif btype == pcaplib.PCAPNG_IDB:
+                lts.append(info["linktype"])
+                stats["interfaces"].append(info.get("name"))
+            elif btype == pcaplib.PCAPNG_EPB and info["iface"] < len(lts):
+                stats["packets"] += 1
+                c = info["caplen"]
+                data = raw[28:28 + c]
+                stats["bytes"] += c
+                nd = sc.frame(lts[info["iface"]], 0, data, iface_key=info["iface"])
+                if nd is not data:
+                    raw = raw[:28] + nd + raw[28 + c:]
+            out.write(raw)
+    stats["replaced"] = sc.replaced
+    left = verify(dst, markers)
+    if left:
+        raise RuntimeError("scrub %s: marker fragments remain: %s" % (dst, left[:5]))
+    stats["verified_clean"] = True
+    return stats
+
+
+def _frames(path):
+    """(linktype, data) of every packet in a pcap or pcapng file."""
+    if pcaplib.is_pcapng(path):
+        lts = []
+        for btype, raw, info in pcaplib.pcapng_blocks(path):
+            if btype == pcaplib.PCAPNG_SHB:
+                lts = []
+            elif btype == pcaplib.PCAPNG_IDB:
+                lts.append(info["linktype"])
+            elif btype == pcaplib.PCAPNG_EPB and info["iface"] < len(lts):
+                yield lts[info["iface"]], raw[28:28 + info["caplen"]]
+        return
+    r = pcaplib.Reader(path)
+    try:
+        for hdr, ts, data, orig in r:
+            yield r.linktype, data
+    finally:
+        r.close()
 
 
 HEX16 = re.compile(rb"[0-9a-f]{16}")
@@ -133,17 +199,15 @@ def verify(path, markers):
     """Return a list of problems (empty when clean)."""
     mset = set(m.encode() if isinstance(m, str) else m for m in markers)
     problems = []
-    r = pcaplib.Reader(path)
-    lt = r.linktype
-    for i, (hdr, ts, data, orig) in enumerate(r):
+    for i, (lt, data) in enumerate(_frames(path)):
         low = data.lower()
-        if b"lab-trace" in low or b"x-lab-t" in low:
+        if b"lab-trace" in low:
             problems.append((i, "header name"))
             continue
         for m in HEX16.finditer(data):
             if m.group(0) in mset:
                 problems.append((i, "marker value"))
-        p = pcaplib.decode(lt, ts, data)
+        p = pcaplib.decode(lt, 0, data)
         if p is None or not p.payload_len or not mset:
             continue
         pl = data[p.payload_off:p.payload_off + p.payload_len]
@@ -159,7 +223,6 @@ def verify(path, markers):
                 problems.append((i, "marker prefix at segment end"))
         # a tail "X-Lab..." is covered by the header-name check; "X-L"/"X-La"
         # fragments are too short to identify and carry no marker value.
-    r.close()
     return problems
 
 

@@ -16,6 +16,9 @@ use std::sync::Arc;
 
 /// Read buffer per file. Must hold the largest block; 256 KiB snaplens fit many times.
 const BUFFER_CAPACITY: usize = 4 << 20;
+/// The read buffer grows up to this for an oversized block (a hostile length field
+/// cannot make it grow further).
+const MAX_BUFFER_CAPACITY: usize = 256 << 20;
 /// Bytes read up front to recognise the format (and the gzip wrapper).
 const SNIFF_LEN: usize = 64 << 10;
 
@@ -74,11 +77,12 @@ struct FileReader {
     reader: Reader,
     state: FileState,
     pending_consume: usize,
-    /// Timestamp of the packet block at the head of the buffer, not yet taken.
-    head: Option<Ts>,
+    /// The packet block at the head of the buffer, not yet taken.
+    head: Option<Head>,
     done: bool,
     raw_read: Arc<AtomicU64>,
     size: Option<u64>,
+    buffer_size: usize,
 }
 
 /// What a file reader knows besides its byte stream.
@@ -220,6 +224,7 @@ impl FileReader {
             done: false,
             raw_read: count,
             size,
+            buffer_size: BUFFER_CAPACITY,
         })
     }
 
@@ -231,8 +236,8 @@ impl FileReader {
         stats: &mut Stats,
         warnings: &mut Vec<Warning>,
     ) -> Result<Option<Ts>, CaptureError> {
-        if let Some(ts) = self.head {
-            return Ok(Some(ts));
+        if let Some(h) = self.head {
+            return Ok(Some(h.ts));
         }
         loop {
             if self.done {
@@ -247,12 +252,14 @@ impl FileReader {
             let first = self.reader.iter().consumed() == 0;
             let frames = self.state.frames;
             let mut consume = None;
+            let mut block_len = 0;
             let outcome = match self.reader.iter().next() {
                 Ok((offset, block)) => {
                     let step = self.state.on_block(block, interfaces, stats, first);
                     if matches!(step, Step::Again) {
                         consume = Some(offset);
                     }
+                    block_len = offset;
                     step
                 }
                 Err(PcapError::Eof) => Step::End,
@@ -263,10 +270,18 @@ impl FileReader {
                 Err(PcapError::UnexpectedEof) => Step::Stop(format!(
                     "file is cut off in the middle of a record after {frames} frames; read up to the cut"
                 )),
-                Err(PcapError::BufferTooSmall) => Step::Stop(format!(
-                    "a block is larger than the {} MiB read buffer; stopped after {frames} frames",
-                    BUFFER_CAPACITY >> 20
-                )),
+                Err(PcapError::BufferTooSmall) => {
+                    let size = self.buffer_size * 2;
+                    if size <= MAX_BUFFER_CAPACITY && self.reader.iter().grow(size) {
+                        self.buffer_size = size;
+                        Step::Again
+                    } else {
+                        Step::Stop(format!(
+                            "a block is larger than the {} MiB read buffer; stopped after {frames} frames",
+                            MAX_BUFFER_CAPACITY >> 20
+                        ))
+                    }
+                }
                 Err(PcapError::ReadError) => Step::Stop("read error".into()),
                 Err(PcapError::HeaderNotRecognized) => Step::Stop("header not recognised".into()),
                 Err(PcapError::NomError(_, kind)) | Err(PcapError::OwnedNomError(_, kind))
@@ -290,9 +305,17 @@ impl FileReader {
                 });
             }
             match outcome {
-                Step::Packet(ts) => {
-                    self.head = Some(ts);
-                    return Ok(Some(ts));
+                Step::Packet(p) => {
+                    let base = self.reader.iter().data().as_ptr() as usize;
+                    self.head = Some(Head {
+                        ts: p.ts,
+                        start: p.addr - base,
+                        len: p.len,
+                        orig_len: p.orig_len,
+                        iface: p.iface,
+                        block_len,
+                    });
+                    return Ok(Some(p.ts));
                 }
                 Step::Again => {}
                 Step::End => self.done = true,
@@ -314,48 +337,26 @@ impl FileReader {
         }
     }
 
-    /// Hands out the packet block at the head (after [`FileReader::advance`] returned it).
+    /// Hands out the packet block at the head (after [`FileReader::advance`] found
+    /// it), without parsing it again.
     fn take(&mut self) -> Option<Frame<'_>> {
-        let ts = self.head.take()?;
-        self.state.last_ts = ts;
+        let head = self.head.take()?;
+        self.state.last_ts = head.ts;
         self.state.frames += 1;
-        let ifaces = &self.state.ifaces;
-        let (offset, block) = self.reader.iter().next().ok()?;
-        self.pending_consume = offset;
-        match block {
-            PcapBlockOwned::Legacy(b) => {
-                let iface = ifaces[0];
-                Some(Frame {
-                    ts,
-                    iface: iface.id,
-                    link: iface.link,
-                    orig_len: b.origlen,
-                    data: b.data,
-                })
-            }
-            PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
-                let iface = ifaces[epb.if_id as usize];
-                let caplen = (epb.caplen as usize).min(epb.data.len());
-                Some(Frame {
-                    ts,
-                    iface: iface.id,
-                    link: iface.link,
-                    orig_len: epb.origlen,
-                    data: &epb.data[..caplen],
-                })
-            }
-            PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
-                let iface = ifaces[0];
-                Some(Frame {
-                    ts,
-                    iface: iface.id,
-                    link: iface.link,
-                    orig_len: spb.origlen,
-                    data: spb.data,
-                })
-            }
-            _ => None,
-        }
+        self.pending_consume = head.block_len;
+        let iface = *self.state.ifaces.get(head.iface)?;
+        let data = self
+            .reader
+            .iter()
+            .data()
+            .get(head.start..head.start + head.len)?;
+        Some(Frame {
+            ts: head.ts,
+            iface: iface.id,
+            link: iface.link,
+            orig_len: head.orig_len,
+            data,
+        })
     }
 }
 
@@ -414,7 +415,13 @@ impl FileState {
                 } else {
                     i64::from(b.ts_usec)
                 };
-                Step::Packet(Ts::from_parts(i64::from(b.ts_sec), sub))
+                Step::Packet(PacketRef {
+                    ts: Ts::from_parts(i64::from(b.ts_sec), sub),
+                    addr: b.data.as_ptr() as usize,
+                    len: b.data.len(),
+                    orig_len: b.origlen,
+                    iface: 0,
+                })
             }
             PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
                 if shb.major_version != 1 {
@@ -463,14 +470,26 @@ impl FileState {
                     return Step::Again;
                 };
                 let raw = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                Step::Packet(ng_ts(raw, &iface))
+                Step::Packet(PacketRef {
+                    ts: ng_ts(raw, &iface),
+                    addr: epb.data.as_ptr() as usize,
+                    len: (epb.caplen as usize).min(epb.data.len()),
+                    orig_len: epb.origlen,
+                    iface: epb.if_id as usize,
+                })
             }
-            PcapBlockOwned::NG(Block::SimplePacket(_)) => {
+            PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
                 if self.ifaces.is_empty() {
                     return Step::Again;
                 }
                 // Simple packet blocks carry no timestamp: keep the file's order.
-                Step::Packet(self.last_ts)
+                Step::Packet(PacketRef {
+                    ts: self.last_ts,
+                    addr: spb.data.as_ptr() as usize,
+                    len: spb.data.len(),
+                    orig_len: spb.origlen,
+                    iface: 0,
+                })
             }
             PcapBlockOwned::NG(_) => Step::Again,
         }
@@ -518,8 +537,31 @@ fn check_pcapng_version(prefix: &[u8], path: &Path) -> Result<(), CaptureError> 
     Ok(())
 }
 
+/// Where a packet block's data lies, found by the one parse of the block: the data's
+/// address and length (turned into an offset into the reader's buffer once the
+/// block's borrow ends), its interface, and the block's length.
+#[derive(Clone, Copy)]
+struct PacketRef {
+    ts: Ts,
+    addr: usize,
+    len: usize,
+    orig_len: u32,
+    iface: usize,
+}
+
+/// A packet block at the head of the buffer, not yet handed out.
+#[derive(Clone, Copy)]
+struct Head {
+    ts: Ts,
+    start: usize,
+    len: usize,
+    orig_len: u32,
+    iface: usize,
+    block_len: usize,
+}
+
 enum Step {
-    Packet(Ts),
+    Packet(PacketRef),
     Again,
     End,
     Stop(String),

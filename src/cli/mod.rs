@@ -58,6 +58,10 @@ struct PcapArgs {
     /// Close TCP connections idle this many seconds (capture time).
     #[arg(long, default_value_t = 300.0, value_name = "SECS")]
     idle_timeout: f64,
+    /// Verify TCP checksums and count mismatches (segments are used all the same:
+    /// offloads make checksums on Linux captures look wrong).
+    #[arg(long)]
+    verify_checksums: bool,
     /// Never show a progress bar (it is shown only when stderr is a terminal).
     #[arg(long)]
     no_progress: bool,
@@ -109,6 +113,7 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
             ..TcpConfig::default()
         },
         links,
+        verify_checksums: args.verify_checksums,
     };
     let mut pipeline = Pipeline::new(config);
     let out: Box<dyn Write> = match &args.output {

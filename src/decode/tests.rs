@@ -207,3 +207,25 @@ proptest! {
         let _ = decode_one(1, &pkt[..len]);
     }
 }
+
+#[test]
+fn checksum_mismatch_is_counted_not_dropped() {
+    let mut pkt = eth_tcp(b"GET / HTTP/1.1\r\n\r\n");
+    let f = frame(1, &pkt);
+    let mut stats = Stats::default();
+    let mut d = Decoder::new().verify_checksums(true);
+    d.decode(&f, &mut stats, &mut AnomalyLog::default());
+    assert_eq!(stats.tcp_checksum_mismatch, 0);
+    let last = pkt.len() - 1;
+    pkt[last] ^= 0xff;
+    let f = frame(1, &pkt);
+    let out = d.decode(&f, &mut stats, &mut AnomalyLog::default());
+    assert_eq!(stats.tcp_checksum_mismatch, 1);
+    assert!(matches!(
+        out.net,
+        Network::Ip(IpPacket {
+            transport: Transport::Tcp(_),
+            ..
+        })
+    ));
+}
