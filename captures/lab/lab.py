@@ -825,9 +825,16 @@ def run_scenario(name, out_dir, extra):
     t_begin = time.time()
     run_dir = os.path.abspath(extra.run_dir or os.path.join(HERE, "run", name))
     if os.path.isdir(run_dir):
-        shutil.rmtree(run_dir)
+        # only ever delete a directory a previous lab run created
+        if os.path.exists(os.path.join(run_dir, ".ftlab-run")) or \
+                os.path.dirname(run_dir) == os.path.join(HERE, "run"):
+            shutil.rmtree(run_dir)
+        elif os.listdir(run_dir):
+            raise RuntimeError("--run-dir %s exists, is not empty and is not a lab run dir" % run_dir)
     for d in ("pcap", "conntrack", "logs"):
-        os.makedirs(os.path.join(run_dir, d))
+        os.makedirs(os.path.join(run_dir, d), exist_ok=True)
+    with open(os.path.join(run_dir, ".ftlab-run"), "w") as f:
+        f.write("created by captures/lab/lab.py; deleted and recreated by the next run\n")
     # build everything in the (gitignored) run dir, move it into place at the end:
     # the output dir never holds a half-written scenario
     final_out = os.path.abspath(out_dir)
@@ -880,7 +887,8 @@ def run_scenario(name, out_dir, extra):
         time.sleep(sc["failover_after"])
         ka = find_proc("keepalived-a")
         t_kill = time.time()
-        os.kill(ka["pid"], signal.SIGTERM) if proc_alive(ka) else None
+        if proc_alive(ka):
+            os.kill(ka["pid"], signal.SIGTERM)
         t_gone_a = t_on_b = None
         end = time.monotonic() + 15
         while time.monotonic() < end and (t_gone_a is None or t_on_b is None):
