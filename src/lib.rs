@@ -14,6 +14,8 @@
 //!   into a [`tcp::StreamSink`].
 //! - [`http`]: HTTP/1.x transactions parsed from reassembled streams.
 //! - [`pipeline`]: pushes frames through all stages.
+//! - [`correlate`]: joins the transactions of every capture point into request paths
+//!   (NAT, proxies, clocks, the VRRP virtual address).
 //! - [`render`]: text and JSON output.
 //!
 //! A bad packet never stops a run: it becomes a counted anomaly ([`anomaly::Stats`]).
@@ -23,6 +25,7 @@
 
 pub mod anomaly;
 pub mod capture;
+pub mod correlate;
 pub mod decode;
 pub mod error;
 pub mod http;

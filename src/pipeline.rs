@@ -18,6 +18,8 @@ use std::net::IpAddr;
 pub struct Vantage {
     /// The capture file.
     pub file: String,
+    /// Index of the capture file among the inputs.
+    pub file_index: usize,
     /// Interface name: from pcapng, from the links sidecar for an SLL2 index, or
     /// `ifindex N` / `if N` when unknown.
     pub interface: String,
@@ -288,6 +290,7 @@ fn vantage_of(
     };
     vantages.push(Vantage {
         file: desc.file_name.clone(),
+        file_index: desc.file,
         interface,
         ifindex,
     });

@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use flowtrace::anomaly::Stats;
 use flowtrace::capture::FileSource;
+use flowtrace::correlate::{correlate, Input};
 use flowtrace::links::{self, HostLinks};
 use flowtrace::pipeline::{Pipeline, PipelineConfig};
 use flowtrace::render::{Format, Summary, Writer};
@@ -55,6 +56,14 @@ struct PcapArgs {
     /// Include request and response headers in JSON records.
     #[arg(long)]
     headers: bool,
+    /// Print request paths (correlated across captures, NAT, proxies and the VIP)
+    /// instead of per-capture-point transactions.
+    #[arg(long)]
+    paths: bool,
+    /// A capture's clock offset in seconds (subtracted from its timestamps), as
+    /// CAPTURE=SECONDS; overrides the estimate. Repeatable.
+    #[arg(long, value_name = "CAPTURE=SECONDS")]
+    offset: Vec<String>,
     /// Close TCP connections idle this many seconds (capture time).
     #[arg(long, default_value_t = 300.0, value_name = "SECS")]
     idle_timeout: f64,
@@ -101,10 +110,32 @@ fn load_links(args: &PcapArgs) -> Result<Vec<Option<HostLinks>>> {
     Ok(out)
 }
 
+fn parse_offsets(args: &PcapArgs) -> Result<Vec<Option<f64>>> {
+    let mut out = vec![None; args.files.len()];
+    for spec in &args.offset {
+        let (capture, secs) = spec
+            .rsplit_once('=')
+            .with_context(|| format!("--offset {spec}: expected CAPTURE=SECONDS"))?;
+        let secs: f64 = secs
+            .parse()
+            .ok()
+            .filter(|s: &f64| s.is_finite())
+            .with_context(|| format!("--offset {spec}: {secs:?} is not a number of seconds"))?;
+        let index = args
+            .files
+            .iter()
+            .position(|f| f.as_os_str() == capture)
+            .with_context(|| format!("--offset {spec}: {capture} is not one of the captures"))?;
+        out[index] = Some(secs);
+    }
+    Ok(out)
+}
+
 fn pcap(args: PcapArgs) -> Result<ExitCode> {
     if args.idle_timeout.is_nan() || args.idle_timeout <= 0.0 {
         bail!("--idle-timeout must be a positive number of seconds");
     }
+    let offsets = parse_offsets(&args)?;
     let links = load_links(&args)?;
     let mut source = FileSource::open(&args.files)?;
     let config = PipelineConfig {
@@ -112,7 +143,7 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
             idle_timeout_ns: (args.idle_timeout * 1e9) as i64,
             ..TcpConfig::default()
         },
-        links,
+        links: links.clone(),
         verify_checksums: args.verify_checksums,
     };
     let mut pipeline = Pipeline::new(config);
@@ -127,7 +158,11 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
         FormatArg::Json => Format::Json,
         FormatArg::Jsonl => Format::Jsonl,
     };
-    let mut writer = Writer::new(BufWriter::with_capacity(1 << 16, out), format, args.headers)?;
+    let out = BufWriter::with_capacity(1 << 16, out);
+    if args.paths {
+        return paths(args, source, pipeline, out, format, links, offsets);
+    }
+    let mut writer = Writer::new(out, format, args.headers)?;
 
     let progress = if !args.no_progress && io::stderr().is_terminal() {
         let (_, total) = source.progress();
@@ -192,5 +227,87 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
             flowtrace::render::sanitize(&w.message)
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--paths`: keep every transaction, then correlate them into request paths.
+fn paths(
+    args: PcapArgs,
+    mut source: FileSource,
+    mut pipeline: Pipeline,
+    mut out: BufWriter<Box<dyn Write>>,
+    format: Format,
+    links: Vec<Option<HostLinks>>,
+    offsets: Vec<Option<f64>>,
+) -> Result<ExitCode> {
+    let mut stats = Stats::default();
+    let mut transactions = Vec::new();
+    while let Some((frame, interfaces)) = source.next_frame(&mut stats)? {
+        pipeline.push(&frame, interfaces);
+        if pipeline.has_completed() {
+            transactions.extend(pipeline.drain());
+        }
+    }
+    pipeline.finish();
+    transactions.extend(pipeline.drain());
+    let files = source.file_names();
+    let input = Input {
+        transactions: &transactions,
+        vantages: pipeline.vantages(),
+        files: &files,
+        links: &links,
+        vrrp: pipeline.vrrp(),
+        garp: pipeline.gratuitous_arps(),
+        offset_overrides: &offsets,
+    };
+    let report = correlate(&input);
+    let mut all = pipeline.stats();
+    all.merge(&stats);
+    all.files = args.files.len() as u64;
+    let samples = pipeline.anomalies();
+    for w in source.warnings() {
+        eprintln!(
+            "flowtrace: warning: {}: {}",
+            flowtrace::render::sanitize(&w.file),
+            flowtrace::render::sanitize(&w.message)
+        );
+    }
+    match format {
+        Format::Text => {
+            flowtrace::render::paths::write_report(&mut out, &report)?;
+            let nonzero: Vec<String> = all.iter().filter(|(_, v)| *v > 0).map(|(k, v)| format!("{k}={v}")).collect();
+            writeln!(out, "counters: {}", nonzero.join(" "))?;
+        }
+        Format::Json | Format::Jsonl => {
+            let mut doc = serde_json::to_value(&report)?;
+            let map = doc.as_object_mut().expect("report is an object");
+            let path_anomalies = map.remove("anomalies").unwrap_or_default();
+            let mut anomalies = serde_json::to_value(&samples)?;
+            anomalies["paths"] = path_anomalies;
+            map.insert("anomalies".into(), anomalies);
+            map.insert("inputs".into(), serde_json::to_value(&files)?);
+            map.insert("vantages".into(), serde_json::to_value(pipeline.vantages())?);
+            map.insert("warnings".into(), serde_json::to_value(source.warnings())?);
+            map.insert("stats".into(), serde_json::to_value(&all)?);
+            map.insert("vrrp".into(), serde_json::to_value(pipeline.vrrp())?);
+            map.insert("gratuitous_arp".into(), serde_json::to_value(pipeline.gratuitous_arps())?);
+            if format == Format::Json {
+                serde_json::to_writer(&mut out, &doc)?;
+                writeln!(out)?;
+            } else {
+                let paths = map.remove("paths").unwrap_or_default();
+                for p in paths.as_array().into_iter().flatten() {
+                    let mut p = p.clone();
+                    p["type"] = "path".into();
+                    serde_json::to_writer(&mut out, &p)?;
+                    writeln!(out)?;
+                }
+                map.insert("type".into(), "summary".into());
+                serde_json::to_writer(&mut out, &doc)?;
+                writeln!(out)?;
+            }
+        }
+    }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

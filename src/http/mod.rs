@@ -179,6 +179,12 @@ pub struct HttpTransaction {
     pub response: Option<Response>,
     /// Interim (1xx) statuses received before the final response.
     pub interim: Vec<u16>,
+    /// Position of the request on its connection (0 for the first).
+    pub index_in_conn: u32,
+    /// First sequence number of each direction of the connection (client, server).
+    pub conn_seq: [Option<u32>; 2],
+    /// The connection's handshake times at this vantage point.
+    pub handshake: crate::tcp::Handshake,
 }
 
 /// Requests awaiting their response, with the interim statuses received so far.
@@ -192,6 +198,8 @@ pub struct HttpConn {
     swapped: Option<bool>,
     pending: Pending,
     upgraded: bool,
+    /// Transactions emitted on this connection so far.
+    emitted: u32,
 }
 
 /// The HTTP stage: turns stream events into [`HttpTransaction`]s.
@@ -212,10 +220,12 @@ impl HttpAnalyzer {
         HttpAnalyzer::default()
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn emit(
         &mut self,
         meta: &ConnMeta,
         swapped: bool,
+        index_in_conn: &mut u32,
         request: Option<Request>,
         response: Option<Response>,
         interim: Vec<u16>,
@@ -225,6 +235,13 @@ impl HttpAnalyzer {
         } else {
             (meta.client, meta.server)
         };
+        let conn_seq = if swapped {
+            [meta.first_seq[1], meta.first_seq[0]]
+        } else {
+            meta.first_seq
+        };
+        let index = *index_in_conn;
+        *index_in_conn += 1;
         if request.is_some() && response.is_none() {
             self.stats.http_unanswered += 1;
         }
@@ -241,6 +258,9 @@ impl HttpAnalyzer {
             request,
             response,
             interim,
+            index_in_conn: index,
+            conn_seq,
+            handshake: meta.handshake,
         });
         self.next_id += 1;
     }
@@ -253,7 +273,7 @@ impl HttpAnalyzer {
                     self.stats.http_requests += 1;
                     if conn.pending.len() >= MAX_PENDING_REQUESTS {
                         let (old, interim) = conn.pending.pop_front().expect("non-empty");
-                        self.emit(meta, swapped, Some(old), None, interim);
+                        self.emit(meta, swapped, &mut conn.emitted, Some(old), None, interim);
                     }
                     conn.pending.push_back((req, Vec::new()));
                 }
@@ -283,7 +303,7 @@ impl HttpAnalyzer {
                     };
                     let connect_ok = req.as_ref().is_some_and(|r| r.method == "CONNECT")
                         && (200..300).contains(&resp.status);
-                    self.emit(meta, swapped, req, Some(resp), interim);
+                    self.emit(meta, swapped, &mut conn.emitted, req, Some(resp), interim);
                     if upgrade || connect_ok {
                         self.stats.http_upgrades += 1;
                         conn.upgraded = true;
@@ -309,6 +329,7 @@ impl StreamSink for HttpAnalyzer {
             swapped: None,
             pending: VecDeque::new(),
             upgraded: false,
+            emitted: 0,
         }
     }
 
@@ -380,7 +401,7 @@ impl StreamSink for HttpAnalyzer {
         }
         let swapped = conn.swapped.unwrap_or(false);
         while let Some((req, interim)) = conn.pending.pop_front() {
-            self.emit(meta, swapped, Some(req), None, interim);
+            self.emit(meta, swapped, &mut conn.emitted, Some(req), None, interim);
         }
     }
 }

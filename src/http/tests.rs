@@ -11,6 +11,7 @@ fn meta() -> ConnMeta {
         last_ts: Ts(0),
         syn_seen: true,
         handshake: Handshake::default(),
+        first_seq: [None; 2],
     }
 }
 

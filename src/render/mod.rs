@@ -25,6 +25,8 @@
 //! "transaction"` as it completes, then one `"type": "summary"` line holding the other
 //! top-level keys.
 
+pub mod paths;
+
 use crate::anomaly::{AnomalyLog, Stats};
 use crate::capture::Warning;
 use crate::error::RenderError;

@@ -79,10 +79,14 @@ pub struct ConnMeta {
     pub syn_seen: bool,
     /// SYN → SYN-ACK → ACK times, when seen.
     pub handshake: Handshake,
+    /// First sequence number seen in each direction (indexed by [`Dir`]); the ISN when
+    /// the SYN was seen. NAT leaves sequence numbers alone, so this pair names the
+    /// connection at every capture point it crosses.
+    pub first_seq: [Option<u32>; 2],
 }
 
 /// Handshake timestamps.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Handshake {
     /// SYN.
     pub syn: Option<Ts>,
@@ -278,6 +282,7 @@ impl<C> TcpTable<C> {
                 last_ts: ts,
                 syn_seen: seg.has(TcpSegment::SYN),
                 handshake: Handshake::default(),
+                first_seq: [None; 2],
             };
             self.next_id += 1;
             stats.tcp_connections += 1;
@@ -303,6 +308,13 @@ impl<C> TcpTable<C> {
             Dir::ToClient
         };
         conn.meta.last_ts = ts;
+        let first = &mut conn.meta.first_seq[dir as usize];
+        if seg.has(TcpSegment::SYN) || first.is_none() {
+            // A SYN's sequence number (the ISN) wins over anything seen before it.
+            if first.is_none() || seg.has(TcpSegment::SYN) {
+                *first = Some(seg.seq);
+            }
+        }
         let hs = &mut conn.meta.handshake;
         match (dir, seg.has(TcpSegment::SYN), seg.has(TcpSegment::ACK)) {
             (Dir::ToServer, true, false) => {

@@ -1,0 +1,1183 @@
+//! Request paths: the HTTP exchanges of every capture point joined into one tree per
+//! client request.
+//!
+//! 1. **Clocks.** Each capture file gets an offset, estimated from connections whose
+//!    handshake two captures saw: with `a` the SYN's and `b` the SYN-ACK's time
+//!    difference between the captures, `(a + b) / 2` is the offset whichever side is
+//!    nearer the client (path delays cancel when they are symmetric). The median over
+//!    connections is used; `--offset` overrides.
+//! 2. **Same exchange, several capture points.** NAT rewrites addresses and ports but
+//!    not TCP sequence numbers, so the first sequence numbers of both directions name a
+//!    connection wherever it is seen; with the request's position on the connection
+//!    they name an exchange. Its views, in time order, show each translation (`nat`
+//!    hops).
+//! 3. **Proxy hops.** An exchange `U` is a candidate child of `G` when `U`'s client (as
+//!    first seen) is `G`'s server (as last seen), `U` starts after `G`'s request and
+//!    ends before `G`'s response, and the method is the same. Candidates are weighed by
+//!    every signal there is (URI, X-Forwarded-For / X-Real-IP / X-Forwarded-Port,
+//!    header values that propagate unchanged and are rare, status, body sizes, and how
+//!    tightly the times nest) and assigned globally ([`assign`]).
+//! 4. **VIP.** VRRP advert runs give which router held each virtual address when; a
+//!    path whose first server address is a VIP names the holder at that time.
+
+mod assign;
+
+use crate::capture::Warning;
+use crate::http::HttpTransaction;
+use crate::links::HostLinks;
+use crate::pipeline::{GratuitousArp, Vantage, VrrpRun};
+use crate::time::Ts;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+/// What correlation reads.
+pub struct Input<'a> {
+    /// Every transaction of the run.
+    pub transactions: &'a [HttpTransaction],
+    /// Capture points.
+    pub vantages: &'a [Vantage],
+    /// Capture files, in input order.
+    pub files: &'a [String],
+    /// Links sidecar per file.
+    pub links: &'a [Option<HostLinks>],
+    /// VRRP advert runs.
+    pub vrrp: &'a [VrrpRun],
+    /// Gratuitous ARPs.
+    pub garp: &'a [GratuitousArp],
+    /// Offsets given by the user (seconds to subtract), per file.
+    pub offset_overrides: &'a [Option<f64>],
+}
+
+/// A capture point as named in paths.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct CaptureRef {
+    /// Capture file.
+    pub file: String,
+    /// Interface.
+    pub interface: String,
+}
+
+/// One view of an exchange: where it was seen and with which addresses.
+#[derive(Clone, Debug, Serialize)]
+pub struct Seen {
+    /// Capture point.
+    pub capture: CaptureRef,
+    /// Client as on the wire there.
+    pub client: SocketAddr,
+    /// Server as on the wire there.
+    pub server: SocketAddr,
+    /// First request byte there (clock-corrected).
+    pub request_ts: Ts,
+}
+
+/// A hop of a path.
+#[derive(Clone, Debug, Serialize)]
+pub struct Hop {
+    /// Id within the path.
+    pub id: usize,
+    /// Parent hop id (null for the first).
+    pub parent: Option<usize>,
+    /// `http` or `nat`.
+    pub kind: &'static str,
+    /// `http`: client as sent (at `capture`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<SocketAddr>,
+    /// `http`: server as addressed (at `capture`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<SocketAddr>,
+    /// Where `client` and `server` were seen (the capture point nearest the client).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureRef>,
+    /// Host of the server side (the capture file's host name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Role of the server side: gateway, load_balancer, proxy, backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Software named by the server's headers (Kong, nginx, Python, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    /// Method.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// URI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Final status (null when none was seen).
+    pub status: Option<u16>,
+    /// First request byte at the server's side (clock-corrected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_ts: Option<Ts>,
+    /// Last response byte at the server's side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_ts: Option<Ts>,
+    /// `response_ts - request_ts`, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// Latency not spent in child hops, milliseconds (where this hop lost its time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub self_ms: Option<f64>,
+    /// How sure the link to the parent is (0..1; 1 for NAT views of one connection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// Why the link to the parent was made.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
+    /// Every capture point that saw this exchange.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub seen_at: Vec<Seen>,
+    /// `nat`: SNAT, DNAT or SNAT+DNAT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub translation: Option<&'static str>,
+    /// `nat`: addresses before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<Endpoints>,
+    /// `nat`: addresses after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<Endpoints>,
+    /// `nat`: where the addresses before were seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_before: Option<CaptureRef>,
+    /// `nat`: where the addresses after were seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_after: Option<CaptureRef>,
+    /// `nat`: when the translated request was first seen after the translation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ts: Option<Ts>,
+}
+
+/// Client and server of a connection.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Client.
+    pub client: SocketAddr,
+    /// Server.
+    pub server: SocketAddr,
+}
+
+/// One client request's way through the stack.
+#[derive(Clone, Debug, Serialize)]
+pub struct RequestPath {
+    /// Id within the run.
+    pub id: usize,
+    /// `complete` (reached a backend, answered), `partial`, or `failed` (no response,
+    /// or 5xx, to the client).
+    pub status: &'static str,
+    /// First request byte at the client's side.
+    pub start_ts: Ts,
+    /// Last response byte at the client's side (or the last thing seen).
+    pub end_ts: Ts,
+    /// The VIP the client addressed, and which host held it then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vip: Option<VipUse>,
+    /// Hops, parents before children.
+    pub hops: Vec<Hop>,
+}
+
+/// A path's use of a virtual address.
+#[derive(Clone, Debug, Serialize)]
+pub struct VipUse {
+    /// The virtual address.
+    pub address: IpAddr,
+    /// The host holding it when the request arrived (from VRRP), if known.
+    pub holder: Option<String>,
+}
+
+/// A period during which one router held a virtual address.
+#[derive(Clone, Debug, Serialize)]
+pub struct VipHolding {
+    /// Virtual address.
+    pub vip: IpAddr,
+    /// Virtual router id.
+    pub vrid: u8,
+    /// Host holding it (by the advert's source address), or the source address.
+    pub holder: String,
+    /// The advert's source address.
+    pub holder_ip: IpAddr,
+    /// Advertised priority.
+    pub priority: u8,
+    /// First advert.
+    pub from: Ts,
+    /// Last advert.
+    pub to: Ts,
+    /// Adverts seen.
+    pub adverts: u64,
+}
+
+/// The VIP moving from one holder to another.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failover {
+    /// Virtual address.
+    pub vip: IpAddr,
+    /// Previous holder.
+    pub from: String,
+    /// New holder.
+    pub to: String,
+    /// Last advert of the previous holder.
+    pub last_advert_before: Ts,
+    /// First advert (or gratuitous ARP) of the new holder.
+    pub first_sign_after: Ts,
+    /// Paths that failed between 5 s before and 5 s after, with why.
+    pub failed_paths: Vec<FailedPath>,
+}
+
+/// A path that failed near a failover.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailedPath {
+    /// Path id.
+    pub path: usize,
+    /// When it started.
+    pub start_ts: Ts,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// A capture's clock offset.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClockOffset {
+    /// Capture file.
+    pub capture: String,
+    /// Seconds this capture's clock is ahead of the reference (subtracted from its
+    /// timestamps).
+    pub offset_s: f64,
+    /// Uncertainty (seconds): the estimates' spread around the median.
+    pub uncertainty_s: f64,
+    /// Connections the estimate rests on.
+    pub samples: usize,
+    /// `reference`, `exchanges` (estimated from exchanges both captures saw),
+    /// `override` or `none` (nothing shared with an estimated capture).
+    pub method: &'static str,
+}
+
+/// One row of the address book (the seed's name/IP/MAC tables).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AddressEntry {
+    /// Name: host and interface, or role and host for addresses only seen as peers.
+    pub name: String,
+    /// Address.
+    pub ip: IpAddr,
+    /// MAC, when known.
+    pub mac: Option<String>,
+    /// Host (capture) it belongs to or was seen behind.
+    pub host: String,
+    /// Interface, when known.
+    pub interface: Option<String>,
+    /// Role inferred from traffic, if any.
+    pub role: Option<String>,
+}
+
+/// Latency figures of one hop role.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoleLatency {
+    /// Role.
+    pub role: String,
+    /// Hops.
+    pub count: usize,
+    /// Median, ms.
+    pub p50_ms: f64,
+    /// 90th percentile, ms.
+    pub p90_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Maximum, ms.
+    pub max_ms: f64,
+}
+
+/// Totals.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct PathSummary {
+    /// Paths.
+    pub paths: usize,
+    /// Complete paths.
+    pub complete: usize,
+    /// Partial paths.
+    pub partial: usize,
+    /// Failed paths.
+    pub failed: usize,
+    /// Latency per role of the server side.
+    pub latency_by_role: Vec<RoleLatency>,
+    /// The slowest paths: (id, milliseconds).
+    pub slowest: Vec<(usize, f64)>,
+}
+
+/// Everything correlation produces.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// One per client request.
+    pub paths: Vec<RequestPath>,
+    /// Which host held each VIP when.
+    pub vip_timeline: Vec<VipHolding>,
+    /// VIP moves.
+    pub failovers: Vec<Failover>,
+    /// Capture clock offsets.
+    pub clock_offsets: Vec<ClockOffset>,
+    /// Names, addresses, MACs, roles.
+    pub address_book: Vec<AddressEntry>,
+    /// Things that look wrong in the paths.
+    pub anomalies: Vec<String>,
+    /// Totals and latency figures.
+    pub summary: PathSummary,
+}
+
+/// One view of an exchange, internal.
+#[derive(Clone, Copy)]
+struct View {
+    tx: usize,
+    file: usize,
+    vantage: usize,
+    client: SocketAddr,
+    server: SocketAddr,
+    req: Ts,
+    req_end: Ts,
+    resp: Option<Ts>,
+    resp_end: Option<Ts>,
+}
+
+/// An exchange: one request/response on one connection, seen at one or more points.
+struct Exchange {
+    views: Vec<View>,
+    parent: Option<(usize, f64, Vec<String>)>,
+    children: Vec<usize>,
+}
+
+impl Exchange {
+    fn new(view: View) -> Exchange {
+        Exchange {
+            views: vec![view],
+            parent: None,
+            children: Vec::new(),
+        }
+    }
+    fn first(&self) -> &View {
+        &self.views[0]
+    }
+    fn last(&self) -> &View {
+        self.views.last().expect("an exchange has a view")
+    }
+}
+
+/// Host name of a capture file: its name without directories and capture extensions.
+pub fn host_of(file: &str) -> String {
+    let name = file.rsplit('/').next().unwrap_or(file);
+    let mut stem = name;
+    for suffix in [".gz", ".pcapng", ".pcap", ".cap"] {
+        stem = stem.strip_suffix(suffix).unwrap_or(stem);
+    }
+    stem.to_string()
+}
+
+fn ms(ns: i64) -> f64 {
+    (ns as f64 / 1e3).round() / 1e3
+}
+
+/// Builds the report.
+pub fn correlate(input: &Input<'_>) -> Report {
+    // Exchanges: views grouped by (first sequence numbers, position on the
+    // connection). A view that saw only the client's direction (a bridge device that
+    // shows the request after DNAT and the response before it, say) joins by the
+    // client's sequence number alone.
+    let mut by_key: FxHashMap<(u32, u32, u32), usize> = FxHashMap::default();
+    let mut by_client: FxHashMap<(u32, u32), usize> = FxHashMap::default();
+    let mut exchanges: Vec<Exchange> = Vec::new();
+    let mut one_sided: Vec<(usize, (u32, u32))> = Vec::new();
+    for (i, t) in input.transactions.iter().enumerate() {
+        let Some(req) = &t.request else { continue };
+        let v = &input.vantages[t.vantage as usize];
+        let view = View {
+            tx: i,
+            file: v.file_index,
+            vantage: t.vantage as usize,
+            client: t.client,
+            server: t.server,
+            req: req.first_ts,
+            req_end: req.last_ts,
+            resp: t.response.as_ref().map(|r| r.first_ts),
+            resp_end: t.response.as_ref().map(|r| r.last_ts),
+        };
+        match t.conn_seq {
+            [Some(c), Some(s)] => {
+                let key = (c, s, t.index_in_conn);
+                match by_key.get(&key) {
+                    Some(&e) => exchanges[e].views.push(view),
+                    None => {
+                        by_key.insert(key, exchanges.len());
+                        by_client.entry((c, t.index_in_conn)).or_insert(exchanges.len());
+                        exchanges.push(Exchange::new(view));
+                    }
+                }
+            }
+            [Some(c), None] if t.response.is_none() => one_sided.push((i, (c, t.index_in_conn))),
+            _ => exchanges.push(Exchange::new(view)),
+        }
+    }
+    for (i, key) in one_sided {
+        let t = &input.transactions[i];
+        let req = t.request.as_ref().expect("kept only requests");
+        let view = View {
+            tx: i,
+            file: input.vantages[t.vantage as usize].file_index,
+            vantage: t.vantage as usize,
+            client: t.client,
+            server: t.server,
+            req: req.first_ts,
+            req_end: req.last_ts,
+            resp: None,
+            resp_end: None,
+        };
+        match by_client.get(&key) {
+            Some(&e) => exchanges[e].views.push(view),
+            None => exchanges.push(Exchange::new(view)),
+        }
+    }
+
+    let offsets = estimate_offsets(input, &exchanges);
+    let shift: Vec<i64> = offsets.iter().map(|o| (o.offset_s * 1e9).round() as i64).collect();
+    for e in &mut exchanges {
+        for v in &mut e.views {
+            let d = shift.get(v.file).copied().unwrap_or(0);
+            v.req = Ts(v.req.0 - d);
+            v.req_end = Ts(v.req_end.0 - d);
+            v.resp = v.resp.map(|t| Ts(t.0 - d));
+            v.resp_end = v.resp_end.map(|t| Ts(t.0 - d));
+        }
+        e.views.sort_by_key(|v| (v.req, v.vantage));
+    }
+
+    link_proxies(input, &mut exchanges);
+
+    let timeline = vip_timeline(input);
+    let mut anomalies = Vec::new();
+    let mut paths = Vec::new();
+    let mut roots: Vec<usize> = (0..exchanges.len()).filter(|&e| exchanges[e].parent.is_none()).collect();
+    roots.sort_by_key(|&e| (exchanges[e].first().req, e));
+    for root in roots {
+        let path = build_path(input, &exchanges, root, paths.len(), &timeline, &mut anomalies);
+        paths.push(path);
+    }
+    let failovers = failovers(input, &timeline, &paths);
+    let address_book = address_book(input, &paths);
+    let summary = summarize(&paths);
+    Report {
+        paths,
+        vip_timeline: timeline,
+        failovers,
+        clock_offsets: offsets,
+        address_book,
+        anomalies,
+        summary,
+    }
+}
+
+/// Per-file clock offsets (see the module doc): from exchanges seen in two captures,
+/// with `a` the difference of the request's first byte and `b` of the response's
+/// first byte. (The handshake is not used: a NAT delays a connection's first packet
+/// while it sets up its state, which makes the SYN's way slower than the SYN-ACK's.)
+fn estimate_offsets(input: &Input<'_>, exchanges: &[Exchange]) -> Vec<ClockOffset> {
+    let n = input.files.len();
+    let mut pair: BTreeMap<(usize, usize), Vec<f64>> = BTreeMap::new();
+    for e in exchanges {
+        // Per file, the view that saw the request first (nearest the client there).
+        let mut per_file: Vec<Option<(Ts, Ts)>> = vec![None; n];
+        for v in &e.views {
+            let Some(resp) = v.resp else { continue };
+            let slot = &mut per_file[v.file];
+            if slot.is_none_or(|(req, _)| v.req < req) {
+                *slot = Some((v.req, resp));
+            }
+        }
+        for x in 0..n {
+            for y in (x + 1)..n {
+                if let (Some((qx, rx)), Some((qy, ry))) = (per_file[x], per_file[y]) {
+                    let a = (qy.0 - qx.0) as f64;
+                    let b = (ry.0 - rx.0) as f64;
+                    pair.entry((x, y)).or_default().push((a + b) / 2e9);
+                }
+            }
+        }
+    }
+    // Breadth-first from the reference (file 0, or the first without an override).
+    let mut out: Vec<Option<ClockOffset>> = vec![None; n];
+    for (f, o) in input.offset_overrides.iter().enumerate().take(n) {
+        if let Some(secs) = o {
+            out[f] = Some(ClockOffset {
+                capture: input.files[f].clone(),
+                offset_s: *secs,
+                uncertainty_s: 0.0,
+                samples: 0,
+                method: "override",
+            });
+        }
+    }
+    if n > 0 && out.iter().all(|o| o.is_none()) {
+        out[0] = Some(ClockOffset {
+            capture: input.files[0].clone(),
+            offset_s: 0.0,
+            uncertainty_s: 0.0,
+            samples: 0,
+            method: "reference",
+        });
+    }
+    loop {
+        let mut progressed = false;
+        for y in 0..n {
+            if out[y].is_some() {
+                continue;
+            }
+            // The known file with the most shared connections.
+            let best = (0..n)
+                .filter_map(|x| {
+                    let known = out[x].as_ref()?;
+                    let (key, sign) = if x < y { ((x, y), 1.0) } else { ((y, x), -1.0) };
+                    let est = pair.get(&key)?;
+                    Some((est.len(), known.offset_s, sign, est))
+                })
+                .max_by_key(|(len, ..)| *len);
+            if let Some((_, base, sign, est)) = best {
+                let mut v: Vec<f64> = est.iter().map(|e| e * sign).collect();
+                v.sort_by(f64::total_cmp);
+                let median = v[v.len() / 2];
+                let mut dev: Vec<f64> = v.iter().map(|e| (e - median).abs()).collect();
+                dev.sort_by(f64::total_cmp);
+                let mad = dev[dev.len() / 2] * 1.4826;
+                out[y] = Some(ClockOffset {
+                    capture: input.files[y].clone(),
+                    offset_s: base + median,
+                    uncertainty_s: mad / (v.len() as f64).sqrt(),
+                    samples: v.len(),
+                    method: "exchanges",
+                });
+                progressed = true;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(f, o)| {
+            o.unwrap_or(ClockOffset {
+                capture: input.files[f].clone(),
+                offset_s: 0.0,
+                uncertainty_s: f64::NAN.min(0.0),
+                samples: 0,
+                method: "none",
+            })
+        })
+        .collect()
+}
+
+/// Headers that every request carries or that proxies rewrite: no evidence of identity.
+const NOT_EVIDENCE: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "content-length",
+    "transfer-encoding",
+    "accept",
+    "accept-encoding",
+    "user-agent",
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "via",
+    "content-type",
+];
+
+/// Pairs proxies' upstream exchanges with the inbound exchanges that caused them.
+fn link_proxies(input: &Input<'_>, exchanges: &mut [Exchange]) {
+    let txs = input.transactions;
+    // How often each (name, value) of a request occurs: rare ones are evidence.
+    let mut freq: FxHashMap<(String, &str), u32> = FxHashMap::default();
+    for e in exchanges.iter() {
+        if let Some(r) = &txs[e.first().tx].request {
+            for (n, v) in r.headers.iter() {
+                *freq.entry((n.to_ascii_lowercase(), v)).or_default() += 1;
+            }
+        }
+    }
+    // Inbound exchanges by the server address where they arrive.
+    let mut inbound: FxHashMap<IpAddr, Vec<usize>> = FxHashMap::default();
+    for (i, e) in exchanges.iter().enumerate() {
+        inbound.entry(e.last().server.ip()).or_default().push(i);
+    }
+    for list in inbound.values_mut() {
+        list.sort_by_key(|&i| exchanges[i].last().req);
+    }
+    let tolerance = 200_000; // 0.2 ms of capture-clock jitter between interfaces
+    let mut candidates: Vec<Vec<(usize, f64)>> = vec![Vec::new(); exchanges.len()];
+    let mut evidence: FxHashMap<(usize, usize), Vec<String>> = FxHashMap::default();
+    for (u, ue) in exchanges.iter().enumerate() {
+        let uf = ue.first();
+        let Some(list) = inbound.get(&uf.client.ip()) else { continue };
+        let Some(ureq) = &txs[uf.tx].request else { continue };
+        let uresp = txs[uf.tx].response.as_ref();
+        // Inbound exchanges that started before this one.
+        let end = list.partition_point(|&g| exchanges[g].last().req.0 <= uf.req.0 + tolerance);
+        for &g in list[..end].iter().rev() {
+            if g == u {
+                continue;
+            }
+            let gl = exchanges[g].last();
+            if uf.req.0 - gl.req.0 > 120_000_000_000 {
+                break; // nothing waits two minutes for an upstream
+            }
+            let Some(greq) = &txs[gl.tx].request else { continue };
+            if greq.method != ureq.method {
+                continue;
+            }
+            // The upstream must end before the inbound response does.
+            let nested = match (uf.resp_end, gl.resp_end) {
+                (Some(ue_end), Some(ge_end)) => ue_end.0 <= ge_end.0 + tolerance,
+                (None, Some(ge_end)) => uf.req.0 <= ge_end.0,
+                (_, None) => true,
+            };
+            if !nested {
+                continue;
+            }
+            let mut score = 10.0;
+            let mut why = Vec::new();
+            if greq.uri == ureq.uri {
+                score += 3.0;
+                why.push("same method and URI".to_string());
+            }
+            let gclient = gl.client.ip().to_string();
+            if let Some(xff) = ureq.header("x-forwarded-for") {
+                if xff.split(',').any(|a| a.trim() == gclient) {
+                    score += 5.0;
+                    why.push(format!("X-Forwarded-For names {gclient}"));
+                }
+            }
+            if ureq.header("x-real-ip") == Some(gclient.as_str()) {
+                score += 3.0;
+                why.push(format!("X-Real-IP is {gclient}"));
+            }
+            if let Some(port) = ureq.header("x-forwarded-port") {
+                let ports = [gl.server.port(), exchanges[g].first().server.port()];
+                if ports.iter().any(|p| p.to_string() == port) {
+                    score += 1.0;
+                    why.push(format!("X-Forwarded-Port {port}"));
+                }
+            }
+            for (n, v) in greq.headers.iter() {
+                let lower = n.to_ascii_lowercase();
+                if NOT_EVIDENCE.contains(&lower.as_str()) {
+                    continue;
+                }
+                if ureq.headers.get(n) == Some(v) && freq.get(&(lower, v)).copied().unwrap_or(0) <= 4 {
+                    score += 4.0;
+                    why.push(format!("{n} propagated unchanged"));
+                }
+            }
+            if greq.body_bytes > 0 && greq.body_bytes == ureq.body_bytes {
+                score += 1.0;
+                why.push(format!("same request body size ({} B)", greq.body_bytes));
+            }
+            let gresp = txs[gl.tx].response.as_ref();
+            if let (Some(a), Some(b)) = (gresp, uresp) {
+                if a.status == b.status {
+                    score += 1.0;
+                }
+                if a.body_bytes == b.body_bytes && a.body_bytes > 0 {
+                    score += 1.0;
+                    why.push(format!("same response body size ({} B)", a.body_bytes));
+                }
+            }
+            // Nesting: the tighter, the likelier (2 points per ms of slack).
+            let start_gap = (uf.req.0 - gl.req_end.0).max(0);
+            let end_gap = match (uf.resp_end, gl.resp_end) {
+                (Some(a), Some(b)) => (b.0 - a.0).max(0),
+                _ => 0,
+            };
+            score -= 2.0 * (start_gap as f64 / 1e6) + 1.0 * (end_gap as f64 / 1e6);
+            why.push(format!(
+                "starts {:.3} ms after the inbound request, ends {:.3} ms before its response",
+                start_gap as f64 / 1e6,
+                end_gap as f64 / 1e6
+            ));
+            candidates[u].push((g, score.max(0.01)));
+            evidence.insert((u, g), why);
+        }
+    }
+    let assigned = assign::assign(&candidates, exchanges.len());
+    let mut taken: Vec<bool> = vec![false; exchanges.len()];
+    for (u, g) in assigned.iter().enumerate() {
+        if let Some(g) = *g {
+            taken[g] = true;
+            let w = candidates[u].iter().find(|c| c.0 == g).map(|c| c.1).unwrap_or(0.0);
+            let runner_up = candidates[u]
+                .iter()
+                .filter(|c| c.0 != g)
+                .map(|c| c.1)
+                .fold(0.0f64, f64::max);
+            let confidence = if runner_up == 0.0 {
+                0.99
+            } else {
+                (1.0 - (-(w - runner_up).max(0.0) / 3.0).exp()).clamp(0.0, 0.99)
+            };
+            let why = evidence.remove(&(u, g)).unwrap_or_default();
+            exchanges[u].parent = Some((g, (confidence * 100.0).round() / 100.0, why));
+            exchanges[g].children.push(u);
+        }
+    }
+    // Retries: an upstream left over whose best candidate already has a child that
+    // ended (failed) before it started.
+    for (u, g) in assigned.iter().enumerate() {
+        if g.is_some() {
+            continue;
+        }
+        let best = candidates[u]
+            .iter()
+            .filter(|(g, _)| {
+                exchanges[*g].children.iter().all(|&c| {
+                    let cv = exchanges[c].first();
+                    cv.resp_end.unwrap_or(cv.req_end).0 <= exchanges[u].first().req.0
+                })
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some(&(g, _)) = best {
+            let mut why = evidence.remove(&(u, g)).unwrap_or_default();
+            why.push("retry after an earlier upstream attempt".into());
+            exchanges[u].parent = Some((g, 0.5, why));
+            exchanges[g].children.push(u);
+        }
+    }
+    for e in exchanges.iter_mut() {
+        e.children.sort_unstable();
+    }
+}
+
+fn product_and_role(t: &HttpTransaction, has_children: bool, is_root: bool) -> (Option<String>, &'static str) {
+    let resp = t.response.as_ref();
+    let header = |n: &str| resp.and_then(|r| r.header(n)).unwrap_or("");
+    let via = header("via").to_ascii_lowercase();
+    let server = header("server");
+    let kong = via.contains("kong") || resp.is_some_and(|r| r.headers.iter().any(|(n, _)| n.to_ascii_lowercase().starts_with("x-kong-")));
+    let product = if kong {
+        Some("Kong".to_string())
+    } else if server.is_empty() {
+        None
+    } else {
+        Some(server.split('/').next().unwrap_or(server).to_string())
+    };
+    let role = if kong {
+        "gateway"
+    } else if has_children {
+        if is_root {
+            "gateway"
+        } else {
+            "load_balancer"
+        }
+    } else {
+        let s = server.to_ascii_lowercase();
+        if s.contains("nginx") || s.contains("kong") || s.contains("haproxy") || s.contains("envoy") {
+            "proxy"
+        } else {
+            "backend"
+        }
+    };
+    let product = match product.as_deref() {
+        Some(p) if p.starts_with("BaseHTTP") || p.starts_with("SimpleHTTP") => Some("Python".into()),
+        _ => product,
+    };
+    (product, role)
+}
+
+fn capture_ref(input: &Input<'_>, vantage: usize) -> CaptureRef {
+    let v = &input.vantages[vantage];
+    CaptureRef {
+        file: v.file.clone(),
+        interface: v.interface.clone(),
+    }
+}
+
+fn build_path(
+    input: &Input<'_>,
+    exchanges: &[Exchange],
+    root: usize,
+    id: usize,
+    timeline: &[VipHolding],
+    anomalies: &mut Vec<String>,
+) -> RequestPath {
+    let txs = input.transactions;
+    let mut hops: Vec<Hop> = Vec::new();
+    let mut stack: Vec<(usize, Option<usize>)> = vec![(root, None)];
+    let mut complete = true;
+    while let Some((e, parent)) = stack.pop() {
+        let ex = &exchanges[e];
+        let first = ex.first();
+        let last = ex.last();
+        let t = &txs[last.tx];
+        let req = t.request.as_ref();
+        let (product, role) = product_and_role(&txs[first.tx], !ex.children.is_empty(), parent.is_none());
+        if ex.children.is_empty() && role != "backend" {
+            complete = false;
+        }
+        if t.response.is_none() {
+            complete = false;
+        }
+        let resp_end = last.resp_end;
+        let latency = resp_end.map(|r| r.0 - last.req.0);
+        let child_time: i64 = ex
+            .children
+            .iter()
+            .filter_map(|&c| {
+                let cv = exchanges[c].first();
+                Some(cv.resp_end?.0 - cv.req.0)
+            })
+            .sum();
+        let (confidence, evidence) = match &ex.parent {
+            Some((_, c, why)) => (Some(*c), why.clone()),
+            None => (None, Vec::new()),
+        };
+        let hop_id = hops.len();
+        hops.push(Hop {
+            id: hop_id,
+            parent,
+            kind: "http",
+            client: Some(first.client),
+            server: Some(first.server),
+            capture: Some(capture_ref(input, first.vantage)),
+            host: Some(host_of(&input.files[last.file])),
+            role: Some(role.to_string()),
+            product,
+            method: req.map(|r| r.method.clone()),
+            uri: req.map(|r| r.uri.clone()),
+            status: t.response.as_ref().map(|r| r.status),
+            request_ts: Some(last.req),
+            response_ts: resp_end,
+            latency_ms: latency.map(ms),
+            self_ms: latency.map(|l| ms((l - child_time).max(0))),
+            confidence,
+            evidence,
+            seen_at: ex
+                .views
+                .iter()
+                .map(|v| Seen {
+                    capture: capture_ref(input, v.vantage),
+                    client: v.client,
+                    server: v.server,
+                    request_ts: v.req,
+                })
+                .collect(),
+            translation: None,
+            before: None,
+            after: None,
+            capture_before: None,
+            capture_after: None,
+            ts: None,
+        });
+        // Translations between consecutive views with different addresses.
+        let mut prev = first;
+        for v in &ex.views[1..] {
+            if (v.client, v.server) != (prev.client, prev.server) {
+                let kind = match (v.client != prev.client, v.server != prev.server) {
+                    (true, true) => "SNAT+DNAT",
+                    (true, false) => "SNAT",
+                    _ => "DNAT",
+                };
+                let nat_id = hops.len();
+                hops.push(Hop {
+                    id: nat_id,
+                    parent: Some(hop_id),
+                    kind: "nat",
+                    client: None,
+                    server: None,
+                    capture: None,
+                    host: Some(host_of(&input.files[v.file])),
+                    role: None,
+                    product: None,
+                    method: None,
+                    uri: None,
+                    status: None,
+                    request_ts: None,
+                    response_ts: None,
+                    latency_ms: None,
+                    self_ms: None,
+                    confidence: Some(1.0),
+                    evidence: vec!["same TCP sequence numbers on both sides".into()],
+                    seen_at: Vec::new(),
+                    translation: Some(kind),
+                    before: Some(Endpoints {
+                        client: prev.client,
+                        server: prev.server,
+                    }),
+                    after: Some(Endpoints {
+                        client: v.client,
+                        server: v.server,
+                    }),
+                    capture_before: Some(capture_ref(input, prev.vantage)),
+                    capture_after: Some(capture_ref(input, v.vantage)),
+                    ts: Some(v.req),
+                });
+            }
+            prev = v;
+        }
+        for &c in ex.children.iter().rev() {
+            stack.push((c, Some(hop_id)));
+        }
+    }
+    let rex = &exchanges[root];
+    let rfirst = rex.first();
+    let rt = &txs[rfirst.tx];
+    let status = match rt.response.as_ref().map(|r| r.status) {
+        None => "failed",
+        Some(s) if s >= 500 => "failed",
+        Some(_) if complete => "complete",
+        Some(_) => "partial",
+    };
+    let start = rfirst.req;
+    let end = rfirst.resp_end.unwrap_or(rfirst.req_end);
+    let vip = timeline
+        .iter()
+        .any(|h| h.vip == rfirst.server.ip())
+        .then(|| VipUse {
+            address: rfirst.server.ip(),
+            holder: holder_at(timeline, rfirst.server.ip(), start),
+        });
+    if status == "failed" {
+        anomalies.push(format!(
+            "path {id}: {} {} from {} failed ({})",
+            rt.request.as_ref().map(|r| r.method.as_str()).unwrap_or("-"),
+            rt.request.as_ref().map(|r| r.uri.as_str()).unwrap_or("-"),
+            rfirst.client,
+            failure_reason(rt)
+        ));
+    }
+    RequestPath {
+        id,
+        status,
+        start_ts: start,
+        end_ts: end,
+        vip,
+        hops,
+    }
+}
+
+fn failure_reason(t: &HttpTransaction) -> String {
+    match &t.response {
+        None => "no response".into(),
+        Some(r) => format!("status {}", r.status),
+    }
+}
+
+/// The host holding `vip` at `ts`: the latest holding that started by then.
+fn holder_at(timeline: &[VipHolding], vip: IpAddr, ts: Ts) -> Option<String> {
+    timeline
+        .iter()
+        .filter(|h| h.vip == vip && h.from <= ts && h.priority > 0)
+        .max_by_key(|h| h.from)
+        .map(|h| h.holder.clone())
+}
+
+/// Which host owns `ip`, by the links sidecars.
+fn host_owning(input: &Input<'_>, ip: IpAddr) -> Option<String> {
+    input.links.iter().enumerate().find_map(|(f, l)| {
+        l.as_ref()?
+            .links
+            .iter()
+            .any(|link| link.addresses.contains(&ip))
+            .then(|| host_of(&input.files[f]))
+    })
+}
+
+fn vip_timeline(input: &Input<'_>) -> Vec<VipHolding> {
+    let mut out: Vec<VipHolding> = Vec::new();
+    let mut runs: Vec<&VrrpRun> = input.vrrp.iter().collect();
+    runs.sort_by_key(|r| r.first_ts);
+    for r in runs {
+        for vip in &r.addresses {
+            // The same advert seen by several captures extends one holding.
+            if let Some(h) = out.iter_mut().rev().find(|h| h.vip == *vip && h.vrid == r.vrid) {
+                if h.holder_ip == r.source && h.priority == r.priority && r.first_ts.0 <= h.to.0 + 3_000_000_000 {
+                    h.to = h.to.max(r.last_ts);
+                    h.adverts += r.adverts;
+                    continue;
+                }
+            }
+            out.push(VipHolding {
+                vip: *vip,
+                vrid: r.vrid,
+                holder: host_owning(input, r.source).unwrap_or_else(|| r.source.to_string()),
+                holder_ip: r.source,
+                priority: r.priority,
+                from: r.first_ts,
+                to: r.last_ts,
+                adverts: r.adverts,
+            });
+        }
+    }
+    out
+}
+
+fn failovers(input: &Input<'_>, timeline: &[VipHolding], paths: &[RequestPath]) -> Vec<Failover> {
+    let mut out = Vec::new();
+    let mut vips: Vec<IpAddr> = timeline.iter().map(|h| h.vip).collect();
+    vips.sort();
+    vips.dedup();
+    for vip in vips {
+        let holdings: Vec<&VipHolding> = timeline.iter().filter(|h| h.vip == vip && h.priority > 0).collect();
+        for w in holdings.windows(2) {
+            if w[0].holder == w[1].holder {
+                continue;
+            }
+            // A gratuitous ARP for the VIP can be the first sign of the new holder.
+            let garp = input
+                .garp
+                .iter()
+                .filter(|g| g.ip == vip && g.ts > w[0].to)
+                .map(|g| g.ts)
+                .min();
+            let first_sign = garp.map_or(w[1].from, |g| g.min(w[1].from));
+            let window = (w[0].to.0 - 5_000_000_000, first_sign.0 + 5_000_000_000);
+            let failed_paths = paths
+                .iter()
+                .filter(|p| p.status == "failed" && p.start_ts.0 >= window.0 && p.start_ts.0 <= window.1)
+                .map(|p| FailedPath {
+                    path: p.id,
+                    start_ts: p.start_ts,
+                    reason: match p.hops.first().and_then(|h| h.status) {
+                        None => "no response (connection reset or timed out)".into(),
+                        Some(s) => format!("status {s}"),
+                    },
+                })
+                .collect();
+            out.push(Failover {
+                vip,
+                from: w[0].holder.clone(),
+                to: w[1].holder.clone(),
+                last_advert_before: w[0].to,
+                first_sign_after: first_sign,
+                failed_paths,
+            });
+        }
+    }
+    out
+}
+
+fn address_book(input: &Input<'_>, paths: &[RequestPath]) -> Vec<AddressEntry> {
+    let mut roles: BTreeMap<IpAddr, (String, String)> = BTreeMap::new();
+    for p in paths {
+        for h in &p.hops {
+            if let (Some(role), Some(seen)) = (&h.role, h.seen_at.last()) {
+                roles
+                    .entry(seen.server.ip())
+                    .or_insert_with(|| (role.clone(), h.host.clone().unwrap_or_default()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut known = std::collections::BTreeSet::new();
+    for (f, l) in input.links.iter().enumerate() {
+        let Some(l) = l else { continue };
+        let host = host_of(&input.files[f]);
+        for link in &l.links {
+            for ip in &link.addresses {
+                if ip.is_loopback() {
+                    continue;
+                }
+                known.insert(*ip);
+                out.push(AddressEntry {
+                    name: format!("{host} {}", link.ifname),
+                    ip: *ip,
+                    mac: link.mac.clone(),
+                    host: host.clone(),
+                    interface: Some(link.ifname.clone()),
+                    role: roles.get(ip).map(|r| r.0.clone()),
+                });
+            }
+        }
+    }
+    for (ip, (role, host)) in roles {
+        if !known.contains(&ip) {
+            out.push(AddressEntry {
+                name: format!("{role} on {host}"),
+                ip,
+                mac: None,
+                host,
+                interface: None,
+                role: Some(role),
+            });
+        }
+    }
+    out.sort();
+    out
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn summarize(paths: &[RequestPath]) -> PathSummary {
+    let mut by_role: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for p in paths {
+        for h in &p.hops {
+            if let (Some(role), Some(l)) = (&h.role, h.latency_ms) {
+                by_role.entry(role.clone()).or_default().push(l);
+            }
+        }
+    }
+    let latency_by_role = by_role
+        .into_iter()
+        .map(|(role, mut v)| {
+            v.sort_by(f64::total_cmp);
+            RoleLatency {
+                role,
+                count: v.len(),
+                p50_ms: percentile(&v, 0.5),
+                p90_ms: percentile(&v, 0.9),
+                p99_ms: percentile(&v, 0.99),
+                max_ms: *v.last().unwrap_or(&0.0),
+            }
+        })
+        .collect();
+    let mut slowest: Vec<(usize, f64)> = paths
+        .iter()
+        .map(|p| (p.id, ms(p.end_ts.0 - p.start_ts.0)))
+        .collect();
+    slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
+    slowest.truncate(5);
+    PathSummary {
+        paths: paths.len(),
+        complete: paths.iter().filter(|p| p.status == "complete").count(),
+        partial: paths.iter().filter(|p| p.status == "partial").count(),
+        failed: paths.iter().filter(|p| p.status == "failed").count(),
+        latency_by_role,
+        slowest,
+    }
+}
+
+/// Files whose reading ended early also weaken paths; kept with the report's inputs.
+pub fn warnings_note(warnings: &[Warning]) -> Vec<String> {
+    warnings.iter().map(|w| format!("{}: {}", w.file, w.message)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_from_files() {
+        assert_eq!(host_of("captures/x/A.pcap.gz"), "A");
+        assert_eq!(host_of("router.pcapng"), "router");
+        assert_eq!(host_of("dump"), "dump");
+    }
+
+    #[test]
+    fn percentiles() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(percentile(&v, 0.5), 3.0);
+        assert_eq!(percentile(&v, 0.99), 5.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+}
