@@ -32,6 +32,7 @@ pub mod http;
 pub mod links;
 pub mod pipeline;
 pub mod render;
+pub mod score;
 pub mod tcp;
 pub mod time;
 

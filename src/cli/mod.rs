@@ -64,6 +64,10 @@ struct PcapArgs {
     /// CAPTURE=SECONDS; overrides the estimate. Repeatable.
     #[arg(long, value_name = "CAPTURE=SECONDS")]
     offset: Vec<String>,
+    /// Score the paths against a lab ground truth (truth.jsonl) and print precision
+    /// and recall instead of the paths (implies --paths).
+    #[arg(long, value_name = "FILE")]
+    truth: Option<PathBuf>,
     /// Close TCP connections idle this many seconds (capture time).
     #[arg(long, default_value_t = 300.0, value_name = "SECS")]
     idle_timeout: f64,
@@ -159,7 +163,7 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
         FormatArg::Jsonl => Format::Jsonl,
     };
     let out = BufWriter::with_capacity(1 << 16, out);
-    if args.paths {
+    if args.paths || args.truth.is_some() {
         return paths(args, source, pipeline, out, format, links, offsets);
     }
     let mut writer = Writer::new(out, format, args.headers)?;
@@ -271,6 +275,35 @@ fn paths(
             flowtrace::render::sanitize(&w.file),
             flowtrace::render::sanitize(&w.message)
         );
+    }
+    if let Some(truth) = &args.truth {
+        let text = std::fs::read_to_string(truth).with_context(|| format!("cannot read {}", truth.display()))?;
+        let scored = flowtrace::score::score(&report, &text).with_context(|| truth.display().to_string())?;
+        if format == Format::Text {
+            let line = |name: &str, s: &flowtrace::score::Score| {
+                format!(
+                    "{name:18} precision {:7.3} %  recall {:7.3} %  ({} right of {} produced, {} expected)",
+                    s.precision * 100.0,
+                    s.recall * 100.0,
+                    s.correct,
+                    s.produced,
+                    s.expected
+                )
+            };
+            writeln!(out, "{} truth requests, {} paths", scored.truth_requests, scored.paths)?;
+            writeln!(out, "{}", line("whole paths", &scored.paths_exact))?;
+            for (k, v) in &scored.links {
+                writeln!(out, "{}", line(k, v))?;
+            }
+            for m in &scored.mistakes {
+                writeln!(out, "  {m}")?;
+            }
+        } else {
+            serde_json::to_writer(&mut out, &scored)?;
+            writeln!(out)?;
+        }
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
     }
     match format {
         Format::Text => {

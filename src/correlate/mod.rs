@@ -569,16 +569,14 @@ fn estimate_offsets(input: &Input<'_>, exchanges: &[Exchange]) -> Vec<ClockOffse
         .collect()
 }
 
-/// Headers that every request carries or that proxies rewrite: no evidence of identity.
+/// Headers that say nothing about which request is which: hop-by-hop ones, and ones
+/// proxies rewrite (forwarding headers are weighed on their own).
 const NOT_EVIDENCE: &[&str] = &[
     "host",
     "connection",
     "keep-alive",
-    "content-length",
     "transfer-encoding",
-    "accept",
-    "accept-encoding",
-    "user-agent",
+    "te",
     "x-forwarded-for",
     "x-real-ip",
     "x-forwarded-proto",
@@ -587,19 +585,58 @@ const NOT_EVIDENCE: &[&str] = &[
     "x-forwarded-path",
     "x-forwarded-prefix",
     "via",
-    "content-type",
 ];
+
+/// How often each value occurs over all exchanges, so a shared value weighs by its
+/// information: `log2(exchanges / occurrences)` bits (a unique URI says much, `/`
+/// little, a User-Agent every request carries nothing).
+#[derive(Default)]
+struct Rarity {
+    total: f64,
+    counts: FxHashMap<(u8, String, String), u32>,
+}
+
+impl Rarity {
+    const URI: u8 = 0;
+    const REQUEST: u8 = 1;
+    const RESPONSE: u8 = 2;
+    const BODY: u8 = 3;
+
+    fn add(&mut self, kind: u8, name: &str, value: &str) {
+        *self.counts.entry((kind, name.to_ascii_lowercase(), value.to_string())).or_default() += 1;
+    }
+
+    fn bits(&self, kind: u8, name: &str, value: &str) -> f64 {
+        let n = self
+            .counts
+            .get(&(kind, name.to_ascii_lowercase(), value.to_string()))
+            .copied()
+            .unwrap_or(1)
+            .max(1);
+        (self.total / f64::from(n)).log2().clamp(0.0, 12.0)
+    }
+}
 
 /// Pairs proxies' upstream exchanges with the inbound exchanges that caused them.
 fn link_proxies(input: &Input<'_>, exchanges: &mut [Exchange]) {
     let txs = input.transactions;
-    // How often each (name, value) of a request occurs: rare ones are evidence.
-    let mut freq: FxHashMap<(String, &str), u32> = FxHashMap::default();
+    let mut rarity = Rarity {
+        total: exchanges.len().max(1) as f64,
+        ..Rarity::default()
+    };
     for e in exchanges.iter() {
-        if let Some(r) = &txs[e.first().tx].request {
+        let t = &txs[e.first().tx];
+        if let Some(r) = &t.request {
+            rarity.add(Rarity::URI, "", &r.uri);
             for (n, v) in r.headers.iter() {
-                *freq.entry((n.to_ascii_lowercase(), v)).or_default() += 1;
+                rarity.add(Rarity::REQUEST, n, v);
             }
+        }
+        if let Some(r) = &t.response {
+            for (n, v) in r.headers.iter() {
+                rarity.add(Rarity::RESPONSE, n, v);
+            }
+            rarity.add(Rarity::BODY, "", &r.body_bytes.to_string());
         }
     }
     // Inbound exchanges by the server address where they arrive.
@@ -617,7 +654,8 @@ fn link_proxies(input: &Input<'_>, exchanges: &mut [Exchange]) {
         let uf = ue.first();
         let Some(list) = inbound.get(&uf.client.ip()) else { continue };
         let Some(ureq) = &txs[uf.tx].request else { continue };
-        let uresp = txs[uf.tx].response.as_ref();
+        let uresp = txs[ue.last().tx].response.as_ref().or(txs[uf.tx].response.as_ref());
+        let userver = ue.last().server.to_string();
         // Inbound exchanges that started before this one.
         let end = list.partition_point(|&g| exchanges[g].last().req.0 <= uf.req.0 + tolerance);
         for &g in list[..end].iter().rev() {
@@ -644,58 +682,80 @@ fn link_proxies(input: &Input<'_>, exchanges: &mut [Exchange]) {
             let mut score = 10.0;
             let mut why = Vec::new();
             if greq.uri == ureq.uri {
-                score += 3.0;
-                why.push("same method and URI".to_string());
+                let bits = rarity.bits(Rarity::URI, "", &ureq.uri);
+                score += 1.0 + bits;
+                why.push(format!("same method and URI ({bits:.1} bits)"));
             }
             let gclient = gl.client.ip().to_string();
             if let Some(xff) = ureq.header("x-forwarded-for") {
                 if xff.split(',').any(|a| a.trim() == gclient) {
-                    score += 5.0;
+                    score += 2.0;
                     why.push(format!("X-Forwarded-For names {gclient}"));
+                } else {
+                    score -= 10.0;
                 }
             }
-            if ureq.header("x-real-ip") == Some(gclient.as_str()) {
-                score += 3.0;
-                why.push(format!("X-Real-IP is {gclient}"));
-            }
-            if let Some(port) = ureq.header("x-forwarded-port") {
-                let ports = [gl.server.port(), exchanges[g].first().server.port()];
-                if ports.iter().any(|p| p.to_string() == port) {
+            if let Some(real) = ureq.header("x-real-ip") {
+                if real == gclient {
                     score += 1.0;
-                    why.push(format!("X-Forwarded-Port {port}"));
+                    why.push(format!("X-Real-IP is {gclient}"));
+                } else {
+                    score -= 10.0;
                 }
             }
-            for (n, v) in greq.headers.iter() {
+            for (n, v) in ureq.headers.iter() {
                 let lower = n.to_ascii_lowercase();
-                if NOT_EVIDENCE.contains(&lower.as_str()) {
+                if NOT_EVIDENCE.contains(&lower.as_str()) || greq.headers.get(n) != Some(v) {
                     continue;
                 }
-                if ureq.headers.get(n) == Some(v) && freq.get(&(lower, v)).copied().unwrap_or(0) <= 4 {
-                    score += 4.0;
-                    why.push(format!("{n} propagated unchanged"));
+                let bits = rarity.bits(Rarity::REQUEST, n, v);
+                if bits >= 1.0 {
+                    score += bits;
+                    why.push(format!("request header {n} propagated ({bits:.1} bits)"));
                 }
-            }
-            if greq.body_bytes > 0 && greq.body_bytes == ureq.body_bytes {
-                score += 1.0;
-                why.push(format!("same request body size ({} B)", greq.body_bytes));
             }
             let gresp = txs[gl.tx].response.as_ref();
             if let (Some(a), Some(b)) = (gresp, uresp) {
                 if a.status == b.status {
                     score += 1.0;
+                } else if !(502..=504).contains(&a.status) {
+                    score -= 3.0;
                 }
-                if a.body_bytes == b.body_bytes && a.body_bytes > 0 {
-                    score += 1.0;
-                    why.push(format!("same response body size ({} B)", a.body_bytes));
+                if a.body_bytes == b.body_bytes {
+                    let bits = rarity.bits(Rarity::BODY, "", &a.body_bytes.to_string());
+                    score += bits;
+                    if bits >= 1.0 {
+                        why.push(format!("same response body size ({} B)", a.body_bytes));
+                    }
+                }
+                for (n, v) in b.headers.iter() {
+                    let lower = n.to_ascii_lowercase();
+                    if NOT_EVIDENCE.contains(&lower.as_str()) || a.headers.get(n) != Some(v) {
+                        continue;
+                    }
+                    let bits = rarity.bits(Rarity::RESPONSE, n, v);
+                    if bits >= 1.0 {
+                        score += bits;
+                        why.push(format!("response header {n} propagated ({bits:.1} bits)"));
+                    }
+                }
+                // A header of the inbound response naming the upstream's address
+                // (Nginx's Backend-Server: $upstream_addr, and the like).
+                if let Some((n, v)) = a.headers.iter().find(|(_, v)| v.contains(userver.as_str())) {
+                    let bits = rarity.bits(Rarity::RESPONSE, n, v).max(1.0);
+                    score += 2.0 + bits;
+                    why.push(format!("response header {n} names the upstream {userver}"));
+                } else if a.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("backend-server")) {
+                    score -= 5.0;
                 }
             }
-            // Nesting: the tighter, the likelier (2 points per ms of slack).
+            // Nesting: the tighter, the likelier (a point per ms of slack each side).
             let start_gap = (uf.req.0 - gl.req_end.0).max(0);
-            let end_gap = match (uf.resp_end, gl.resp_end) {
+            let end_gap = match (uf.resp_end, gl.resp) {
                 (Some(a), Some(b)) => (b.0 - a.0).max(0),
                 _ => 0,
             };
-            score -= 2.0 * (start_gap as f64 / 1e6) + 1.0 * (end_gap as f64 / 1e6);
+            score -= start_gap as f64 / 1e6 + end_gap as f64 / 1e6;
             why.push(format!(
                 "starts {:.3} ms after the inbound request, ends {:.3} ms before its response",
                 start_gap as f64 / 1e6,
