@@ -4,25 +4,30 @@
 //! upstream requests with the inbound requests that caused them: all candidates are
 //! weighed together, so one ambiguous pair cannot take another's only match.
 
-/// Bids raise prices by at least this; the result is within `bidders * EPSILON` of
-/// the optimum.
-const EPSILON: f64 = 1e-4;
+/// Bids raise prices by at least epsilon; the result is within `bidders * epsilon`
+/// of the optimum. (Epsilon scaling with prices kept between phases does not mix
+/// with bidders that may stay unassigned: later phases priced them out.)
+const EPSILON: f64 = 0.01;
 
 /// `candidates[b]` lists `(object, weight)` for bidder `b`; weights must be positive
 /// (a bidder may also stay unassigned, worth 0). Returns the object of each bidder.
 pub fn assign(candidates: &[Vec<(usize, f64)>], objects: usize) -> Vec<Option<usize>> {
     let mut price = vec![0.0f64; objects];
-    let mut owner: Vec<Option<usize>> = vec![None; objects];
+    auction(candidates, &mut price, EPSILON)
+}
+
+fn auction(candidates: &[Vec<(usize, f64)>], price: &mut [f64], epsilon: f64) -> Vec<Option<usize>> {
+    let mut owner: Vec<Option<usize>> = vec![None; price.len()];
     let mut assigned: Vec<Option<usize>> = vec![None; candidates.len()];
     let mut queue: Vec<usize> = (0..candidates.len()).rev().collect();
-    // Bounded: each round raises a price by at least EPSILON and prices cannot exceed
+    // Bounded: each round raises a price by at least epsilon and prices cannot exceed
     // the largest weight, so this ends; the cap guards against float surprises.
     let max_weight = candidates
         .iter()
         .flatten()
         .map(|c| c.1)
         .fold(0.0f64, f64::max);
-    let mut rounds_left = (candidates.len() + 1) * ((max_weight / EPSILON) as usize + 2);
+    let mut rounds_left = (candidates.len() + 1) * ((max_weight / epsilon) as usize + 2);
     while let Some(b) = queue.pop() {
         if rounds_left == 0 {
             break;
@@ -40,7 +45,7 @@ pub fn assign(candidates: &[Vec<(usize, f64)>], objects: usize) -> Vec<Option<us
             }
         }
         let Some(o) = best else { continue };
-        price[o] += best_value - second + EPSILON;
+        price[o] += best_value - second + epsilon;
         if let Some(prev) = owner[o].replace(b) {
             assigned[prev] = None;
             queue.push(prev);
