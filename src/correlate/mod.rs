@@ -337,6 +337,9 @@ struct View {
     /// connection (a proxy connects as soon as it has read the inbound request), the
     /// first request byte otherwise.
     start: Ts,
+    /// TTL of the client's packets here: routers lower it, so it orders views across
+    /// captures whatever the clocks say.
+    ttl: u8,
 }
 
 /// An exchange: one request/response on one connection, seen at one or more points.
@@ -400,6 +403,7 @@ pub fn correlate(input: &Input<'_>) -> Report {
             resp: t.response.as_ref().map(|r| r.first_ts),
             resp_end: t.response.as_ref().map(|r| r.last_ts),
             start: start_of(t, req.first_ts),
+            ttl: t.conn_ttl[0].unwrap_or(0),
         };
         match t.conn_seq {
             [Some(c), Some(s)] => {
@@ -431,6 +435,7 @@ pub fn correlate(input: &Input<'_>) -> Report {
             resp: None,
             resp_end: None,
             start: start_of(t, req.first_ts),
+            ttl: t.conn_ttl[0].unwrap_or(0),
         };
         match by_client.get(&key) {
             Some(&e) => exchanges[e].views.push(view),
@@ -449,7 +454,9 @@ pub fn correlate(input: &Input<'_>) -> Report {
             v.resp_end = v.resp_end.map(|t| Ts(t.0 - d));
             v.start = Ts(v.start.0 - d);
         }
-        e.views.sort_by_key(|v| (v.req, v.vantage));
+        // Nearest the client first: highest TTL (a router between two captures
+        // lowered it), then time (clocks corrected; within one capture, one clock).
+        e.views.sort_by_key(|v| (std::cmp::Reverse(v.ttl), v.req, v.vantage));
     }
 
     link_proxies(input, &mut exchanges);

@@ -100,6 +100,9 @@ pub struct TcpSegment<'a> {
     pub payload: &'a [u8],
     /// Payload bytes on the wire that the capture does not hold (snaplen).
     pub missing: u32,
+    /// The IP TTL or hop limit it was captured with (routers lower it on the way, so
+    /// it orders the capture points of one packet).
+    pub ttl: u8,
 }
 
 impl TcpSegment<'_> {
@@ -383,6 +386,7 @@ impl Decoder {
                     src,
                     dst,
                     ipv6: false,
+                    ttl: h.ttl(),
                     wire_payload: cut_by_snaplen.then_some(wire_payload),
                 };
                 return self.finish_ip(
@@ -417,6 +421,7 @@ impl Decoder {
                     src: IpAddr::V6(h.source_addr()),
                     dst: IpAddr::V6(h.destination_addr()),
                     ipv6: true,
+                    ttl: h.hop_limit(),
                     wire_payload: cut_by_snaplen.then_some(wire_payload),
                 };
                 let hop = h.hop_limit();
@@ -480,6 +485,7 @@ impl Decoder {
                 src,
                 dst,
                 ipv6: false,
+                ttl: ip[8],
                 wire_payload: None,
             };
             if !checksum_ok(&tcp, &ctx) {
@@ -502,7 +508,7 @@ impl Decoder {
                 dst,
                 ip_id: u16::from_be_bytes([ip[4], ip[5]]),
                 ttl: ip[8],
-                transport: Transport::Tcp(segment(&tcp, None)),
+                transport: Transport::Tcp(segment(&tcp, None, ip[8])),
             }),
         })
     }
@@ -548,7 +554,7 @@ impl Decoder {
                 if self.verify_checksums && ctx.wire_payload.is_none() && !checksum_ok(tcp, &ctx) {
                     stats.tcp_checksum_mismatch += 1;
                 }
-                Transport::Tcp(segment(tcp, ctx.wire_payload))
+                Transport::Tcp(segment(tcp, ctx.wire_payload, ttl))
             }
             Some(TransportSlice::Udp(udp)) => {
                 stats.udp += 1;
@@ -628,6 +634,7 @@ struct IpCtx {
     src: IpAddr,
     dst: IpAddr,
     ipv6: bool,
+    ttl: u8,
     /// Payload length on the wire when the snaplen cut the frame.
     wire_payload: Option<usize>,
 }
@@ -641,7 +648,7 @@ fn checksum_ok(tcp: &TcpSlice<'_>, ctx: &IpCtx) -> bool {
     computed.is_ok_and(|c| c == tcp.checksum())
 }
 
-fn segment<'a>(tcp: &TcpSlice<'a>, wire_payload: Option<usize>) -> TcpSegment<'a> {
+fn segment<'a>(tcp: &TcpSlice<'a>, wire_payload: Option<usize>, ttl: u8) -> TcpSegment<'a> {
     let header = tcp.header_slice();
     let payload = tcp.payload();
     let missing = wire_payload
@@ -656,6 +663,7 @@ fn segment<'a>(tcp: &TcpSlice<'a>, wire_payload: Option<usize>) -> TcpSegment<'a
         window: tcp.window_size(),
         payload,
         missing: missing.min(u32::MAX as usize) as u32,
+        ttl,
     }
 }
 
@@ -671,7 +679,7 @@ fn transport_of<'a>(
         IpNumber::TCP => match TcpSlice::from_slice(payload) {
             Ok(tcp) => {
                 stats.tcp_segments += 1;
-                Transport::Tcp(segment(&tcp, ctx.wire_payload))
+                Transport::Tcp(segment(&tcp, ctx.wire_payload, ctx.ttl))
             }
             Err(_) => {
                 stats.tcp_malformed += 1;

@@ -185,6 +185,8 @@ pub struct HttpTransaction {
     pub conn_seq: [Option<u32>; 2],
     /// The connection's handshake times at this vantage point.
     pub handshake: crate::tcp::Handshake,
+    /// TTL of the connection's first segment from the client, and from the server.
+    pub conn_ttl: [Option<u8>; 2],
 }
 
 /// Requests awaiting their response, with the interim statuses received so far.
@@ -235,10 +237,13 @@ impl HttpAnalyzer {
         } else {
             (meta.client, meta.server)
         };
-        let conn_seq = if swapped {
-            [meta.first_seq[1], meta.first_seq[0]]
+        let (conn_seq, conn_ttl) = if swapped {
+            (
+                [meta.first_seq[1], meta.first_seq[0]],
+                [meta.first_ttl[1], meta.first_ttl[0]],
+            )
         } else {
-            meta.first_seq
+            (meta.first_seq, meta.first_ttl)
         };
         let index = *index_in_conn;
         *index_in_conn += 1;
@@ -260,6 +265,7 @@ impl HttpAnalyzer {
             interim,
             index_in_conn: index,
             conn_seq,
+            conn_ttl,
             handshake: meta.handshake,
         });
         self.next_id += 1;

@@ -12,6 +12,7 @@ fn meta() -> ConnMeta {
         syn_seen: true,
         handshake: Handshake::default(),
         first_seq: [None; 2],
+        first_ttl: [None; 2],
     }
 }
 

@@ -83,6 +83,8 @@ pub struct ConnMeta {
     /// the SYN was seen. NAT leaves sequence numbers alone, so this pair names the
     /// connection at every capture point it crosses.
     pub first_seq: [Option<u32>; 2],
+    /// TTL of the first segment seen in each direction.
+    pub first_ttl: [Option<u8>; 2],
 }
 
 /// Handshake timestamps.
@@ -283,6 +285,7 @@ impl<C> TcpTable<C> {
                 syn_seen: seg.has(TcpSegment::SYN),
                 handshake: Handshake::default(),
                 first_seq: [None; 2],
+                first_ttl: [None; 2],
             };
             self.next_id += 1;
             stats.tcp_connections += 1;
@@ -308,6 +311,7 @@ impl<C> TcpTable<C> {
             Dir::ToClient
         };
         conn.meta.last_ts = ts;
+        conn.meta.first_ttl[dir as usize].get_or_insert(seg.ttl);
         let first = &mut conn.meta.first_seq[dir as usize];
         if seg.has(TcpSegment::SYN) || first.is_none() {
             // A SYN's sequence number (the ISN) wins over anything seen before it.

@@ -35,6 +35,7 @@ fn seg(sp: u16, dp: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> TcpSe
         window: 1000,
         payload,
         missing: 0,
+        ttl: 64,
     }
 }
 
