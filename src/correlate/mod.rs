@@ -638,12 +638,19 @@ impl Rarity {
     }
 }
 
-/// Points per squared millisecond of slack between an inbound and an upstream
-/// exchange (see `link_proxies`); chosen on the lab's scenarios (docs/correlation.md).
-const GAP_WEIGHT: f64 = 0.05;
+/// Points per squared millisecond between the end of an upstream response and the
+/// start of the inbound response it ends (a proxy answers as soon as its upstream
+/// has: in the lab, responses leave a proxy in exactly the order its upstream
+/// responses arrive).
+const END_GAP_WEIGHT: f64 = 1.0;
+/// Points per squared millisecond between an inbound request and the upstream
+/// exchange's start. Much weaker: connecting to the upstream and queueing inside a
+/// loaded proxy stretch it to tens of milliseconds (measurements in
+/// docs/correlation.md).
+const START_GAP_WEIGHT: f64 = 0.002;
 
 /// Added to every candidate's score so that weights stay positive.
-const CANDIDATE_BASE: f64 = 1000.0;
+const CANDIDATE_BASE: f64 = 100_000.0;
 
 /// Pairs proxies' upstream exchanges with the inbound exchanges that caused them.
 fn link_proxies(input: &Input<'_>, exchanges: &mut [Exchange]) {
@@ -778,18 +785,16 @@ fn link_proxies(input: &Input<'_>, exchanges: &mut [Exchange]) {
                 }
             }
             // Nesting: the tighter, the likelier. The penalty is convex (squared ms of
-            // slack on each side): a linear one adds up to the same total for every
-            // way of pairing nested exchanges, while a convex one prefers the
-            // order-keeping pairing proxies mostly follow (on highconc-2000 the
-            // gateway's responses leave in exactly the order its upstream responses
-            // arrive).
+            // slack): a linear one adds up to the same total for every way of pairing
+            // nested exchanges, while a convex one prefers the order-keeping pairing
+            // that proxies follow.
             let start_gap = (uf.start.0 - gl.req_end.0).max(0);
             let end_gap = match (uf.resp_end, gl.resp) {
                 (Some(a), Some(b)) => (b.0 - a.0).max(0),
                 _ => 0,
             };
             let (sg, eg) = (start_gap as f64 / 1e6, end_gap as f64 / 1e6);
-            score -= GAP_WEIGHT * (sg * sg + eg * eg);
+            score -= START_GAP_WEIGHT * sg * sg + END_GAP_WEIGHT * eg * eg;
             why.push(format!(
                 "starts {:.3} ms after the inbound request, ends {:.3} ms before its response",
                 start_gap as f64 / 1e6,
