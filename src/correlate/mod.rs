@@ -381,14 +381,17 @@ fn ms(ns: i64) -> f64 {
 
 /// Builds the report.
 pub fn correlate(input: &Input<'_>) -> Report {
-    // Exchanges: views grouped by (first sequence numbers, position on the
-    // connection). A view that saw only the client's direction (a bridge device that
-    // shows the request after DNAT and the response before it, say) joins by the
-    // client's sequence number alone.
-    let mut by_key: FxHashMap<(u32, u32, u32), usize> = FxHashMap::default();
-    let mut by_client: FxHashMap<(u32, u32), usize> = FxHashMap::default();
+    // Exchanges: views grouped by where the request's first byte sat on the wire
+    // (its sequence number and the acknowledgement number it carried, which NAT
+    // leaves alone), so a request is found at every capture point, also on a
+    // connection picked up mid-stream (after a VIP move), and on a bridge device that
+    // shows the request after DNAT but the response before it. A view that
+    // saw a retransmission (same sequence number, newer acknowledgement) joins by the
+    // sequence number when that is unambiguous within a second.
+    let mut by_pos: FxHashMap<(u32, u32), usize> = FxHashMap::default();
+    let mut by_seq: FxHashMap<u32, Vec<usize>> = FxHashMap::default();
+    let mut by_conn: FxHashMap<(u32, u32, u32), usize> = FxHashMap::default();
     let mut exchanges: Vec<Exchange> = Vec::new();
-    let mut one_sided: Vec<(usize, (u32, u32))> = Vec::new();
     for (i, t) in input.transactions.iter().enumerate() {
         let Some(req) = &t.request else { continue };
         let v = &input.vantages[t.vantage as usize];
@@ -405,41 +408,41 @@ pub fn correlate(input: &Input<'_>) -> Report {
             start: start_of(t, req.first_ts),
             ttl: t.conn_ttl[0].unwrap_or(0),
         };
-        match t.conn_seq {
-            [Some(c), Some(s)] => {
-                let key = (c, s, t.index_in_conn);
-                match by_key.get(&key) {
-                    Some(&e) => exchanges[e].views.push(view),
-                    None => {
-                        by_key.insert(key, exchanges.len());
-                        by_client.entry((c, t.index_in_conn)).or_insert(exchanges.len());
-                        exchanges.push(Exchange::new(view));
-                    }
-                }
-            }
-            [Some(c), None] if t.response.is_none() => one_sided.push((i, (c, t.index_in_conn))),
-            _ => exchanges.push(Exchange::new(view)),
-        }
-    }
-    for (i, key) in one_sided {
-        let t = &input.transactions[i];
-        let req = t.request.as_ref().expect("kept only requests");
-        let view = View {
-            tx: i,
-            file: input.vantages[t.vantage as usize].file_index,
-            vantage: t.vantage as usize,
-            client: t.client,
-            server: t.server,
-            req: req.first_ts,
-            req_end: req.last_ts,
-            resp: None,
-            resp_end: None,
-            start: start_of(t, req.first_ts),
-            ttl: t.conn_ttl[0].unwrap_or(0),
+        let found = match req.wire_pos {
+            Some(pos) => by_pos.get(&(pos.seq, pos.ack)).copied().or_else(|| {
+                let same_seq: Vec<usize> = by_seq
+                    .get(&pos.seq)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|&e| (exchanges[e].first().req.0 - view.req.0).abs() < 1_000_000_000)
+                    .collect();
+                (same_seq.len() == 1).then(|| same_seq[0])
+            }),
+            None => match t.conn_seq {
+                [Some(c), Some(s)] => by_conn.get(&(c, s, t.index_in_conn)).copied(),
+                _ => None,
+            },
         };
-        match by_client.get(&key) {
-            Some(&e) => exchanges[e].views.push(view),
-            None => exchanges.push(Exchange::new(view)),
+        let e = match found {
+            Some(e) => {
+                exchanges[e].views.push(view);
+                e
+            }
+            None => {
+                exchanges.push(Exchange::new(view));
+                exchanges.len() - 1
+            }
+        };
+        if let Some(pos) = req.wire_pos {
+            by_pos.entry((pos.seq, pos.ack)).or_insert(e);
+            let list = by_seq.entry(pos.seq).or_default();
+            if !list.contains(&e) {
+                list.push(e);
+            }
+        }
+        if let [Some(c), Some(s)] = t.conn_seq {
+            by_conn.entry((c, s, t.index_in_conn)).or_insert(e);
         }
     }
 

@@ -16,7 +16,7 @@
 mod parse;
 
 use crate::anomaly::{AnomalyLog, Stats};
-use crate::tcp::{ConnMeta, Dir, End, StreamSink, VantageId};
+use crate::tcp::{ConnMeta, Dir, End, StreamPos, StreamSink, VantageId};
 use crate::time::Ts;
 use parse::{MessageParser, Role};
 use serde::Serialize;
@@ -51,6 +51,9 @@ pub struct Request {
     pub last_ts: Ts,
     /// Whether part of it was missing from the capture.
     pub incomplete: bool,
+    /// Where its first byte sat on the wire (sequence and acknowledgement numbers,
+    /// which NAT leaves alone); `None` when the start was not captured.
+    pub wire_pos: Option<StreamPos>,
 }
 
 /// One HTTP response as seen on the wire.
@@ -346,6 +349,7 @@ impl StreamSink for HttpAnalyzer {
         dir: Dir,
         ts: Ts,
         data: &[u8],
+        pos: StreamPos,
     ) -> bool {
         if conn.upgraded {
             return false;
@@ -367,6 +371,7 @@ impl StreamSink for HttpAnalyzer {
         let keep = parser.data(
             ts,
             data,
+            pos,
             &conn.pending,
             &mut self.stats,
             &mut self.log,

@@ -9,6 +9,7 @@ use super::{
     Headers, Pending, Request, Response, MAX_HEADER_BLOCK, MAX_HEADER_VALUE, MAX_KEPT_HEADERS,
 };
 use crate::anomaly::{AnomalyLog, Stats};
+use crate::tcp::StreamPos;
 use crate::time::Ts;
 
 /// Which messages a direction carries.
@@ -88,6 +89,8 @@ pub struct MessageParser {
     seen_message: bool,
     /// Final responses produced (to find the request each one answers).
     answered: usize,
+    /// Where the message being parsed started on the wire.
+    first_pos: Option<StreamPos>,
 }
 
 /// Whether bytes start like a request line: a method token and a space.
@@ -118,6 +121,7 @@ impl MessageParser {
             incomplete: false,
             seen_message: false,
             answered: 0,
+            first_pos: None,
         }
     }
 
@@ -132,12 +136,14 @@ impl MessageParser {
         &mut self,
         ts: Ts,
         mut data: &[u8],
+        pos: StreamPos,
         pending: &Pending,
         stats: &mut Stats,
         log: &mut AnomalyLog,
         events: &mut Vec<Event>,
     ) -> bool {
         self.answered = 0;
+        let whole = data.len();
         while !data.is_empty() {
             match self.state {
                 State::Stopped => return false,
@@ -165,6 +171,10 @@ impl MessageParser {
                         return false;
                     }
                     self.first_ts = ts;
+                    self.first_pos = Some(StreamPos {
+                        seq: pos.seq.wrapping_add((whole - data.len()) as u32),
+                        ack: pos.ack,
+                    });
                     self.body_bytes = 0;
                     self.incomplete = false;
                     self.state = State::Headers;
@@ -326,6 +336,7 @@ impl MessageParser {
                     first_ts: self.first_ts,
                     last_ts: ts,
                     incomplete: false,
+                    wire_pos: self.first_pos,
                 }));
                 self.open = Open::Request;
                 // A request without Content-Length or chunked coding has no body.

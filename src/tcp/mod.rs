@@ -16,6 +16,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 use stream::{HalfStream, StreamEvent};
+pub use stream::StreamPos;
 
 /// A TCP sequence number; ordered by wrapping distance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -121,8 +122,9 @@ pub trait StreamSink {
     type Conn;
     /// A connection starts being tracked.
     fn open(&mut self, meta: &ConnMeta) -> Self::Conn;
-    /// In-order bytes of one direction. Return false to stop receiving data for this
-    /// direction (the stream is still tracked; gaps and ends are still reported).
+    /// In-order bytes of one direction, starting at `pos`. Return false to stop
+    /// receiving data for this direction (the stream is still tracked; gaps and ends
+    /// are still reported).
     fn data(
         &mut self,
         conn: &mut Self::Conn,
@@ -130,6 +132,7 @@ pub trait StreamSink {
         dir: Dir,
         ts: Ts,
         data: &[u8],
+        pos: StreamPos,
     ) -> bool;
     /// `len` bytes of one direction are missing from the capture.
     fn gap(&mut self, conn: &mut Self::Conn, meta: &ConnMeta, dir: Dir, ts: Ts, len: u64);
@@ -351,6 +354,7 @@ impl<C> TcpTable<C> {
         let this_muted = &mut muted[dir as usize];
         halves[dir as usize].segment(
             seg.seq,
+            if seg.has(TcpSegment::ACK) { seg.ack } else { 0 },
             seg.has(TcpSegment::SYN),
             seg.has(TcpSegment::FIN),
             seg.payload,
@@ -428,8 +432,8 @@ fn dispatch<S: StreamSink>(
     muted: &mut bool,
 ) {
     match event {
-        StreamEvent::Data(d) => {
-            if !*muted && !sink.data(state, meta, dir, ts, d) {
+        StreamEvent::Data(d, pos) => {
+            if !*muted && !sink.data(state, meta, dir, ts, d, pos) {
                 *muted = true;
             }
         }

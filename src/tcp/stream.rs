@@ -16,11 +16,22 @@ pub const MAX_BUFFERED_BYTES: usize = 256 << 10;
 /// Segments a direction may buffer ahead of a hole.
 pub const MAX_BUFFERED_SEGMENTS: usize = 128;
 
+/// Where delivered bytes sat on the wire: the sequence number of their first byte
+/// and the acknowledgement number of the segment that carried them. NAT changes
+/// neither, so the pair names one request at every capture point it crosses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct StreamPos {
+    /// Sequence number of the first byte.
+    pub seq: u32,
+    /// Acknowledgement number of the carrying segment (0 without ACK).
+    pub ack: u32,
+}
+
 /// What a direction delivers, in order.
 #[derive(Debug, PartialEq, Eq)]
 pub enum StreamEvent<'a> {
-    /// The next bytes of the stream.
-    Data(&'a [u8]),
+    /// The next bytes of the stream, and where they start.
+    Data(&'a [u8], StreamPos),
     /// `n` bytes of the stream that the capture does not hold.
     Gap(u64),
     /// The sender closed this direction (FIN), after all its data.
@@ -30,6 +41,7 @@ pub enum StreamEvent<'a> {
 #[derive(Debug)]
 struct Pending {
     seq: SeqNumber,
+    ack: u32,
     data: Vec<u8>,
     missing: u32,
 }
@@ -68,6 +80,7 @@ impl HalfStream {
     pub fn segment(
         &mut self,
         seq: u32,
+        ack: u32,
         syn: bool,
         fin: bool,
         payload: &[u8],
@@ -95,16 +108,16 @@ impl HalfStream {
                 if rel < 0 {
                     stats.tcp_overlapping += 1;
                 }
-                self.deliver(seq, payload, missing, stats, emit);
+                self.deliver(seq, ack, payload, missing, stats, emit);
                 self.drain(stats, emit);
             } else if self.peer_ack.is_some_and(|a| a - next > 0) {
                 // The peer acknowledged bytes we never saw: the capture lost them.
                 self.gap_to(seq, stats, emit);
-                self.deliver(seq, payload, missing, stats, emit);
+                self.deliver(seq, ack, payload, missing, stats, emit);
                 self.drain(stats, emit);
             } else {
                 stats.tcp_out_of_order += 1;
-                self.buffer(seq, payload, missing);
+                self.buffer(seq, ack, payload, missing);
                 if self.pending_bytes > MAX_BUFFERED_BYTES
                     || self.pending.len() > MAX_BUFFERED_SEGMENTS
                 {
@@ -138,7 +151,7 @@ impl HalfStream {
                 let p = self.pending.remove(0);
                 self.pending_bytes -= p.data.len();
                 self.gap_to(p.seq, stats, emit);
-                self.deliver(p.seq, &p.data, p.missing, stats, emit);
+                self.deliver(p.seq, p.ack, &p.data, p.missing, stats, emit);
             }
             self.drain(stats, emit);
             self.check_fin(emit);
@@ -151,7 +164,7 @@ impl HalfStream {
             let p = self.pending.remove(0);
             self.pending_bytes -= p.data.len();
             self.gap_to(p.seq, stats, emit);
-            self.deliver(p.seq, &p.data, p.missing, stats, emit);
+            self.deliver(p.seq, p.ack, &p.data, p.missing, stats, emit);
         }
         if let (Some(fin), Some(next)) = (self.fin_at, self.next) {
             if fin - next > 0 {
@@ -161,7 +174,7 @@ impl HalfStream {
         self.check_fin(emit);
     }
 
-    fn buffer(&mut self, seq: SeqNumber, payload: &[u8], missing: u32) {
+    fn buffer(&mut self, seq: SeqNumber, ack: u32, payload: &[u8], missing: u32) {
         let at = self.pending.partition_point(|p| p.seq - seq < 0);
         if let Some(p) = self.pending.get(at) {
             if p.seq == seq && p.data.len() + p.missing as usize >= payload.len() + missing as usize
@@ -174,6 +187,7 @@ impl HalfStream {
             at,
             Pending {
                 seq,
+                ack,
                 data: payload.to_vec(),
                 missing,
             },
@@ -199,9 +213,11 @@ impl HalfStream {
     }
 
     /// Delivers the part of a segment at `seq` past what was already delivered.
+    #[allow(clippy::too_many_arguments)]
     fn deliver(
         &mut self,
         seq: SeqNumber,
+        ack: u32,
         payload: &[u8],
         missing: u32,
         stats: &mut Stats,
@@ -214,7 +230,11 @@ impl HalfStream {
             return;
         }
         if skip < payload.len() {
-            emit(StreamEvent::Data(&payload[skip..]));
+            let pos = StreamPos {
+                seq: (seq + skip as u32).0,
+                ack,
+            };
+            emit(StreamEvent::Data(&payload[skip..], pos));
         }
         let missing_left = (total - skip).min(missing as usize) as u64;
         if missing_left > 0 {
@@ -235,7 +255,7 @@ impl HalfStream {
             let p = self.pending.remove(0);
             self.pending_bytes -= p.data.len();
             if p.end() - next > 0 {
-                self.deliver(p.seq, &p.data, p.missing, stats, emit);
+                self.deliver(p.seq, p.ack, &p.data, p.missing, stats, emit);
             } else {
                 stats.tcp_retransmitted += 1;
             }
@@ -271,7 +291,7 @@ mod tests {
         let mut stats = Stats::default();
         let mut out = Vec::new();
         for &(seq, syn, fin, data) in segments {
-            h.segment(seq, syn, fin, data, 0, &mut stats, &mut |e| {
+            h.segment(seq, 0, syn, fin, data, 0, &mut stats, &mut |e| {
                 out.push(own(e))
             });
         }
@@ -281,7 +301,7 @@ mod tests {
 
     fn own(e: StreamEvent<'_>) -> Ev {
         match e {
-            StreamEvent::Data(d) => Ev::D(d.to_vec()),
+            StreamEvent::Data(d, _) => Ev::D(d.to_vec()),
             StreamEvent::Gap(n) => Ev::G(n),
             StreamEvent::Fin => Ev::F,
         }
@@ -366,13 +386,13 @@ mod tests {
         let mut h = HalfStream::default();
         let mut stats = Stats::default();
         let mut out = Vec::new();
-        h.segment(0, true, false, b"", 0, &mut stats, &mut |e| {
+        h.segment(0, 0, true, false, b"", 0, &mut stats, &mut |e| {
             out.push(own(e))
         });
-        h.segment(1, false, false, b"ab", 0, &mut stats, &mut |e| {
+        h.segment(1, 0, false, false, b"ab", 0, &mut stats, &mut |e| {
             out.push(own(e))
         });
-        h.segment(6, false, false, b"fg", 0, &mut stats, &mut |e| {
+        h.segment(6, 0, false, false, b"fg", 0, &mut stats, &mut |e| {
             out.push(own(e))
         });
         assert_eq!(out.len(), 1);
@@ -388,10 +408,10 @@ mod tests {
         let mut h = HalfStream::default();
         let mut stats = Stats::default();
         let mut out = Vec::new();
-        h.segment(10, false, false, b"abc", 5, &mut stats, &mut |e| {
+        h.segment(10, 0, false, false, b"abc", 5, &mut stats, &mut |e| {
             out.push(own(e))
         });
-        h.segment(18, false, false, b"x", 0, &mut stats, &mut |e| {
+        h.segment(18, 0, false, false, b"x", 0, &mut stats, &mut |e| {
             out.push(own(e))
         });
         assert_eq!(
@@ -415,11 +435,12 @@ mod tests {
         let mut h = HalfStream::default();
         let mut stats = Stats::default();
         let mut events = 0;
-        h.segment(0, true, false, b"", 0, &mut stats, &mut |_| {});
+        h.segment(0, 0, true, false, b"", 0, &mut stats, &mut |_| {});
         let chunk = vec![0u8; 1000];
         for i in 0..400u32 {
             h.segment(
                 2 + i * 1000,
+                0,
                 false,
                 false,
                 &chunk,
@@ -474,15 +495,15 @@ mod props {
             let mut stats = Stats::default();
             let mut out = Vec::new();
             let mut gaps = 0u64;
-            h.segment(isn, true, false, b"", 0, &mut stats, &mut |_| {});
+            h.segment(isn, 0, true, false, b"", 0, &mut stats, &mut |_| {});
             for (s, e) in segs {
-                h.segment(isn.wrapping_add(1 + s as u32), false, false, &data[s..e], 0, &mut stats, &mut |ev| match ev {
-                    StreamEvent::Data(d) => out.extend_from_slice(d),
+                h.segment(isn.wrapping_add(1 + s as u32), 0, false, false, &data[s..e], 0, &mut stats, &mut |ev| match ev {
+                    StreamEvent::Data(d, _) => out.extend_from_slice(d),
                     StreamEvent::Gap(n) => gaps += n,
                     StreamEvent::Fin => {}
                 });
             }
-            h.flush(&mut stats, &mut |ev| if let StreamEvent::Data(d) = ev { out.extend_from_slice(d) });
+            h.flush(&mut stats, &mut |ev| if let StreamEvent::Data(d, _) = ev { out.extend_from_slice(d) });
             prop_assert_eq!(gaps, 0);
             prop_assert_eq!(out, data);
         }
