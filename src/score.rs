@@ -38,8 +38,16 @@ pub struct Score {
 
 impl Score {
     fn finish(mut self) -> Score {
-        self.precision = if self.produced == 0 { 1.0 } else { self.correct as f64 / self.produced as f64 };
-        self.recall = if self.expected == 0 { 1.0 } else { self.correct as f64 / self.expected as f64 };
+        self.precision = if self.produced == 0 {
+            1.0
+        } else {
+            self.correct as f64 / self.produced as f64
+        };
+        self.recall = if self.expected == 0 {
+            1.0
+        } else {
+            self.correct as f64 / self.expected as f64
+        };
         self
     }
 }
@@ -107,24 +115,39 @@ fn parse_truth(text: &str) -> Result<Vec<Truth>, TruthError> {
             client: addr(client, "src").ok_or_else(|| err("no client.src"))?,
             vip: addr(client, "dst").ok_or_else(|| err("no client.dst"))?,
             t_start: v.get("t_start").and_then(|x| x.as_f64()).unwrap_or(0.0),
-            gateway_host: v.pointer("/gateway/server").and_then(|x| x.as_str()).map(str::to_owned),
+            gateway_host: v
+                .pointer("/gateway/server")
+                .and_then(|x| x.as_str())
+                .map(str::to_owned),
             gateway_upstream: conn(&v, "gateway_upstream"),
-            nginx_host: v.pointer("/nginx/server").and_then(|x| x.as_str()).map(str::to_owned),
+            nginx_host: v
+                .pointer("/nginx/server")
+                .and_then(|x| x.as_str())
+                .map(str::to_owned),
             nginx_upstream: conn(&v, "nginx_upstream"),
-            backend: v.pointer("/python/addr").and_then(|x| x.as_str()).and_then(|s| s.parse().ok()),
+            backend: v
+                .pointer("/python/addr")
+                .and_then(|x| x.as_str())
+                .and_then(|s| s.parse().ok()),
         });
     }
     Ok(out)
 }
 
-fn http_children<'a>(p: &'a RequestPath, parent: usize) -> Vec<&'a Hop> {
+fn http_children(p: &RequestPath, parent: usize) -> Vec<&Hop> {
     p.hops
         .iter()
         .filter(|h| h.kind == "http" && h.parent == Some(parent))
         .collect()
 }
 
-const LINKS: [&str; 5] = ["gateway_host", "gateway_upstream", "nginx_host", "nginx_upstream", "backend"];
+const LINKS: [&str; 5] = [
+    "gateway_host",
+    "gateway_upstream",
+    "nginx_host",
+    "nginx_upstream",
+    "backend",
+];
 
 /// Scores `report` against the truth in `truth_jsonl`.
 pub fn score(report: &Report, truth_jsonl: &str) -> Result<ScoreReport, TruthError> {
@@ -140,9 +163,13 @@ pub fn score(report: &Report, truth_jsonl: &str) -> Result<ScoreReport, TruthErr
     }
     let mut truth_by_client: BTreeMap<(SocketAddr, SocketAddr), Vec<&Truth>> = BTreeMap::new();
     for t in &truth {
-        truth_by_client.entry((t.client, t.vip)).or_default().push(t);
+        truth_by_client
+            .entry((t.client, t.vip))
+            .or_default()
+            .push(t);
     }
-    let mut links: BTreeMap<&'static str, Score> = LINKS.iter().map(|l| (*l, Score::default())).collect();
+    let mut links: BTreeMap<&'static str, Score> =
+        LINKS.iter().map(|l| (*l, Score::default())).collect();
     let mut exact = Score {
         produced: report.paths.len(),
         expected: truth.len(),
@@ -212,19 +239,48 @@ pub fn score(report: &Report, truth_jsonl: &str) -> Result<ScoreReport, TruthErr
             }
             if let Some((src, dst)) = t.gateway_upstream {
                 let ok = gw.is_some_and(|g| g.client == Some(src) && g.server == Some(dst));
-                check("gateway_upstream", ok, true, format!("gateway upstream {:?}, truth {src} -> {dst}", gw.map(|g| (g.client, g.server))));
+                check(
+                    "gateway_upstream",
+                    ok,
+                    true,
+                    format!(
+                        "gateway upstream {:?}, truth {src} -> {dst}",
+                        gw.map(|g| (g.client, g.server))
+                    ),
+                );
             }
             if let Some(h) = &t.nginx_host {
                 let ok = gw.is_some_and(|g| g.host.as_deref() == Some(h.as_str()));
-                check("nginx_host", ok, true, format!("nginx on {:?}, truth {h}", gw.and_then(|g| g.host.clone())));
+                check(
+                    "nginx_host",
+                    ok,
+                    true,
+                    format!("nginx on {:?}, truth {h}", gw.and_then(|g| g.host.clone())),
+                );
             }
             if let Some((src, dst)) = t.nginx_upstream {
                 let ok = ng.is_some_and(|n| n.client == Some(src) && n.server == Some(dst));
-                check("nginx_upstream", ok, true, format!("nginx upstream {:?}, truth {src} -> {dst}", ng.map(|n| (n.client, n.server))));
+                check(
+                    "nginx_upstream",
+                    ok,
+                    true,
+                    format!(
+                        "nginx upstream {:?}, truth {src} -> {dst}",
+                        ng.map(|n| (n.client, n.server))
+                    ),
+                );
             }
             if let Some(b) = t.backend {
                 let ok = ng.is_some_and(|n| n.seen_at.last().map(|s| s.server) == Some(b));
-                check("backend", ok, true, format!("backend {:?}, truth {b}", ng.and_then(|n| n.seen_at.last().map(|s| s.server))));
+                check(
+                    "backend",
+                    ok,
+                    true,
+                    format!(
+                        "backend {:?}, truth {b}",
+                        ng.and_then(|n| n.seen_at.last().map(|s| s.server))
+                    ),
+                );
             }
             let failed_truth = t.gateway_host.is_none();
             let shape_ok = if failed_truth {
@@ -238,7 +294,12 @@ pub fn score(report: &Report, truth_jsonl: &str) -> Result<ScoreReport, TruthErr
             if wrong.is_empty() {
                 exact.correct += 1;
             } else if mistakes.len() < 20 {
-                mistakes.push(format!("truth {} (path {}): {}", t.id, p.id, wrong.join("; ")));
+                mistakes.push(format!(
+                    "truth {} (path {}): {}",
+                    t.id,
+                    p.id,
+                    wrong.join("; ")
+                ));
             }
         }
     }

@@ -157,3 +157,40 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Copies a (possibly gzip-compressed) little-endian pcap to `dst` with every
+/// timestamp moved by `shift_ns`: a capture taken on a host whose clock is off.
+pub fn shift_pcap(src: &Path, dst: &Path, shift_ns: i64) {
+    use std::io::Read;
+    let raw = std::fs::read(src).unwrap();
+    let mut bytes = Vec::new();
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut bytes)
+            .unwrap();
+    } else {
+        bytes = raw;
+    }
+    let magic = u32::from_le_bytes(bytes[0..4].try_into().unwrap());
+    let unit: i64 = match magic {
+        0xa1b2_c3d4 => 1000,
+        0xa1b2_3c4d => 1,
+        m => panic!("shift_pcap: unsupported magic {m:08x}"),
+    };
+    let per_sec = 1_000_000_000 / unit;
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        let word = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let (sec, frac, caplen) = (word(&bytes, at), word(&bytes, at + 4), word(&bytes, at + 8));
+        let total = i64::from(sec) * 1_000_000_000 + i64::from(frac) * unit + shift_ns;
+        let (s, f) = (
+            total.div_euclid(1_000_000_000),
+            total.rem_euclid(1_000_000_000) / unit,
+        );
+        assert!(f < per_sec);
+        bytes[at..at + 4].copy_from_slice(&(s as u32).to_le_bytes());
+        bytes[at + 4..at + 8].copy_from_slice(&(f as u32).to_le_bytes());
+        at += 16 + caplen as usize;
+    }
+    std::fs::write(dst, bytes).unwrap();
+}

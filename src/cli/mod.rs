@@ -277,8 +277,10 @@ fn paths(
         );
     }
     if let Some(truth) = &args.truth {
-        let text = std::fs::read_to_string(truth).with_context(|| format!("cannot read {}", truth.display()))?;
-        let scored = flowtrace::score::score(&report, &text).with_context(|| truth.display().to_string())?;
+        let text = std::fs::read_to_string(truth)
+            .with_context(|| format!("cannot read {}", truth.display()))?;
+        let scored =
+            flowtrace::score::score(&report, &text).with_context(|| truth.display().to_string())?;
         if format == Format::Text {
             let line = |name: &str, s: &flowtrace::score::Score| {
                 format!(
@@ -290,7 +292,11 @@ fn paths(
                     s.expected
                 )
             };
-            writeln!(out, "{} truth requests, {} paths", scored.truth_requests, scored.paths)?;
+            writeln!(
+                out,
+                "{} truth requests, {} paths",
+                scored.truth_requests, scored.paths
+            )?;
             writeln!(out, "{}", line("whole paths", &scored.paths_exact))?;
             for (k, v) in &scored.links {
                 writeln!(out, "{}", line(k, v))?;
@@ -308,7 +314,11 @@ fn paths(
     match format {
         Format::Text => {
             flowtrace::render::paths::write_report(&mut out, &report)?;
-            let nonzero: Vec<String> = all.iter().filter(|(_, v)| *v > 0).map(|(k, v)| format!("{k}={v}")).collect();
+            let nonzero: Vec<String> = all
+                .iter()
+                .filter(|(_, v)| *v > 0)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             writeln!(out, "counters: {}", nonzero.join(" "))?;
         }
         Format::Json | Format::Jsonl => {
@@ -319,11 +329,17 @@ fn paths(
             anomalies["paths"] = path_anomalies;
             map.insert("anomalies".into(), anomalies);
             map.insert("inputs".into(), serde_json::to_value(&files)?);
-            map.insert("vantages".into(), serde_json::to_value(pipeline.vantages())?);
+            map.insert(
+                "vantages".into(),
+                serde_json::to_value(pipeline.vantages())?,
+            );
             map.insert("warnings".into(), serde_json::to_value(source.warnings())?);
             map.insert("stats".into(), serde_json::to_value(&all)?);
             map.insert("vrrp".into(), serde_json::to_value(pipeline.vrrp())?);
-            map.insert("gratuitous_arp".into(), serde_json::to_value(pipeline.gratuitous_arps())?);
+            map.insert(
+                "gratuitous_arp".into(),
+                serde_json::to_value(pipeline.gratuitous_arps())?,
+            );
             if format == Format::Json {
                 serde_json::to_writer(&mut out, &doc)?;
                 writeln!(out)?;

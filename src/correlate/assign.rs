@@ -16,7 +16,11 @@ pub fn assign(candidates: &[Vec<(usize, f64)>], objects: usize) -> Vec<Option<us
     auction(candidates, &mut price, EPSILON)
 }
 
-fn auction(candidates: &[Vec<(usize, f64)>], price: &mut [f64], epsilon: f64) -> Vec<Option<usize>> {
+fn auction(
+    candidates: &[Vec<(usize, f64)>],
+    price: &mut [f64],
+    epsilon: f64,
+) -> Vec<Option<usize>> {
     let mut owner: Vec<Option<usize>> = vec![None; price.len()];
     let mut assigned: Vec<Option<usize>> = vec![None; candidates.len()];
     let mut queue: Vec<usize> = (0..candidates.len()).rev().collect();
@@ -77,7 +81,11 @@ mod tests {
     fn identity_on_diagonal() {
         let n = 50;
         let c: Vec<Vec<(usize, f64)>> = (0..n)
-            .map(|i| (0..n).map(|j| (j, if i == j { 5.0 } else { 1.0 })).collect())
+            .map(|i| {
+                (0..n)
+                    .map(|j| (j, if i == j { 5.0 } else { 1.0 }))
+                    .collect()
+            })
             .collect();
         let a = assign(&c, n);
         assert!(a.iter().enumerate().all(|(i, o)| *o == Some(i)));

@@ -447,7 +447,10 @@ pub fn correlate(input: &Input<'_>) -> Report {
     }
 
     let offsets = estimate_offsets(input, &exchanges);
-    let shift: Vec<i64> = offsets.iter().map(|o| (o.offset_s * 1e9).round() as i64).collect();
+    let shift: Vec<i64> = offsets
+        .iter()
+        .map(|o| (o.offset_s * 1e9).round() as i64)
+        .collect();
     for e in &mut exchanges {
         for v in &mut e.views {
             let d = shift.get(v.file).copied().unwrap_or(0);
@@ -459,7 +462,8 @@ pub fn correlate(input: &Input<'_>) -> Report {
         }
         // Nearest the client first: highest TTL (a router between two captures
         // lowered it), then time (clocks corrected; within one capture, one clock).
-        e.views.sort_by_key(|v| (std::cmp::Reverse(v.ttl), v.req, v.vantage));
+        e.views
+            .sort_by_key(|v| (std::cmp::Reverse(v.ttl), v.req, v.vantage));
     }
 
     link_proxies(input, &mut exchanges);
@@ -467,10 +471,19 @@ pub fn correlate(input: &Input<'_>) -> Report {
     let timeline = vip_timeline(input);
     let mut anomalies = Vec::new();
     let mut paths = Vec::new();
-    let mut roots: Vec<usize> = (0..exchanges.len()).filter(|&e| exchanges[e].parent.is_none()).collect();
+    let mut roots: Vec<usize> = (0..exchanges.len())
+        .filter(|&e| exchanges[e].parent.is_none())
+        .collect();
     roots.sort_by_key(|&e| (exchanges[e].first().req, e));
     for root in roots {
-        let path = build_path(input, &exchanges, root, paths.len(), &timeline, &mut anomalies);
+        let path = build_path(
+            input,
+            &exchanges,
+            root,
+            paths.len(),
+            &timeline,
+            &mut anomalies,
+        );
         paths.push(path);
     }
     let failovers = failovers(input, &timeline, &paths);
@@ -627,7 +640,10 @@ impl Rarity {
     const BODY: u8 = 3;
 
     fn add(&mut self, kind: u8, name: &str, value: &str) {
-        *self.counts.entry((kind, name.to_ascii_lowercase(), value.to_string())).or_default() += 1;
+        *self
+            .counts
+            .entry((kind, name.to_ascii_lowercase(), value.to_string()))
+            .or_default() += 1;
     }
 
     fn bits(&self, kind: u8, name: &str, value: &str) -> f64 {
@@ -690,9 +706,16 @@ fn link_proxies(input: &Input<'_>, exchanges: &mut [Exchange]) {
     let mut evidence: FxHashMap<(usize, usize), Vec<String>> = FxHashMap::default();
     for (u, ue) in exchanges.iter().enumerate() {
         let uf = ue.first();
-        let Some(list) = inbound.get(&uf.client.ip()) else { continue };
-        let Some(ureq) = &txs[uf.tx].request else { continue };
-        let uresp = txs[ue.last().tx].response.as_ref().or(txs[uf.tx].response.as_ref());
+        let Some(list) = inbound.get(&uf.client.ip()) else {
+            continue;
+        };
+        let Some(ureq) = &txs[uf.tx].request else {
+            continue;
+        };
+        let uresp = txs[ue.last().tx]
+            .response
+            .as_ref()
+            .or(txs[uf.tx].response.as_ref());
         let userver = ue.last().server.to_string();
         // Inbound exchanges that started before this one.
         let end = list.partition_point(|&g| exchanges[g].last().req.0 <= uf.req.0 + tolerance);
@@ -704,7 +727,9 @@ fn link_proxies(input: &Input<'_>, exchanges: &mut [Exchange]) {
             if uf.req.0 - gl.req.0 > 120_000_000_000 {
                 break; // nothing waits two minutes for an upstream
             }
-            let Some(greq) = &txs[gl.tx].request else { continue };
+            let Some(greq) = &txs[gl.tx].request else {
+                continue;
+            };
             if greq.method != ureq.method {
                 continue;
             }
@@ -783,7 +808,11 @@ fn link_proxies(input: &Input<'_>, exchanges: &mut [Exchange]) {
                     let bits = rarity.bits(Rarity::RESPONSE, n, v).max(1.0);
                     score += 2.0 + bits;
                     why.push(format!("response header {n} names the upstream {userver}"));
-                } else if a.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("backend-server")) {
+                } else if a
+                    .headers
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case("backend-server"))
+                {
                     score -= 5.0;
                 }
             }
@@ -814,7 +843,11 @@ fn link_proxies(input: &Input<'_>, exchanges: &mut [Exchange]) {
     for (u, g) in assigned.iter().enumerate() {
         if let Some(g) = *g {
             taken[g] = true;
-            let w = candidates[u].iter().find(|c| c.0 == g).map(|c| c.1).unwrap_or(0.0);
+            let w = candidates[u]
+                .iter()
+                .find(|c| c.0 == g)
+                .map(|c| c.1)
+                .unwrap_or(0.0);
             let runner_up = candidates[u]
                 .iter()
                 .filter(|c| c.0 != g)
@@ -863,12 +896,21 @@ fn link_proxies(input: &Input<'_>, exchanges: &mut [Exchange]) {
     }
 }
 
-fn product_and_role(t: &HttpTransaction, has_children: bool, is_root: bool) -> (Option<String>, &'static str) {
+fn product_and_role(
+    t: &HttpTransaction,
+    has_children: bool,
+    is_root: bool,
+) -> (Option<String>, &'static str) {
     let resp = t.response.as_ref();
     let header = |n: &str| resp.and_then(|r| r.header(n)).unwrap_or("");
     let via = header("via").to_ascii_lowercase();
     let server = header("server");
-    let kong = via.contains("kong") || resp.is_some_and(|r| r.headers.iter().any(|(n, _)| n.to_ascii_lowercase().starts_with("x-kong-")));
+    let kong = via.contains("kong")
+        || resp.is_some_and(|r| {
+            r.headers
+                .iter()
+                .any(|(n, _)| n.to_ascii_lowercase().starts_with("x-kong-"))
+        });
     let product = if kong {
         Some("Kong".to_string())
     } else if server.is_empty() {
@@ -886,14 +928,17 @@ fn product_and_role(t: &HttpTransaction, has_children: bool, is_root: bool) -> (
         }
     } else {
         let s = server.to_ascii_lowercase();
-        if s.contains("nginx") || s.contains("kong") || s.contains("haproxy") || s.contains("envoy") {
+        if s.contains("nginx") || s.contains("kong") || s.contains("haproxy") || s.contains("envoy")
+        {
             "proxy"
         } else {
             "backend"
         }
     };
     let product = match product.as_deref() {
-        Some(p) if p.starts_with("BaseHTTP") || p.starts_with("SimpleHTTP") => Some("Python".into()),
+        Some(p) if p.starts_with("BaseHTTP") || p.starts_with("SimpleHTTP") => {
+            Some("Python".into())
+        }
         _ => product,
     };
     (product, role)
@@ -925,7 +970,8 @@ fn build_path(
         let last = ex.last();
         let t = &txs[last.tx];
         let req = t.request.as_ref();
-        let (product, role) = product_and_role(&txs[first.tx], !ex.children.is_empty(), parent.is_none());
+        let (product, role) =
+            product_and_role(&txs[first.tx], !ex.children.is_empty(), parent.is_none());
         if ex.children.is_empty() && role != "backend" {
             complete = false;
         }
@@ -1054,7 +1100,10 @@ fn build_path(
     if status == "failed" {
         anomalies.push(format!(
             "path {id}: {} {} from {} failed ({})",
-            rt.request.as_ref().map(|r| r.method.as_str()).unwrap_or("-"),
+            rt.request
+                .as_ref()
+                .map(|r| r.method.as_str())
+                .unwrap_or("-"),
             rt.request.as_ref().map(|r| r.uri.as_str()).unwrap_or("-"),
             rfirst.client,
             failure_reason(rt)
@@ -1104,8 +1153,15 @@ fn vip_timeline(input: &Input<'_>) -> Vec<VipHolding> {
     for r in runs {
         for vip in &r.addresses {
             // The same advert seen by several captures extends one holding.
-            if let Some(h) = out.iter_mut().rev().find(|h| h.vip == *vip && h.vrid == r.vrid) {
-                if h.holder_ip == r.source && h.priority == r.priority && r.first_ts.0 <= h.to.0 + 3_000_000_000 {
+            if let Some(h) = out
+                .iter_mut()
+                .rev()
+                .find(|h| h.vip == *vip && h.vrid == r.vrid)
+            {
+                if h.holder_ip == r.source
+                    && h.priority == r.priority
+                    && r.first_ts.0 <= h.to.0 + 3_000_000_000
+                {
                     h.to = h.to.max(r.last_ts);
                     h.adverts += r.adverts;
                     continue;
@@ -1132,7 +1188,10 @@ fn failovers(input: &Input<'_>, timeline: &[VipHolding], paths: &[RequestPath]) 
     vips.sort();
     vips.dedup();
     for vip in vips {
-        let holdings: Vec<&VipHolding> = timeline.iter().filter(|h| h.vip == vip && h.priority > 0).collect();
+        let holdings: Vec<&VipHolding> = timeline
+            .iter()
+            .filter(|h| h.vip == vip && h.priority > 0)
+            .collect();
         for w in holdings.windows(2) {
             if w[0].holder == w[1].holder {
                 continue;
@@ -1148,7 +1207,9 @@ fn failovers(input: &Input<'_>, timeline: &[VipHolding], paths: &[RequestPath]) 
             let window = (w[0].to.0 - 5_000_000_000, first_sign.0 + 5_000_000_000);
             let failed_paths = paths
                 .iter()
-                .filter(|p| p.status == "failed" && p.start_ts.0 >= window.0 && p.start_ts.0 <= window.1)
+                .filter(|p| {
+                    p.status == "failed" && p.start_ts.0 >= window.0 && p.start_ts.0 <= window.1
+                })
                 .map(|p| FailedPath {
                     path: p.id,
                     start_ts: p.start_ts,
@@ -1269,7 +1330,10 @@ fn summarize(paths: &[RequestPath]) -> PathSummary {
 
 /// Files whose reading ended early also weaken paths; kept with the report's inputs.
 pub fn warnings_note(warnings: &[Warning]) -> Vec<String> {
-    warnings.iter().map(|w| format!("{}: {}", w.file, w.message)).collect()
+    warnings
+        .iter()
+        .map(|w| format!("{}: {}", w.file, w.message))
+        .collect()
 }
 
 #[cfg(test)]

@@ -132,6 +132,7 @@ impl MessageParser {
     }
 
     /// Feeds in-order bytes. Returns false when the direction is not HTTP (any more).
+    #[allow(clippy::too_many_arguments)]
     pub fn data(
         &mut self,
         ts: Ts,

@@ -22,7 +22,14 @@ fn run(chunks: &[(Dir, &[u8])]) -> (Vec<HttpTransaction>, Stats) {
     let m = meta();
     let mut c = a.open(&m);
     for (i, (dir, bytes)) in chunks.iter().enumerate() {
-        a.data(&mut c, &m, *dir, Ts(i as i64 * 1000), bytes, StreamPos::default());
+        a.data(
+            &mut c,
+            &m,
+            *dir,
+            Ts(i as i64 * 1000),
+            bytes,
+            StreamPos::default(),
+        );
     }
     a.close(c, &m, Ts(1_000_000));
     (a.completed, a.stats)
@@ -131,13 +138,22 @@ fn close_delimited_http10_response() {
     let mut a = HttpAnalyzer::new();
     let m = meta();
     let mut c = a.open(&m);
-    a.data(&mut c, &m, C, Ts(1), b"GET / HTTP/1.0\r\n\r\n", StreamPos::default());
+    a.data(
+        &mut c,
+        &m,
+        C,
+        Ts(1),
+        b"GET / HTTP/1.0\r\n\r\n",
+        StreamPos::default(),
+    );
     a.data(
         &mut c,
         &m,
         S,
         Ts(2),
-        b"HTTP/1.0 200 OK\r\nServer: BaseHTTP/0.6\r\n\r\nwelcome ", StreamPos::default());
+        b"HTTP/1.0 200 OK\r\nServer: BaseHTTP/0.6\r\n\r\nwelcome ",
+        StreamPos::default(),
+    );
     a.data(&mut c, &m, S, Ts(3), b"from 8888", StreamPos::default());
     assert!(a.completed.is_empty(), "not complete before the FIN");
     a.end(&mut c, &m, S, Ts(4), End::Fin);
@@ -157,20 +173,26 @@ fn gap_inside_body_keeps_framing() {
         &m,
         C,
         Ts(1),
-        b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n", StreamPos::default());
+        b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n",
+        StreamPos::default(),
+    );
     a.data(
         &mut c,
         &m,
         S,
         Ts(2),
-        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab", StreamPos::default());
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab",
+        StreamPos::default(),
+    );
     a.gap(&mut c, &m, S, Ts(3), 5);
     a.data(
         &mut c,
         &m,
         S,
         Ts(4),
-        b"abcHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", StreamPos::default());
+        b"abcHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+        StreamPos::default(),
+    );
     let s: Vec<_> = a.completed.iter().map(summary).collect();
     assert_eq!(s, vec!["GET /1 -> 200", "GET /2 -> 201"]);
     assert!(a.completed[0].response.as_ref().unwrap().incomplete);
@@ -182,26 +204,39 @@ fn gap_in_headers_resyncs_at_next_message() {
     let mut a = HttpAnalyzer::new();
     let m = meta();
     let mut c = a.open(&m);
-    a.data(&mut c, &m, C, Ts(1), b"GET /lost HTTP/1.1\r\nHo", StreamPos::default());
+    a.data(
+        &mut c,
+        &m,
+        C,
+        Ts(1),
+        b"GET /lost HTTP/1.1\r\nHo",
+        StreamPos::default(),
+    );
     a.gap(&mut c, &m, C, Ts(2), 100);
     a.data(
         &mut c,
         &m,
         C,
         Ts(3),
-        b"tail of headers\r\n\r\nGET /next HTTP/1.1\r\n\r\n", StreamPos::default());
+        b"tail of headers\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
+        StreamPos::default(),
+    );
     a.data(
         &mut c,
         &m,
         S,
         Ts(4),
-        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", StreamPos::default());
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        StreamPos::default(),
+    );
     a.data(
         &mut c,
         &m,
         S,
         Ts(5),
-        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", StreamPos::default());
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        StreamPos::default(),
+    );
     let s: Vec<_> = a.completed.iter().map(summary).collect();
     // The cut request is still reported (its start line survived), marked incomplete.
     assert_eq!(s, vec!["GET /lost -> 200", "GET /next -> 404"]);
@@ -246,7 +281,14 @@ fn non_http_stream_is_muted() {
     let mut a = HttpAnalyzer::new();
     let m = meta();
     let mut c = a.open(&m);
-    assert!(!a.data(&mut c, &m, C, Ts(1), b"\x16\x03\x01\x02\x00", StreamPos::default()));
+    assert!(!a.data(
+        &mut c,
+        &m,
+        C,
+        Ts(1),
+        b"\x16\x03\x01\x02\x00",
+        StreamPos::default()
+    ));
     assert_eq!(a.stats.http_non_http_streams, 1);
 }
 
@@ -276,7 +318,14 @@ fn oversized_header_block_is_bounded() {
     let mut a = HttpAnalyzer::new();
     let m = meta();
     let mut c = a.open(&m);
-    a.data(&mut c, &m, C, Ts(1), b"GET / HTTP/1.1\r\n", StreamPos::default());
+    a.data(
+        &mut c,
+        &m,
+        C,
+        Ts(1),
+        b"GET / HTTP/1.1\r\n",
+        StreamPos::default(),
+    );
     let filler = vec![b'a'; 8192];
     for _ in 0..20 {
         a.data(&mut c, &m, C, Ts(2), &filler, StreamPos::default());

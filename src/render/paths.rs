@@ -12,20 +12,34 @@ fn hop_line(h: &Hop) -> String {
             let what = match h.translation {
                 Some("SNAT") => format!("{} -> {}", b.client, a.client),
                 Some("DNAT") => format!("{} -> {}", b.server, a.server),
-                _ => format!("{} -> {} / {} -> {}", b.client, a.client, b.server, a.server),
+                _ => format!(
+                    "{} -> {} / {} -> {}",
+                    b.client, a.client, b.server, a.server
+                ),
             };
             format!(
                 "{} {what}  [{} {} -> {}]",
                 h.translation.unwrap_or("NAT"),
                 h.host.as_deref().unwrap_or("?"),
-                h.capture_before.as_ref().map(|c| c.interface.as_str()).unwrap_or("?"),
-                h.capture_after.as_ref().map(|c| c.interface.as_str()).unwrap_or("?"),
+                h.capture_before
+                    .as_ref()
+                    .map(|c| c.interface.as_str())
+                    .unwrap_or("?"),
+                h.capture_after
+                    .as_ref()
+                    .map(|c| c.interface.as_str())
+                    .unwrap_or("?"),
             )
         }
         _ => {
-            let status = h.status.map(|s| s.to_string()).unwrap_or_else(|| "---".into());
+            let status = h
+                .status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "---".into());
             let timing = match (h.latency_ms, h.self_ms) {
-                (Some(l), Some(s)) if (l - s).abs() > 0.0005 => format!("{l:.3} ms (self {s:.3} ms)"),
+                (Some(l), Some(s)) if (l - s).abs() > 0.0005 => {
+                    format!("{l:.3} ms (self {s:.3} ms)")
+                }
                 (Some(l), _) => format!("{l:.3} ms"),
                 _ => "no response".into(),
             };
@@ -45,8 +59,14 @@ fn hop_line(h: &Hop) -> String {
                     .as_deref()
                     .map(|p| format!(" ({})", sanitize(p)))
                     .unwrap_or_default(),
-                h.capture.as_ref().map(|c| sanitize(&c.file).into_owned()).unwrap_or_default(),
-                h.capture.as_ref().map(|c| sanitize(&c.interface).into_owned()).unwrap_or_default(),
+                h.capture
+                    .as_ref()
+                    .map(|c| sanitize(&c.file).into_owned())
+                    .unwrap_or_default(),
+                h.capture
+                    .as_ref()
+                    .map(|c| sanitize(&c.interface).into_owned())
+                    .unwrap_or_default(),
             ) + &format!("  on {}", h.host.as_deref().unwrap_or("?"))
         }
     }
@@ -57,7 +77,13 @@ pub fn write_path(out: &mut impl Write, p: &RequestPath) -> io::Result<()> {
     let vip = p
         .vip
         .as_ref()
-        .map(|v| format!("  VIP {} held by {}", v.address, v.holder.as_deref().unwrap_or("?")))
+        .map(|v| {
+            format!(
+                "  VIP {} held by {}",
+                v.address,
+                v.holder.as_deref().unwrap_or("?")
+            )
+        })
         .unwrap_or_default();
     writeln!(
         out,
@@ -97,7 +123,11 @@ pub fn write_report(out: &mut impl Write, r: &Report) -> io::Result<()> {
         )?;
     }
     if !s.slowest.is_empty() {
-        let list: Vec<String> = s.slowest.iter().map(|(id, ms)| format!("path {id} {ms:.3} ms")).collect();
+        let list: Vec<String> = s
+            .slowest
+            .iter()
+            .map(|(id, ms)| format!("path {id} {ms:.3} ms"))
+            .collect();
         writeln!(out, "slowest: {}", list.join(", "))?;
     }
     for h in &r.vip_timeline {

@@ -15,8 +15,8 @@ use crate::time::Ts;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
-use stream::{HalfStream, StreamEvent};
 pub use stream::StreamPos;
+use stream::{HalfStream, StreamEvent};
 
 /// A TCP sequence number; ordered by wrapping distance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

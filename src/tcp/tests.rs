@@ -9,7 +9,15 @@ struct Recorder {
 impl StreamSink for Recorder {
     type Conn = ();
     fn open(&mut self, _meta: &ConnMeta) {}
-    fn data(&mut self, _: &mut (), meta: &ConnMeta, dir: Dir, _: Ts, data: &[u8], _: StreamPos) -> bool {
+    fn data(
+        &mut self,
+        _: &mut (),
+        meta: &ConnMeta,
+        dir: Dir,
+        _: Ts,
+        data: &[u8],
+        _: StreamPos,
+    ) -> bool {
         self.events
             .push((meta.id, dir, String::from_utf8_lossy(data).into_owned()));
         true

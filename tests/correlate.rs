@@ -1,0 +1,282 @@
+//! Request paths over the lab's shipped scenarios: accuracy against the ground truth,
+//! clock offsets, golden outputs, and the failover.
+
+use crate::util::{flowtrace, flowtrace_in_repo, golden, repo, shift_pcap, temp_dir};
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn scenario_files(name: &str) -> Vec<PathBuf> {
+    let dir = repo().join("captures").join(name);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".pcap.gz"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.len(),
+        4,
+        "{name}: expected client, router, A and B captures"
+    );
+    files
+}
+
+fn relative(files: &[PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .map(|f| f.strip_prefix(repo()).unwrap().display().to_string())
+        .collect()
+}
+
+/// Runs the scorer on a scenario and returns its JSON.
+fn score(name: &str) -> Value {
+    let files = relative(&scenario_files(name));
+    let truth = format!("captures/{name}/truth.jsonl");
+    let mut args = vec![
+        "pcap".to_string(),
+        "--truth".into(),
+        truth,
+        "--format".into(),
+        "json".into(),
+    ];
+    args.extend(files);
+    let run = flowtrace_in_repo(&args);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+fn exact(v: &Value) -> (f64, f64) {
+    let p = &v["paths_exact"];
+    (
+        p["precision"].as_f64().unwrap(),
+        p["recall"].as_f64().unwrap(),
+    )
+}
+
+#[test]
+fn highconc_paths_at_least_99_5_percent_right() {
+    let v = score("highconc-2000");
+    assert_eq!(v["truth_requests"], 2000);
+    let (precision, recall) = exact(&v);
+    assert!(
+        precision >= 0.995 && recall >= 0.995,
+        "highconc-2000: precision {precision}, recall {recall}"
+    );
+}
+
+#[test]
+fn no_forward_headers_paths_at_least_97_percent_right() {
+    let v = score("no-forward-headers");
+    let (precision, recall) = exact(&v);
+    assert!(
+        precision >= 0.97 && recall >= 0.97,
+        "no-forward-headers: precision {precision}, recall {recall}"
+    );
+}
+
+#[test]
+fn small_scenarios_are_exactly_right() {
+    for name in [
+        "single-request",
+        "cross-server",
+        "keepalive-500",
+        "failover",
+    ] {
+        let v = score(name);
+        let (precision, recall) = exact(&v);
+        assert!(
+            precision >= 0.99 && recall >= 0.99,
+            "{name}: precision {precision}, recall {recall}"
+        );
+    }
+}
+
+fn paths_json(files: &[PathBuf], extra: &[&str]) -> Value {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "pcap".into(),
+        "--paths".into(),
+        "--format".into(),
+        "json".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.into()));
+    args.extend(files.iter().map(|f| f.as_os_str().to_owned()));
+    let run = flowtrace(&args);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+/// The shape of every path: hops with kind, parent, addresses, host, role, status.
+fn shape(doc: &Value) -> Vec<String> {
+    doc["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let hops: Vec<String> = p["hops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{}:{}:{}:{}:{}:{}:{}:{}",
+                        h["kind"],
+                        h["parent"],
+                        h["client"],
+                        h["server"],
+                        h["host"],
+                        h["role"],
+                        h["status"],
+                        h["before"]
+                    )
+                })
+                .collect();
+            format!("{} {}", p["status"], hops.join(" | "))
+        })
+        .collect()
+}
+
+fn offset_of(doc: &Value, suffix: &str) -> f64 {
+    doc["clock_offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["capture"].as_str().unwrap().ends_with(suffix))
+        .unwrap_or_else(|| panic!("no offset for {suffix}"))["offset_s"]
+        .as_f64()
+        .unwrap()
+}
+
+#[test]
+fn clock_offsets_are_recovered_and_paths_unchanged() {
+    let files = scenario_files("keepalive-500");
+    let base = paths_json(&files, &[]);
+    let base_b = offset_of(&base, "/B.pcap.gz");
+    for shift in [2.5, -0.037] {
+        let dir = temp_dir(&format!("shift{shift}"));
+        let mut shifted = Vec::new();
+        for f in &files {
+            let name = f.file_name().unwrap().to_str().unwrap();
+            let stem = name.trim_end_matches(".pcap.gz");
+            std::fs::copy(
+                f.with_file_name(format!("{stem}.links.json")),
+                dir.join(format!("{stem}.links.json")),
+            )
+            .unwrap();
+            let dst = dir.join(format!("{stem}.pcap"));
+            let ns = if stem == "B" { (shift * 1e9) as i64 } else { 0 };
+            shift_pcap(f, &dst, ns);
+            shifted.push(dst);
+        }
+        let doc = paths_json(&shifted, &[]);
+        let est = offset_of(&doc, "/B.pcap") - base_b;
+        assert!(
+            (est - shift).abs() < 100e-6,
+            "shift {shift}: estimated {est}"
+        );
+        assert_eq!(
+            shape(&doc),
+            shape(&base),
+            "paths changed under a {shift} s shift"
+        );
+        // An override is used as given.
+        let b = shifted.iter().find(|p| p.ends_with("B.pcap")).unwrap();
+        let spec = format!("{}={shift}", b.display());
+        let doc = paths_json(&shifted, &["--offset", &spec]);
+        assert_eq!(offset_of(&doc, "/B.pcap"), shift);
+        assert_eq!(shape(&doc), shape(&base));
+    }
+}
+
+#[test]
+fn failover_lists_the_vip_move_and_failed_requests() {
+    let files = scenario_files("failover");
+    let doc = paths_json(&files, &[]);
+    let f = &doc["failovers"][0];
+    assert_eq!(
+        (f["from"].as_str(), f["to"].as_str()),
+        (Some("A"), Some("B"))
+    );
+    let failed = f["failed_paths"].as_array().unwrap();
+    let truth_failed = std::fs::read_to_string(repo().join("captures/failover/truth.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).unwrap()["ok"] == Value::Bool(false))
+        .count();
+    assert!(truth_failed > 0);
+    assert_eq!(failed.len(), truth_failed);
+    assert!(failed
+        .iter()
+        .all(|p| p["reason"].as_str().unwrap().contains("no response")));
+    let holders: Vec<&str> = doc["vip_timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["holder"].as_str().unwrap())
+        .collect();
+    assert!(
+        holders.starts_with(&["A"]) && holders.contains(&"B"),
+        "{holders:?}"
+    );
+}
+
+/// Golden outputs: the whole text and JSON of the small scenarios; for the large
+/// ones the summary, the first paths and the score (a 2,000-path JSON is not
+/// reviewable).
+#[test]
+fn golden_paths_of_every_scenario() {
+    for name in [
+        "single-request",
+        "cross-server",
+        "keepalive-500",
+        "failover",
+        "highconc-2000",
+        "no-forward-headers",
+    ] {
+        let files = relative(&scenario_files(name));
+        let mut args = vec!["pcap".to_string(), "--paths".into()];
+        args.extend(files.clone());
+        let run = flowtrace_in_repo(&args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let mut json_args = vec![
+            "pcap".to_string(),
+            "--paths".into(),
+            "--format".into(),
+            "json".into(),
+        ];
+        json_args.extend(files);
+        let json = flowtrace_in_repo(&json_args);
+        assert_eq!(json.code, 0);
+        let doc: Value = serde_json::from_str(&json.stdout).unwrap();
+        if name == "single-request" || name == "cross-server" {
+            golden(&format!("{name}/paths.txt"), &run.stdout);
+            golden(
+                &format!("{name}/paths.json"),
+                &serde_json::to_string_pretty(&doc).unwrap(),
+            );
+        } else {
+            let text = run.stdout;
+            let first_paths: String = text
+                .split("\npath ")
+                .take(4)
+                .collect::<Vec<_>>()
+                .join("\npath ");
+            let summary = text.split("\n\n").last().unwrap();
+            golden(
+                &format!("{name}/paths-head.txt"),
+                &format!("{first_paths}\n"),
+            );
+            golden(&format!("{name}/summary.txt"), summary);
+            let mut digest = doc.clone();
+            let map = digest.as_object_mut().unwrap();
+            let paths = map["paths"].as_array().unwrap();
+            let head: Vec<Value> = paths.iter().take(3).cloned().collect();
+            map.insert("paths".into(), Value::Array(head));
+            map.remove("anomalies");
+            map.remove("gratuitous_arp");
+            golden(
+                &format!("{name}/paths-head.json"),
+                &serde_json::to_string_pretty(&digest).unwrap(),
+            );
+        }
+    }
+}
