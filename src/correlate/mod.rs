@@ -16,7 +16,7 @@
 //!    ends before `G`'s response, and the method is the same. Candidates are weighed by
 //!    every signal there is (URI, X-Forwarded-For / X-Real-IP / X-Forwarded-Port,
 //!    header values that propagate unchanged and are rare, status, body sizes, and how
-//!    tightly the times nest) and assigned globally ([`assign`]).
+//!    tightly the times nest) and assigned globally (an auction over all candidates, module `assign`).
 //! 4. **VIP.** VRRP advert runs give which router held each virtual address when; a
 //!    path whose first server address is a VIP names the holder at that time.
 
