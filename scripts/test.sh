@@ -5,6 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo test --release
+# Regression checks: every shipped scenario against its expectation in fixtures/.
+for expect in fixtures/*/expect.toml; do
+  name=$(basename "$(dirname "$expect")")
+  echo "== flowtrace check $name"
+  ./target/release/flowtrace check --no-progress --expect "$expect" captures/"$name"/*.pcap.gz
+done
 # The shipped lab scenarios: captures hold what their truth names, no marker left.
 if [ -x captures/lab/check-shipped.sh ]; then
   captures/lab/check-shipped.sh

@@ -17,6 +17,8 @@
 //! - [`correlate`]: joins the transactions of every capture point into request paths
 //!   (NAT, proxies, clocks, the VRRP virtual address).
 //! - [`render`]: text and JSON output.
+//! - [`check`]: regression checks of request paths against expectations and rules.
+//! - [`score`]: request paths compared with the lab's ground truth.
 //!
 //! A bad packet never stops a run: it becomes a counted anomaly ([`anomaly::Stats`]).
 //! Only an unreadable capture header or a failed output aborts.
@@ -25,6 +27,7 @@
 
 pub mod anomaly;
 pub mod capture;
+pub mod check;
 pub mod correlate;
 pub mod decode;
 pub mod error;

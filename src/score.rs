@@ -16,7 +16,7 @@
 //! Failed requests (no gateway in the truth) are right when the path has only its
 //! first hop and no response.
 
-use crate::correlate::{Hop, Report, RequestPath};
+use crate::correlate::{Report, RequestPath};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -134,13 +134,6 @@ fn parse_truth(text: &str) -> Result<Vec<Truth>, TruthError> {
     Ok(out)
 }
 
-fn http_children(p: &RequestPath, parent: usize) -> Vec<&Hop> {
-    p.hops
-        .iter()
-        .filter(|h| h.kind == "http" && h.parent == Some(parent))
-        .collect()
-}
-
 const LINKS: [&str; 5] = [
     "gateway_host",
     "gateway_upstream",
@@ -181,10 +174,10 @@ pub fn score(report: &Report, truth_jsonl: &str) -> Result<ScoreReport, TruthErr
         if root.role.is_some() && p.hops.len() > 1 {
             links.get_mut("gateway_host").expect("known").produced += 1;
         }
-        for g in http_children(p, 0) {
+        for g in p.http_children(0) {
             links.get_mut("gateway_upstream").expect("known").produced += 1;
             links.get_mut("nginx_host").expect("known").produced += 1;
-            for n in http_children(p, g.id) {
+            for n in p.http_children(g.id) {
                 links.get_mut("nginx_upstream").expect("known").produced += 1;
                 links.get_mut("backend").expect("known").produced += 1;
                 let _ = n;
@@ -216,10 +209,10 @@ pub fn score(report: &Report, truth_jsonl: &str) -> Result<ScoreReport, TruthErr
             let mut wrong = Vec::new();
             let root = &p.hops[0];
             let http_hops = p.hops.iter().filter(|h| h.kind == "http").count();
-            let gw = http_children(p, 0);
+            let gw = p.http_children(0);
             let gw = (gw.len() == 1).then(|| gw[0]);
             let ng = gw.and_then(|g| {
-                let c = http_children(p, g.id);
+                let c = p.http_children(g.id);
                 (c.len() == 1).then(|| c[0])
             });
             let mut check = |name: &'static str, ok: bool, expected: bool, what: String| {

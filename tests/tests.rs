@@ -1,5 +1,6 @@
 //! Integration tests: one binary (ripgrep's layout).
 
+mod check;
 mod cli;
 mod corpus;
 mod correlate;

@@ -2,12 +2,13 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use flowtrace::anomaly::Stats;
-use flowtrace::capture::FileSource;
-use flowtrace::correlate::{correlate, Input};
+use flowtrace::anomaly::{AnomalyLog, Stats};
+use flowtrace::capture::{FileSource, Warning};
+use flowtrace::check::{self, Expectation};
+use flowtrace::correlate::{correlate, Input, Report};
 use flowtrace::links::{self, HostLinks};
-use flowtrace::pipeline::{Pipeline, PipelineConfig};
-use flowtrace::render::{Format, Summary, Writer};
+use flowtrace::pipeline::{GratuitousArp, Pipeline, PipelineConfig, Vantage, VrrpRun};
+use flowtrace::render::{sanitize, Format, Summary, Writer};
 use flowtrace::tcp::TcpConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::fs::File;
@@ -26,8 +27,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Read pcap/pcapng files (optionally gzip-compressed; `-` is stdin) as one
-    /// time-ordered stream and print their HTTP transactions.
+    /// time-ordered stream and print their HTTP transactions, or (--paths) the
+    /// request paths across captures, NAT, proxies and the VIP.
     Pcap(PcapArgs),
+    /// Check the request paths of captures against an expectation file and rules:
+    /// exit 0 when they hold, 1 with a diff when not, 2 on error.
+    Check(CheckArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -37,8 +42,9 @@ enum FormatArg {
     Jsonl,
 }
 
+/// What every command that reads captures takes.
 #[derive(clap::Args, Debug)]
-struct PcapArgs {
+struct CaptureArgs {
     /// Capture files, typically one per host.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -47,6 +53,26 @@ struct PcapArgs {
     /// `<capture>.links.json` beside the capture is used when present.
     #[arg(long, value_name = "[CAPTURE=]FILE")]
     links: Vec<String>,
+    /// A capture's clock offset in seconds (subtracted from its timestamps), as
+    /// CAPTURE=SECONDS; overrides the estimate. Repeatable.
+    #[arg(long, value_name = "CAPTURE=SECONDS")]
+    offset: Vec<String>,
+    /// Close TCP connections idle this many seconds (capture time).
+    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    idle_timeout: f64,
+    /// Verify TCP checksums and count mismatches (segments are used all the same:
+    /// offloads make checksums on Linux captures look wrong).
+    #[arg(long)]
+    verify_checksums: bool,
+    /// Never show a progress bar (it is shown only when stderr is a terminal).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct PcapArgs {
+    #[command(flatten)]
+    capture: CaptureArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = FormatArg::Text)]
     format: FormatArg,
@@ -60,24 +86,27 @@ struct PcapArgs {
     /// instead of per-capture-point transactions.
     #[arg(long)]
     paths: bool,
-    /// A capture's clock offset in seconds (subtracted from its timestamps), as
-    /// CAPTURE=SECONDS; overrides the estimate. Repeatable.
-    #[arg(long, value_name = "CAPTURE=SECONDS")]
-    offset: Vec<String>,
     /// Score the paths against a lab ground truth (truth.jsonl) and print precision
     /// and recall instead of the paths (implies --paths).
     #[arg(long, value_name = "FILE")]
     truth: Option<PathBuf>,
-    /// Close TCP connections idle this many seconds (capture time).
-    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
-    idle_timeout: f64,
-    /// Verify TCP checksums and count mismatches (segments are used all the same:
-    /// offloads make checksums on Linux captures look wrong).
-    #[arg(long)]
-    verify_checksums: bool,
-    /// Never show a progress bar (it is shown only when stderr is a terminal).
-    #[arg(long)]
-    no_progress: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct CheckArgs {
+    #[command(flatten)]
+    capture: CaptureArgs,
+    /// The expectation file (TOML, docs/check.md).
+    #[arg(long, value_name = "FILE")]
+    expect: Option<PathBuf>,
+    /// Write (or rewrite) the expectation file from the captures instead of checking;
+    /// rules already in it are kept.
+    #[arg(long, requires = "expect")]
+    bless: bool,
+    /// A rule to check besides the expectation's (repeatable), e.g.
+    /// "no 5xx", "every path passes vip, gateway, load_balancer, backend".
+    #[arg(long, value_name = "RULE")]
+    rule: Vec<String>,
 }
 
 /// Parses the flags and runs the command.
@@ -85,10 +114,11 @@ pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Pcap(args) => pcap(args),
+        Command::Check(args) => check_cmd(args),
     }
 }
 
-fn load_links(args: &PcapArgs) -> Result<Vec<Option<HostLinks>>> {
+fn load_links(args: &CaptureArgs) -> Result<Vec<Option<HostLinks>>> {
     let mut out: Vec<Option<HostLinks>> = vec![None; args.files.len()];
     for spec in &args.links {
         let (capture, file) = match spec.split_once('=') {
@@ -114,7 +144,7 @@ fn load_links(args: &PcapArgs) -> Result<Vec<Option<HostLinks>>> {
     Ok(out)
 }
 
-fn parse_offsets(args: &PcapArgs) -> Result<Vec<Option<f64>>> {
+fn parse_offsets(args: &CaptureArgs) -> Result<Vec<Option<f64>>> {
     let mut out = vec![None; args.files.len()];
     for spec in &args.offset {
         let (capture, secs) = spec
@@ -135,42 +165,32 @@ fn parse_offsets(args: &PcapArgs) -> Result<Vec<Option<f64>>> {
     Ok(out)
 }
 
-fn pcap(args: PcapArgs) -> Result<ExitCode> {
+/// The captures opened and the pipeline set up, flags validated.
+struct Opened {
+    source: FileSource,
+    pipeline: Pipeline,
+    links: Vec<Option<HostLinks>>,
+    offsets: Vec<Option<f64>>,
+    progress: Option<ProgressBar>,
+}
+
+fn open(args: &CaptureArgs) -> Result<Opened> {
     if args.idle_timeout.is_nan() || args.idle_timeout <= 0.0 {
         bail!("--idle-timeout must be a positive number of seconds");
     }
-    let offsets = parse_offsets(&args)?;
-    let links = load_links(&args)?;
-    let mut source = FileSource::open(&args.files)?;
-    let config = PipelineConfig {
+    let offsets = parse_offsets(args)?;
+    let links = load_links(args)?;
+    let source = FileSource::open(&args.files)?;
+    let pipeline = Pipeline::new(PipelineConfig {
         tcp: TcpConfig {
             idle_timeout_ns: (args.idle_timeout * 1e9) as i64,
             ..TcpConfig::default()
         },
         links: links.clone(),
         verify_checksums: args.verify_checksums,
-    };
-    let mut pipeline = Pipeline::new(config);
-    let out: Box<dyn Write> = match &args.output {
-        Some(p) => {
-            Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
-        }
-        None => Box::new(io::stdout().lock()),
-    };
-    let format = match args.format {
-        FormatArg::Text => Format::Text,
-        FormatArg::Json => Format::Json,
-        FormatArg::Jsonl => Format::Jsonl,
-    };
-    let out = BufWriter::with_capacity(1 << 16, out);
-    if args.paths || args.truth.is_some() {
-        return paths(args, source, pipeline, out, format, links, offsets);
-    }
-    let mut writer = Writer::new(out, format, args.headers)?;
-
-    let progress = if !args.no_progress && io::stderr().is_terminal() {
-        let (_, total) = source.progress();
-        let bar = match total {
+    });
+    let progress =
+        (!args.no_progress && io::stderr().is_terminal()).then(|| match source.progress().1 {
             Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr())
                 .with_style(
                     ProgressStyle::with_template(
@@ -179,108 +199,153 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
                     .expect("valid template"),
                 ),
             None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-        };
-        Some(bar)
-    } else {
-        None
-    };
+        });
+    Ok(Opened {
+        source,
+        pipeline,
+        links,
+        offsets,
+        progress,
+    })
+}
 
-    let mut stats = Stats::default();
+/// Reads every frame, handing completed transactions to `each`.
+fn read_all(
+    o: &mut Opened,
+    stats: &mut Stats,
+    mut each: impl FnMut(&mut Pipeline) -> Result<()>,
+) -> Result<()> {
     let mut frames: u64 = 0;
-    while let Some((frame, interfaces)) = source.next_frame(&mut stats)? {
-        pipeline.push(&frame, interfaces);
+    while let Some((frame, interfaces)) = o.source.next_frame(stats)? {
+        o.pipeline.push(&frame, interfaces);
         frames += 1;
-        if pipeline.has_completed() {
-            pipeline.emit(|t, vantages| writer.transaction(t, vantages))?;
+        if o.pipeline.has_completed() {
+            each(&mut o.pipeline)?;
         }
         if frames.is_multiple_of(65_536) {
-            if let Some(bar) = &progress {
-                bar.set_position(source.progress().0);
+            if let Some(bar) = &o.progress {
+                bar.set_position(o.source.progress().0);
                 bar.set_message(format!(
                     "{frames} frames, {} open connections",
-                    pipeline.open_connections()
+                    o.pipeline.open_connections()
                 ));
             }
         }
     }
-    pipeline.finish();
-    pipeline.emit(|t, vantages| writer.transaction(t, vantages))?;
-    let vantages = pipeline.vantages().to_vec();
-    if let Some(bar) = progress {
+    o.pipeline.finish();
+    each(&mut o.pipeline)?;
+    if let Some(bar) = o.progress.take() {
         bar.finish_and_clear();
     }
+    for w in o.source.warnings() {
+        eprintln!(
+            "flowtrace: warning: {}: {}",
+            sanitize(&w.file),
+            sanitize(&w.message)
+        );
+    }
+    Ok(())
+}
+
+fn output(path: &Option<PathBuf>) -> Result<BufWriter<Box<dyn Write>>> {
+    let out: Box<dyn Write> = match path {
+        Some(p) => {
+            Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
+        }
+        None => Box::new(io::stdout().lock()),
+    };
+    Ok(BufWriter::with_capacity(1 << 16, out))
+}
+
+fn pcap(args: PcapArgs) -> Result<ExitCode> {
+    let format = match args.format {
+        FormatArg::Text => Format::Text,
+        FormatArg::Json => Format::Json,
+        FormatArg::Jsonl => Format::Jsonl,
+    };
+    if args.paths || args.truth.is_some() {
+        return paths(args, format);
+    }
+    let mut opened = open(&args.capture)?;
+    let mut writer = Writer::new(output(&args.output)?, format, args.headers)?;
+    let mut stats = Stats::default();
+    read_all(&mut opened, &mut stats, |p| {
+        Ok(p.emit(|t, v| writer.transaction(t, v))?)
+    })?;
+    let pipeline = &opened.pipeline;
     let mut all = pipeline.stats();
     all.merge(&stats);
-    all.files = args.files.len() as u64;
-    let inputs = source.file_names();
+    all.files = args.capture.files.len() as u64;
+    let inputs = opened.source.file_names();
     let anomalies = pipeline.anomalies();
     let summary = Summary {
         inputs: &inputs,
-        vantages: &vantages,
-        warnings: source.warnings(),
+        vantages: pipeline.vantages(),
+        warnings: opened.source.warnings(),
         stats: &all,
         anomalies: &anomalies,
         vrrp: pipeline.vrrp(),
         gratuitous_arp: pipeline.gratuitous_arps(),
     };
     writer.finish(&summary)?;
-    for w in source.warnings() {
-        eprintln!(
-            "flowtrace: warning: {}: {}",
-            flowtrace::render::sanitize(&w.file),
-            flowtrace::render::sanitize(&w.message)
-        );
-    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--paths`: keep every transaction, then correlate them into request paths.
-fn paths(
-    args: PcapArgs,
-    mut source: FileSource,
-    mut pipeline: Pipeline,
-    mut out: BufWriter<Box<dyn Write>>,
-    format: Format,
-    links: Vec<Option<HostLinks>>,
-    offsets: Vec<Option<f64>>,
-) -> Result<ExitCode> {
+/// A whole run correlated into request paths.
+struct Correlated {
+    report: Report,
+    stats: Stats,
+    anomalies: AnomalyLog,
+    files: Vec<String>,
+    vantages: Vec<Vantage>,
+    warnings: Vec<Warning>,
+    vrrp: Vec<VrrpRun>,
+    garp: Vec<GratuitousArp>,
+}
+
+/// Keeps every transaction, then correlates them into request paths.
+fn correlated(args: &CaptureArgs) -> Result<Correlated> {
+    let mut opened = open(args)?;
     let mut stats = Stats::default();
     let mut transactions = Vec::new();
-    while let Some((frame, interfaces)) = source.next_frame(&mut stats)? {
-        pipeline.push(&frame, interfaces);
-        if pipeline.has_completed() {
-            transactions.extend(pipeline.drain());
-        }
-    }
-    pipeline.finish();
-    transactions.extend(pipeline.drain());
-    let files = source.file_names();
-    let input = Input {
+    read_all(&mut opened, &mut stats, |p| {
+        transactions.extend(p.drain());
+        Ok(())
+    })?;
+    let files = opened.source.file_names();
+    let pipeline = &opened.pipeline;
+    let report = correlate(&Input {
         transactions: &transactions,
         vantages: pipeline.vantages(),
         files: &files,
-        links: &links,
+        links: &opened.links,
         vrrp: pipeline.vrrp(),
         garp: pipeline.gratuitous_arps(),
-        offset_overrides: &offsets,
-    };
-    let report = correlate(&input);
+        offset_overrides: &opened.offsets,
+    });
     let mut all = pipeline.stats();
     all.merge(&stats);
     all.files = args.files.len() as u64;
-    let samples = pipeline.anomalies();
-    for w in source.warnings() {
-        eprintln!(
-            "flowtrace: warning: {}: {}",
-            flowtrace::render::sanitize(&w.file),
-            flowtrace::render::sanitize(&w.message)
-        );
-    }
+    Ok(Correlated {
+        report,
+        stats: all,
+        anomalies: pipeline.anomalies(),
+        files,
+        vantages: pipeline.vantages().to_vec(),
+        warnings: opened.source.warnings().to_vec(),
+        vrrp: pipeline.vrrp().to_vec(),
+        garp: pipeline.gratuitous_arps().to_vec(),
+    })
+}
+
+fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
+    let c = correlated(&args.capture)?;
+    let mut out = output(&args.output)?;
     if let Some(truth) = &args.truth {
         let text = std::fs::read_to_string(truth)
             .with_context(|| format!("cannot read {}", truth.display()))?;
-        let scored =
-            flowtrace::score::score(&report, &text).with_context(|| truth.display().to_string())?;
+        let scored = flowtrace::score::score(&c.report, &text)
+            .with_context(|| truth.display().to_string())?;
         if format == Format::Text {
             let line = |name: &str, s: &flowtrace::score::Score| {
                 format!(
@@ -313,8 +378,9 @@ fn paths(
     }
     match format {
         Format::Text => {
-            flowtrace::render::paths::write_report(&mut out, &report)?;
-            let nonzero: Vec<String> = all
+            flowtrace::render::paths::write_report(&mut out, &c.report)?;
+            let nonzero: Vec<String> = c
+                .stats
                 .iter()
                 .filter(|(_, v)| *v > 0)
                 .map(|(k, v)| format!("{k}={v}"))
@@ -322,24 +388,18 @@ fn paths(
             writeln!(out, "counters: {}", nonzero.join(" "))?;
         }
         Format::Json | Format::Jsonl => {
-            let mut doc = serde_json::to_value(&report)?;
+            let mut doc = serde_json::to_value(&c.report)?;
             let map = doc.as_object_mut().expect("report is an object");
             let path_anomalies = map.remove("anomalies").unwrap_or_default();
-            let mut anomalies = serde_json::to_value(&samples)?;
+            let mut anomalies = serde_json::to_value(&c.anomalies)?;
             anomalies["paths"] = path_anomalies;
             map.insert("anomalies".into(), anomalies);
-            map.insert("inputs".into(), serde_json::to_value(&files)?);
-            map.insert(
-                "vantages".into(),
-                serde_json::to_value(pipeline.vantages())?,
-            );
-            map.insert("warnings".into(), serde_json::to_value(source.warnings())?);
-            map.insert("stats".into(), serde_json::to_value(&all)?);
-            map.insert("vrrp".into(), serde_json::to_value(pipeline.vrrp())?);
-            map.insert(
-                "gratuitous_arp".into(),
-                serde_json::to_value(pipeline.gratuitous_arps())?,
-            );
+            map.insert("inputs".into(), serde_json::to_value(&c.files)?);
+            map.insert("vantages".into(), serde_json::to_value(&c.vantages)?);
+            map.insert("warnings".into(), serde_json::to_value(&c.warnings)?);
+            map.insert("stats".into(), serde_json::to_value(&c.stats)?);
+            map.insert("vrrp".into(), serde_json::to_value(&c.vrrp)?);
+            map.insert("gratuitous_arp".into(), serde_json::to_value(&c.garp)?);
             if format == Format::Json {
                 serde_json::to_writer(&mut out, &doc)?;
                 writeln!(out)?;
@@ -359,4 +419,61 @@ fn paths(
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn check_cmd(args: CheckArgs) -> Result<ExitCode> {
+    if args.expect.is_none() && args.rule.is_empty() {
+        bail!("nothing to check: give --expect FILE and/or --rule RULE");
+    }
+    // Rules are parsed before the captures are read, so a typo fails fast.
+    let mut rules = Vec::new();
+    for r in &args.rule {
+        rules.push(check::Rule::parse(r).with_context(|| format!("--rule {r:?}"))?);
+    }
+    let existing = match &args.expect {
+        Some(path) if path.exists() || !args.bless => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Some(Expectation::parse(&text).with_context(|| path.display().to_string())?)
+        }
+        _ => None,
+    };
+    let c = correlated(&args.capture)?;
+    if args.bless {
+        let path = args
+            .expect
+            .as_ref()
+            .expect("clap requires --expect with --bless");
+        let mut blessed = Expectation::from_report(&c.report);
+        if let Some(old) = &existing {
+            blessed.description = old.description.clone();
+            blessed.rules = old.rules.clone();
+            blessed.latency_factor = old.latency_factor;
+        }
+        std::fs::write(path, blessed.to_toml()?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("flowtrace: wrote {}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let outcome = check::check(&c.report, existing.as_ref(), &rules)?;
+    let mut out = io::stdout().lock();
+    for line in &outcome.failures {
+        writeln!(out, "FAIL {line}")?;
+    }
+    writeln!(
+        out,
+        "{}: {} checks, {} failed",
+        if outcome.failures.is_empty() {
+            "ok"
+        } else {
+            "FAILED"
+        },
+        outcome.checks,
+        outcome.failures.len()
+    )?;
+    Ok(if outcome.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

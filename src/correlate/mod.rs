@@ -176,6 +176,16 @@ pub struct RequestPath {
     pub hops: Vec<Hop>,
 }
 
+impl RequestPath {
+    /// The HTTP hops whose parent is hop `parent`.
+    pub fn http_children(&self, parent: usize) -> Vec<&Hop> {
+        self.hops
+            .iter()
+            .filter(|h| h.kind == "http" && h.parent == Some(parent))
+            .collect()
+    }
+}
+
 /// A path's use of a virtual address.
 #[derive(Clone, Debug, Serialize)]
 pub struct VipUse {
@@ -446,6 +456,19 @@ pub fn correlate(input: &Input<'_>) -> Report {
         }
     }
 
+    // Which capture's host owns which address (links sidecars).
+    let owned: std::collections::HashSet<(usize, IpAddr)> = input
+        .links
+        .iter()
+        .enumerate()
+        .filter_map(|(f, l)| Some((f, l.as_ref()?)))
+        .flat_map(|(f, l)| {
+            l.links
+                .iter()
+                .flat_map(move |link| link.addresses.iter().map(move |a| (f, *a)))
+        })
+        .collect();
+    let owns = |file: usize, ip: IpAddr| owned.contains(&(file, ip));
     let offsets = estimate_offsets(input, &exchanges);
     let shift: Vec<i64> = offsets
         .iter()
@@ -460,10 +483,7 @@ pub fn correlate(input: &Input<'_>) -> Report {
             v.resp_end = v.resp_end.map(|t| Ts(t.0 - d));
             v.start = Ts(v.start.0 - d);
         }
-        // Nearest the client first: highest TTL (a router between two captures
-        // lowered it), then time (clocks corrected; within one capture, one clock).
-        e.views
-            .sort_by_key(|v| (std::cmp::Reverse(v.ttl), v.req, v.vantage));
+        order_views(&mut e.views, &owns);
     }
 
     link_proxies(input, &mut exchanges);
@@ -497,6 +517,50 @@ pub fn correlate(input: &Input<'_>) -> Report {
         address_book,
         anomalies,
         summary,
+    }
+}
+
+/// Orders an exchange's views nearest the client first. The TTL decides first (a
+/// router between two captures lowered it, whatever the clocks say); a view taken on
+/// the host that owns the client's address (by the links sidecars) starts the chain.
+/// Among views with the same TTL the chain continues with a view showing the same
+/// addresses as the last one, else one in the capture the chain last came through,
+/// else the earliest: between captures of the same TTL, clock estimates are only good
+/// to some microseconds, about the time a packet takes between two hosts, so time
+/// alone would misplace a NAT.
+fn order_views(views: &mut Vec<View>, owns: &impl Fn(usize, IpAddr) -> bool) {
+    views.sort_by_key(|v| {
+        (
+            std::cmp::Reverse(v.ttl),
+            !owns(v.file, v.client.ip()),
+            v.req,
+            v.vantage,
+        )
+    });
+    let mut rest: Vec<View> = std::mem::take(views);
+    rest.reverse(); // the next in sorted order is at the end
+    while let Some(first) = rest.pop() {
+        views.push(first);
+        while !rest.is_empty() {
+            let top_ttl = rest.iter().map(|v| v.ttl).max().expect("non-empty");
+            let in_group = |v: &View| v.ttl == top_ttl;
+            let cur = *views.last().expect("pushed");
+            let same_addresses = rest.iter().rposition(|v| {
+                in_group(v) && v.ttl == cur.ttl && (v.client, v.server) == (cur.client, cur.server)
+            });
+            let same_capture = || {
+                views.iter().rev().find_map(|placed| {
+                    rest.iter()
+                        .rposition(|v| in_group(v) && v.file == placed.file)
+                })
+            };
+            let pick = same_addresses
+                .or_else(same_capture)
+                .or_else(|| rest.iter().rposition(in_group))
+                .expect("the group is not empty");
+            let next = rest.remove(pick);
+            views.push(next);
+        }
     }
 }
 
@@ -920,6 +984,8 @@ fn product_and_role(
     };
     let role = if kong {
         "gateway"
+    } else if resp.is_none() && !has_children {
+        "unanswered"
     } else if has_children {
         if is_root {
             "gateway"
