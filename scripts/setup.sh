@@ -4,7 +4,8 @@
 set -euo pipefail
 
 need=()
-for pkg in libpcap-dev pkg-config tcpdump; do
+# chromium: the tests render every kind of SVG diagram in it.
+for pkg in libpcap-dev pkg-config tcpdump chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${FLOWTRACE_BENCH:-0}" = 1 ]; then

@@ -17,6 +17,7 @@
 //! - [`correlate`]: joins the transactions of every capture point into request paths
 //!   (NAT, proxies, clocks, the VRRP virtual address).
 //! - [`render`]: text and JSON output.
+//! - [`diagram`]: the seed's diagrams drawn from packets (SVG, DOT, Mermaid).
 //! - [`check`]: regression checks of request paths against expectations and rules.
 //! - [`score`]: request paths compared with the lab's ground truth.
 //!
@@ -30,6 +31,7 @@ pub mod capture;
 pub mod check;
 pub mod correlate;
 pub mod decode;
+pub mod diagram;
 pub mod error;
 pub mod http;
 pub mod links;

@@ -59,6 +59,77 @@ pub struct GratuitousArp {
     pub mac: String,
 }
 
+/// One TCP segment recorded by a [`Tap`], for ladder and swimlane diagrams.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct TappedSegment {
+    /// Capture time.
+    pub ts: Ts,
+    /// Where it was seen.
+    pub vantage: VantageId,
+    /// Source MAC, when the link layer has one.
+    pub src_mac: Option<String>,
+    /// Destination MAC.
+    pub dst_mac: Option<String>,
+    /// Source address.
+    pub src: std::net::SocketAddr,
+    /// Destination address.
+    pub dst: std::net::SocketAddr,
+    /// TCP flags byte.
+    pub flags: u8,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgement number.
+    pub ack: u32,
+    /// Payload length on the wire.
+    pub len: u32,
+    /// The payload's first line when it starts an HTTP message (cut at 200 bytes).
+    pub first_line: Option<String>,
+}
+
+/// Records the segments of chosen connections at chosen capture points (a second
+/// pass for diagrams, so the first pass keeps no packets).
+#[derive(Clone, Debug, Default)]
+pub struct Tap {
+    /// (vantage, lower endpoint, higher endpoint) of the connections to record.
+    pub connections:
+        std::collections::HashSet<(VantageId, std::net::SocketAddr, std::net::SocketAddr)>,
+    /// Only segments in this window (capture time) are recorded.
+    pub window: (Ts, Ts),
+    /// Most segments kept.
+    pub limit: usize,
+    /// What was recorded.
+    pub segments: Vec<TappedSegment>,
+}
+
+impl Tap {
+    /// The key of a connection as the tap stores it.
+    pub fn key(
+        vantage: VantageId,
+        a: std::net::SocketAddr,
+        b: std::net::SocketAddr,
+    ) -> (VantageId, std::net::SocketAddr, std::net::SocketAddr) {
+        if a <= b {
+            (vantage, a, b)
+        } else {
+            (vantage, b, a)
+        }
+    }
+}
+
+fn first_http_line(payload: &[u8]) -> Option<String> {
+    let head = &payload[..payload.len().min(200)];
+    let line = head.split(|b| *b == b'\n').next()?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let text = String::from_utf8_lossy(line);
+    let is_http = text.starts_with("HTTP/")
+        || (text.contains(" HTTP/1.")
+            && text
+                .split(' ')
+                .next()
+                .is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase())));
+    is_http.then(|| text.into_owned())
+}
+
 /// Most VRRP runs and gratuitous ARPs kept (a bound against hostile captures).
 const MAX_L2_EVENTS: usize = 10_000;
 
@@ -87,6 +158,7 @@ pub struct Pipeline {
     vrrp: Vec<VrrpRun>,
     garp: Vec<GratuitousArp>,
     last_expire: Ts,
+    tap: Option<Tap>,
 }
 
 impl Pipeline {
@@ -105,7 +177,18 @@ impl Pipeline {
             vrrp: Vec::new(),
             garp: Vec::new(),
             last_expire: Ts(i64::MIN),
+            tap: None,
         }
+    }
+
+    /// Records the segments `tap` asks for while frames are pushed.
+    pub fn set_tap(&mut self, tap: Tap) {
+        self.tap = Some(tap);
+    }
+
+    /// The tap, with what it recorded.
+    pub fn take_tap(&mut self) -> Option<Tap> {
+        self.tap.take()
     }
 
     /// Processes one frame. Completed transactions wait in [`Pipeline::drain`].
@@ -129,6 +212,31 @@ impl Pipeline {
             decoded.link.ifindex,
             interfaces,
         );
+        if let (Some(tap), Network::Ip(ip)) = (&mut self.tap, &decoded.net) {
+            if let Transport::Tcp(seg) = &ip.transport {
+                let src = std::net::SocketAddr::new(ip.src, seg.src_port);
+                let dst = std::net::SocketAddr::new(ip.dst, seg.dst_port);
+                if frame.ts >= tap.window.0
+                    && frame.ts <= tap.window.1
+                    && tap.segments.len() < tap.limit
+                    && tap.connections.contains(&Tap::key(vantage, src, dst))
+                {
+                    tap.segments.push(TappedSegment {
+                        ts: frame.ts,
+                        vantage,
+                        src_mac: decoded.link.src_mac.as_ref().map(mac_string),
+                        dst_mac: decoded.link.dst_mac.as_ref().map(mac_string),
+                        src,
+                        dst,
+                        flags: seg.flags,
+                        seq: seg.seq,
+                        ack: seg.ack,
+                        len: seg.payload.len() as u32 + seg.missing,
+                        first_line: first_http_line(seg.payload),
+                    });
+                }
+            }
+        }
         match decoded.net {
             Network::Ip(ip) => match &ip.transport {
                 Transport::Tcp(seg) => self.tcp.segment(

@@ -4,4 +4,5 @@ mod check;
 mod cli;
 mod corpus;
 mod correlate;
+mod diagram;
 mod util;

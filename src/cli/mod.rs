@@ -90,6 +90,30 @@ struct PcapArgs {
     /// and recall instead of the paths (implies --paths).
     #[arg(long, value_name = "FILE")]
     truth: Option<PathBuf>,
+    /// Draw diagrams into DIR (implies --paths): topology.svg, and for each chosen path
+    /// path-ID-chain.svg, path-ID-ladder.svg (more pages: -ladder-2.svg, ...) and
+    /// path-ID-swimlanes.svg.
+    #[arg(long, value_name = "DIR")]
+    svg: Option<PathBuf>,
+    /// With --svg: also write topology.dot and path-ID.dot (Graphviz).
+    #[arg(long, requires = "svg")]
+    dot: bool,
+    /// With --svg: also write topology.mmd and path-ID.mmd (Mermaid).
+    #[arg(long, requires = "svg")]
+    mermaid: bool,
+    /// Paths to draw, by id (repeatable). Default: the slowest complete path with the
+    /// most hops, and the first failed one.
+    #[arg(long = "path", value_name = "ID")]
+    path_ids: Vec<usize>,
+    /// Draw the paths whose URI matches PATTERN (`*` wildcard).
+    #[arg(long, value_name = "PATTERN")]
+    uri: Option<String>,
+    /// Draw the N slowest paths.
+    #[arg(long, value_name = "N")]
+    slowest: Option<usize>,
+    /// Draw the failed paths.
+    #[arg(long)]
+    failed: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -263,7 +287,7 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
         FormatArg::Json => Format::Json,
         FormatArg::Jsonl => Format::Jsonl,
     };
-    if args.paths || args.truth.is_some() {
+    if args.paths || args.truth.is_some() || args.svg.is_some() {
         return paths(args, format);
     }
     let mut opened = open(&args.capture)?;
@@ -338,8 +362,96 @@ fn correlated(args: &CaptureArgs) -> Result<Correlated> {
     })
 }
 
+/// Draws the chosen paths and the topology into `--svg DIR`.
+fn diagrams(args: &PcapArgs, c: &Correlated, dir: &std::path::Path) -> Result<()> {
+    use flowtrace::diagram::{self, export, Selection};
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let write = |name: String, text: &str| -> Result<()> {
+        let path = dir.join(&name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    };
+    let ids = diagram::select(
+        &c.report,
+        &Selection {
+            ids: args.path_ids.clone(),
+            uri: args.uri.clone(),
+            slowest: args.slowest,
+            failed: args.failed,
+        },
+    );
+    // A second pass records the packets of the chosen paths' connections.
+    let mut opened = open(&args.capture)?;
+    opened
+        .pipeline
+        .set_tap(diagram::tap_for(&c.report, &ids, &c.vantages));
+    let mut stats = Stats::default();
+    read_all(&mut opened, &mut stats, |p| {
+        p.drain().for_each(drop);
+        Ok(())
+    })?;
+    let tapped = opened
+        .pipeline
+        .take_tap()
+        .map(|t| t.segments)
+        .unwrap_or_default();
+    let topology = diagram::topology(&c.report);
+    let mut written = vec!["topology.svg".to_string()];
+    write("topology.svg".into(), &topology.svg())?;
+    if args.dot {
+        write("topology.dot".into(), &export::topology_dot(&topology))?;
+        written.push("topology.dot".into());
+    }
+    if args.mermaid {
+        write("topology.mmd".into(), &export::topology_mermaid(&topology))?;
+        written.push("topology.mmd".into());
+    }
+    for id in ids {
+        let p = &c.report.paths[id];
+        write(
+            format!("path-{id}-chain.svg"),
+            &diagram::chain(&c.report, p),
+        )?;
+        written.push(format!("path-{id}-chain.svg"));
+        for (page, svg) in diagram::ladder(&c.report, p, &c.vantages, &tapped)
+            .iter()
+            .enumerate()
+        {
+            let name = if page == 0 {
+                format!("path-{id}-ladder.svg")
+            } else {
+                format!("path-{id}-ladder-{}.svg", page + 1)
+            };
+            write(name.clone(), svg)?;
+            written.push(name);
+        }
+        write(
+            format!("path-{id}-swimlanes.svg"),
+            &diagram::swimlanes(&c.report, p, &c.vantages, &tapped),
+        )?;
+        written.push(format!("path-{id}-swimlanes.svg"));
+        if args.dot {
+            write(format!("path-{id}.dot"), &export::path_dot(p))?;
+            written.push(format!("path-{id}.dot"));
+        }
+        if args.mermaid {
+            write(format!("path-{id}.mmd"), &export::path_mermaid(p))?;
+            written.push(format!("path-{id}.mmd"));
+        }
+    }
+    eprintln!(
+        "flowtrace: wrote {} file(s) to {}: {}",
+        written.len(),
+        dir.display(),
+        written.join(" ")
+    );
+    Ok(())
+}
+
 fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
     let c = correlated(&args.capture)?;
+    if let Some(dir) = &args.svg {
+        diagrams(&args, &c, dir)?;
+    }
     let mut out = output(&args.output)?;
     if let Some(truth) = &args.truth {
         let text = std::fs::read_to_string(truth)

@@ -1303,9 +1303,13 @@ fn address_book(input: &Input<'_>, paths: &[RequestPath]) -> Vec<AddressEntry> {
     for p in paths {
         for h in &p.hops {
             if let (Some(role), Some(seen)) = (&h.role, h.seen_at.last()) {
-                roles
+                let entry = roles
                     .entry(seen.server.ip())
                     .or_insert_with(|| (role.clone(), h.host.clone().unwrap_or_default()));
+                // A role seen answering wins over "unanswered".
+                if entry.0 == "unanswered" && role != "unanswered" {
+                    entry.0 = role.clone();
+                }
             }
         }
     }

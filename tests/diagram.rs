@@ -1,0 +1,260 @@
+//! Diagrams: hostile wire text is escaped, every SVG is well-formed XML, the shipped
+//! scenarios' diagrams match their reviewed goldens, and Chromium renders them.
+
+use crate::util::{flowtrace, flowtrace_in_repo, golden, repo, temp_dir};
+use etherparse::PacketBuilder;
+use std::path::{Path, PathBuf};
+
+/// Writes a pcap with one HTTP exchange whose URI, headers and Server hold markup.
+fn hostile_capture(path: &Path) {
+    let mut out: Vec<u8> = vec![
+        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
+    ];
+    let (c, s) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    let request = b"GET /<script>alert(\"x\")</script>&]]>?q='\"<b> HTTP/1.1\r\nHost: evil\"<>&\r\nX-Request-ID: ]]><script>\r\n\r\n";
+    let response =
+        b"HTTP/1.1 200 OK\r\nServer: <svg onload=alert(1)>\r\nContent-Length: 2\r\n\r\nok";
+    let mut t = 1_700_000_000_000_000u64;
+    let mut push = |from_client: bool, seq: u32, ack: u32, flags: &str, payload: &[u8]| {
+        let (src, dst, sp, dp) = if from_client {
+            (c, s, 40000, 80)
+        } else {
+            (s, c, 80, 40000)
+        };
+        let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, dst, 64)
+            .tcp(sp, dp, seq, 1000);
+        for f in flags.chars() {
+            b = match f {
+                'S' => b.syn(),
+                'P' => b.psh(),
+                'A' => b.ack(ack),
+                'F' => b.fin(),
+                _ => b,
+            };
+        }
+        let mut pkt = Vec::new();
+        b.write(&mut pkt, payload).unwrap();
+        t += 100;
+        for v in [
+            (t / 1_000_000) as u32,
+            (t % 1_000_000) as u32,
+            pkt.len() as u32,
+            pkt.len() as u32,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&pkt);
+    };
+    push(true, 100, 0, "S", b"");
+    push(false, 500, 101, "SA", b"");
+    push(true, 101, 501, "A", b"");
+    push(true, 101, 501, "PA", request);
+    let after_req = 101 + request.len() as u32;
+    push(false, 501, after_req, "PA", response);
+    push(true, after_req, 501 + response.len() as u32, "FA", b"");
+    push(false, 501 + response.len() as u32, after_req + 1, "FA", b"");
+    std::fs::write(path, out).unwrap();
+}
+
+fn assert_safe_svg(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc = roxmltree::Document::parse(&text)
+        .unwrap_or_else(|e| panic!("{}: not well-formed XML: {e}", path.display()));
+    for n in doc.descendants() {
+        let name = n.tag_name().name();
+        assert!(
+            name != "script" && name != "foreignObject" && name != "a",
+            "{}: <{name}> element",
+            path.display()
+        );
+        for a in n.attributes() {
+            assert!(
+                !a.name().starts_with("on"),
+                "{}: event attribute {}",
+                path.display(),
+                a.name()
+            );
+            assert!(
+                !a.value().contains("javascript:"),
+                "{}: javascript URL",
+                path.display()
+            );
+        }
+    }
+    doc.descendants()
+        .filter_map(|n| n.text())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn wire_text_is_escaped_in_every_output() {
+    let dir = temp_dir("hostile");
+    let cap = dir.join("hostile.pcap");
+    hostile_capture(&cap);
+    let out = dir.join("svg");
+    let run = flowtrace([
+        "pcap".as_ref(),
+        "--svg".as_ref(),
+        out.as_os_str(),
+        "--dot".as_ref(),
+        "--mermaid".as_ref(),
+        cap.as_os_str(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut texts = String::new();
+    let mut svgs = 0;
+    for e in std::fs::read_dir(&out).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "svg") {
+            texts.push_str(&assert_safe_svg(&p));
+            svgs += 1;
+        }
+    }
+    assert_eq!(svgs, 4, "topology, chain, ladder, swimlanes");
+    // The markup survives as text, escaped, rather than being dropped.
+    assert!(
+        texts.contains("/<script>alert(\"x\")</script>&]]>"),
+        "{texts}"
+    );
+    assert!(texts.contains("<svg onload=alert(1"), "{texts}");
+    let dot = std::fs::read_to_string(out.join("path-0.dot")).unwrap();
+    assert!(dot.contains("\\\"x\\\""), "{dot}");
+    // Every label ends at its own closing quote: quotes inside are escaped.
+    for line in dot.lines().filter(|l| l.contains("label=\"")) {
+        let inner = &line[line.find("label=\"").unwrap() + 7..];
+        let bytes = inner.as_bytes();
+        let close = (0..bytes.len())
+            .find(|&i| bytes[i] == b'"' && (i == 0 || bytes[i - 1] != b'\\'))
+            .unwrap();
+        assert!(
+            matches!(bytes.get(close + 1), Some(b']') | Some(b',')),
+            "unescaped quote in {line}"
+        );
+    }
+    let mmd = std::fs::read_to_string(out.join("path-0.mmd")).unwrap();
+    assert!(
+        mmd.contains("&lt;script&gt;") && !mmd.contains("<script>"),
+        "{mmd}"
+    );
+}
+
+fn scenario_files(name: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(repo().join("captures").join(name))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".pcap.gz"))
+        .map(|p| p.strip_prefix(repo()).unwrap().display().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The default diagrams of every shipped scenario, compared with reviewed goldens in
+/// fixtures/<scenario>/svg/ (FLOWTRACE_BLESS=1 rewrites them).
+#[test]
+fn golden_diagrams_of_every_scenario() {
+    for name in [
+        "single-request",
+        "cross-server",
+        "keepalive-500",
+        "failover",
+        "highconc-2000",
+        "no-forward-headers",
+    ] {
+        let out = temp_dir(&format!("svg-{name}"));
+        let mut args = vec![
+            "pcap".to_string(),
+            "--svg".into(),
+            out.display().to_string(),
+        ];
+        args.extend(scenario_files(name));
+        let run = flowtrace_in_repo(&args);
+        assert_eq!(run.code, 0, "{name}: {}", run.stderr);
+        let mut written: Vec<PathBuf> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        written.sort();
+        assert!(written.len() >= 4, "{name}: {written:?}");
+        for p in &written {
+            assert_safe_svg(p);
+            let file = p.file_name().unwrap().to_str().unwrap();
+            golden(
+                &format!("{name}/svg/{file}"),
+                &std::fs::read_to_string(p).unwrap(),
+            );
+        }
+        if std::env::var_os("FLOWTRACE_BLESS").is_none() {
+            let expected = std::fs::read_dir(repo().join("fixtures").join(name).join("svg"))
+                .unwrap()
+                .count();
+            assert_eq!(
+                expected,
+                written.len(),
+                "{name}: the set of diagrams changed"
+            );
+        }
+    }
+}
+
+fn chromium() -> Option<PathBuf> {
+    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("chromium is missing: scripts/setup.sh installs it");
+        }
+        eprintln!("\n*** SKIPPED: chromium not installed; SVGs were not rendered ***\n");
+    }
+    found
+}
+
+/// Each kind of diagram opens in headless Chromium and renders to a PNG.
+#[test]
+fn diagrams_render_in_chromium() {
+    let Some(chromium) = chromium() else { return };
+    let dir = temp_dir("chromium");
+    for svg in [
+        "topology.svg",
+        "path-0-chain.svg",
+        "path-0-ladder.svg",
+        "path-0-swimlanes.svg",
+    ] {
+        let src = repo().join("fixtures/cross-server/svg").join(svg);
+        let png = dir.join(svg.replace(".svg", ".png"));
+        let profile = dir.join(format!("profile-{svg}"));
+        let out = std::process::Command::new(&chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                "--window-size=1600,1200",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("--screenshot={}", png.display()))
+            .arg(format!("file://{}", src.display()))
+            .output()
+            .expect("run chromium");
+        assert!(
+            out.status.success(),
+            "{svg}: chromium failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{svg}: no PNG: {e}"));
+        assert!(
+            bytes.starts_with(b"\x89PNG") && bytes.len() > 5_000,
+            "{svg}: PNG of {} bytes",
+            bytes.len()
+        );
+    }
+}
