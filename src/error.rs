@@ -32,6 +32,14 @@ pub enum CaptureError {
         /// How many bytes there were.
         len: usize,
     },
+    /// A live interface could not be opened or read.
+    #[error("cannot capture on {interface}: {detail}")]
+    Live {
+        /// The interface.
+        interface: String,
+        /// libpcap's message and what to do about it.
+        detail: String,
+    },
     /// The header was recognised but is unusable (unsupported version, bad lengths).
     #[error("{path}: bad {format} header: {detail}")]
     BadHeader {

@@ -201,3 +201,92 @@ fn broken_pipe_is_success() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[cfg(target_os = "linux")]
+mod live {
+    use crate::util::{flowtrace, temp_dir};
+    use std::process::Command;
+
+    #[test]
+    fn missing_interface_is_a_clear_error() {
+        let run = flowtrace([
+            "live",
+            "-i",
+            "nosuchif0",
+            "--duration",
+            "1",
+            "--no-progress",
+        ]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("cannot capture on nosuchif0"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    }
+
+    fn is_root() -> bool {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    }
+
+    /// Without privileges the message says what to grant; with CAP_NET_RAW and
+    /// CAP_NET_ADMIN on the binary an unprivileged user captures.
+    #[test]
+    fn capabilities_instead_of_root() {
+        if !is_root()
+            || Command::new("setpriv").arg("--help").output().is_err()
+            || Command::new("setcap").arg("-h").output().is_err()
+        {
+            eprintln!("\n*** SKIPPED: needs root, setpriv and setcap ***\n");
+            return;
+        }
+        let dir = temp_dir("caps");
+        let bin = dir.join("flowtrace");
+        std::fs::copy(env!("CARGO_BIN_EXE_flowtrace"), &bin).unwrap();
+        let as_nobody = |extra: &[&str]| {
+            Command::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "--inh-caps=-all",
+                ])
+                .arg(&bin)
+                .args(["live", "-i", "lo", "--duration", "1", "--no-progress"])
+                .args(extra)
+                .output()
+                .unwrap()
+        };
+        let out = as_nobody(&[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("CAP_NET_RAW") && stderr.contains("setcap"),
+            "{stderr}"
+        );
+        let set = Command::new("setcap")
+            .arg("cap_net_raw,cap_net_admin=eip")
+            .arg(&bin)
+            .output()
+            .unwrap();
+        if !set.status.success() {
+            eprintln!(
+                "\n*** SKIPPED: setcap failed here: {} ***\n",
+                String::from_utf8_lossy(&set.stderr)
+            );
+            return;
+        }
+        let out = as_nobody(&[]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("interface lo:"));
+    }
+}

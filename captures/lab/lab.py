@@ -5,6 +5,10 @@
     lab.py down                          tear down whatever a previous run left
     lab.py list                          list the scenarios
 
+    lab.py run <scenario> --live-on A    also run `flowtrace live` in ftlab-a during
+                                         the traffic (binary: $FLOWTRACE_BIN or
+                                         <repo>/target/release/flowtrace)
+
 Everything started is tracked by PID (state file /run/ftlab/state.json) and
 stopped by PID; namespaces all carry the prefix `ftlab-`.  See docs/lab.md.
 """
@@ -84,7 +88,11 @@ CAPTURE_HOSTS = {"client": CLIENT["ns"], "router": ROUTER["ns"],
 # scenarios
 # --------------------------------------------------------------------------
 BASE_TRAFFIC = dict(count=1, concurrency=1, keepalive=True, same_url_pct=30, post_pct=20,
-                    body_size=48, rate=0.0, max_seconds=60.0)
+                    body_size=48, rate=0.0, max_seconds=60.0, duration=0.0)
+# `flowtrace live --duration` = the traffic's hard bound + this margin (the lab stops it
+# earlier with SIGINT by PID once the traffic and its trailing packets are over)
+LIVE_MARGIN = 30.0
+REPO = os.path.dirname(os.path.dirname(HERE))
 SCENARIOS = {
     "single-request": dict(desc="one GET to VIP:8000 while A holds the VIP (A gateway -> A nginx)",
                            traffic=dict(count=1, concurrency=1, post_pct=0, same_url_pct=100),
@@ -105,7 +113,20 @@ SCENARIOS = {
                                forward_headers=False),
     "selftest": dict(desc="small live run for selftest.sh (both servers' Nginx, keep-alive)",
                      traffic=dict(count=24, concurrency=4)),
+    "soak": dict(desc="duration-bounded load for live-soak.sh: concurrency 64, keep-alive, "
+                      "unpaced, 60 s (--duration), at most 1,000,000 requests",
+                 traffic=dict(count=1000000, concurrency=64, duration=60.0, max_seconds=75.0)),
 }
+
+
+def flowtrace_bin():
+    """The flowtrace binary for --live-on: $FLOWTRACE_BIN or <repo>/target/release/flowtrace."""
+    b = os.environ.get("FLOWTRACE_BIN") or os.path.join(REPO, "target", "release", "flowtrace")
+    b = os.path.abspath(b)
+    if not (os.path.isfile(b) and os.access(b, os.X_OK)):
+        sys.exit("lab.py: --live-on needs the flowtrace binary, but %s is missing or not "
+                 "executable (build it with `cargo build --release`, or set FLOWTRACE_BIN)" % b)
+    return b
 
 
 def log(msg):
@@ -781,6 +802,63 @@ def save_links(run_dir, out_dir):
 
 
 # --------------------------------------------------------------------------
+# flowtrace live inside a lab namespace (--live-on HOST)
+# --------------------------------------------------------------------------
+def live_start(run_dir, host, binary, seconds):
+    """Start `flowtrace live -i any` in HOST's namespace, tracked by PID like the rest.
+    Files in the run dir: live-HOST.{pcapng,jsonl,out,err,pid}; the pcapng is NOT
+    scrubbed (it holds the X-Lab-Trace markers), so it never leaves the run dir."""
+    ns = CAPTURE_HOSTS[host]
+    base = os.path.join(run_dir, "live-" + host)
+    cmd = nsx(ns, [binary, "live", "-i", "any", "-w", base + ".pcapng", "--format", "jsonl",
+                   "-o", base + ".jsonl", "--duration", "%d" % int(seconds + 0.999),
+                   "--no-progress"])
+    name = "flowtrace-live-" + host
+    p = start(name, cmd, stdout=base + ".out", stderr=base + ".err")
+    e = find_proc(name)
+    write(base + ".pid", json.dumps({"pid": p.pid, "start": e["start"], "name": name}) + "\n")
+    t0 = time.time()
+    # no readiness line is specified: give it a moment to open the capture, and fail
+    # at once if it exits during that time
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end and p.poll() is None:
+        time.sleep(0.05)
+    if p.poll() is not None:
+        err = open(base + ".err", errors="replace").read().strip()[-2000:]
+        raise RuntimeError("flowtrace live on %s exited at start with code %s: %s\n  command: %s"
+                           % (host, p.returncode, err, " ".join(cmd)))
+    log("flowtrace live running on %s (pid %d, --duration %d)" % (host, p.pid, int(seconds + 0.999)))
+    return {"host": host, "command": cmd, "pid": p.pid, "t_start": t0}
+
+
+def live_stop(run_dir, live, wait=120.0):
+    """SIGINT by PID if still running, then wait for it (final summary); record the result."""
+    name = "flowtrace-live-" + live["host"]
+    e = find_proc(name)
+    p = POPENS.get(live["pid"])
+    live["running_at_stop"] = p.poll() is None
+    live["t_stop_requested"] = time.time()
+    if live["running_at_stop"]:
+        stop_pid(e, signal.SIGINT, wait=wait)   # SIGKILL only after `wait` seconds
+    try:
+        p.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+    live["exit_code"] = p.returncode
+    live["t_exited"] = time.time()
+    live["stop_seconds"] = round(live["t_exited"] - live["t_stop_requested"], 3)
+    base = os.path.join(run_dir, "live-" + live["host"])
+    live["stderr_tail"] = open(base + ".err", errors="replace").read()[-3000:]
+    live["files"] = {f: os.path.getsize(base + f) if os.path.exists(base + f) else None
+                     for f in (".pcapng", ".jsonl")}
+    write(base + ".result.json", json.dumps(live, indent=1) + "\n")
+    log("flowtrace live on %s: exit %s after %.1fs (%s)" % (
+        live["host"], live["exit_code"], live["stop_seconds"],
+        "stopped with SIGINT" if live["running_at_stop"] else "had stopped by itself"))
+    return live
+
+
+# --------------------------------------------------------------------------
 # one scenario
 # --------------------------------------------------------------------------
 def output_names():
@@ -813,7 +891,7 @@ def run_scenario(name, out_dir, extra):
             "gw_upstreams": sc.get("gw_upstreams", "own-first"),
             "limit_conn": extra.limit_conn, "userland_proxy": extra.userland_proxy,
             "no_offload": extra.no_offload, "br_netfilter": not extra.no_br_netfilter,
-            "pcapng": extra.pcapng}
+            "pcapng": extra.pcapng, "live_on": extra.live_on, "no_truth": extra.no_truth}
     traffic = dict(BASE_TRAFFIC)
     traffic.update(sc.get("traffic", {}))
     if extra.count:
@@ -822,6 +900,12 @@ def run_scenario(name, out_dir, extra):
         traffic["concurrency"] = extra.concurrency
     if extra.no_keepalive:
         traffic["keepalive"] = False
+    if extra.duration:
+        traffic["duration"] = extra.duration
+    if traffic.get("duration"):
+        # duration mode: issue requests until the time is up (still at most `count`)
+        traffic["max_seconds"] = max(traffic["max_seconds"], traffic["duration"] + 15.0)
+    live_bin = flowtrace_bin() if extra.live_on else None
     t_begin = time.time()
     run_dir = os.path.abspath(extra.run_dir or os.path.join(HERE, "run", name))
     if os.path.isdir(run_dir):
@@ -878,7 +962,11 @@ def run_scenario(name, out_dir, extra):
                              "--rate", str(traffic["rate"]),
                              "--max-seconds", str(traffic["max_seconds"]),
                              "--out", os.path.join(run_dir, "client.jsonl")]
-              + (["--keepalive"] if traffic["keepalive"] else []))
+              + (["--keepalive"] if traffic["keepalive"] else [])
+              + (["--duration", str(traffic["duration"])] if traffic.get("duration") else []))
+    live = None
+    if live_bin:
+        live = live_start(run_dir, extra.live_on, live_bin, traffic["max_seconds"] + LIVE_MARGIN)
     gen = start("traffic", cmd, stdout=os.path.join(run_dir, "traffic.out"),
                 stderr=os.path.join(run_dir, "traffic.err"))
     t_traffic = time.time()
@@ -917,6 +1005,12 @@ def run_scenario(name, out_dir, extra):
         info["failures"].append("traffic generator exit code %s" % gen.returncode)
     # trailing FIN/ACKs; and at least ~3 s of the master's 1 s adverts in the capture
     time.sleep(max(1.5, 3.5 - (time.time() - t_vip_a)))
+    if live is not None:
+        live = live_stop(run_dir, live)
+        info["live"] = {k: v for k, v in live.items() if k != "stderr_tail"}
+        if live["exit_code"] != 0:
+            info["failures"].append("flowtrace live on %s exit code %s: %s" % (
+                live["host"], live["exit_code"], live["stderr_tail"].strip()[-500:]))
     # stop captures (SIGINT, let tcpdump flush), then snapshot conntrack
     for host in CAPTURE_HOSTS:
         stop_pid(find_proc("tcpdump-" + host), signal.SIGINT, wait=15)
@@ -930,6 +1024,9 @@ def run_scenario(name, out_dir, extra):
     log("tearing down")
     teardown()
     t_down = time.time()
+    if extra.no_truth:
+        return finish_without_truth(name, info, run_dir, out_dir, final_out, t_begin, t_vip_a,
+                                    t_traffic, t_traffic_end, t_down, summ)
 
     import truth as truthmod
     import scrub as scrubmod
@@ -1007,6 +1104,32 @@ def run_scenario(name, out_dir, extra):
     return info
 
 
+def finish_without_truth(name, info, run_dir, out_dir, final_out, t_begin, t_vip_a, t_traffic,
+                         t_traffic_end, t_down, summ):
+    """--no-truth (soak runs): no truth, no scrubbing, no gzip; the raw captures stay in
+    the run dir (they hold the markers); the output dir gets scenario.json and links."""
+    pstats = {}
+    for host in CAPTURE_HOSTS:
+        tdlog = open(os.path.join(run_dir, "pcap", host + ".tcpdump.log")).read()
+        st = {"tcpdump": [l for l in tdlog.splitlines() if "packets" in l],
+              "raw_file": os.path.join(run_dir, "pcap", host + ".pcap")}
+        if any("dropped by kernel" in l and not l.startswith("0 ") for l in st["tcpdump"]):
+            info["failures"].append("tcpdump %s: %s" % (host, st["tcpdump"]))
+        pstats[host] = st
+    info.update({
+        "t_begin": t_begin, "t_vip_on_a": t_vip_a, "t_traffic_start": t_traffic,
+        "t_traffic_end": t_traffic_end, "t_down": t_down,
+        "traffic_summary": json.loads(summ) if summ.startswith("{") else summ,
+        "truth": None, "captures": pstats, "failover": None,
+        "elapsed_seconds": round(time.time() - t_begin, 1),
+    })
+    with open(os.path.join(out_dir, "scenario.json"), "w") as f:
+        f.write(json.dumps(info, sort_keys=True) + "\n")
+    publish(out_dir, final_out)
+    log("scenario %s (no truth) done in %.1fs -> %s" % (name, time.time() - t_begin, final_out))
+    return info
+
+
 def main():
     global STATE_OBJ
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1027,6 +1150,14 @@ def main():
     rp.add_argument("--no-gzip", action="store_true")
     rp.add_argument("--pcapng", action="store_true",
                     help="also capture with dumpcap per interface: <host>.pcapng (interface names)")
+    rp.add_argument("--live-on", choices=sorted(CAPTURE_HOSTS), metavar="HOST",
+                    help="also run `flowtrace live -i any` in HOST's namespace (client, router, "
+                         "A, B) during the traffic: <run-dir>/live-HOST.{jsonl,pcapng,err,"
+                         "result.json}; binary $FLOWTRACE_BIN or <repo>/target/release/flowtrace")
+    rp.add_argument("--duration", type=float,
+                    help="duration mode: issue requests for this many seconds (at most --count)")
+    rp.add_argument("--no-truth", action="store_true",
+                    help="skip truth, scrubbing and gzip (soak runs); raw pcaps stay in the run dir")
     sub.add_parser("down")
     sub.add_parser("list")
     a = ap.parse_args()
@@ -1042,6 +1173,10 @@ def main():
         fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         sys.exit("another lab run holds %s" % LOCK)
+    if a.cmd == "run" and a.live_on:
+        flowtrace_bin()   # fail before anything is built
+    if a.cmd == "run" and a.duration is not None and not (0 < a.duration <= 585):
+        sys.exit("lab.py: --duration must be in (0, 585] seconds")
     STATE_OBJ = State()
     if a.cmd == "down":
         teardown()

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Run one lab scenario end to end: up, capture, traffic, down, truth, scrub.
-#   captures/lab/run-scenario.sh <scenario> [--out DIR] [--no-offload] [--userland-proxy] ...
+#   captures/lab/run-scenario.sh <scenario> [--out DIR] [--no-offload] [--userland-proxy] [--live-on A] ...
 #   captures/lab/run-scenario.sh list
 # Output: captures/<scenario>/ (pcap.gz, links.json, truth.jsonl, scenario.json).
 # Teardown (stop tracked PIDs, delete ftlab-* namespaces) always runs.

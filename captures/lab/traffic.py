@@ -90,8 +90,9 @@ class Gen:
         self.lock = threading.Lock()
         self.next_id = 0
         self.out = open(a.out, "w", buffering=1)
-        self.deadline = time.monotonic() + a.max_seconds
         self.t0 = time.monotonic()
+        # no new request after the deadline: --duration (duration mode) or --max-seconds
+        self.deadline = self.t0 + (a.duration if a.duration else a.max_seconds)
         self.ok = 0
         self.failed = 0
 
@@ -200,12 +201,17 @@ def main():
     ap.add_argument("--rate", type=float, default=0.0, help="overall req/s cap (0 = none)")
     ap.add_argument("--timeout", type=float, default=5.0, help="per-socket-op timeout")
     ap.add_argument("--max-seconds", type=float, default=60.0, help="hard time bound")
+    ap.add_argument("--duration", type=float, default=0.0,
+                    help="duration mode: issue requests until this many seconds have passed "
+                         "(still at most --count; must be below --max-seconds)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    if not (1 <= a.count <= 100000 and 1 <= a.concurrency <= 512):
+    if not (1 <= a.count <= 1000000 and 1 <= a.concurrency <= 512):
         refuse("count/concurrency out of bounds")
     if a.max_seconds <= 0 or a.max_seconds > 600:
         refuse("max-seconds out of bounds")
+    if a.duration < 0 or (a.duration and a.duration >= a.max_seconds):
+        refuse("duration out of bounds (0 < duration < max-seconds)")
     safety_check(a.netns, a.host)
     g = Gen(a)
     ths = [threading.Thread(target=g.worker, args=(w,), daemon=True)
@@ -217,7 +223,10 @@ def main():
         t.join(max(0.1, hard - time.monotonic()))
     alive = sum(t.is_alive() for t in ths)
     summary = {"requested": a.count, "issued": g.next_id, "ok": g.ok, "failed": g.failed,
-               "stuck_workers": alive, "seconds": round(time.monotonic() - g.t0, 3)}
+               "stuck_workers": alive, "seconds": round(time.monotonic() - g.t0, 3),
+               "mode": "duration" if a.duration else "count"}
+    if a.duration:
+        summary["duration"] = a.duration
     print(json.dumps(summary))
     g.out.flush()
     os._exit(0 if alive == 0 else 4)

@@ -8,6 +8,9 @@
 //! [`Interfaces`] table.
 
 mod file;
+#[cfg(feature = "live")]
+pub mod live;
+pub mod pcapng_writer;
 
 pub use file::{FileSource, Warning};
 pub use pcap_parser::Linktype;
@@ -59,7 +62,8 @@ impl Interfaces {
         &self.0[id.0 as usize]
     }
 
-    fn push(&mut self, desc: InterfaceDesc) -> IfaceId {
+    /// Adds an interface.
+    pub fn push(&mut self, desc: InterfaceDesc) -> IfaceId {
         self.0.push(desc);
         IfaceId((self.0.len() - 1) as u32)
     }

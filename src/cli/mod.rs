@@ -1,5 +1,8 @@
 //! Command-line flags (clap) turned into a validated run of the library.
 
+#[cfg(feature = "live")]
+mod live;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use flowtrace::anomaly::{AnomalyLog, Stats};
@@ -33,10 +36,13 @@ enum Command {
     /// Check the request paths of captures against an expectation file and rules:
     /// exit 0 when they hold, 1 with a diff when not, 2 on error.
     Check(CheckArgs),
+    /// Capture on live interfaces and print each request path as it completes.
+    #[cfg(feature = "live")]
+    Live(live::LiveArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
-enum FormatArg {
+pub(crate) enum FormatArg {
     Text,
     Json,
     Jsonl,
@@ -44,7 +50,7 @@ enum FormatArg {
 
 /// What every command that reads captures takes.
 #[derive(clap::Args, Debug)]
-struct CaptureArgs {
+pub(crate) struct CaptureArgs {
     /// Capture files, typically one per host.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -70,7 +76,7 @@ struct CaptureArgs {
 }
 
 #[derive(clap::Args, Debug)]
-struct PcapArgs {
+pub(crate) struct PcapArgs {
     #[command(flatten)]
     capture: CaptureArgs,
     /// Output format.
@@ -139,6 +145,8 @@ pub fn run() -> Result<ExitCode> {
     match cli.command {
         Command::Pcap(args) => pcap(args),
         Command::Check(args) => check_cmd(args),
+        #[cfg(feature = "live")]
+        Command::Live(args) => live::run(args),
     }
 }
 
@@ -316,7 +324,7 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
 }
 
 /// A whole run correlated into request paths.
-struct Correlated {
+pub(crate) struct Correlated {
     report: Report,
     stats: Stats,
     anomalies: AnomalyLog,
@@ -328,7 +336,7 @@ struct Correlated {
 }
 
 /// Keeps every transaction, then correlates them into request paths.
-fn correlated(args: &CaptureArgs) -> Result<Correlated> {
+pub(crate) fn correlated(args: &CaptureArgs) -> Result<Correlated> {
     let mut opened = open(args)?;
     let mut stats = Stats::default();
     let mut transactions = Vec::new();
@@ -363,7 +371,7 @@ fn correlated(args: &CaptureArgs) -> Result<Correlated> {
 }
 
 /// Draws the chosen paths and the topology into `--svg DIR`.
-fn diagrams(args: &PcapArgs, c: &Correlated, dir: &std::path::Path) -> Result<()> {
+pub(crate) fn diagrams(args: &PcapArgs, c: &Correlated, dir: &std::path::Path) -> Result<()> {
     use flowtrace::diagram::{self, export, Selection};
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let write = |name: String, text: &str| -> Result<()> {

@@ -174,6 +174,10 @@ pub struct RequestPath {
     pub vip: Option<VipUse>,
     /// Hops, parents before children.
     pub hops: Vec<Hop>,
+    /// Id of the transaction of the first hop where the client sent it (stable across
+    /// runs of the correlation over a growing window; `flowtrace live` uses it).
+    #[serde(skip)]
+    pub root_transaction: u64,
 }
 
 impl RequestPath {
@@ -1182,6 +1186,7 @@ fn build_path(
         end_ts: end,
         vip,
         hops,
+        root_transaction: rt.id,
     }
 }
 

@@ -24,7 +24,8 @@ pub fn swimlanes(
     let mut lanes: Vec<u32> = Vec::new();
     let mut keys = std::collections::HashSet::new();
     // Where each view sits in its exchange's order (nearest the client first).
-    let mut view_rank: HashMap<(u32, std::net::SocketAddr, std::net::SocketAddr), usize> = HashMap::new();
+    let mut view_rank: HashMap<(u32, std::net::SocketAddr, std::net::SocketAddr), usize> =
+        HashMap::new();
     for h in path.hops.iter().filter(|h| h.kind == "http") {
         for (rank, s) in h.seen_at.iter().enumerate() {
             if let Some(v) = vantage_id(vantages, &s.capture.file, &s.capture.interface) {
@@ -32,7 +33,9 @@ pub fn swimlanes(
                     lanes.push(v);
                 }
                 keys.insert(Tap::key(v, s.client, s.server));
-                view_rank.entry(Tap::key(v, s.client, s.server)).or_insert(rank);
+                view_rank
+                    .entry(Tap::key(v, s.client, s.server))
+                    .or_insert(rank);
             }
         }
     }
@@ -101,7 +104,12 @@ pub fn swimlanes(
         let x = left + (box_w + 30) * k as i32;
         let mut prev: Option<(&TappedSegment, i32)> = None;
         let mut ordered = segs.clone();
-        ordered.sort_by_key(|s| view_rank.get(&Tap::key(s.vantage, s.src, s.dst)).copied().unwrap_or(usize::MAX));
+        ordered.sort_by_key(|s| {
+            view_rank
+                .get(&Tap::key(s.vantage, s.src, s.dst))
+                .copied()
+                .unwrap_or(usize::MAX)
+        });
         // A response travels from the server's lanes back up to the client's.
         if ordered
             .first()

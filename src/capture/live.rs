@@ -1,0 +1,254 @@
+//! Live capture with libpcap (the `pcap` crate; feature `live`): one reading thread
+//! per interface, packets handed to the caller over a bounded channel. When the
+//! caller falls behind, the channel fills, the reader blocks and the kernel drops;
+//! libpcap counts those drops, and [`LiveSource::stats`] reports them.
+
+use super::{IfaceId, InterfaceDesc, Interfaces, Linktype};
+use crate::error::CaptureError;
+use crate::time::Ts;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Capture options, named as tcpdump names them.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    /// Interfaces (`any` for all).
+    pub interfaces: Vec<String>,
+    /// BPF filter (`-f`).
+    pub filter: Option<String>,
+    /// Snap length (`-s`).
+    pub snaplen: i32,
+    /// Promiscuous mode (tcpdump's default; `--no-promisc` turns it off).
+    pub promisc: bool,
+    /// Kernel buffer in KiB (`-B`).
+    pub buffer_kib: i32,
+}
+
+/// A packet read live (owned: it crossed a thread).
+#[derive(Debug)]
+pub struct LivePacket {
+    /// Index of the interface in [`LiveSource::interfaces`].
+    pub iface: usize,
+    /// Capture time.
+    pub ts: Ts,
+    /// Length on the wire.
+    pub orig_len: u32,
+    /// Captured bytes.
+    pub data: Vec<u8>,
+}
+
+/// What [`LiveSource::recv`] got.
+#[derive(Debug)]
+pub enum Received {
+    /// A packet.
+    Packet(LivePacket),
+    /// Nothing within the wait.
+    Nothing,
+    /// Every reader has stopped.
+    Ended,
+}
+
+/// Counters of one interface.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct LiveStats {
+    /// Interface name.
+    pub name: String,
+    /// Packets libpcap received.
+    pub received: u64,
+    /// Packets dropped because the buffer was full (kernel).
+    pub dropped: u64,
+    /// Packets dropped by the interface or driver.
+    pub if_dropped: u64,
+    /// Packets handed on.
+    pub delivered: u64,
+}
+
+/// Packets from live interfaces.
+pub struct LiveSource {
+    rx: Receiver<LivePacket>,
+    threads: Vec<JoinHandle<Option<String>>>,
+    stop: Arc<AtomicBool>,
+    interfaces: Interfaces,
+    links: Vec<Linktype>,
+    stats: Vec<Arc<Mutex<LiveStats>>>,
+}
+
+fn live_error(interface: &str, e: pcap::Error) -> CaptureError {
+    let text = e.to_string();
+    let hint = if text.contains("ermission") || text.contains("not permitted") {
+        " (capturing needs root, or CAP_NET_RAW and CAP_NET_ADMIN on the binary: sudo setcap cap_net_raw,cap_net_admin=eip $(which flowtrace))"
+    } else if text.contains("No such device")
+        || text.contains("doesn't exist")
+        || text.contains("no such device")
+    {
+        " (no such interface here: `ip link` lists them)"
+    } else {
+        ""
+    };
+    CaptureError::Live {
+        interface: interface.to_string(),
+        detail: format!("{text}{hint}"),
+    }
+}
+
+impl LiveSource {
+    /// Opens every interface (errors name the interface and, for permissions, what
+    /// to grant) and starts reading; `stop` ends the readers.
+    pub fn open(opts: &LiveOptions, stop: Arc<AtomicBool>) -> Result<LiveSource, CaptureError> {
+        let (tx, rx) = sync_channel::<LivePacket>(65_536);
+        let mut interfaces = Interfaces::default();
+        let mut links = Vec::new();
+        let mut stats = Vec::new();
+        let mut captures = Vec::new();
+        for (i, name) in opts.interfaces.iter().enumerate() {
+            let mut cap = pcap::Capture::from_device(name.as_str())
+                .map_err(|e| live_error(name, e))?
+                .promisc(opts.promisc)
+                .snaplen(opts.snaplen)
+                .buffer_size(opts.buffer_kib.saturating_mul(1024))
+                .timeout(100)
+                .open()
+                .map_err(|e| live_error(name, e))?;
+            if let Some(f) = &opts.filter {
+                cap.filter(f, true).map_err(|e| live_error(name, e))?;
+            }
+            // Non-blocking: with TPACKET_V3, libpcap's read timeout only runs once a
+            // packet has arrived, so a quiet interface would block the reader (and
+            // the stop) forever. The reader sleeps 1 ms when nothing is waiting.
+            let cap = cap.setnonblock().map_err(|e| live_error(name, e))?;
+            let link = cap.get_datalink().0;
+            interfaces.push(InterfaceDesc {
+                file: 0,
+                file_name: format!("live:{name}"),
+                index_in_file: i as u32,
+                name: Some(name.clone()),
+                linktype: link,
+            });
+            links.push(Linktype(link));
+            stats.push(Arc::new(Mutex::new(LiveStats {
+                name: name.clone(),
+                ..LiveStats::default()
+            })));
+            captures.push(cap);
+        }
+        let mut threads = Vec::new();
+        for (i, mut cap) in captures.into_iter().enumerate() {
+            let (tx, stop, stat) = (tx.clone(), stop.clone(), stats[i].clone());
+            threads.push(std::thread::spawn(move || {
+                let mut since_stats = 0u32;
+                let mut failure = None;
+                while !stop.load(Ordering::Relaxed) {
+                    match cap.next_packet() {
+                        Ok(p) => {
+                            let ts = Ts::from_parts(p.header.ts.tv_sec, p.header.ts.tv_usec * 1000);
+                            let packet = LivePacket {
+                                iface: i,
+                                ts,
+                                orig_len: p.header.len,
+                                data: p.data.to_vec(),
+                            };
+                            if tx.send(packet).is_err() {
+                                break;
+                            }
+                            since_stats += 1;
+                            if let Ok(mut s) = stat.lock() {
+                                s.delivered += 1;
+                            }
+                        }
+                        Err(pcap::Error::TimeoutExpired) => {
+                            since_stats = since_stats.max(1000);
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        Err(e) => {
+                            failure = Some(e.to_string());
+                            break;
+                        }
+                    }
+                    if since_stats >= 1000 {
+                        since_stats = 0;
+                        if let (Ok(st), Ok(mut s)) = (cap.stats(), stat.lock()) {
+                            s.received = u64::from(st.received);
+                            s.dropped = u64::from(st.dropped);
+                            s.if_dropped = u64::from(st.if_dropped);
+                        }
+                    }
+                }
+                if let (Ok(st), Ok(mut s)) = (cap.stats(), stat.lock()) {
+                    s.received = u64::from(st.received);
+                    s.dropped = u64::from(st.dropped);
+                    s.if_dropped = u64::from(st.if_dropped);
+                }
+                failure
+            }));
+        }
+        Ok(LiveSource {
+            rx,
+            threads,
+            stop,
+            interfaces,
+            links,
+            stats,
+        })
+    }
+
+    /// The next packet, [`Received::Nothing`] after `wait` without one, or
+    /// [`Received::Ended`] once every reader has stopped.
+    pub fn recv(&self, wait: Duration) -> Received {
+        match self.rx.recv_timeout(wait) {
+            Ok(p) => Received::Packet(p),
+            Err(RecvTimeoutError::Timeout) => Received::Nothing,
+            Err(RecvTimeoutError::Disconnected) => Received::Ended,
+        }
+    }
+
+    /// The interfaces, indexed like [`LivePacket::iface`].
+    pub fn interfaces(&self) -> &Interfaces {
+        &self.interfaces
+    }
+
+    /// Link type of interface `i`.
+    pub fn link(&self, i: usize) -> Linktype {
+        self.links[i]
+    }
+
+    /// The [`IfaceId`] of interface `i`.
+    pub fn iface_id(&self, i: usize) -> IfaceId {
+        IfaceId(i as u32)
+    }
+
+    /// Counters per interface.
+    pub fn stats(&self) -> Vec<LiveStats> {
+        self.stats
+            .iter()
+            .filter_map(|s| s.lock().ok().map(|s| s.clone()))
+            .collect()
+    }
+
+    /// Stops the readers and waits for them; returns their errors, if any.
+    pub fn stop(self) -> (Vec<LiveStats>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Drain so no reader stays blocked on a full channel.
+        while self.rx.try_recv().is_ok() {}
+        let LiveSource {
+            rx, threads, stats, ..
+        } = self;
+        let mut errors = Vec::new();
+        for t in threads {
+            while !t.is_finished() {
+                while rx.try_recv().is_ok() {}
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Ok(Some(e)) = t.join() {
+                errors.push(e);
+            }
+        }
+        let stats = stats
+            .iter()
+            .filter_map(|s| s.lock().ok().map(|s| s.clone()))
+            .collect();
+        (stats, errors)
+    }
+}
