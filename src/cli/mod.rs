@@ -137,6 +137,9 @@ struct CheckArgs {
     /// "no 5xx", "every path passes vip, gateway, load_balancer, backend".
     #[arg(long, value_name = "RULE")]
     rule: Vec<String>,
+    /// `text` (a FAIL line per difference) or `json` ({"checks": N, "failures": [...]}).
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    format: FormatArg,
 }
 
 /// Parses the flags and runs the command.
@@ -577,6 +580,11 @@ fn check_cmd(args: CheckArgs) -> Result<ExitCode> {
     }
     let outcome = check::check(&c.report, existing.as_ref(), &rules)?;
     let mut out = io::stdout().lock();
+    if !matches!(args.format, FormatArg::Text) {
+        serde_json::to_writer(&mut out, &outcome)?;
+        writeln!(out)?;
+        return Ok(if outcome.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
     for line in &outcome.failures {
         writeln!(out, "FAIL {line}")?;
     }
