@@ -1,7 +1,7 @@
 //! `flowtrace check`: the shipped expectations hold; mutated ones and a capture with a
 //! hop removed fail with a diff naming the difference; errors exit 2.
 
-use crate::util::{flowtrace_in_repo, repo, temp_dir, Run};
+use crate::util::{flowtrace_in_repo, repo, scenario_captures, temp_dir, Run};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -13,17 +13,6 @@ const SCENARIOS: [&str; 6] = [
     "no-forward-headers",
     "failover",
 ];
-
-fn captures(name: &str) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(repo().join("captures").join(name))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".pcap.gz"))
-        .map(|p| p.strip_prefix(repo()).unwrap().display().to_string())
-        .collect();
-    v.sort();
-    v
-}
 
 fn check(name: &str, expect: &Path, extra: &[&str], files: &[String]) -> Run {
     let mut args = vec![
@@ -51,7 +40,7 @@ fn mutated(name: &str, from: &str, to: &str) -> PathBuf {
 fn shipped_expectations_hold() {
     for name in SCENARIOS {
         let expect = repo().join("fixtures").join(name).join("expect.toml");
-        let run = check(name, &expect, &[], &captures(name));
+        let run = check(name, &expect, &[], &scenario_captures(name));
         assert_eq!(run.code, 0, "{name}: {}{}", run.stdout, run.stderr);
         assert!(run.stdout.contains(" 0 failed"), "{name}: {}", run.stdout);
     }
@@ -60,7 +49,12 @@ fn shipped_expectations_hold() {
 #[test]
 fn wrong_backend_fails_naming_it() {
     let expect = mutated("highconc-2000", "198.19.2.3:8888", "198.19.2.9:8888");
-    let run = check("highconc-2000", &expect, &[], &captures("highconc-2000"));
+    let run = check(
+        "highconc-2000",
+        &expect,
+        &[],
+        &scenario_captures("highconc-2000"),
+    );
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(
         run.stdout
@@ -82,7 +76,12 @@ fn missing_hop_fails_naming_the_shape() {
         "vip(A) > gateway@A > load_balancer@A > backend@A",
         "vip(A) > gateway@A > backend@A",
     );
-    let run = check("single-request", &expect, &[], &captures("single-request"));
+    let run = check(
+        "single-request",
+        &expect,
+        &[],
+        &scenario_captures("single-request"),
+    );
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(
         run.stdout.contains(
@@ -103,14 +102,19 @@ fn tighter_threshold_fails() {
     let path = dir.join("expect.toml");
     let tightened = text.replacen("rules = [", "latency_factor = 0.001\nrules = [", 1);
     std::fs::write(&path, tightened).unwrap();
-    let run = check("keepalive-500", &path, &[], &captures("keepalive-500"));
+    let run = check(
+        "keepalive-500",
+        &path,
+        &[],
+        &scenario_captures("keepalive-500"),
+    );
     assert_eq!(run.code, 1);
     assert!(run.stdout.contains("p99 of gateway:"), "{}", run.stdout);
     let run = check(
         "keepalive-500",
         &repo().join("fixtures/keepalive-500/expect.toml"),
         &["--rule", "no hop slower than 0.5 ms at p99"],
-        &captures("keepalive-500"),
+        &scenario_captures("keepalive-500"),
     );
     assert_eq!(run.code, 1);
     assert!(
@@ -126,7 +130,7 @@ fn failover_loses_requests() {
         "failover",
         &repo().join("fixtures/failover/expect.toml"),
         &["--rule", "no request lost during failover"],
-        &captures("failover"),
+        &scenario_captures("failover"),
     );
     assert_eq!(run.code, 1);
     assert!(
@@ -175,7 +179,7 @@ fn drop_port(src: &Path, dst: &Path, port: u16) -> usize {
 fn capture_with_a_hop_removed_fails() {
     let dir = temp_dir("check-hop-removed");
     let mut files = Vec::new();
-    for f in captures("cross-server") {
+    for f in scenario_captures("cross-server") {
         let src = repo().join(&f);
         let name = src.file_name().unwrap().to_str().unwrap().to_string();
         let stem = name.trim_end_matches(".pcap.gz");
@@ -217,7 +221,7 @@ fn capture_with_a_hop_removed_fails() {
 fn bless_writes_an_expectation_that_holds() {
     let dir = temp_dir("check-bless");
     let path = dir.join("new.toml");
-    let files = captures("keepalive-500");
+    let files = scenario_captures("keepalive-500");
     let run = check("keepalive-500", &path, &["--bless"], &files);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let written = std::fs::read_to_string(&path).unwrap();
@@ -231,7 +235,7 @@ fn bless_writes_an_expectation_that_holds() {
 
 #[test]
 fn bad_rules_and_files_exit_2() {
-    let files = captures("single-request");
+    let files = scenario_captures("single-request");
     let run = check(
         "single-request",
         &repo().join("fixtures/single-request/expect.toml"),

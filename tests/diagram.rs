@@ -1,7 +1,7 @@
 //! Diagrams: hostile wire text is escaped, every SVG is well-formed XML, the shipped
 //! scenarios' diagrams match their reviewed goldens, and Chromium renders them.
 
-use crate::util::{flowtrace, flowtrace_in_repo, golden, repo, temp_dir};
+use crate::util::{flowtrace, flowtrace_in_repo, golden, repo, scenario_captures, temp_dir};
 use etherparse::PacketBuilder;
 use std::path::{Path, PathBuf};
 
@@ -140,17 +140,6 @@ fn wire_text_is_escaped_in_every_output() {
     );
 }
 
-fn scenario_files(name: &str) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(repo().join("captures").join(name))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".pcap.gz"))
-        .map(|p| p.strip_prefix(repo()).unwrap().display().to_string())
-        .collect();
-    v.sort();
-    v
-}
-
 /// The default diagrams of every shipped scenario, compared with reviewed goldens in
 /// fixtures/<scenario>/svg/ (FLOWTRACE_BLESS=1 rewrites them).
 #[test]
@@ -169,7 +158,7 @@ fn golden_diagrams_of_every_scenario() {
             "--svg".into(),
             out.display().to_string(),
         ];
-        args.extend(scenario_files(name));
+        args.extend(scenario_captures(name));
         let run = flowtrace_in_repo(&args);
         assert_eq!(run.code, 0, "{name}: {}", run.stderr);
         let mut written: Vec<PathBuf> = std::fs::read_dir(&out)

@@ -194,3 +194,20 @@ pub fn shift_pcap(src: &Path, dst: &Path, shift_ns: i64) {
     }
     std::fs::write(dst, bytes).unwrap();
 }
+
+/// The four captures of a shipped lab scenario, relative to the repository.
+pub fn scenario_captures(name: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(repo().join("captures").join(name))
+        .unwrap_or_else(|e| panic!("captures/{name}: {e}"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".pcap.gz"))
+        .map(|p| p.strip_prefix(repo()).unwrap().display().to_string())
+        .collect();
+    v.sort();
+    assert_eq!(
+        v.len(),
+        4,
+        "{name}: expected client, router, A and B captures"
+    );
+    v
+}

@@ -38,6 +38,32 @@ def status(pid):
     return out
 
 
+def system_cpu():
+    """(busy, total) jiffies of all CPUs, and procs_running, from /proc/stat."""
+    busy = total = running = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu "):
+                v = [int(x) for x in line.split()[1:]]
+                total = sum(v[:8])
+                busy = total - v[3] - v[4]        # minus idle and iowait
+            elif line.startswith("procs_running"):
+                running = int(line.split()[1])
+    return busy, total, running
+
+
+def threads(pid):
+    """state letters of the process's threads, e.g. 'RSS'."""
+    out = ""
+    for t in sorted(os.listdir("/proc/%d/task" % pid)):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                out += f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            pass
+    return out
+
+
 def sample(pidfile, out, max_seconds):
     end = time.monotonic() + max_seconds
     info = None
@@ -62,13 +88,18 @@ def sample(pidfile, out, max_seconds):
             except (OSError, IndexError, ValueError):
                 break                          # gone
             now = time.time()
+            sysc = system_cpu()
             if prev is not None:
                 cpu = 100.0 * (ticks - prev[1]) / HZ / (now - prev[0])
+                dt = sysc[1] - prev[2][1]
+                busy = 100.0 * (sysc[0] - prev[2][0]) / dt if dt > 0 else None
                 f.write(json.dumps({"t": round(now, 3), "cpu_pct": round(cpu, 1),
                                     "rss_kib": s.get("VmRSS"), "hwm_kib": s.get("VmHWM"),
-                                    "threads": s.get("Threads")}) + "\n")
+                                    "threads": s.get("Threads"), "thread_states": threads(pid),
+                                    "system_busy_pct": None if busy is None else round(busy, 1),
+                                    "procs_running": sysc[2]}) + "\n")
                 n += 1
-            prev = (now, ticks)
+            prev = (now, ticks, sysc)
             time.sleep(1.0)
     print("livesoak: %d samples of pid %d" % (n, pid), file=sys.stderr)
 
@@ -125,6 +156,14 @@ def report(run_dir, out_dir, samples, host):
             "rss_mib_all_samples": mmm([round(r["rss_kib"] / 1024, 1) for r in rows if r.get("rss_kib")]),
             "peak_rss_mib": round(max((r.get("hwm_kib") or 0) for r in rows) / 1024, 1) if rows else None,
             "threads_max": max((r.get("threads") or 0) for r in rows) if rows else None,
+        },
+        # the whole machine during the traffic: all CPUs' busy % (100 = every core busy)
+        # and runnable tasks; flowtrace shares the cores with the lab itself
+        "machine_during_traffic": {
+            "cpus": os.cpu_count(),
+            "busy_pct": mmm([r.get("system_busy_pct") for r in inside]),
+            "procs_running": mmm([r.get("procs_running") for r in inside]),
+            "loadavg_at_report": open("/proc/loadavg").read().split()[:3],
         },
         "live_summary": {"interfaces": live.get("interfaces"),
                          "dropped_total": sum((i.get("dropped") or 0) + (i.get("if_dropped") or 0)

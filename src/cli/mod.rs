@@ -583,7 +583,11 @@ fn check_cmd(args: CheckArgs) -> Result<ExitCode> {
     if !matches!(args.format, FormatArg::Text) {
         serde_json::to_writer(&mut out, &outcome)?;
         writeln!(out)?;
-        return Ok(if outcome.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        return Ok(if outcome.failures.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     for line in &outcome.failures {
         writeln!(out, "FAIL {line}")?;

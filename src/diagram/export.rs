@@ -26,14 +26,7 @@ pub fn topology_dot(t: &Topology) -> String {
     let mut out = String::from(
         "digraph topology {\n  rankdir=TB;\n  node [shape=box, fontname=monospace];\n",
     );
-    let mut hosts: Vec<String> = t
-        .graph
-        .node_weights()
-        .filter(|n| n.role != "client")
-        .map(|n| n.host.clone())
-        .collect();
-    hosts.sort();
-    hosts.dedup();
+    let hosts = t.hosts();
     for (k, h) in hosts.iter().enumerate() {
         out.push_str(&format!(
             "  subgraph cluster_{k} {{\n    label=\"host {}\";\n",
@@ -89,14 +82,7 @@ pub fn topology_dot(t: &Topology) -> String {
 /// The topology as a Mermaid flowchart.
 pub fn topology_mermaid(t: &Topology) -> String {
     let mut out = String::from("flowchart TD\n");
-    let mut hosts: Vec<String> = t
-        .graph
-        .node_weights()
-        .filter(|n| n.role != "client")
-        .map(|n| n.host.clone())
-        .collect();
-    hosts.sort();
-    hosts.dedup();
+    let hosts = t.hosts();
     for (k, h) in hosts.iter().enumerate() {
         out.push_str(&format!(
             "  subgraph host{k}[\"host {}\"]\n",

@@ -132,7 +132,7 @@ pub fn topology(report: &Report) -> Topology {
 
 impl Topology {
     /// Hosts with services, in the order the map draws them.
-    fn hosts(&self) -> Vec<String> {
+    pub fn hosts(&self) -> Vec<String> {
         let mut hosts: Vec<String> = self
             .graph
             .node_weights()
