@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: set up, build, and run flowtrace on every capture shipped in captures/.
-# Usage: scripts/run.sh [extra flowtrace options, e.g. --format json]
+# The main job: set up, build, and print the request paths of every capture set shipped
+# in captures/ (one directory per scenario, one capture per host).
+# Usage: scripts/run.sh [extra flowtrace pcap options, e.g. --format json, --svg out/]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -12,6 +13,6 @@ for dir in captures/*/; do
   files=( "$dir"*.pcap "$dir"*.pcapng "$dir"*.pcap.gz "$dir"*.pcapng.gz )
   [ ${#files[@]} -eq 0 ] && continue
   echo "== ${dir%/}: ${files[*]}"
-  ./target/release/flowtrace pcap "${files[@]}" "$@" || status=$?
+  ./target/release/flowtrace pcap --paths "${files[@]}" "$@" || status=$?
 done
 exit $status
