@@ -112,6 +112,13 @@ impl LiveSource {
                 .timeout(100)
                 .open()
                 .map_err(|e| live_error(name, e))?;
+            // As tcpdump does for `any`: SLL2 keeps each packet's interface index.
+            if cap
+                .list_datalinks()
+                .is_ok_and(|l| l.contains(&pcap::Linktype(276)))
+            {
+                let _ = cap.set_datalink(pcap::Linktype(276));
+            }
             if let Some(f) = &opts.filter {
                 cap.filter(f, true).map_err(|e| live_error(name, e))?;
             }
@@ -227,19 +234,24 @@ impl LiveSource {
             .collect()
     }
 
-    /// Stops the readers and waits for them; returns their errors, if any.
-    pub fn stop(self) -> (Vec<LiveStats>, Vec<String>) {
+    /// Asks the readers to stop. Packets already queued are still delivered by
+    /// [`LiveSource::recv`].
+    pub fn request_stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
-        // Drain so no reader stays blocked on a full channel.
-        while self.rx.try_recv().is_ok() {}
+    }
+
+    /// Waits for the readers; returns the counters and the readers' errors, if any.
+    pub fn finish(self) -> (Vec<LiveStats>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
         let LiveSource {
             rx, threads, stats, ..
         } = self;
         let mut errors = Vec::new();
         for t in threads {
             while !t.is_finished() {
+                // A reader blocked on a full queue needs room to see the stop.
                 while rx.try_recv().is_ok() {}
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(5));
             }
             if let Ok(Some(e)) = t.join() {
                 errors.push(e);
@@ -250,5 +262,35 @@ impl LiveSource {
             .filter_map(|s| s.lock().ok().map(|s| s.clone()))
             .collect();
         (stats, errors)
+    }
+}
+
+/// This host's interfaces (from /sys/class/net), to name SLL2 interface indexes as
+/// the `ip -j addr` sidecar names them for files.
+pub fn host_links() -> crate::links::HostLinks {
+    let mut links = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/sys/class/net") {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let read = |f: &str| {
+                std::fs::read_to_string(entry.path().join(f))
+                    .map(|s| s.trim().to_string())
+                    .ok()
+            };
+            if let Some(ifindex) = read("ifindex").and_then(|i| i.parse().ok()) {
+                links.push(crate::links::Link {
+                    ifindex,
+                    ifname: name,
+                    mac: read("address"),
+                    master: None,
+                    addresses: Vec::new(),
+                });
+            }
+        }
+    }
+    links.sort_by_key(|l| l.ifindex);
+    crate::links::HostLinks {
+        path: "/sys/class/net".into(),
+        links,
     }
 }

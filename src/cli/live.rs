@@ -172,12 +172,27 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
         }
         None => None,
     };
+    let links = flowtrace::capture::live::host_links();
+    if let Some(w) = &args.write {
+        // The saved capture gets its sidecar, so a replay names interfaces too.
+        let sidecar: Vec<serde_json::Value> = links
+            .links
+            .iter()
+            .map(|l| serde_json::json!({"ifindex": l.ifindex, "ifname": l.ifname, "address": l.mac, "addr_info": []}))
+            .collect();
+        let path = w.with_file_name(format!(
+            "{}.links.json",
+            w.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        std::fs::write(&path, serde_json::to_string(&sidecar)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     let mut pipeline = Pipeline::new(PipelineConfig {
         tcp: TcpConfig {
             idle_timeout_ns: (args.idle_timeout * 1e9) as i64,
             ..TcpConfig::default()
         },
-        links: vec![None],
+        links: vec![Some(links.clone())],
         verify_checksums: false,
     });
     // Name the capture points after this host, as `flowtrace pcap` names them after
@@ -209,6 +224,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     let settle = (args.settle * 1e9) as i64;
     let keep = (args.window * 1e9) as i64;
     let files = vec![host.clone()];
+    let live_links = [Some(links.clone())];
     let tick = |window: &mut Vec<HttpTransaction>,
                 pipeline: &Pipeline,
                 latest: Ts,
@@ -219,7 +235,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
             transactions: window,
             vantages: pipeline.vantages(),
             files: &files,
-            links: &[None],
+            links: &live_links,
             vrrp: pipeline.vrrp(),
             garp: pipeline.gratuitous_arps(),
             offset_overrides: &[None],
@@ -247,14 +263,18 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
         }
         Ok(())
     };
+    let mut stopping = false;
     loop {
-        if stop.load(Ordering::Relaxed)
-            || args.count.is_some_and(|c| packets >= c)
-            || args
-                .duration
-                .is_some_and(|d| started.elapsed().as_secs_f64() >= d)
+        if !stopping
+            && (stop.load(Ordering::Relaxed)
+                || args.count.is_some_and(|c| packets >= c)
+                || args
+                    .duration
+                    .is_some_and(|d| started.elapsed().as_secs_f64() >= d))
         {
-            break;
+            // Stop reading; what is already queued is still processed (and counted).
+            source.request_stop();
+            stopping = true;
         }
         match source.recv(Duration::from_millis(100)) {
             Received::Packet(p) => {
@@ -276,10 +296,12 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
                     window.extend(pipeline.drain());
                 }
             }
+            // Once stopped, the readers end within milliseconds and the queue then
+            // reports Ended.
             Received::Nothing => {}
             Received::Ended => break,
         }
-        if last_tick.elapsed() >= Duration::from_secs(1) {
+        if !stopping && last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
             // With no traffic, time still passes: settle by the wall clock too.
             let now = Ts(latest.0 + last_packet.elapsed().as_nanos() as i64);
@@ -299,7 +321,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
             }
         }
     }
-    let (live_stats, errors) = source.stop();
+    let (live_stats, errors) = source.finish();
     pipeline.finish();
     window.extend(pipeline.drain());
     tick(&mut window, &pipeline, latest, true, &mut emitter)?;

@@ -178,6 +178,9 @@ pub struct RequestPath {
     /// runs of the correlation over a growing window; `flowtrace live` uses it).
     #[serde(skip)]
     pub root_transaction: u64,
+    /// Ids of every transaction the path is made of (all views of all its hops).
+    #[serde(skip)]
+    pub transactions: Vec<u64>,
 }
 
 impl RequestPath {
@@ -1032,10 +1035,12 @@ fn build_path(
 ) -> RequestPath {
     let txs = input.transactions;
     let mut hops: Vec<Hop> = Vec::new();
+    let mut members: Vec<u64> = Vec::new();
     let mut stack: Vec<(usize, Option<usize>)> = vec![(root, None)];
     let mut complete = true;
     while let Some((e, parent)) = stack.pop() {
         let ex = &exchanges[e];
+        members.extend(ex.views.iter().map(|v| txs[v.tx].id));
         let first = ex.first();
         let last = ex.last();
         let t = &txs[last.tx];
@@ -1187,6 +1192,7 @@ fn build_path(
         vip,
         hops,
         root_transaction: rt.id,
+        transactions: members,
     }
 }
 
