@@ -18,6 +18,8 @@ fi
 if [ -x captures/lab/selftest.sh ]; then
   if [ "$(id -u)" -eq 0 ]; then
     captures/lab/selftest.sh
+    # flowtrace live in server A's namespace during a scenario, against the files and the truth.
+    captures/lab/live-selftest.sh
   else
     echo "*** lab self-test SKIPPED: it needs root (network namespaces) ***" >&2
   fi

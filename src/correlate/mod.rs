@@ -772,6 +772,25 @@ fn link_proxies(input: &Input<'_>, exchanges: &mut [Exchange]) {
     for list in inbound.values_mut() {
         list.sort_by_key(|&i| exchanges[i].last().req);
     }
+    // For each node, the latest end (response, else request) of its inbound exchanges
+    // up to each position: walking back from an upstream exchange, once no earlier
+    // inbound exchange ends after it, none can enclose it. This keeps the search
+    // proportional to the exchanges open at the time, not to the whole capture.
+    let open_until: FxHashMap<IpAddr, Vec<i64>> = inbound
+        .iter()
+        .map(|(ip, list)| {
+            let mut latest = i64::MIN;
+            let ends = list
+                .iter()
+                .map(|&g| {
+                    let l = exchanges[g].last();
+                    latest = latest.max(l.resp_end.map_or(i64::MAX, |t| t.0));
+                    latest
+                })
+                .collect();
+            (*ip, ends)
+        })
+        .collect();
     let tolerance = 200_000; // 0.2 ms of capture-clock jitter between interfaces
     let mut candidates: Vec<Vec<(usize, f64)>> = vec![Vec::new(); exchanges.len()];
     let mut evidence: FxHashMap<(usize, usize), Vec<String>> = FxHashMap::default();
@@ -790,7 +809,12 @@ fn link_proxies(input: &Input<'_>, exchanges: &mut [Exchange]) {
         let userver = ue.last().server.to_string();
         // Inbound exchanges that started before this one.
         let end = list.partition_point(|&g| exchanges[g].last().req.0 <= uf.req.0 + tolerance);
-        for &g in list[..end].iter().rev() {
+        let ends = &open_until[&uf.client.ip()];
+        let must_end_after = uf.resp_end.unwrap_or(uf.req).0 - tolerance;
+        for (pos, &g) in list[..end].iter().enumerate().rev() {
+            if ends[pos] < must_end_after {
+                break; // no earlier inbound exchange is still open
+            }
             if g == u {
                 continue;
             }
