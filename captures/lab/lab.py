@@ -898,6 +898,8 @@ def run_scenario(name, out_dir, extra):
         traffic["count"] = extra.count
     if extra.concurrency:
         traffic["concurrency"] = extra.concurrency
+    if getattr(extra, "rate", None) is not None:
+        traffic["rate"] = extra.rate
     if extra.no_keepalive:
         traffic["keepalive"] = False
     if extra.duration:
@@ -1140,6 +1142,7 @@ def main():
     rp.add_argument("--run-dir", help="working dir (default captures/lab/run/<scenario>)")
     rp.add_argument("--count", type=int, help="override the request count")
     rp.add_argument("--concurrency", type=int, help="override the concurrency")
+    rp.add_argument("--rate", type=float, help="override the request rate (requests/s over all workers; 0: as fast as possible)")
     rp.add_argument("--no-keepalive", action="store_true",
                     help="client sends Connection: close, one connection per request")
     rp.add_argument("--no-offload", action="store_true", help="ethtool -K off on all veths")

@@ -34,7 +34,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'cleanup; trap - EXIT; exit 130' INT
 trap 'cleanup; trap - EXIT; exit 143' TERM
-timeout $((SECS + 400)) "$PY" "$HERE/lab.py" run soak --duration "$SECS" --live-on A --no-truth \
+# RATE=N limits the traffic to N requests/s (default: as fast as the lab goes).
+timeout $((SECS + 400)) "$PY" "$HERE/lab.py" run soak --duration "$SECS" --live-on A --no-truth ${RATE:+--rate "$RATE"} \
     --out "$TMP/out" --run-dir "$RUN" >"$TMP/run.log" 2>&1 &
 CHILD=$!
 # the run dir is created by lab.py; sample flowtrace by the PID it records there

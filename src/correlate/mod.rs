@@ -792,148 +792,189 @@ fn link_proxies(input: &Input<'_>, exchanges: &mut [Exchange]) {
         })
         .collect();
     let tolerance = 200_000; // 0.2 ms of capture-clock jitter between interfaces
-    let mut candidates: Vec<Vec<(usize, f64)>> = vec![Vec::new(); exchanges.len()];
-    let mut evidence: FxHashMap<(usize, usize), Vec<String>> = FxHashMap::default();
-    for (u, ue) in exchanges.iter().enumerate() {
-        let uf = ue.first();
-        let Some(list) = inbound.get(&uf.client.ip()) else {
-            continue;
-        };
-        let Some(ureq) = &txs[uf.tx].request else {
-            continue;
-        };
-        let uresp = txs[ue.last().tx]
-            .response
-            .as_ref()
-            .or(txs[uf.tx].response.as_ref());
-        let userver = ue.last().server.to_string();
-        // Inbound exchanges that started before this one.
-        let end = list.partition_point(|&g| exchanges[g].last().req.0 <= uf.req.0 + tolerance);
-        let ends = &open_until[&uf.client.ip()];
-        let must_end_after = uf.resp_end.unwrap_or(uf.req).0 - tolerance;
-        for (pos, &g) in list[..end].iter().enumerate().rev() {
-            if ends[pos] < must_end_after {
-                break; // no earlier inbound exchange is still open
-            }
-            if g == u {
+                             // Scores every candidate (collect = false), or, after the assignment, only the
+                             // chosen pairs with their evidence spelled out (collect = true): keeping the
+                             // reasons of every candidate pair would cost memory in proportion to all pairs.
+    let scan = |collect: bool,
+                wanted: &dyn Fn(usize) -> bool,
+                pair_wanted: &dyn Fn(usize, usize) -> bool,
+                found: &mut dyn FnMut(usize, usize, f64, Vec<String>)| {
+        for (u, ue) in exchanges.iter().enumerate() {
+            if !wanted(u) {
                 continue;
             }
-            let gl = exchanges[g].last();
-            if uf.req.0 - gl.req.0 > 120_000_000_000 {
-                break; // nothing waits two minutes for an upstream
-            }
-            let Some(greq) = &txs[gl.tx].request else {
+            let uf = ue.first();
+            let Some(list) = inbound.get(&uf.client.ip()) else {
                 continue;
             };
-            if greq.method != ureq.method {
+            let Some(ureq) = &txs[uf.tx].request else {
                 continue;
-            }
-            // The upstream must end before the inbound response does.
-            let nested = match (uf.resp_end, gl.resp_end) {
-                (Some(ue_end), Some(ge_end)) => ue_end.0 <= ge_end.0 + tolerance,
-                (None, Some(ge_end)) => uf.req.0 <= ge_end.0,
-                (_, None) => true,
             };
-            if !nested {
-                continue;
-            }
-            let mut score = 10.0;
-            let mut why = Vec::new();
-            if greq.uri == ureq.uri {
-                let bits = rarity.bits(Rarity::URI, "", &ureq.uri);
-                score += 1.0 + bits;
-                why.push(format!("same method and URI ({bits:.1} bits)"));
-            }
-            let gclient = gl.client.ip().to_string();
-            if let Some(xff) = ureq.header("x-forwarded-for") {
-                if xff.split(',').any(|a| a.trim() == gclient) {
-                    score += 2.0;
-                    why.push(format!("X-Forwarded-For names {gclient}"));
-                } else {
-                    score -= 10.0;
+            let uresp = txs[ue.last().tx]
+                .response
+                .as_ref()
+                .or(txs[uf.tx].response.as_ref());
+            let userver = ue.last().server.to_string();
+            // Inbound exchanges that started before this one.
+            let end = list.partition_point(|&g| exchanges[g].last().req.0 <= uf.req.0 + tolerance);
+            let ends = &open_until[&uf.client.ip()];
+            let must_end_after = uf.resp_end.unwrap_or(uf.req).0 - tolerance;
+            for (pos, &g) in list[..end].iter().enumerate().rev() {
+                if ends[pos] < must_end_after {
+                    break; // no earlier inbound exchange is still open
                 }
-            }
-            if let Some(real) = ureq.header("x-real-ip") {
-                if real == gclient {
-                    score += 1.0;
-                    why.push(format!("X-Real-IP is {gclient}"));
-                } else {
-                    score -= 10.0;
-                }
-            }
-            for (n, v) in ureq.headers.iter() {
-                let lower = n.to_ascii_lowercase();
-                if NOT_EVIDENCE.contains(&lower.as_str()) || greq.headers.get(n) != Some(v) {
+                if g == u || !pair_wanted(u, g) {
                     continue;
                 }
-                let bits = rarity.bits(Rarity::REQUEST, n, v);
-                if bits >= 1.0 {
-                    score += bits;
-                    why.push(format!("request header {n} propagated ({bits:.1} bits)"));
+                let gl = exchanges[g].last();
+                if uf.req.0 - gl.req.0 > 120_000_000_000 {
+                    break; // nothing waits two minutes for an upstream
                 }
-            }
-            let gresp = txs[gl.tx].response.as_ref();
-            if let (Some(a), Some(b)) = (gresp, uresp) {
-                if a.status == b.status {
-                    score += 1.0;
-                } else if !(502..=504).contains(&a.status) {
-                    score -= 3.0;
+                let Some(greq) = &txs[gl.tx].request else {
+                    continue;
+                };
+                if greq.method != ureq.method {
+                    continue;
                 }
-                if a.body_bytes == b.body_bytes {
-                    let bits = rarity.bits(Rarity::BODY, "", &a.body_bytes.to_string());
-                    score += bits;
-                    if bits >= 1.0 {
-                        why.push(format!("same response body size ({} B)", a.body_bytes));
+                // The upstream must end before the inbound response does.
+                let nested = match (uf.resp_end, gl.resp_end) {
+                    (Some(ue_end), Some(ge_end)) => ue_end.0 <= ge_end.0 + tolerance,
+                    (None, Some(ge_end)) => uf.req.0 <= ge_end.0,
+                    (_, None) => true,
+                };
+                if !nested {
+                    continue;
+                }
+                let mut score = 10.0;
+                let mut why = Vec::new();
+                if greq.uri == ureq.uri {
+                    let bits = rarity.bits(Rarity::URI, "", &ureq.uri);
+                    score += 1.0 + bits;
+                    if collect {
+                        why.push(format!("same method and URI ({bits:.1} bits)"));
                     }
                 }
-                for (n, v) in b.headers.iter() {
+                let gclient = gl.client.ip().to_string();
+                if let Some(xff) = ureq.header("x-forwarded-for") {
+                    if xff.split(',').any(|a| a.trim() == gclient) {
+                        score += 2.0;
+                        if collect {
+                            why.push(format!("X-Forwarded-For names {gclient}"));
+                        }
+                    } else {
+                        score -= 10.0;
+                    }
+                }
+                if let Some(real) = ureq.header("x-real-ip") {
+                    if real == gclient {
+                        score += 1.0;
+                        if collect {
+                            why.push(format!("X-Real-IP is {gclient}"));
+                        }
+                    } else {
+                        score -= 10.0;
+                    }
+                }
+                for (n, v) in ureq.headers.iter() {
                     let lower = n.to_ascii_lowercase();
-                    if NOT_EVIDENCE.contains(&lower.as_str()) || a.headers.get(n) != Some(v) {
+                    if NOT_EVIDENCE.contains(&lower.as_str()) || greq.headers.get(n) != Some(v) {
                         continue;
                     }
-                    let bits = rarity.bits(Rarity::RESPONSE, n, v);
+                    let bits = rarity.bits(Rarity::REQUEST, n, v);
                     if bits >= 1.0 {
                         score += bits;
-                        why.push(format!("response header {n} propagated ({bits:.1} bits)"));
+                        if collect {
+                            why.push(format!("request header {n} propagated ({bits:.1} bits)"));
+                        }
                     }
                 }
-                // A header of the inbound response naming the upstream's address
-                // (Nginx's Backend-Server: $upstream_addr, and the like).
-                if let Some((n, v)) = a.headers.iter().find(|(_, v)| v.contains(userver.as_str())) {
-                    let bits = rarity.bits(Rarity::RESPONSE, n, v).max(1.0);
-                    score += 2.0 + bits;
-                    why.push(format!("response header {n} names the upstream {userver}"));
-                } else if a
-                    .headers
-                    .iter()
-                    .any(|(n, _)| n.eq_ignore_ascii_case("backend-server"))
-                {
-                    score -= 5.0;
+                let gresp = txs[gl.tx].response.as_ref();
+                if let (Some(a), Some(b)) = (gresp, uresp) {
+                    if a.status == b.status {
+                        score += 1.0;
+                    } else if !(502..=504).contains(&a.status) {
+                        score -= 3.0;
+                    }
+                    if a.body_bytes == b.body_bytes {
+                        let bits = rarity.bits(Rarity::BODY, "", &a.body_bytes.to_string());
+                        score += bits;
+                        if bits >= 1.0 {
+                            if collect {
+                                why.push(format!("same response body size ({} B)", a.body_bytes));
+                            }
+                        }
+                    }
+                    for (n, v) in b.headers.iter() {
+                        let lower = n.to_ascii_lowercase();
+                        if NOT_EVIDENCE.contains(&lower.as_str()) || a.headers.get(n) != Some(v) {
+                            continue;
+                        }
+                        let bits = rarity.bits(Rarity::RESPONSE, n, v);
+                        if bits >= 1.0 {
+                            score += bits;
+                            if collect {
+                                why.push(format!(
+                                    "response header {n} propagated ({bits:.1} bits)"
+                                ));
+                            }
+                        }
+                    }
+                    // A header of the inbound response naming the upstream's address
+                    // (Nginx's Backend-Server: $upstream_addr, and the like).
+                    if let Some((n, v)) =
+                        a.headers.iter().find(|(_, v)| v.contains(userver.as_str()))
+                    {
+                        let bits = rarity.bits(Rarity::RESPONSE, n, v).max(1.0);
+                        score += 2.0 + bits;
+                        if collect {
+                            why.push(format!("response header {n} names the upstream {userver}"));
+                        }
+                    } else if a
+                        .headers
+                        .iter()
+                        .any(|(n, _)| n.eq_ignore_ascii_case("backend-server"))
+                    {
+                        score -= 5.0;
+                    }
                 }
-            }
-            // Nesting: the tighter, the likelier. The penalty is convex (squared ms of
-            // slack): a linear one adds up to the same total for every way of pairing
-            // nested exchanges, while a convex one prefers the order-keeping pairing
-            // that proxies follow.
-            let start_gap = (uf.start.0 - gl.req_end.0).max(0);
-            let end_gap = match (uf.resp_end, gl.resp) {
-                (Some(a), Some(b)) => (b.0 - a.0).max(0),
-                _ => 0,
-            };
-            let (sg, eg) = (start_gap as f64 / 1e6, end_gap as f64 / 1e6);
-            score -= START_GAP_WEIGHT * sg * sg + END_GAP_WEIGHT * eg * eg;
-            why.push(format!(
+                // Nesting: the tighter, the likelier. The penalty is convex (squared ms of
+                // slack): a linear one adds up to the same total for every way of pairing
+                // nested exchanges, while a convex one prefers the order-keeping pairing
+                // that proxies follow.
+                let start_gap = (uf.start.0 - gl.req_end.0).max(0);
+                let end_gap = match (uf.resp_end, gl.resp) {
+                    (Some(a), Some(b)) => (b.0 - a.0).max(0),
+                    _ => 0,
+                };
+                let (sg, eg) = (start_gap as f64 / 1e6, end_gap as f64 / 1e6);
+                score -= START_GAP_WEIGHT * sg * sg + END_GAP_WEIGHT * eg * eg;
+                if collect {
+                    why.push(format!(
                 "starts {:.3} ms after the inbound request, ends {:.3} ms before its response",
                 start_gap as f64 / 1e6,
                 end_gap as f64 / 1e6
             ));
-            // Offset so every plausible candidate stays positive: clipping would
-            // flatten exactly the differences the assignment needs.
-            candidates[u].push((g, CANDIDATE_BASE + score));
-            evidence.insert((u, g), why);
+                }
+                // Offset so every plausible candidate stays positive: clipping would
+                // flatten exactly the differences the assignment needs.
+                found(u, g, CANDIDATE_BASE + score, why);
+            }
         }
-    }
+    };
+    let mut candidates: Vec<Vec<(usize, f64)>> = vec![Vec::new(); exchanges.len()];
+    scan(false, &|_| true, &|_, _| true, &mut |u, g, w, _| {
+        candidates[u].push((g, w))
+    });
     let assigned = assign::assign(&candidates, exchanges.len());
+    let mut evidence: FxHashMap<(usize, usize), Vec<String>> = FxHashMap::default();
+    scan(
+        true,
+        &|u| assigned[u].is_some(),
+        &|u, g| assigned[u] == Some(g),
+        &mut |u, g, _, why| {
+            evidence.insert((u, g), why);
+        },
+    );
     let mut taken: Vec<bool> = vec![false; exchanges.len()];
     for (u, g) in assigned.iter().enumerate() {
         if let Some(g) = *g {
