@@ -898,10 +898,8 @@ fn link_proxies(input: &Input<'_>, exchanges: &mut [Exchange]) {
                     if a.body_bytes == b.body_bytes {
                         let bits = rarity.bits(Rarity::BODY, "", &a.body_bytes.to_string());
                         score += bits;
-                        if bits >= 1.0 {
-                            if collect {
-                                why.push(format!("same response body size ({} B)", a.body_bytes));
-                            }
+                        if bits >= 1.0 && collect {
+                            why.push(format!("same response body size ({} B)", a.body_bytes));
                         }
                     }
                     for (n, v) in b.headers.iter() {
