@@ -4,8 +4,9 @@
 set -euo pipefail
 
 need=()
-# chromium: the tests render every kind of SVG diagram in it.
-for pkg in libpcap-dev pkg-config tcpdump chromium; do
+# chromium: the tests render every kind of SVG diagram in it; libcap2-bin (setcap):
+# a test grants flowtrace capture capabilities instead of root.
+for pkg in libpcap-dev pkg-config tcpdump chromium libcap2-bin; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${FLOWTRACE_BENCH:-0}" = 1 ]; then

@@ -204,7 +204,7 @@ fn broken_pipe_is_success() {
 
 #[cfg(target_os = "linux")]
 mod live {
-    use crate::util::{flowtrace, temp_dir};
+    use crate::util::flowtrace;
     use std::process::Command;
 
     #[test]
@@ -244,7 +244,15 @@ mod live {
             eprintln!("\n*** SKIPPED: needs root, setpriv and setcap ***\n");
             return;
         }
-        let dir = temp_dir("caps");
+        // Under /tmp, not the checkout: the unprivileged user must be able to reach it
+        // (a checkout under /root is not).
+        let dir = std::env::temp_dir().join(format!("flowtrace-caps-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let bin = dir.join("flowtrace");
         std::fs::copy(env!("CARGO_BIN_EXE_flowtrace"), &bin).unwrap();
         let as_nobody = |extra: &[&str]| {
