@@ -151,28 +151,6 @@ pub fn clean(text: &str, max: usize) -> String {
 /// the other requests of a keep-alive connection.
 pub const MARGIN_NS: i64 = 5_000_000;
 
-/// The segments of one path's connections, in time order.
-pub fn segments_of<'a>(
-    path: &RequestPath,
-    vantages: &[Vantage],
-    tapped: &'a [TappedSegment],
-) -> Vec<&'a TappedSegment> {
-    let mut keys = std::collections::HashSet::new();
-    for h in path.hops.iter().filter(|h| h.kind == "http") {
-        for s in &h.seen_at {
-            if let Some(v) = vantage_id(vantages, &s.capture.file, &s.capture.interface) {
-                keys.insert(Tap::key(v, s.client, s.server));
-            }
-        }
-    }
-    let mut out: Vec<&TappedSegment> = tapped
-        .iter()
-        .filter(|s| keys.contains(&Tap::key(s.vantage, s.src, s.dst)))
-        .collect();
-    out.sort_by_key(|s| (s.ts, s.vantage));
-    out
-}
-
 fn hop_title(h: &Hop) -> String {
     format!(
         "{}{} on {}",
