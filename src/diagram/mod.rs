@@ -15,7 +15,7 @@ mod swimlanes;
 mod topology;
 
 use crate::correlate::{Hop, Report, RequestPath};
-use crate::pipeline::{Tap, TappedSegment, Vantage};
+use crate::pipeline::{Tap, Vantage};
 use crate::time::Ts;
 use draw::{Canvas, Color};
 pub use ladder::ladder;
