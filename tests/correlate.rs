@@ -280,3 +280,49 @@ fn golden_paths_of_every_scenario() {
         }
     }
 }
+
+/// A topology file names hosts and services and overrides the inferred role.
+#[test]
+fn topology_file_names_and_overrides() {
+    let dir = temp_dir("names");
+    let names = dir.join("names.toml");
+    std::fs::write(
+        &names,
+        "[hosts]\nA = \"server-a\"\n[services]\n\"198.19.1.2:8000\" = { name = \"kong-a\", role = \"edge\" }\n\"198.18.1.231\" = { name = \"vip\" }\n",
+    )
+    .unwrap();
+    let files = scenario_files("cross-server");
+    let doc = paths_json(&files, &["--names", names.to_str().unwrap()]);
+    let root = &doc["paths"][0]["hops"][0];
+    assert_eq!(
+        (
+            root["role"].as_str(),
+            root["name"].as_str(),
+            root["host"].as_str()
+        ),
+        (Some("edge"), Some("kong-a"), Some("server-a"))
+    );
+    assert_eq!(doc["paths"][0]["vip"]["holder"], "server-a");
+    let vip = doc["address_book"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["ip"] == "198.18.1.231")
+        .unwrap();
+    assert_eq!(vip["name"], "vip");
+    std::fs::write(&names, "[services]\n\"not an address\" = {}\n").unwrap();
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "pcap".into(),
+        "--paths".into(),
+        "--names".into(),
+        names.clone().into(),
+    ];
+    args.extend(files.iter().map(|f| f.as_os_str().to_owned()));
+    let run = flowtrace(&args);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("invalid topology file"),
+        "{}",
+        run.stderr
+    );
+}

@@ -77,6 +77,9 @@ pub(crate) struct LiveArgs {
     /// Close TCP connections idle this many seconds.
     #[arg(long, default_value_t = 120.0, value_name = "SECS")]
     idle_timeout: f64,
+    /// Topology file (TOML): host and service names, roles (docs/correlation.md).
+    #[arg(long, value_name = "FILE")]
+    names: Option<PathBuf>,
     /// Never show the status line (it is shown only when stderr is a terminal).
     #[arg(long)]
     no_progress: bool,
@@ -223,6 +226,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     let mut window: Vec<HttpTransaction> = Vec::new();
     let settle = (args.settle * 1e9) as i64;
     let keep = (args.window * 1e9) as i64;
+    let names = super::load_names(&args.names)?;
     let files = vec![host.clone()];
     let live_links = [Some(links.clone())];
     let tick = |window: &mut Vec<HttpTransaction>,
@@ -239,6 +243,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
             vrrp: pipeline.vrrp(),
             garp: pipeline.gratuitous_arps(),
             offset_overrides: &[None],
+            names: names.as_ref(),
         });
         for p in report.paths {
             if emitter.emitted.contains_key(&p.root_transaction) {
@@ -355,6 +360,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
                 files: vec![saved.clone()],
                 links: Vec::new(),
                 offset: Vec::new(),
+                names: args.names.clone(),
                 idle_timeout: args.idle_timeout,
                 verify_checksums: false,
                 no_progress: true,

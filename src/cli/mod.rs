@@ -63,6 +63,10 @@ pub(crate) struct CaptureArgs {
     /// CAPTURE=SECONDS; overrides the estimate. Repeatable.
     #[arg(long, value_name = "CAPTURE=SECONDS")]
     offset: Vec<String>,
+    /// Topology file (TOML): host and service names, and roles that override the
+    /// inferred ones (docs/correlation.md).
+    #[arg(long, value_name = "FILE")]
+    names: Option<PathBuf>,
     /// Close TCP connections idle this many seconds (capture time).
     #[arg(long, default_value_t = 300.0, value_name = "SECS")]
     idle_timeout: f64,
@@ -177,6 +181,18 @@ fn load_links(args: &CaptureArgs) -> Result<Vec<Option<HostLinks>>> {
         }
     }
     Ok(out)
+}
+
+/// Reads the topology file of `--names`.
+pub(crate) fn load_names(
+    path: &Option<PathBuf>,
+) -> Result<Option<flowtrace::correlate::names::Names>> {
+    let Some(path) = path else { return Ok(None) };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let names = flowtrace::correlate::names::Names::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: invalid topology file: {e}", path.display()))?;
+    Ok(Some(names))
 }
 
 fn parse_offsets(args: &CaptureArgs) -> Result<Vec<Option<f64>>> {
@@ -349,6 +365,7 @@ pub(crate) fn correlated(args: &CaptureArgs) -> Result<Correlated> {
     })?;
     let files = opened.source.file_names();
     let pipeline = &opened.pipeline;
+    let names = load_names(&args.names)?;
     let report = correlate(&Input {
         transactions: &transactions,
         vantages: pipeline.vantages(),
@@ -357,6 +374,7 @@ pub(crate) fn correlated(args: &CaptureArgs) -> Result<Correlated> {
         vrrp: pipeline.vrrp(),
         garp: pipeline.gratuitous_arps(),
         offset_overrides: &opened.offsets,
+        names: names.as_ref(),
     });
     let mut all = pipeline.stats();
     all.merge(&stats);

@@ -21,6 +21,7 @@
 //!    path whose first server address is a VIP names the holder at that time.
 
 mod assign;
+pub mod names;
 
 use crate::capture::Warning;
 use crate::http::HttpTransaction;
@@ -48,6 +49,20 @@ pub struct Input<'a> {
     pub garp: &'a [GratuitousArp],
     /// Offsets given by the user (seconds to subtract), per file.
     pub offset_overrides: &'a [Option<f64>],
+    /// The topology file, if given: names and roles that override inference.
+    pub names: Option<&'a names::Names>,
+}
+
+impl Input<'_> {
+    /// The host name of capture file `file` (the topology file's, or the file's name
+    /// without extensions).
+    pub fn host(&self, file: usize) -> String {
+        let stem = host_of(&self.files[file]);
+        match self.names {
+            Some(n) => n.host(&stem),
+            None => stem,
+        }
+    }
 }
 
 /// A capture point as named in paths.
@@ -96,6 +111,9 @@ pub struct Hop {
     /// Role of the server side: gateway, load_balancer, proxy, backend.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// The server's name from the topology file, if it names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Software named by the server's headers (Kong, nginx, Python, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub product: Option<String>,
@@ -1108,8 +1126,10 @@ fn build_path(
         let last = ex.last();
         let t = &txs[last.tx];
         let req = t.request.as_ref();
-        let (product, role) =
+        let (product, inferred) =
             product_and_role(&txs[first.tx], !ex.children.is_empty(), parent.is_none());
+        let named = input.names.and_then(|n| n.service(last.server));
+        let role: &str = named.and_then(|s| s.role.as_deref()).unwrap_or(inferred);
         if ex.children.is_empty() && role != "backend" {
             complete = false;
         }
@@ -1138,8 +1158,9 @@ fn build_path(
             client: Some(first.client),
             server: Some(first.server),
             capture: Some(capture_ref(input, first.vantage)),
-            host: Some(host_of(&input.files[last.file])),
+            host: Some(input.host(last.file)),
             role: Some(role.to_string()),
+            name: named.and_then(|s| s.name.clone()),
             product,
             method: req.map(|r| r.method.clone()),
             uri: req.map(|r| r.uri.clone()),
@@ -1184,8 +1205,9 @@ fn build_path(
                     client: None,
                     server: None,
                     capture: None,
-                    host: Some(host_of(&input.files[v.file])),
+                    host: Some(input.host(v.file)),
                     role: None,
+                    name: None,
                     product: None,
                     method: None,
                     uri: None,
@@ -1282,7 +1304,7 @@ fn host_owning(input: &Input<'_>, ip: IpAddr) -> Option<String> {
             .links
             .iter()
             .any(|link| link.addresses.contains(&ip))
-            .then(|| host_of(&input.files[f]))
+            .then(|| input.host(f))
     })
 }
 
@@ -1387,11 +1409,22 @@ fn address_book(input: &Input<'_>, paths: &[RequestPath]) -> Vec<AddressEntry> {
             }
         }
     }
+    // A name the topology file gives the address ("ip", or any "ip:port" of it).
+    let named = |ip: IpAddr| -> Option<String> {
+        let n = input.names?;
+        n.services
+            .iter()
+            .find(|(k, _)| {
+                k.parse::<IpAddr>().ok() == Some(ip)
+                    || k.parse::<SocketAddr>().ok().map(|a| a.ip()) == Some(ip)
+            })
+            .and_then(|(_, s)| s.name.clone())
+    };
     let mut out = Vec::new();
     let mut known = std::collections::BTreeSet::new();
     for (f, l) in input.links.iter().enumerate() {
         let Some(l) = l else { continue };
-        let host = host_of(&input.files[f]);
+        let host = input.host(f);
         for link in &l.links {
             for ip in &link.addresses {
                 if ip.is_loopback() {
@@ -1399,7 +1432,7 @@ fn address_book(input: &Input<'_>, paths: &[RequestPath]) -> Vec<AddressEntry> {
                 }
                 known.insert(*ip);
                 out.push(AddressEntry {
-                    name: format!("{host} {}", link.ifname),
+                    name: named(*ip).unwrap_or_else(|| format!("{host} {}", link.ifname)),
                     ip: *ip,
                     mac: link.mac.clone(),
                     host: host.clone(),
@@ -1412,7 +1445,7 @@ fn address_book(input: &Input<'_>, paths: &[RequestPath]) -> Vec<AddressEntry> {
     for (ip, (role, host)) in roles {
         if !known.contains(&ip) {
             out.push(AddressEntry {
-                name: format!("{role} on {host}"),
+                name: named(ip).unwrap_or_else(|| format!("{role} on {host}")),
                 ip,
                 mac: None,
                 host,

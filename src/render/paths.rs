@@ -54,7 +54,11 @@ fn hop_line(h: &Hop) -> String {
                 h.server.map(|c| c.to_string()).unwrap_or_default(),
                 sanitize(h.method.as_deref().unwrap_or("-")),
                 sanitize(h.uri.as_deref().unwrap_or("-")),
-                h.role.as_deref().unwrap_or("?"),
+                h.role.as_deref().unwrap_or("?").to_string()
+                    + &h.name
+                        .as_deref()
+                        .map(|n| format!(" \"{}\"", sanitize(n)))
+                        .unwrap_or_default(),
                 h.product
                     .as_deref()
                     .map(|p| format!(" ({})", sanitize(p)))
