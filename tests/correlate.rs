@@ -1,36 +1,23 @@
 //! Request paths over the lab's shipped scenarios: accuracy against the ground truth,
 //! clock offsets, golden outputs, and the failover.
 
-use crate::util::{flowtrace, flowtrace_in_repo, golden, repo, shift_pcap, temp_dir};
+use crate::util::{
+    flowtrace, flowtrace_in_repo, golden, repo, scenario_captures, shift_pcap, temp_dir,
+};
 use serde_json::Value;
 use std::path::PathBuf;
 
+/// A scenario's captures as absolute paths.
 fn scenario_files(name: &str) -> Vec<PathBuf> {
-    let dir = repo().join("captures").join(name);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".pcap.gz"))
-        .collect();
-    files.sort();
-    assert_eq!(
-        files.len(),
-        4,
-        "{name}: expected client, router, A and B captures"
-    );
-    files
-}
-
-fn relative(files: &[PathBuf]) -> Vec<String> {
-    files
-        .iter()
-        .map(|f| f.strip_prefix(repo()).unwrap().display().to_string())
+    scenario_captures(name)
+        .into_iter()
+        .map(|f| repo().join(f))
         .collect()
 }
 
 /// Runs the scorer on a scenario and returns its JSON.
 fn score(name: &str) -> Value {
-    let files = relative(&scenario_files(name));
+    let files = scenario_captures(name);
     let truth = format!("captures/{name}/truth.jsonl");
     let mut args = vec![
         "pcap".to_string(),
@@ -232,7 +219,7 @@ fn golden_paths_of_every_scenario() {
         "highconc-2000",
         "no-forward-headers",
     ] {
-        let files = relative(&scenario_files(name));
+        let files = scenario_captures(name);
         let mut args = vec!["pcap".to_string(), "--paths".into()];
         args.extend(files.clone());
         let run = flowtrace_in_repo(&args);

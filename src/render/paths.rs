@@ -20,15 +20,19 @@ fn hop_line(h: &Hop) -> String {
             format!(
                 "{} {what}  [{} {} -> {}]",
                 h.translation.unwrap_or("NAT"),
-                h.host.as_deref().unwrap_or("?"),
-                h.capture_before
-                    .as_ref()
-                    .map(|c| c.interface.as_str())
-                    .unwrap_or("?"),
-                h.capture_after
-                    .as_ref()
-                    .map(|c| c.interface.as_str())
-                    .unwrap_or("?"),
+                sanitize(h.host.as_deref().unwrap_or("?")),
+                sanitize(
+                    h.capture_before
+                        .as_ref()
+                        .map(|c| c.interface.as_str())
+                        .unwrap_or("?")
+                ),
+                sanitize(
+                    h.capture_after
+                        .as_ref()
+                        .map(|c| c.interface.as_str())
+                        .unwrap_or("?")
+                ),
             )
         }
         _ => {
@@ -85,7 +89,7 @@ pub fn write_path(out: &mut impl Write, p: &RequestPath) -> io::Result<()> {
             format!(
                 "  VIP {} held by {}",
                 v.address,
-                v.holder.as_deref().unwrap_or("?")
+                sanitize(v.holder.as_deref().unwrap_or("?"))
             )
         })
         .unwrap_or_default();
@@ -138,7 +142,14 @@ pub fn write_report(out: &mut impl Write, r: &Report) -> io::Result<()> {
         writeln!(
             out,
             "VIP {} (vrid {}) held by {} ({} priority {}) {} .. {}, {} adverts",
-            h.vip, h.vrid, h.holder, h.holder_ip, h.priority, h.from, h.to, h.adverts
+            h.vip,
+            h.vrid,
+            sanitize(&h.holder),
+            h.holder_ip,
+            h.priority,
+            h.from,
+            h.to,
+            h.adverts
         )?;
     }
     for f in &r.failovers {
@@ -146,8 +157,8 @@ pub fn write_report(out: &mut impl Write, r: &Report) -> io::Result<()> {
             out,
             "failover of {}: {} -> {} between {} and {}; {} failed request(s) around it",
             f.vip,
-            f.from,
-            f.to,
+            sanitize(&f.from),
+            sanitize(&f.to),
             f.last_advert_before,
             f.first_sign_after,
             f.failed_paths.len()
