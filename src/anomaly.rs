@@ -120,6 +120,9 @@ counters! {
     http_transactions,
     /// Requests that never got a response in the capture.
     http_unanswered,
+    /// Requests that waited for their response longer than correlation's
+    /// `max_request_duration` and stopped holding its decisions back.
+    http_pending_overdue,
     /// Responses with no request to pair with.
     http_orphan_responses,
     /// Messages that could not be parsed (bad start line, header syntax, chunk size).

@@ -9,7 +9,7 @@
 //! Shapes and translations may use `*` as a wildcard. Timestamps, ids and client ports
 //! never appear in it.
 
-use crate::correlate::{Hop, Report, RequestPath};
+use crate::correlate::{Hop, HopKind, Report, RequestPath};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -175,11 +175,11 @@ fn nat_strings(report: &Report) -> Vec<String> {
         .paths
         .iter()
         .flat_map(|p| p.hops.iter())
-        .filter(|h| h.kind == "nat")
+        .filter(|h| h.kind == HopKind::Nat)
         .map(|h| {
             let (b, a) = (h.before.expect("nat hop"), h.after.expect("nat hop"));
             let host = h.host.as_deref().unwrap_or("?");
-            let kind = h.translation.unwrap_or("NAT");
+            let kind = h.translation.map_or("NAT", |t| t.as_str());
             let c = |s: std::net::SocketAddr| match s {
                 std::net::SocketAddr::V4(v) => format!("{}:*", v.ip()),
                 std::net::SocketAddr::V6(v) => format!("[{}]:*", v.ip()),
@@ -206,7 +206,8 @@ fn backends_answering(report: &Report) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for p in &report.paths {
         for h in &p.hops {
-            if h.kind == "http" && h.role.as_deref() == Some("backend") && h.status.is_some() {
+            if h.kind == HopKind::Http && h.role.as_deref() == Some("backend") && h.status.is_some()
+            {
                 if let Some(seen) = h.seen_at.last() {
                     *out.entry(seen.server.to_string()).or_insert(0) += 1;
                 }

@@ -352,6 +352,13 @@ impl Pipeline {
         &self.garp
     }
 
+    /// The first byte of the oldest request still waiting for its response (see
+    /// [`HttpAnalyzer::pending_floor`]): transactions completed later start no
+    /// earlier, which tells correlation how far it may decide.
+    pub fn pending_floor(&mut self, now: Ts, max_age_ns: i64) -> Option<Ts> {
+        self.http.pending_floor(now, max_age_ns)
+    }
+
     /// Connections tracked now.
     pub fn open_connections(&self) -> usize {
         self.tcp.len()

@@ -16,7 +16,7 @@
 //! Failed requests (no gateway in the truth) are right when the path has only its
 //! first hop and no response.
 
-use crate::correlate::{Report, RequestPath};
+use crate::correlate::{HopKind, Report, RequestPath};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -208,7 +208,7 @@ pub fn score(report: &Report, truth_jsonl: &str) -> Result<ScoreReport, TruthErr
             };
             let mut wrong = Vec::new();
             let root = &p.hops[0];
-            let http_hops = p.hops.iter().filter(|h| h.kind == "http").count();
+            let http_hops = p.hops.iter().filter(|h| h.kind == HopKind::Http).count();
             let gw = p.http_children(0);
             let gw = (gw.len() == 1).then(|| gw[0]);
             let ng = gw.and_then(|g| {

@@ -1,24 +1,22 @@
 //! `flowtrace live`: request paths from live interfaces, printed as they complete.
 //!
-//! Transactions are kept for a sliding window (`--window`); every second the window is
-//! correlated and the paths whose last packet is older than `--settle` are printed
-//! once (a path's client exchange ends last, after its upstream hops). Older
-//! transactions leave the window, so memory stays flat over hours; the TCP table
-//! evicts idle connections as for files.
+//! Transactions go into the streaming correlation engine as they complete, and each
+//! path is printed the moment it is final (the engine's floor: the oldest request
+//! still waiting for its response, else the newest packet; with no traffic the wall
+//! clock moves it on). Memory is what is in flight; the TCP table evicts idle
+//! connections as for files.
 
-use super::{correlated, diagrams, CaptureArgs, FormatArg, PcapArgs};
+use super::{correlated, diagrams, CaptureArgs, EngineArg, FormatArg, PcapArgs};
 use anyhow::{bail, Context, Result};
 use flowtrace::anomaly::Stats;
 use flowtrace::capture::live::{LiveOptions, LiveSource, LiveStats, Received};
 use flowtrace::capture::pcapng_writer::PcapngWriter;
 use flowtrace::capture::Frame;
-use flowtrace::correlate::{correlate, Input, RequestPath};
-use flowtrace::http::HttpTransaction;
+use flowtrace::correlate::{Context as Correlation, Engine, EngineConfig, RequestPath};
 use flowtrace::pipeline::{Pipeline, PipelineConfig};
 use flowtrace::tcp::TcpConfig;
 use flowtrace::time::Ts;
 use indicatif::{ProgressBar, ProgressDrawTarget};
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
@@ -62,12 +60,13 @@ pub(crate) struct LiveArgs {
     /// Write paths to FILE instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Print a path once its last packet is this many seconds old.
-    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
-    settle: f64,
-    /// Keep transactions this many seconds for correlation.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    window: f64,
+    /// Longest a request may wait for its response and still hold back the paths
+    /// of the others.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    max_request_duration: f64,
+    /// Most exchanges held at once for correlation.
+    #[arg(long, default_value_t = 200_000, value_name = "N")]
+    max_open_exchanges: usize,
     /// On exit, write every path and the summary to FILE as one JSON document.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -96,16 +95,18 @@ fn hostname() -> String {
 struct Emitter {
     out: BufWriter<Box<dyn Write>>,
     jsonl: bool,
-    emitted: HashMap<u64, Ts>,
     next_id: usize,
     kept: Option<Vec<RequestPath>>,
+    /// Paths printed more than 2 s (capture time) after their response ended.
+    late: u64,
 }
 
 impl Emitter {
-    fn path(&mut self, mut p: RequestPath) -> Result<()> {
-        self.emitted.insert(p.root_transaction, p.end_ts);
-        p.id = self.next_id;
-        self.next_id += 1;
+    fn path(&mut self, p: RequestPath, now: Ts) -> Result<()> {
+        if now.0 - p.end_ts.0 > 2_000_000_000 {
+            self.late += 1;
+        }
+        self.next_id = self.next_id.max(p.id + 1);
         if self.jsonl {
             let mut v = serde_json::to_value(&p)?;
             v["type"] = "path".into();
@@ -114,7 +115,6 @@ impl Emitter {
         } else {
             flowtrace::render::paths::write_path(&mut self.out, &p)?;
         }
-        self.out.flush()?;
         if let Some(k) = &mut self.kept {
             k.push(p);
         }
@@ -123,12 +123,11 @@ impl Emitter {
 }
 
 pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
-    if args.settle.is_nan()
-        || args.settle < 0.0
-        || args.window.is_nan()
-        || args.window <= args.settle
-    {
-        bail!("--window must be longer than --settle, both in seconds");
+    if !args.max_request_duration.is_finite() || args.max_request_duration <= 0.0 {
+        bail!("--max-request-duration must be a positive number of seconds");
+    }
+    if args.max_open_exchanges == 0 {
+        bail!("--max-open-exchanges must be at least 1");
     }
     let mut interfaces: Vec<String> = args
         .interfaces
@@ -214,62 +213,32 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     let mut emitter = Emitter {
         out: BufWriter::new(out),
         jsonl,
-        emitted: HashMap::new(),
         next_id: 0,
         kept: args.json.is_some().then(Vec::new),
+        late: 0,
     };
     let status = (!args.no_progress && io::stderr().is_terminal())
         .then(|| ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()));
     let started = Instant::now();
     let (mut packets, mut last_tick, mut latest) = (0u64, Instant::now(), Ts(0));
     let mut last_packet = Instant::now();
-    let mut window: Vec<HttpTransaction> = Vec::new();
-    let settle = (args.settle * 1e9) as i64;
-    let keep = (args.window * 1e9) as i64;
     let names = super::load_names(&args.names)?;
     let files = vec![host.clone()];
     let live_links = [Some(links.clone())];
-    let tick = |window: &mut Vec<HttpTransaction>,
-                pipeline: &Pipeline,
-                latest: Ts,
-                last: bool,
-                emitter: &mut Emitter|
-     -> Result<()> {
-        let report = correlate(&Input {
-            transactions: window,
-            vantages: pipeline.vantages(),
-            files: &files,
-            links: &live_links,
-            vrrp: pipeline.vrrp(),
-            garp: pipeline.gratuitous_arps(),
-            offset_overrides: &[None],
-            names: names.as_ref(),
-        });
-        for p in report.paths {
-            if emitter.emitted.contains_key(&p.root_transaction) {
-                continue;
-            }
-            if last || p.end_ts.0 < latest.0 - settle {
-                emitter.path(p)?;
-            }
-        }
-        if !last {
-            window.retain(|t| {
-                let start = t
-                    .request
-                    .as_ref()
-                    .map(|r| r.first_ts)
-                    .or(t.response.as_ref().map(|r| r.first_ts));
-                start.is_none_or(|s| s.0 >= latest.0 - keep)
-            });
-            emitter
-                .emitted
-                .retain(|_, end| end.0 >= latest.0 - 2 * keep);
-        }
-        Ok(())
-    };
+    let max_wait = (args.max_request_duration * 1e9).min(1e17) as i64;
+    let mut engine = Engine::new(
+        EngineConfig {
+            max_request_duration_ns: max_wait,
+            max_open_exchanges: args.max_open_exchanges,
+            ..EngineConfig::default()
+        },
+        &files,
+        &live_links,
+    );
+    let mut done: Vec<RequestPath> = Vec::new();
+    let mut completed = Vec::new();
     let mut stopping = false;
-    let mut tick_every = Duration::from_secs(1);
+    let tick_every = Duration::from_millis(100);
     loop {
         if !stopping
             && (stop.load(Ordering::Relaxed)
@@ -299,7 +268,26 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
                 latest = latest.max(p.ts);
                 last_packet = Instant::now();
                 if pipeline.has_completed() {
-                    window.extend(pipeline.drain());
+                    completed.extend(pipeline.drain());
+                    for t in &completed {
+                        engine.ingest(t, pipeline.vantages(), latest);
+                    }
+                    completed.clear();
+                }
+                if packets.is_multiple_of(64) {
+                    let pending = pipeline.pending_floor(latest, max_wait);
+                    let ctx = Correlation {
+                        vantages: pipeline.vantages(),
+                        files: &files,
+                        links: &live_links,
+                        names: names.as_ref(),
+                        vrrp: pipeline.vrrp(),
+                        garp: pipeline.gratuitous_arps(),
+                    };
+                    engine.advance(latest, pending, &ctx, &mut |p| done.push(p));
+                    for p in done.drain(..) {
+                        emitter.path(p, latest)?;
+                    }
                 }
             }
             // Once stopped, the readers end within milliseconds and the queue then
@@ -309,12 +297,22 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
         }
         if !stopping && last_tick.elapsed() >= tick_every {
             last_tick = Instant::now();
-            // With no traffic, time still passes: settle by the wall clock too.
+            // With no traffic, time still passes: the floor follows the wall clock.
             let now = Ts(latest.0 + last_packet.elapsed().as_nanos() as i64);
-            tick(&mut window, &pipeline, now, false, &mut emitter)?;
-            // Correlating takes time under load: keep it to a fifth of the time, so
-            // reading packets keeps up (paths then come out a little later).
-            tick_every = Duration::from_secs(1).max(last_tick.elapsed() * 5);
+            let pending = pipeline.pending_floor(now, max_wait);
+            let ctx = Correlation {
+                vantages: pipeline.vantages(),
+                files: &files,
+                links: &live_links,
+                names: names.as_ref(),
+                vrrp: pipeline.vrrp(),
+                garp: pipeline.gratuitous_arps(),
+            };
+            engine.advance(now, pending, &ctx, &mut |p| done.push(p));
+            for p in done.drain(..) {
+                emitter.path(p, now)?;
+            }
+            emitter.out.flush()?;
             if let Some(bar) = &status {
                 let drops: u64 = source
                     .stats()
@@ -322,9 +320,10 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
                     .map(|s| s.dropped + s.if_dropped)
                     .sum();
                 bar.set_message(format!(
-                    "{packets} packets, {} paths, {drops} dropped, {} open connections",
+                    "{packets} packets, {} paths, {drops} dropped, {} open connections, {} exchanges held",
                     emitter.next_id,
-                    pipeline.open_connections()
+                    pipeline.open_connections(),
+                    engine.open_exchanges()
                 ));
                 bar.tick();
             }
@@ -332,8 +331,22 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     }
     let (live_stats, errors) = source.finish();
     pipeline.finish();
-    window.extend(pipeline.drain());
-    tick(&mut window, &pipeline, latest, true, &mut emitter)?;
+    completed.extend(pipeline.drain());
+    for t in &completed {
+        engine.ingest(t, pipeline.vantages(), latest);
+    }
+    let ctx = Correlation {
+        vantages: pipeline.vantages(),
+        files: &files,
+        links: &live_links,
+        names: names.as_ref(),
+        vrrp: pipeline.vrrp(),
+        garp: pipeline.gratuitous_arps(),
+    };
+    let tail = engine.finish(&ctx, &mut |p| done.push(p));
+    for p in done.drain(..) {
+        emitter.path(p, latest)?;
+    }
     if let Some(bar) = status {
         bar.finish_and_clear();
     }
@@ -341,14 +354,19 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
         w.finish()?;
     }
     let stats = pipeline.stats();
-    summary(&mut emitter, &live_stats, &stats, packets)?;
+    summary(&mut emitter, &live_stats, &stats, packets, &tail)?;
     for e in &errors {
         eprintln!("flowtrace: warning: a capture ended: {e}");
     }
     if let Some(path) = &args.json {
         let doc = serde_json::json!({
+            "schema_version": flowtrace::correlate::PATH_SCHEMA_VERSION,
             "paths": emitter.kept.take().unwrap_or_default(),
-            "live": { "interfaces": live_stats, "packets": packets },
+            "live": { "interfaces": live_stats, "packets": packets, "paths_printed_late": emitter.late },
+            "summary": tail.summary,
+            "vip_timeline": tail.vip_timeline,
+            "failovers": tail.failovers,
+            "correlation": tail.engine,
             "stats": stats,
         });
         std::fs::write(path, serde_json::to_string(&doc)?)
@@ -364,6 +382,10 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
                 idle_timeout: args.idle_timeout,
                 verify_checksums: false,
                 no_progress: true,
+                max_proxy_delay: 30.0,
+                max_request_duration: args.max_request_duration,
+                max_open_exchanges: args.max_open_exchanges,
+                engine: EngineArg::Streaming,
             },
             format: FormatArg::Text,
             output: None,
@@ -384,11 +406,22 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn summary(emitter: &mut Emitter, live: &[LiveStats], stats: &Stats, packets: u64) -> Result<()> {
+fn summary(
+    emitter: &mut Emitter,
+    live: &[LiveStats],
+    stats: &Stats,
+    packets: u64,
+    tail: &flowtrace::correlate::Tail,
+) -> Result<()> {
     if emitter.jsonl {
         let v = serde_json::json!({
             "type": "summary",
-            "live": { "interfaces": live, "packets": packets, "paths": emitter.next_id },
+            "schema_version": flowtrace::correlate::PATH_SCHEMA_VERSION,
+            "live": { "interfaces": live, "packets": packets, "paths": emitter.next_id, "paths_printed_late": emitter.late },
+            "summary": tail.summary,
+            "vip_timeline": tail.vip_timeline,
+            "failovers": tail.failovers,
+            "correlation": tail.engine,
             "stats": stats,
         });
         serde_json::to_writer(&mut emitter.out, &v)?;
@@ -396,8 +429,8 @@ fn summary(emitter: &mut Emitter, live: &[LiveStats], stats: &Stats, packets: u6
     } else {
         writeln!(
             emitter.out,
-            "\n{packets} packets, {} paths",
-            emitter.next_id
+            "\n{packets} packets, {} paths ({} printed more than 2 s after their response)",
+            emitter.next_id, emitter.late
         )?;
         for s in live {
             writeln!(
@@ -409,6 +442,8 @@ fn summary(emitter: &mut Emitter, live: &[LiveStats], stats: &Stats, packets: u6
                 s.if_dropped
             )?;
         }
+        let report = tail.clone().into_report(Vec::new());
+        flowtrace::render::paths::write_summary(&mut emitter.out, &report)?;
     }
     emitter.out.flush()?;
     Ok(())

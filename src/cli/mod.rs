@@ -8,9 +8,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 use flowtrace::anomaly::{AnomalyLog, Stats};
 use flowtrace::capture::{FileSource, Warning};
 use flowtrace::check::{self, Expectation};
-use flowtrace::correlate::{correlate, Input, Report};
+use flowtrace::correlate::batch::{correlate, Input};
+use flowtrace::correlate::{
+    Context as Correlation, Engine, EngineConfig, Report, RequestPath, Tail,
+};
 use flowtrace::links::{self, HostLinks};
 use flowtrace::pipeline::{GratuitousArp, Pipeline, PipelineConfig, Vantage, VrrpRun};
+use flowtrace::render::paths::PathWriter;
 use flowtrace::render::{sanitize, Format, Summary, Writer};
 use flowtrace::tcp::TcpConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -77,6 +81,49 @@ pub(crate) struct CaptureArgs {
     /// Never show a progress bar (it is shown only when stderr is a terminal).
     #[arg(long)]
     no_progress: bool,
+    /// Longest a proxy may take between receiving a request and sending it upstream
+    /// (a longer gap is not linked).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    max_proxy_delay: f64,
+    /// Longest a request may wait for its response and still hold back correlation's
+    /// decisions (one that waits longer is counted as `http_pending_overdue`).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    max_request_duration: f64,
+    /// Most exchanges correlation holds at once (past it, it decides what it has,
+    /// counted as forced rounds).
+    #[arg(long, default_value_t = 200_000, value_name = "N")]
+    max_open_exchanges: usize,
+    /// The correlation engine: `streaming` (bounded memory), or `batch` (the first
+    /// engine, holding the whole run; kept to compare the two).
+    #[arg(long, value_enum, default_value_t = EngineArg::Streaming, hide = true)]
+    engine: EngineArg,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EngineArg {
+    Streaming,
+    Batch,
+}
+
+fn secs_ns(flag: &str, secs: f64) -> Result<i64> {
+    if !secs.is_finite() || secs <= 0.0 {
+        bail!("--{flag} must be a positive number of seconds");
+    }
+    Ok((secs * 1e9).min(1e17) as i64)
+}
+
+/// The engine's limits from the flags.
+pub(crate) fn engine_config(args: &CaptureArgs, offsets: Vec<Option<f64>>) -> Result<EngineConfig> {
+    if args.max_open_exchanges == 0 {
+        bail!("--max-open-exchanges must be at least 1");
+    }
+    Ok(EngineConfig {
+        max_proxy_delay_ns: secs_ns("max-proxy-delay", args.max_proxy_delay)?,
+        max_request_duration_ns: secs_ns("max-request-duration", args.max_request_duration)?,
+        max_open_exchanges: args.max_open_exchanges,
+        offset_overrides: offsets,
+        ..EngineConfig::default()
+    })
 }
 
 #[derive(clap::Args, Debug)]
@@ -342,9 +389,16 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A whole run correlated into request paths.
+/// A whole run correlated into request paths (all kept: for checks, the scorer and
+/// diagrams).
 pub(crate) struct Correlated {
     report: Report,
+    vantages: Vec<Vantage>,
+}
+
+/// What a streamed run leaves besides its paths.
+pub(crate) struct Streamed {
+    tail: Tail,
     stats: Stats,
     anomalies: AnomalyLog,
     files: Vec<String>,
@@ -354,8 +408,143 @@ pub(crate) struct Correlated {
     garp: Vec<GratuitousArp>,
 }
 
-/// Keeps every transaction, then correlates them into request paths.
+impl Streamed {
+    fn summary(&self) -> Summary<'_> {
+        Summary {
+            inputs: &self.files,
+            vantages: &self.vantages,
+            warnings: &self.warnings,
+            stats: &self.stats,
+            anomalies: &self.anomalies,
+            vrrp: &self.vrrp,
+            gratuitous_arp: &self.garp,
+        }
+    }
+}
+
+/// Reads every capture through the pipeline and the streaming correlation engine,
+/// handing each request path to `each` as soon as it is final.
+pub(crate) fn stream_paths(
+    args: &CaptureArgs,
+    mut each: impl FnMut(RequestPath) -> Result<()>,
+) -> Result<Streamed> {
+    let mut o = open(args)?;
+    let names = load_names(&args.names)?;
+    let files = o.source.file_names();
+    let cfg = engine_config(args, o.offsets.clone())?;
+    let max_wait = cfg.max_request_duration_ns;
+    let mut engine = Engine::new(cfg, &files, &o.links);
+    let mut stats = Stats::default();
+    let mut frames: u64 = 0;
+    let mut now = flowtrace::time::Ts(i64::MIN);
+    let mut done: Vec<RequestPath> = Vec::new();
+    let mut completed = Vec::new();
+    loop {
+        let ended = match o.source.next_frame(&mut stats)? {
+            Some((frame, interfaces)) => {
+                o.pipeline.push(&frame, interfaces);
+                now = now.max(frame.ts);
+                frames += 1;
+                false
+            }
+            None => {
+                o.pipeline.finish();
+                true
+            }
+        };
+        if o.pipeline.has_completed() {
+            completed.extend(o.pipeline.drain());
+            for t in &completed {
+                engine.ingest(t, o.pipeline.vantages(), now);
+            }
+            completed.clear();
+        }
+        if ended {
+            break;
+        }
+        if frames.is_multiple_of(64) {
+            let pending = o.pipeline.pending_floor(now, max_wait);
+            let p = &o.pipeline;
+            let ctx = Correlation {
+                vantages: p.vantages(),
+                files: &files,
+                links: &o.links,
+                names: names.as_ref(),
+                vrrp: p.vrrp(),
+                garp: p.gratuitous_arps(),
+            };
+            engine.advance(now, pending, &ctx, &mut |path| done.push(path));
+            for path in done.drain(..) {
+                each(path)?;
+            }
+        }
+        if frames.is_multiple_of(65_536) {
+            if let Some(bar) = &o.progress {
+                bar.set_position(o.source.progress().0);
+                bar.set_message(format!(
+                    "{frames} frames, {} open connections, {} paths",
+                    o.pipeline.open_connections(),
+                    engine.paths_emitted()
+                ));
+            }
+        }
+    }
+    let p = &o.pipeline;
+    let ctx = Correlation {
+        vantages: p.vantages(),
+        files: &files,
+        links: &o.links,
+        names: names.as_ref(),
+        vrrp: p.vrrp(),
+        garp: p.gratuitous_arps(),
+    };
+    let tail = engine.finish(&ctx, &mut |path| done.push(path));
+    for path in done.drain(..) {
+        each(path)?;
+    }
+    if let Some(bar) = o.progress.take() {
+        bar.finish_and_clear();
+    }
+    for w in o.source.warnings() {
+        eprintln!(
+            "flowtrace: warning: {}: {}",
+            sanitize(&w.file),
+            sanitize(&w.message)
+        );
+    }
+    let mut all = o.pipeline.stats();
+    all.merge(&stats);
+    all.files = args.files.len() as u64;
+    Ok(Streamed {
+        tail,
+        stats: all,
+        anomalies: o.pipeline.anomalies(),
+        files,
+        vantages: o.pipeline.vantages().to_vec(),
+        warnings: o.source.warnings().to_vec(),
+        vrrp: o.pipeline.vrrp().to_vec(),
+        garp: o.pipeline.gratuitous_arps().to_vec(),
+    })
+}
+
+/// Every path of the run, with the report around them.
 pub(crate) fn correlated(args: &CaptureArgs) -> Result<Correlated> {
+    if args.engine == EngineArg::Batch {
+        return batch_correlated(args);
+    }
+    let mut paths = Vec::new();
+    let s = stream_paths(args, |p| {
+        paths.push(p);
+        Ok(())
+    })?;
+    Ok(Correlated {
+        report: s.tail.into_report(paths),
+        vantages: s.vantages,
+    })
+}
+
+/// The batch engine: keeps every transaction, then correlates them.
+fn batch_correlated(args: &CaptureArgs) -> Result<Correlated> {
     let mut opened = open(args)?;
     let mut stats = Stats::default();
     let mut transactions = Vec::new();
@@ -376,18 +565,9 @@ pub(crate) fn correlated(args: &CaptureArgs) -> Result<Correlated> {
         offset_overrides: &opened.offsets,
         names: names.as_ref(),
     });
-    let mut all = pipeline.stats();
-    all.merge(&stats);
-    all.files = args.files.len() as u64;
     Ok(Correlated {
         report,
-        stats: all,
-        anomalies: pipeline.anomalies(),
-        files,
         vantages: pipeline.vantages().to_vec(),
-        warnings: opened.source.warnings().to_vec(),
-        vrrp: pipeline.vrrp().to_vec(),
-        garp: pipeline.gratuitous_arps().to_vec(),
     })
 }
 
@@ -477,6 +657,13 @@ pub(crate) fn diagrams(args: &PcapArgs, c: &Correlated, dir: &std::path::Path) -
 }
 
 fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
+    if args.truth.is_none() && args.svg.is_none() && args.capture.engine == EngineArg::Streaming {
+        // Paths go out as they are final; nothing of them is kept.
+        let mut writer = PathWriter::new(output(&args.output)?, format)?;
+        let s = stream_paths(&args.capture, |p| Ok(writer.path(&p)?))?;
+        writer.finish(&s.tail, &s.summary())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let c = correlated(&args.capture)?;
     if let Some(dir) = &args.svg {
         diagrams(&args, &c, dir)?;
@@ -520,31 +707,14 @@ fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
     match format {
         Format::Text => {
             flowtrace::render::paths::write_report(&mut out, &c.report)?;
-            let nonzero: Vec<String> = c
-                .stats
-                .iter()
-                .filter(|(_, v)| *v > 0)
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            writeln!(out, "counters: {}", nonzero.join(" "))?;
         }
         Format::Json | Format::Jsonl => {
             let mut doc = serde_json::to_value(&c.report)?;
-            let map = doc.as_object_mut().expect("report is an object");
-            let path_anomalies = map.remove("anomalies").unwrap_or_default();
-            let mut anomalies = serde_json::to_value(&c.anomalies)?;
-            anomalies["paths"] = path_anomalies;
-            map.insert("anomalies".into(), anomalies);
-            map.insert("inputs".into(), serde_json::to_value(&c.files)?);
-            map.insert("vantages".into(), serde_json::to_value(&c.vantages)?);
-            map.insert("warnings".into(), serde_json::to_value(&c.warnings)?);
-            map.insert("stats".into(), serde_json::to_value(&c.stats)?);
-            map.insert("vrrp".into(), serde_json::to_value(&c.vrrp)?);
-            map.insert("gratuitous_arp".into(), serde_json::to_value(&c.garp)?);
             if format == Format::Json {
                 serde_json::to_writer(&mut out, &doc)?;
                 writeln!(out)?;
             } else {
+                let map = doc.as_object_mut().expect("report is an object");
                 let paths = map.remove("paths").unwrap_or_default();
                 for p in paths.as_array().into_iter().flatten() {
                     let mut p = p.clone();

@@ -5,7 +5,7 @@
 
 use super::draw::{Canvas, Color};
 use super::{clean, hop_title, vantage_id};
-use crate::correlate::{Report, RequestPath};
+use crate::correlate::{HopKind, Report, RequestPath};
 use crate::decode::TcpSegment;
 use crate::pipeline::{Tap, TappedSegment, Vantage};
 use std::collections::HashMap;
@@ -56,7 +56,11 @@ pub fn ladder(
     tapped: &[TappedSegment],
 ) -> Vec<String> {
     // One view per hop: where its client sent it (the first capture point).
-    let hops: Vec<_> = path.hops.iter().filter(|h| h.kind == "http").collect();
+    let hops: Vec<_> = path
+        .hops
+        .iter()
+        .filter(|h| h.kind == HopKind::Http)
+        .collect();
     let mut phase_of: HashMap<(u32, SocketAddr, SocketAddr), usize> = HashMap::new();
     let mut columns: Vec<IpAddr> = Vec::new();
     for (i, h) in hops.iter().enumerate() {

@@ -14,7 +14,7 @@ mod ladder;
 mod swimlanes;
 mod topology;
 
-use crate::correlate::{Hop, Report, RequestPath};
+use crate::correlate::{Hop, HopKind, PathStatus, Report, RequestPath};
 use crate::pipeline::{Tap, Vantage};
 use crate::time::Ts;
 use draw::{Canvas, Color};
@@ -71,7 +71,7 @@ pub fn select(report: &Report, sel: &Selection) -> Vec<usize> {
             report
                 .paths
                 .iter()
-                .filter(|p| p.status == "failed")
+                .filter(|p| p.status == PathStatus::Failed)
                 .map(|p| p.id),
         );
     }
@@ -81,17 +81,17 @@ pub fn select(report: &Report, sel: &Selection) -> Vec<usize> {
         if let Some(p) = report
             .paths
             .iter()
-            .filter(|p| p.status == "complete")
+            .filter(|p| p.status == PathStatus::Complete)
             .max_by_key(|p| {
                 (
-                    p.hops.iter().filter(|h| h.kind == "http").count(),
+                    p.hops.iter().filter(|h| h.kind == HopKind::Http).count(),
                     p.end_ts.0 - p.start_ts.0,
                 )
             })
         {
             out.push(p.id);
         }
-        if let Some(p) = report.paths.iter().find(|p| p.status == "failed") {
+        if let Some(p) = report.paths.iter().find(|p| p.status == PathStatus::Failed) {
             out.push(p.id);
         }
     }
@@ -115,7 +115,7 @@ pub fn tap_for(report: &Report, ids: &[usize], vantages: &[Vantage]) -> Tap {
         // (handshake, teardown of keep-alive connections): a generous window.
         tap.window.0 = tap.window.0.min(Ts(p.start_ts.0 - 2_000_000_000));
         tap.window.1 = tap.window.1.max(Ts(p.end_ts.0 + 2_000_000_000));
-        for h in p.hops.iter().filter(|h| h.kind == "http") {
+        for h in p.hops.iter().filter(|h| h.kind == HopKind::Http) {
             for s in &h.seen_at {
                 if let Some(v) = vantage_id(vantages, &s.capture.file, &s.capture.interface) {
                     tap.connections.insert(Tap::key(v, s.client, s.server));
@@ -192,12 +192,12 @@ pub fn chain(report: &Report, path: &RequestPath) -> String {
         ordered.push(Item::Client(root));
     }
     let holder = path.vip.as_ref().and_then(|v| v.holder.clone());
-    for h in path.hops.iter().filter(|h| h.kind == "http") {
+    for h in path.hops.iter().filter(|h| h.kind == HopKind::Http) {
         let mut vip_pending = h.parent.is_none() && path.vip.is_some();
         for n in path
             .hops
             .iter()
-            .filter(|n| n.kind == "nat" && n.parent == Some(h.id))
+            .filter(|n| n.kind == HopKind::Nat && n.parent == Some(h.id))
         {
             // The VIP comes where the packet reaches its holder.
             if vip_pending && n.host == holder {
@@ -284,7 +284,7 @@ pub fn chain(report: &Report, path: &RequestPath) -> String {
                     Color::NAT,
                     format!(
                         "{} on {}",
-                        n.translation.unwrap_or("NAT"),
+                        n.translation.map_or("NAT", |t| t.as_str()),
                         clean(n.host.as_deref().unwrap_or("?"), 20)
                     ),
                     vec![

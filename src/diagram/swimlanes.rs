@@ -6,7 +6,7 @@
 
 use super::draw::{Canvas, Color};
 use super::{clean, draw_table, name_table, vantage_id};
-use crate::correlate::{Report, RequestPath};
+use crate::correlate::{HopKind, Report, RequestPath};
 use crate::pipeline::{Tap, TappedSegment, Vantage};
 use std::collections::HashMap;
 
@@ -26,7 +26,7 @@ pub fn swimlanes(
     // Where each view sits in its exchange's order (nearest the client first).
     let mut view_rank: HashMap<(u32, std::net::SocketAddr, std::net::SocketAddr), usize> =
         HashMap::new();
-    for h in path.hops.iter().filter(|h| h.kind == "http") {
+    for h in path.hops.iter().filter(|h| h.kind == HopKind::Http) {
         for (rank, s) in h.seen_at.iter().enumerate() {
             if let Some(v) = vantage_id(vantages, &s.capture.file, &s.capture.interface) {
                 if !lanes.contains(&v) {

@@ -5,7 +5,7 @@
 
 use super::clean;
 use super::draw::{Canvas, Color};
-use crate::correlate::{Report, RequestPath};
+use crate::correlate::{HopKind, Report, RequestPath};
 use petgraph::stable_graph::{NodeIndex, StableGraph};
 use petgraph::visit::{EdgeRef, IntoEdgeReferences};
 use std::collections::BTreeMap;
@@ -78,7 +78,7 @@ pub fn topology(report: &Report) -> Topology {
     let mut edges: BTreeMap<(NodeIndex, NodeIndex), Traffic> = BTreeMap::new();
     for p in &report.paths {
         let mut server_of: BTreeMap<usize, NodeIndex> = BTreeMap::new();
-        for h in p.hops.iter().filter(|h| h.kind == "http") {
+        for h in p.hops.iter().filter(|h| h.kind == HopKind::Http) {
             let last = h.seen_at.last();
             let server = node(
                 &mut graph,
@@ -308,11 +308,11 @@ pub(super) fn path_nodes(p: &RequestPath) -> Vec<(usize, Option<usize>, String)>
         .iter()
         .map(|h| {
             let label = match h.kind {
-                "nat" => {
+                HopKind::Nat => {
                     let (b, a) = (h.before.expect("nat"), h.after.expect("nat"));
                     format!(
                         "{} on {}: {} {} -> {} {}",
-                        h.translation.unwrap_or("NAT"),
+                        h.translation.map_or("NAT", |t| t.as_str()),
                         h.host.as_deref().unwrap_or("?"),
                         b.client,
                         b.server,

@@ -217,12 +217,31 @@ pub struct HttpAnalyzer {
     pub stats: Stats,
     /// Anomaly samples.
     pub log: AnomalyLog,
+    /// Requests waiting for their response, by first byte: (time, connection,
+    /// position on it). The oldest is how far correlation may decide (a
+    /// transaction reaches it only once complete).
+    pending_starts: std::collections::BTreeSet<(Ts, u64, u32)>,
 }
 
 impl HttpAnalyzer {
     /// A new analyzer.
     pub fn new() -> HttpAnalyzer {
         HttpAnalyzer::default()
+    }
+
+    /// The first byte of the oldest request still waiting for its response, leaving
+    /// out (and counting, once each) those waiting longer than `max_age_ns` at `now`:
+    /// one request that is never answered must not hold correlation back for good.
+    pub fn pending_floor(&mut self, now: Ts, max_age_ns: i64) -> Option<Ts> {
+        let limit = now.0.saturating_sub(max_age_ns);
+        while let Some(&first) = self.pending_starts.first() {
+            if first.0 .0 >= limit {
+                return Some(first.0);
+            }
+            self.pending_starts.pop_first();
+            self.stats.http_pending_overdue += 1;
+        }
+        None
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -250,6 +269,9 @@ impl HttpAnalyzer {
         };
         let index = *index_in_conn;
         *index_in_conn += 1;
+        if let Some(r) = &request {
+            self.pending_starts.remove(&(r.first_ts, meta.id, index));
+        }
         if request.is_some() && response.is_none() {
             self.stats.http_unanswered += 1;
         }
@@ -284,6 +306,8 @@ impl HttpAnalyzer {
                         let (old, interim) = conn.pending.pop_front().expect("non-empty");
                         self.emit(meta, swapped, &mut conn.emitted, Some(old), None, interim);
                     }
+                    let index = conn.emitted + conn.pending.len() as u32;
+                    self.pending_starts.insert((req.first_ts, meta.id, index));
                     conn.pending.push_back((req, Vec::new()));
                 }
                 parse::Event::RequestDone {

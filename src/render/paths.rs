@@ -1,17 +1,18 @@
-//! Request paths as a text tree and summary (JSON is the serialised
-//! [`crate::correlate::Report`]; its contract is in docs/output.md).
+//! Request paths as a text tree and summary, JSON lines or one JSON document, written
+//! as the paths come (docs/output.md has the contract).
 
-use super::sanitize;
-use crate::correlate::{Hop, Report, RequestPath};
+use super::{sanitize, Format, Summary};
+use crate::correlate::{Hop, HopKind, Report, RequestPath, Tail, Translation, PATH_SCHEMA_VERSION};
+use serde::Serialize;
 use std::io::{self, Write};
 
 fn hop_line(h: &Hop) -> String {
     match h.kind {
-        "nat" => {
+        HopKind::Nat => {
             let (b, a) = (h.before.expect("nat hop"), h.after.expect("nat hop"));
             let what = match h.translation {
-                Some("SNAT") => format!("{} -> {}", b.client, a.client),
-                Some("DNAT") => format!("{} -> {}", b.server, a.server),
+                Some(Translation::Snat) => format!("{} -> {}", b.client, a.client),
+                Some(Translation::Dnat) => format!("{} -> {}", b.server, a.server),
                 _ => format!(
                     "{} -> {} / {} -> {}",
                     b.client, a.client, b.server, a.server
@@ -19,7 +20,7 @@ fn hop_line(h: &Hop) -> String {
             };
             format!(
                 "{} {what}  [{} {} -> {}]",
-                h.translation.unwrap_or("NAT"),
+                h.translation.map_or("NAT", |t| t.as_str()),
                 sanitize(h.host.as_deref().unwrap_or("?")),
                 sanitize(
                     h.capture_before
@@ -116,6 +117,11 @@ pub fn write_report(out: &mut impl Write, r: &Report) -> io::Result<()> {
     for p in &r.paths {
         write_path(out, p)?;
     }
+    write_summary(out, r)
+}
+
+/// Writes the summary of a report (its paths are not read).
+pub fn write_summary(out: &mut impl Write, r: &Report) -> io::Result<()> {
     let s = &r.summary;
     writeln!(out)?;
     writeln!(
@@ -167,6 +173,16 @@ pub fn write_report(out: &mut impl Write, r: &Report) -> io::Result<()> {
             writeln!(out, "  path {} at {}: {}", fp.path, fp.start_ts, fp.reason)?;
         }
     }
+    for c in &r.clock_offset_changes {
+        writeln!(
+            out,
+            "clock {}: offset changed from {:+.6} s to {:+.6} s after {} paths had been printed",
+            sanitize(&c.capture),
+            c.from_s,
+            c.to_s,
+            c.after_paths
+        )?;
+    }
     for c in &r.clock_offsets {
         writeln!(
             out,
@@ -179,4 +195,129 @@ pub fn write_report(out: &mut impl Write, r: &Report) -> io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// A path as a JSON line.
+#[derive(Serialize)]
+struct PathLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    path: &'a RequestPath,
+}
+
+/// Writes paths as they come, in `format`, then the summary at [`PathWriter::finish`]:
+/// nothing of a path is kept once written.
+pub struct PathWriter<W: Write> {
+    out: W,
+    format: Format,
+    written: usize,
+}
+
+impl<W: Write> PathWriter<W> {
+    /// A writer of `format` to `out` (the JSON document's head is written now).
+    pub fn new(mut out: W, format: Format) -> io::Result<Self> {
+        if format == Format::Json {
+            write!(
+                out,
+                "{{\"schema_version\":{PATH_SCHEMA_VERSION},\"paths\":["
+            )?;
+        }
+        Ok(PathWriter {
+            out,
+            format,
+            written: 0,
+        })
+    }
+
+    /// Writes one path.
+    pub fn path(&mut self, p: &RequestPath) -> io::Result<()> {
+        match self.format {
+            Format::Text => write_path(&mut self.out, p)?,
+            Format::Jsonl => {
+                serde_json::to_writer(
+                    &mut self.out,
+                    &PathLine {
+                        kind: "path",
+                        path: p,
+                    },
+                )?;
+                writeln!(self.out)?;
+            }
+            Format::Json => {
+                if self.written > 0 {
+                    self.out.write_all(b",")?;
+                }
+                serde_json::to_writer(&mut self.out, p)?;
+            }
+        }
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Paths written.
+    pub fn written(&self) -> usize {
+        self.written
+    }
+
+    /// Flushes what is buffered (live output).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Writes the summary (the rest of the JSON document) and flushes.
+    pub fn finish(mut self, tail: &Tail, run: &Summary<'_>) -> io::Result<W> {
+        let report = tail.clone().into_report(Vec::new());
+        match self.format {
+            Format::Text => {
+                write_summary(&mut self.out, &report)?;
+                let nonzero: Vec<String> = run
+                    .stats
+                    .iter()
+                    .filter(|(_, v)| *v > 0)
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                writeln!(self.out, "counters: {}", nonzero.join(" "))?;
+            }
+            Format::Json | Format::Jsonl => {
+                let mut anomalies = serde_json::to_value(run.anomalies)?;
+                anomalies["paths"] = serde_json::to_value(&tail.anomalies)?;
+                anomalies["paths_not_kept"] = tail.anomalies_not_kept.into();
+                let rest = serde_json::json!({
+                    "vip_timeline": tail.vip_timeline,
+                    "failovers": tail.failovers,
+                    "clock_offsets": tail.clock_offsets,
+                    "clock_offset_changes": tail.clock_offset_changes,
+                    "address_book": tail.address_book,
+                    "summary": tail.summary,
+                    "correlation": tail.engine,
+                    "anomalies": anomalies,
+                    "inputs": run.inputs,
+                    "vantages": run.vantages,
+                    "warnings": run.warnings,
+                    "stats": run.stats,
+                    "vrrp": run.vrrp,
+                    "gratuitous_arp": run.gratuitous_arp,
+                });
+                let map = rest.as_object().expect("an object");
+                if self.format == Format::Json {
+                    self.out.write_all(b"]")?;
+                    for (k, v) in map {
+                        write!(self.out, ",{}:", serde_json::to_string(k)?)?;
+                        serde_json::to_writer(&mut self.out, v)?;
+                    }
+                    writeln!(self.out, "}}")?;
+                } else {
+                    let mut line = serde_json::Map::new();
+                    line.insert("type".into(), "summary".into());
+                    line.insert("schema_version".into(), PATH_SCHEMA_VERSION.into());
+                    line.extend(map.clone());
+                    serde_json::to_writer(&mut self.out, &line)?;
+                    writeln!(self.out)?;
+                }
+            }
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
 }

@@ -1,0 +1,223 @@
+//! Clock offsets between captures, estimated as exchanges arrive and refined while
+//! the run goes on.
+//!
+//! For an exchange seen by two captures, with `a` the difference of the request's
+//! first byte and `b` of the response's first byte, `(a + b) / 2` is the offset
+//! whichever capture is nearer the client (path delays cancel when they are
+//! symmetric). The handshake is not used: a NAT delays a connection's first packet
+//! while it sets up its state, which makes the SYN's way slower than the SYN-ACK's.
+//! Per pair of captures the latest [`SAMPLES_KEPT`] samples are kept (a ring); the
+//! median is the estimate and the spread (MAD) over the square root of their number
+//! its uncertainty. Offsets are chained breadth-first from the reference capture.
+
+use super::report::{ClockMethod, ClockOffset};
+use std::collections::BTreeMap;
+
+/// Samples kept per pair of captures.
+pub const SAMPLES_KEPT: usize = 1024;
+
+/// A ring of the latest samples of one pair of captures.
+#[derive(Default, Clone)]
+struct Ring {
+    samples: Vec<f64>,
+    next: usize,
+    total: u64,
+}
+
+impl Ring {
+    fn push(&mut self, s: f64) {
+        if self.samples.len() < SAMPLES_KEPT {
+            self.samples.push(s);
+        } else {
+            self.samples[self.next] = s;
+            self.next = (self.next + 1) % SAMPLES_KEPT;
+        }
+        self.total += 1;
+    }
+}
+
+/// The offset estimator.
+pub struct ClockEstimator {
+    files: Vec<String>,
+    overrides: Vec<Option<f64>>,
+    pairs: BTreeMap<(usize, usize), Ring>,
+}
+
+impl ClockEstimator {
+    /// An estimator for `files`, with the user's overrides (seconds) per file.
+    pub fn new(files: Vec<String>, overrides: Vec<Option<f64>>) -> ClockEstimator {
+        ClockEstimator {
+            files,
+            overrides,
+            pairs: BTreeMap::new(),
+        }
+    }
+
+    /// Number of captures.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether there are no captures.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Records one exchange's first request and response bytes (raw capture times,
+    /// nanoseconds) per capture that saw it answered.
+    pub fn observe(&mut self, per_file: &[(usize, i64, i64)]) {
+        for (i, &(x, qx, rx)) in per_file.iter().enumerate() {
+            for &(y, qy, ry) in &per_file[i + 1..] {
+                if x == y {
+                    continue;
+                }
+                let (key, sign) = if x < y { ((x, y), 1.0) } else { ((y, x), -1.0) };
+                let a = (qy - qx) as f64;
+                let b = (ry - rx) as f64;
+                self.pairs
+                    .entry(key)
+                    .or_default()
+                    .push(sign * (a + b) / 2e9);
+            }
+        }
+    }
+
+    /// Samples seen over all pairs.
+    pub fn samples(&self) -> u64 {
+        self.pairs.values().map(|r| r.total).sum()
+    }
+
+    /// Whether every capture has an offset other than `none` (and at least
+    /// `min_samples` behind each estimated one).
+    pub fn settled(&self, min_samples: usize) -> bool {
+        self.estimate().iter().all(|o| {
+            o.method != ClockMethod::None
+                && (o.method != ClockMethod::Exchanges || o.samples >= min_samples)
+        })
+    }
+
+    /// The offsets now.
+    pub fn estimate(&self) -> Vec<ClockOffset> {
+        let n = self.files.len();
+        let mut out: Vec<Option<ClockOffset>> = vec![None; n];
+        for (f, o) in self.overrides.iter().enumerate().take(n) {
+            if let Some(secs) = o {
+                out[f] = Some(ClockOffset {
+                    capture: self.files[f].clone(),
+                    offset_s: *secs,
+                    uncertainty_s: 0.0,
+                    samples: 0,
+                    method: ClockMethod::Override,
+                });
+            }
+        }
+        if n > 0 && out.iter().all(|o| o.is_none()) {
+            out[0] = Some(ClockOffset {
+                capture: self.files[0].clone(),
+                offset_s: 0.0,
+                uncertainty_s: 0.0,
+                samples: 0,
+                method: ClockMethod::Reference,
+            });
+        }
+        loop {
+            let mut progressed = false;
+            for y in 0..n {
+                if out[y].is_some() {
+                    continue;
+                }
+                // The known capture with the most shared exchanges.
+                let best = (0..n)
+                    .filter_map(|x| {
+                        let known = out[x].as_ref()?;
+                        let (key, sign) = if x < y { ((x, y), 1.0) } else { ((y, x), -1.0) };
+                        let ring = self.pairs.get(&key)?;
+                        Some((ring.samples.len(), known.offset_s, sign, ring))
+                    })
+                    .max_by_key(|(len, ..)| *len);
+                if let Some((_, base, sign, ring)) = best {
+                    let mut v: Vec<f64> = ring.samples.iter().map(|e| e * sign).collect();
+                    v.sort_by(f64::total_cmp);
+                    let median = v[v.len() / 2];
+                    let mut dev: Vec<f64> = v.iter().map(|e| (e - median).abs()).collect();
+                    dev.sort_by(f64::total_cmp);
+                    let mad = dev[dev.len() / 2] * 1.4826;
+                    out[y] = Some(ClockOffset {
+                        capture: self.files[y].clone(),
+                        offset_s: base + median,
+                        uncertainty_s: mad / (v.len() as f64).sqrt(),
+                        samples: ring.total as usize,
+                        method: ClockMethod::Exchanges,
+                    });
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        out.into_iter()
+            .enumerate()
+            .map(|(f, o)| {
+                o.unwrap_or(ClockOffset {
+                    capture: self.files[f].clone(),
+                    offset_s: 0.0,
+                    uncertainty_s: 0.0,
+                    samples: 0,
+                    method: ClockMethod::None,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_recovered_from_symmetric_delays() {
+        let mut c = ClockEstimator::new(vec!["a".into(), "b".into()], vec![None, None]);
+        assert!(!c.settled(1));
+        // b's clock is 2 s ahead; one-way delay 1 ms each way.
+        for i in 0..10 {
+            let q = i * 1_000_000_000;
+            c.observe(&[
+                (0, q, q + 5_000_000),
+                (1, q + 2_001_000_000, q + 2_004_000_000),
+            ]);
+        }
+        let o = c.estimate();
+        assert_eq!(o[0].method, ClockMethod::Reference);
+        assert_eq!(o[1].method, ClockMethod::Exchanges);
+        assert!((o[1].offset_s - 2.0).abs() < 1e-9, "{}", o[1].offset_s);
+        assert!(c.settled(10));
+        assert!(!c.settled(11));
+    }
+
+    #[test]
+    fn overrides_win_and_unrelated_captures_have_none() {
+        let c = ClockEstimator::new(
+            vec!["a".into(), "b".into(), "c".into()],
+            vec![None, Some(0.5), None],
+        );
+        let o = c.estimate();
+        assert_eq!(o[1].method, ClockMethod::Override);
+        assert_eq!(o[1].offset_s, 0.5);
+        assert_eq!(o[0].method, ClockMethod::None);
+    }
+
+    #[test]
+    fn the_ring_keeps_the_latest_samples() {
+        let mut c = ClockEstimator::new(vec!["a".into(), "b".into()], vec![None, None]);
+        for _ in 0..SAMPLES_KEPT {
+            c.observe(&[(0, 0, 0), (1, 1_000_000_000, 1_000_000_000)]);
+        }
+        for _ in 0..SAMPLES_KEPT {
+            c.observe(&[(0, 0, 0), (1, 3_000_000_000, 3_000_000_000)]);
+        }
+        let o = c.estimate();
+        assert!((o[1].offset_s - 3.0).abs() < 1e-9);
+        assert_eq!(o[1].samples, 2 * SAMPLES_KEPT);
+    }
+}

@@ -1,0 +1,248 @@
+//! Proxy links: how likely an upstream exchange `U` was caused by an inbound exchange
+//! `G` at the same proxy, from every signal there is, each shared value worth its
+//! information.
+
+use super::record::{hash_of, Msg, NameBook, View};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+
+/// How often each value occurs among the latest exchanges, so a shared value weighs by
+/// its information: `log2(exchanges / occurrences)` bits (a unique URI says much, `/`
+/// little, a User-Agent every request carries nothing). The window is the latest
+/// [`Rarity::WINDOW`] exchanges: values are counted as exchanges arrive and
+/// uncounted as they leave it, so memory stays bounded on a run of any length.
+pub(crate) struct Rarity {
+    counts: FxHashMap<u64, u32>,
+    window: VecDeque<Box<[u64]>>,
+}
+
+/// What a value is, in rarity keys.
+#[derive(Clone, Copy)]
+pub(crate) enum ValueKind {
+    Uri = 0,
+    Request = 1,
+    Response = 2,
+    Body = 3,
+}
+
+fn key(kind: ValueKind, value: u64) -> u64 {
+    hash_of(&[&[kind as u8], &value.to_le_bytes()])
+}
+
+impl Rarity {
+    /// Exchanges whose values are counted.
+    pub const WINDOW: usize = 65_536;
+
+    pub fn new() -> Rarity {
+        Rarity {
+            counts: FxHashMap::default(),
+            window: VecDeque::new(),
+        }
+    }
+
+    /// Counts one exchange's values.
+    pub fn add(&mut self, m: &Msg) {
+        let mut keys: Vec<u64> = Vec::with_capacity(2 + m.req_pairs.len());
+        if m.has_request {
+            keys.push(key(ValueKind::Uri, m.uri_hash));
+            keys.extend(m.req_pairs.iter().map(|p| key(ValueKind::Request, p.pair)));
+        }
+        if let Some(r) = &m.resp {
+            keys.extend(r.pairs.iter().map(|p| key(ValueKind::Response, p.pair)));
+            keys.push(key(ValueKind::Body, r.body_bytes));
+        }
+        for k in &keys {
+            *self.counts.entry(*k).or_default() += 1;
+        }
+        self.window.push_back(keys.into_boxed_slice());
+        if self.window.len() > Self::WINDOW {
+            for k in self.window.pop_front().expect("non-empty").iter() {
+                if let Some(c) = self.counts.get_mut(k) {
+                    *c -= 1;
+                    if *c == 0 {
+                        self.counts.remove(k);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn bits(&self, kind: ValueKind, value: u64) -> f64 {
+        let n = self
+            .counts
+            .get(&key(kind, value))
+            .copied()
+            .unwrap_or(1)
+            .max(1);
+        let total = self.window.len().max(1) as f64;
+        (total / f64::from(n)).log2().clamp(0.0, 12.0)
+    }
+}
+
+/// Points per squared millisecond between the end of an upstream response and the
+/// start of the inbound response it ends (a proxy answers as soon as its upstream
+/// has: in the lab, responses leave a proxy in exactly the order its upstream
+/// responses arrive).
+const END_GAP_WEIGHT: f64 = 1.0;
+/// Points per squared millisecond between an inbound request and the upstream
+/// exchange's start. Much weaker: connecting to the upstream and queueing inside a
+/// loaded proxy stretch it to tens of milliseconds (measurements in
+/// docs/correlation.md).
+const START_GAP_WEIGHT: f64 = 0.002;
+
+/// Added to every candidate's score so that weights stay positive for the auction.
+pub(crate) const CANDIDATE_BASE: f64 = 100_000.0;
+
+/// The upstream side of a candidate pair: its first view (where the proxy sent it)
+/// and last view (where its server received it).
+pub(crate) struct Upstream<'a> {
+    pub first: &'a View,
+    pub last: &'a View,
+}
+
+/// The inbound side: its last view (where the proxy received it).
+pub(crate) struct Inbound<'a> {
+    pub last: &'a View,
+}
+
+/// Whether `u` can be nested in `g` at all (same method, `u` inside `g`'s interval
+/// within `tolerance` ns).
+pub(crate) fn nested(u: &Upstream<'_>, g: &Inbound<'_>, tolerance: i64) -> bool {
+    let (uf, gl) = (u.first, g.last);
+    if !gl.msg.has_request || gl.msg.method != uf.msg.method {
+        return false;
+    }
+    if gl.req.0 > uf.req.0 + tolerance {
+        return false;
+    }
+    match (uf.resp_end, gl.resp_end) {
+        (Some(ue), Some(ge)) => ue.0 <= ge.0 + tolerance,
+        (None, Some(ge)) => uf.req.0 <= ge.0,
+        // An inbound exchange without a response was open until its connection
+        // ended (when it reached correlation), not forever.
+        (_, None) => uf.req.0 <= gl.arrived.0 + tolerance,
+    }
+}
+
+/// The score of linking `u` under `g` (positive; [`CANDIDATE_BASE`] plus points),
+/// with the reasons spelled out when `why` is given.
+pub(crate) fn score(
+    u: &Upstream<'_>,
+    g: &Inbound<'_>,
+    rarity: &Rarity,
+    names: &NameBook,
+    mut why: Option<&mut Vec<String>>,
+) -> f64 {
+    let (uf, gl) = (u.first, g.last);
+    let (um, gm): (&Msg, &Msg) = (&uf.msg, &gl.msg);
+    let mut say = |s: String| {
+        if let Some(w) = why.as_deref_mut() {
+            w.push(s);
+        }
+    };
+    let mut score = 10.0;
+    if gm.uri_hash == um.uri_hash {
+        let bits = rarity.bits(super::link::ValueKind::Uri, um.uri_hash);
+        score += 1.0 + bits;
+        say(format!("same method and URI ({bits:.1} bits)"));
+    }
+    let gclient = gl.client.ip();
+    if let Some(xff) = &um.xff {
+        if xff.contains(&gclient) {
+            score += 2.0;
+            say(format!("X-Forwarded-For names {gclient}"));
+        } else {
+            score -= 10.0;
+        }
+    }
+    if let Some(real) = &um.real_ip {
+        if *real == Some(gclient) {
+            score += 1.0;
+            say(format!("X-Real-IP is {gclient}"));
+        } else {
+            score -= 10.0;
+        }
+    }
+    for p in um.req_pairs.iter() {
+        if !gm.req_has(p) {
+            continue;
+        }
+        let bits = rarity.bits(ValueKind::Request, p.pair);
+        if bits >= 1.0 {
+            score += bits;
+            say(format!(
+                "request header {} propagated ({bits:.1} bits)",
+                names.name(p.name)
+            ));
+        }
+    }
+    // The upstream's response as its server sent it (last view), else as the proxy
+    // received it.
+    let uresp = u.last.msg.resp.as_ref().or(um.resp.as_ref());
+    if let (Some(a), Some(b)) = (gm.resp.as_ref(), uresp) {
+        if a.status == b.status {
+            score += 1.0;
+        } else if !(502..=504).contains(&a.status) {
+            score -= 3.0;
+        }
+        if a.body_bytes == b.body_bytes {
+            let bits = rarity.bits(ValueKind::Body, a.body_bytes);
+            score += bits;
+            if bits >= 1.0 {
+                say(format!("same response body size ({} B)", a.body_bytes));
+            }
+        }
+        for p in b.pairs.iter() {
+            if !a.has(p) {
+                continue;
+            }
+            let bits = rarity.bits(ValueKind::Response, p.pair);
+            if bits >= 1.0 {
+                score += bits;
+                say(format!(
+                    "response header {} propagated ({bits:.1} bits)",
+                    names.name(p.name)
+                ));
+            }
+        }
+        // A header of the inbound response naming the upstream's address (Nginx's
+        // Backend-Server: $upstream_addr, and the like).
+        let userver = u.last.server;
+        if let Some((p, _)) = a.addrs.iter().find(|(_, addr)| *addr == userver) {
+            let bits = rarity.bits(ValueKind::Response, p.pair).max(1.0);
+            score += 2.0 + bits;
+            say(format!(
+                "response header {} names the upstream {userver}",
+                names.name(p.name)
+            ));
+        } else if a.backend_server {
+            score -= 5.0;
+        }
+    }
+    // Nesting: the tighter, the likelier. The penalty is convex (squared ms of slack):
+    // a linear one adds up to the same total for every way of pairing nested
+    // exchanges, while a convex one prefers the order-keeping pairing that proxies
+    // follow.
+    let start_gap = (uf.start.0 - gl.req_end.0).max(0);
+    let end_gap = match (uf.resp_end, gl.resp) {
+        (Some(a), Some(b)) => (b.0 - a.0).max(0),
+        _ => 0,
+    };
+    let (sg, eg) = (start_gap as f64 / 1e6, end_gap as f64 / 1e6);
+    score -= START_GAP_WEIGHT * sg * sg + END_GAP_WEIGHT * eg * eg;
+    say(format!(
+        "starts {sg:.3} ms after the inbound request, ends {eg:.3} ms before its response"
+    ));
+    // Offset so every plausible candidate stays positive: clipping would flatten
+    // exactly the differences the assignment needs.
+    CANDIDATE_BASE + score
+}
+
+/// How sure a link is, from the margin of its score over the runner-up's.
+pub(crate) fn confidence(chosen: f64, runner_up: Option<f64>) -> f64 {
+    let c = match runner_up {
+        None => 0.99,
+        Some(r) => (1.0 - (-(chosen - r).max(0.0) / 3.0).exp()).clamp(0.0, 0.99),
+    };
+    (c * 100.0).round() / 100.0
+}
