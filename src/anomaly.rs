@@ -123,6 +123,10 @@ counters! {
     /// Requests that waited for their response longer than correlation's
     /// `max_request_duration` and stopped holding its decisions back.
     http_pending_overdue,
+    /// Requests on a connection whose other direction was never seen (a one-way
+    /// capture, or NAT'd replies captured under other addresses) that stopped holding
+    /// correlation back after `ONE_WAY_GRACE`.
+    http_pending_one_way,
     /// Responses with no request to pair with.
     http_orphan_responses,
     /// Messages that could not be parsed (bad start line, header syntax, chunk size).

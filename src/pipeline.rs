@@ -356,6 +356,11 @@ impl Pipeline {
     /// [`HttpAnalyzer::pending_floor`]): transactions completed later start no
     /// earlier, which tells correlation how far it may decide.
     pub fn pending_floor(&mut self, now: Ts, max_age_ns: i64) -> Option<Ts> {
+        for (vantage, client, server) in self.http.overdue_one_way(now) {
+            if let Some((conn, meta)) = self.tcp.conn_mut(vantage, client, server) {
+                self.http.settle_one_way(conn, meta);
+            }
+        }
         self.http.pending_floor(now, max_age_ns)
     }
 

@@ -154,6 +154,10 @@ pub fn score(report: &Report, truth_jsonl: &str) -> Result<ScoreReport, TruthErr
             }
         }
     }
+    // Paths are emitted as they become final, not in the order they started.
+    for list in by_client.values_mut() {
+        list.sort_by_key(|p| (p.start_ts, p.id));
+    }
     let mut truth_by_client: BTreeMap<(SocketAddr, SocketAddr), Vec<&Truth>> = BTreeMap::new();
     for t in &truth {
         truth_by_client

@@ -2,18 +2,19 @@
 
 #[cfg(feature = "live")]
 mod live;
+mod stream;
+
+use stream::stream_paths;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use flowtrace::anomaly::{AnomalyLog, Stats};
-use flowtrace::capture::{FileSource, Warning};
+use flowtrace::anomaly::Stats;
+use flowtrace::capture::FileSource;
 use flowtrace::check::{self, Expectation};
 use flowtrace::correlate::batch::{correlate, Input};
-use flowtrace::correlate::{
-    Context as Correlation, Engine, EngineConfig, Report, RequestPath, Tail,
-};
+use flowtrace::correlate::{EngineConfig, Report};
 use flowtrace::links::{self, HostLinks};
-use flowtrace::pipeline::{GratuitousArp, Pipeline, PipelineConfig, Vantage, VrrpRun};
+use flowtrace::pipeline::{Pipeline, PipelineConfig, Vantage};
 use flowtrace::render::paths::PathWriter;
 use flowtrace::render::{sanitize, Format, Summary, Writer};
 use flowtrace::tcp::TcpConfig;
@@ -394,137 +395,6 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
 pub(crate) struct Correlated {
     report: Report,
     vantages: Vec<Vantage>,
-}
-
-/// What a streamed run leaves besides its paths.
-pub(crate) struct Streamed {
-    tail: Tail,
-    stats: Stats,
-    anomalies: AnomalyLog,
-    files: Vec<String>,
-    vantages: Vec<Vantage>,
-    warnings: Vec<Warning>,
-    vrrp: Vec<VrrpRun>,
-    garp: Vec<GratuitousArp>,
-}
-
-impl Streamed {
-    fn summary(&self) -> Summary<'_> {
-        Summary {
-            inputs: &self.files,
-            vantages: &self.vantages,
-            warnings: &self.warnings,
-            stats: &self.stats,
-            anomalies: &self.anomalies,
-            vrrp: &self.vrrp,
-            gratuitous_arp: &self.garp,
-        }
-    }
-}
-
-/// Reads every capture through the pipeline and the streaming correlation engine,
-/// handing each request path to `each` as soon as it is final.
-pub(crate) fn stream_paths(
-    args: &CaptureArgs,
-    mut each: impl FnMut(RequestPath) -> Result<()>,
-) -> Result<Streamed> {
-    let mut o = open(args)?;
-    let names = load_names(&args.names)?;
-    let files = o.source.file_names();
-    let cfg = engine_config(args, o.offsets.clone())?;
-    let max_wait = cfg.max_request_duration_ns;
-    let mut engine = Engine::new(cfg, &files, &o.links);
-    let mut stats = Stats::default();
-    let mut frames: u64 = 0;
-    let mut now = flowtrace::time::Ts(i64::MIN);
-    let mut done: Vec<RequestPath> = Vec::new();
-    let mut completed = Vec::new();
-    loop {
-        let ended = match o.source.next_frame(&mut stats)? {
-            Some((frame, interfaces)) => {
-                o.pipeline.push(&frame, interfaces);
-                now = now.max(frame.ts);
-                frames += 1;
-                false
-            }
-            None => {
-                o.pipeline.finish();
-                true
-            }
-        };
-        if o.pipeline.has_completed() {
-            completed.extend(o.pipeline.drain());
-            for t in &completed {
-                engine.ingest(t, o.pipeline.vantages(), now);
-            }
-            completed.clear();
-        }
-        if ended {
-            break;
-        }
-        if frames.is_multiple_of(64) {
-            let pending = o.pipeline.pending_floor(now, max_wait);
-            let p = &o.pipeline;
-            let ctx = Correlation {
-                vantages: p.vantages(),
-                files: &files,
-                links: &o.links,
-                names: names.as_ref(),
-                vrrp: p.vrrp(),
-                garp: p.gratuitous_arps(),
-            };
-            engine.advance(now, pending, &ctx, &mut |path| done.push(path));
-            for path in done.drain(..) {
-                each(path)?;
-            }
-        }
-        if frames.is_multiple_of(65_536) {
-            if let Some(bar) = &o.progress {
-                bar.set_position(o.source.progress().0);
-                bar.set_message(format!(
-                    "{frames} frames, {} open connections, {} paths",
-                    o.pipeline.open_connections(),
-                    engine.paths_emitted()
-                ));
-            }
-        }
-    }
-    let p = &o.pipeline;
-    let ctx = Correlation {
-        vantages: p.vantages(),
-        files: &files,
-        links: &o.links,
-        names: names.as_ref(),
-        vrrp: p.vrrp(),
-        garp: p.gratuitous_arps(),
-    };
-    let tail = engine.finish(&ctx, &mut |path| done.push(path));
-    for path in done.drain(..) {
-        each(path)?;
-    }
-    if let Some(bar) = o.progress.take() {
-        bar.finish_and_clear();
-    }
-    for w in o.source.warnings() {
-        eprintln!(
-            "flowtrace: warning: {}: {}",
-            sanitize(&w.file),
-            sanitize(&w.message)
-        );
-    }
-    let mut all = o.pipeline.stats();
-    all.merge(&stats);
-    all.files = args.files.len() as u64;
-    Ok(Streamed {
-        tail,
-        stats: all,
-        anomalies: o.pipeline.anomalies(),
-        files,
-        vantages: o.pipeline.vantages().to_vec(),
-        warnings: o.source.warnings().to_vec(),
-        vrrp: o.pipeline.vrrp().to_vec(),
-        garp: o.pipeline.gratuitous_arps().to_vec(),
-    })
 }
 
 /// Every path of the run, with the report around them.

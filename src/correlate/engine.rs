@@ -13,10 +13,10 @@
 //! **Decisions**, in rounds as the floor advances ([`Engine::advance`]):
 //! 1. An exchange whose request lies behind the floor has every possible parent (an
 //!    inbound exchange at the proxy that sent it, which must have started before it)
-//!    in: its candidates are scored once ([`super::link`]).
+//!    in: its candidates are scored once (`link`).
 //! 2. It is *ready* once every candidate's response lies behind the floor: then every
 //!    competitor for those candidates has been scored too. The ready ones are assigned
-//!    together with the others still waiting (an auction, [`super::assign`]); only the
+//!    together with the others still waiting (an auction, `assign`); only the
 //!    ready ones' links are kept, the rest are assigned again next round with more
 //!    known (a sliding-window assignment).
 //! 3. An exchange whose response lies behind the floor can gain no new child and
@@ -156,6 +156,9 @@ pub struct EngineStats {
     /// Transactions that arrived after the floor had passed their request: they may
     /// miss a link or make a separate path.
     pub late_views: u64,
+    /// Late transactions without a response that matched no exchange still held:
+    /// left out (they would only make a false unanswered path).
+    pub late_views_dropped: u64,
     /// Rounds of decisions.
     pub rounds: u64,
     /// Rounds that decided everything arrived because `max_open_exchanges` was
@@ -399,6 +402,12 @@ impl Engine {
                 _ => None,
             },
         };
+        if found.is_none() && corrected_req < self.floor && t.response.is_none() {
+            // An unanswered request seen after its exchange was decided (its
+            // connection's replies are elsewhere): it would only make a false path.
+            self.stats.late_views_dropped += 1;
+            return;
+        }
         let msg = Msg::from_transaction(t, &mut self.names);
         let (id, msg) = match found {
             Some(id) => {
@@ -564,11 +573,9 @@ impl Engine {
 
     /// Ends the input: decides and emits everything, and reports the rest.
     pub fn finish(&mut self, ctx: &Context<'_>, emit: &mut dyn FnMut(RequestPath)) -> Tail {
-        if !self.settled {
-            self.settled = true;
-            self.refresh_offsets(true);
-        }
-        self.refresh_offsets(false);
+        // The offsets reported are those of every sample taken.
+        self.settled = true;
+        self.refresh_offsets(true);
         self.round(Ts(i64::MAX / 4), ctx, emit);
         debug_assert!(self.exchanges.is_empty(), "everything was emitted");
         let timeline = vip::timeline(ctx);
@@ -662,6 +669,10 @@ impl Engine {
                 break;
             }
             self.open.remove(&(req, id));
+            // Inbound exchanges that ended before this request cannot be its parent,
+            // nor any later one's: retire them first, so a long catch-up round (the
+            // end of the input) does not scan them for every request.
+            self.retire_inbound(Ts(req.0.saturating_sub(tol)));
             self.close(id);
         }
         // 2. Assign the ready ones, with the others as context.
@@ -675,6 +686,31 @@ impl Engine {
             self.decide(&ready);
         }
         // 3. Exchanges that can gain no new child leave the candidate index.
+        self.retire_inbound(floor);
+        // 4. Emit the paths that are final, in the order they started.
+        let mut done: Vec<(Ts, u64)> = Vec::new();
+        let mut waiting = Vec::with_capacity(self.roots.len());
+        for &r in &self.roots {
+            if self.tree_final(r) {
+                done.push((self.exchanges[&r].first().req, r));
+            } else {
+                waiting.push(r);
+            }
+        }
+        self.roots = waiting;
+        done.sort();
+        for (_, r) in done {
+            let path = self.build_path(ctx, r);
+            self.drop_tree(r);
+            self.account(&path);
+            emit(path);
+        }
+    }
+
+    /// Takes the exchanges that ended more than two tolerances before `floor` out of
+    /// the candidate index: they can gain no new child.
+    fn retire_inbound(&mut self, floor: Ts) {
+        let tol = self.cfg.tolerance_ns;
         while let Some(&(end, id)) = self.by_end.first() {
             if end.0.saturating_add(2 * tol) >= floor.0 {
                 break;
@@ -693,24 +729,6 @@ impl Engine {
                     }
                 }
             }
-        }
-        // 4. Emit the paths that are final, in the order they started.
-        let mut done: Vec<(Ts, u64)> = Vec::new();
-        let mut waiting = Vec::with_capacity(self.roots.len());
-        for &r in &self.roots {
-            if self.tree_final(r) {
-                done.push((self.exchanges[&r].first().req, r));
-            } else {
-                waiting.push(r);
-            }
-        }
-        self.roots = waiting;
-        done.sort();
-        for (_, r) in done {
-            let path = self.build_path(ctx, r);
-            self.drop_tree(r);
-            self.account(&path);
-            emit(path);
         }
     }
 

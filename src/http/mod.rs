@@ -205,7 +205,18 @@ pub struct HttpConn {
     upgraded: bool,
     /// Transactions emitted on this connection so far.
     emitted: u32,
+    /// Whether a segment was seen in each direction (indexed by [`Dir`]).
+    seen: [bool; 2],
 }
+
+/// How long a request on a connection whose other direction was never seen holds
+/// correlation back. A server ACKs received data within the delayed-ACK limit
+/// (at most 500 ms, RFC 1122 4.2.3.2), so past this the replies are not in this
+/// capture (a one-way capture, or replies NAT'd to other addresses at a bridge).
+pub const ONE_WAY_GRACE_NS: i64 = 1_000_000_000;
+
+/// A connection by (vantage, client, server).
+pub type OneWayConn = (VantageId, SocketAddr, SocketAddr);
 
 /// The HTTP stage: turns stream events into [`HttpTransaction`]s.
 #[derive(Default)]
@@ -221,6 +232,12 @@ pub struct HttpAnalyzer {
     /// position on it). The oldest is how far correlation may decide (a
     /// transaction reaches it only once complete).
     pending_starts: std::collections::BTreeSet<(Ts, u64, u32)>,
+    /// The same, for requests on connections whose other direction was not seen yet;
+    /// they hold correlation back for [`ONE_WAY_GRACE_NS`] only.
+    one_way_starts: std::collections::BTreeSet<(Ts, u64, u32)>,
+    /// Where the connections of `one_way_starts` are, (vantage, client, server), and
+    /// how many of their requests are in it.
+    one_way_conns: rustc_hash::FxHashMap<u64, (OneWayConn, u32)>,
 }
 
 impl HttpAnalyzer {
@@ -234,14 +251,69 @@ impl HttpAnalyzer {
     /// one request that is never answered must not hold correlation back for good.
     pub fn pending_floor(&mut self, now: Ts, max_age_ns: i64) -> Option<Ts> {
         let limit = now.0.saturating_sub(max_age_ns);
+        let mut floor = None;
         while let Some(&first) = self.pending_starts.first() {
             if first.0 .0 >= limit {
-                return Some(first.0);
+                floor = Some(first.0);
+                break;
             }
             self.pending_starts.pop_first();
             self.stats.http_pending_overdue += 1;
         }
-        None
+        let one_way_limit = now.0.saturating_sub(ONE_WAY_GRACE_NS.min(max_age_ns));
+        while let Some(&first) = self.one_way_starts.first() {
+            if first.0 .0 >= one_way_limit {
+                floor = Some(floor.map_or(first.0, |f: Ts| f.min(first.0)));
+                break;
+            }
+            self.one_way_starts.pop_first();
+            self.forget_one_way(first.1);
+            self.stats.http_pending_one_way += 1;
+        }
+        floor
+    }
+
+    /// The connections with a request waiting longer than [`ONE_WAY_GRACE_NS`] while
+    /// its other direction was never seen: (vantage, client, server) each, to hand
+    /// back to [`HttpAnalyzer::settle_one_way`].
+    pub fn overdue_one_way(&self, now: Ts) -> Vec<OneWayConn> {
+        let limit = now.0.saturating_sub(ONE_WAY_GRACE_NS);
+        let mut out = Vec::new();
+        for &(ts, id, _) in &self.one_way_starts {
+            if ts.0 >= limit {
+                break;
+            }
+            if let Some((c, _)) = self.one_way_conns.get(&id) {
+                if !out.contains(c) {
+                    out.push(*c);
+                }
+            }
+        }
+        out
+    }
+
+    fn forget_one_way(&mut self, conn: u64) {
+        if let Some(e) = self.one_way_conns.get_mut(&conn) {
+            e.1 -= 1;
+            if e.1 == 0 {
+                self.one_way_conns.remove(&conn);
+            }
+        }
+    }
+
+    /// Emits, as unanswered, the waiting requests of a connection whose other
+    /// direction is still unseen: its replies are not in this capture, and the
+    /// exchange they belong to is being decided now.
+    pub fn settle_one_way(&mut self, conn: &mut HttpConn, meta: &ConnMeta) {
+        if conn.seen == [true, true] {
+            return;
+        }
+        let swapped = conn.swapped.unwrap_or(false);
+        while let Some((req, interim)) = conn.pending.pop_front() {
+            self.stats.http_pending_one_way += 1;
+            self.emit(meta, swapped, &mut conn.emitted, Some(req), None, interim);
+        }
+        self.one_way_conns.remove(&meta.id);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -270,7 +342,10 @@ impl HttpAnalyzer {
         let index = *index_in_conn;
         *index_in_conn += 1;
         if let Some(r) = &request {
-            self.pending_starts.remove(&(r.first_ts, meta.id, index));
+            let key = (r.first_ts, meta.id, index);
+            if !self.pending_starts.remove(&key) && self.one_way_starts.remove(&key) {
+                self.forget_one_way(meta.id);
+            }
         }
         if request.is_some() && response.is_none() {
             self.stats.http_unanswered += 1;
@@ -302,12 +377,29 @@ impl HttpAnalyzer {
             match ev {
                 parse::Event::Request(req) => {
                     self.stats.http_requests += 1;
+                    if conn.seen != [true, true] {
+                        // The replies of this connection are not in the capture: the
+                        // client sent the next request, so the earlier ones are done as
+                        // far as this capture point can tell.
+                        while let Some((old, interim)) = conn.pending.pop_front() {
+                            self.emit(meta, swapped, &mut conn.emitted, Some(old), None, interim);
+                        }
+                    }
                     if conn.pending.len() >= MAX_PENDING_REQUESTS {
                         let (old, interim) = conn.pending.pop_front().expect("non-empty");
                         self.emit(meta, swapped, &mut conn.emitted, Some(old), None, interim);
                     }
                     let index = conn.emitted + conn.pending.len() as u32;
-                    self.pending_starts.insert((req.first_ts, meta.id, index));
+                    let key = (req.first_ts, meta.id, index);
+                    if conn.seen == [true, true] {
+                        self.pending_starts.insert(key);
+                    } else {
+                        self.one_way_starts.insert(key);
+                        self.one_way_conns
+                            .entry(meta.id)
+                            .or_insert(((meta.vantage, meta.client, meta.server), 0))
+                            .1 += 1;
+                    }
                     conn.pending.push_back((req, Vec::new()));
                 }
                 parse::Event::RequestDone {
@@ -353,7 +445,7 @@ impl HttpAnalyzer {
 impl StreamSink for HttpAnalyzer {
     type Conn = HttpConn;
 
-    fn open(&mut self, _meta: &ConnMeta) -> HttpConn {
+    fn open(&mut self, meta: &ConnMeta) -> HttpConn {
         HttpConn {
             parsers: [
                 MessageParser::new(Role::Request),
@@ -363,7 +455,23 @@ impl StreamSink for HttpAnalyzer {
             pending: VecDeque::new(),
             upgraded: false,
             emitted: 0,
+            seen: meta.first_seq.map(|s| s.is_some()),
         }
+    }
+
+    fn direction_seen(&mut self, conn: &mut HttpConn, meta: &ConnMeta, dir: Dir, _ts: Ts) {
+        conn.seen[dir as usize] = true;
+        if conn.seen != [true, true] {
+            return;
+        }
+        // Both sides are visible now: its waiting requests wait the full time.
+        for (i, (req, _)) in conn.pending.iter().enumerate() {
+            let key = (req.first_ts, meta.id, conn.emitted + i as u32);
+            if self.one_way_starts.remove(&key) {
+                self.pending_starts.insert(key);
+            }
+        }
+        self.one_way_conns.remove(&meta.id);
     }
 
     fn data(

@@ -11,7 +11,8 @@ fn meta() -> ConnMeta {
         last_ts: Ts(0),
         syn_seen: true,
         handshake: Handshake::default(),
-        first_seq: [None; 2],
+        // The handshake was seen: both directions are visible.
+        first_seq: [Some(1), Some(1)],
         first_ttl: [None; 2],
     }
 }
@@ -408,4 +409,82 @@ GET /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
             a.close(c, &m, Ts(1_000));
         }
     }
+}
+
+/// A connection whose replies are captured elsewhere (one-way here): each request
+/// is done once the next one is sent, and one left waiting holds correlation back
+/// for the grace time only.
+#[test]
+fn one_way_connection_does_not_hold_correlation() {
+    let mut a = HttpAnalyzer::new();
+    let m = ConnMeta {
+        first_seq: [None, None],
+        ..meta()
+    };
+    let mut c = a.open(&m);
+    a.direction_seen(&mut c, &m, Dir::ToServer, Ts(0));
+    let get = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    a.data(
+        &mut c,
+        &m,
+        Dir::ToServer,
+        Ts(1_000),
+        get,
+        StreamPos::default(),
+    );
+    assert!(a.completed.is_empty(), "the first request waits");
+    assert_eq!(a.pending_floor(Ts(2_000), i64::MAX), Some(Ts(1_000)));
+    a.data(
+        &mut c,
+        &m,
+        Dir::ToServer,
+        Ts(5_000),
+        get,
+        StreamPos::default(),
+    );
+    assert_eq!(a.completed.len(), 1, "the next request ends the first");
+    assert!(a.completed[0].response.is_none());
+    assert_eq!(a.pending_floor(Ts(6_000), i64::MAX), Some(Ts(5_000)));
+    // Past the grace time the waiting request no longer holds the floor.
+    let later = Ts(5_000 + ONE_WAY_GRACE_NS + 1);
+    assert_eq!(a.pending_floor(later, i64::MAX), None);
+    assert_eq!(a.stats.http_pending_one_way, 1);
+}
+
+/// Once the other direction shows up, waiting requests wait their full time.
+#[test]
+fn reply_direction_seen_late_makes_requests_wait_fully() {
+    let mut a = HttpAnalyzer::new();
+    let m = ConnMeta {
+        first_seq: [None, None],
+        ..meta()
+    };
+    let mut c = a.open(&m);
+    a.direction_seen(&mut c, &m, Dir::ToServer, Ts(0));
+    let get = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    a.data(
+        &mut c,
+        &m,
+        Dir::ToServer,
+        Ts(1_000),
+        get,
+        StreamPos::default(),
+    );
+    a.direction_seen(&mut c, &m, Dir::ToClient, Ts(2_000));
+    let later = Ts(1_000 + ONE_WAY_GRACE_NS + 1);
+    assert_eq!(a.pending_floor(later, i64::MAX), Some(Ts(1_000)));
+    a.data(
+        &mut c,
+        &m,
+        Dir::ToClient,
+        Ts(3_000),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        StreamPos::default(),
+    );
+    assert_eq!(a.completed.len(), 1);
+    assert_eq!(
+        a.completed[0].response.as_ref().map(|r| r.status),
+        Some(200)
+    );
+    assert_eq!(a.pending_floor(later, i64::MAX), None);
 }

@@ -140,6 +140,10 @@ pub trait StreamSink {
     fn end(&mut self, conn: &mut Self::Conn, meta: &ConnMeta, dir: Dir, ts: Ts, how: End);
     /// The connection is dropped from the table (closed, idle, or end of input).
     fn close(&mut self, conn: Self::Conn, meta: &ConnMeta, ts: Ts);
+    /// The first segment of direction `dir` was seen (with or without payload): from
+    /// then on `meta.first_seq[dir]` is set. A sink that waits for the other side
+    /// (a request for its response) learns here that the other side is visible.
+    fn direction_seen(&mut self, _conn: &mut Self::Conn, _meta: &ConnMeta, _dir: Dir, _ts: Ts) {}
 }
 
 /// The table key: both endpoints packed as (IPv6 or IPv4-mapped address, port), so
@@ -212,6 +216,21 @@ impl<C> TcpTable<C> {
             config,
             last_sweep: Ts(i64::MIN),
         }
+    }
+
+    /// The sink's state and the metadata of the connection between `a` and `b` at
+    /// `vantage`, if it is tracked.
+    pub fn conn_mut(
+        &mut self,
+        vantage: VantageId,
+        a: SocketAddr,
+        b: SocketAddr,
+    ) -> Option<(&mut C, &ConnMeta)> {
+        let (a, b) = (endpoint_key(&a), endpoint_key(&b));
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        self.conns
+            .get_mut(&FlowKey { lo, hi, vantage })
+            .map(|c| (&mut c.state, &c.meta))
     }
 
     /// Connections tracked now.
@@ -316,11 +335,15 @@ impl<C> TcpTable<C> {
         conn.meta.last_ts = ts;
         conn.meta.first_ttl[dir as usize].get_or_insert(seg.ttl);
         let first = &mut conn.meta.first_seq[dir as usize];
+        let new_direction = first.is_none();
         if seg.has(TcpSegment::SYN) || first.is_none() {
             // A SYN's sequence number (the ISN) wins over anything seen before it.
             if first.is_none() || seg.has(TcpSegment::SYN) {
                 *first = Some(seg.seq);
             }
+        }
+        if new_direction {
+            sink.direction_seen(&mut conn.state, &conn.meta, dir, ts);
         }
         let hs = &mut conn.meta.handshake;
         match (dir, seg.has(TcpSegment::SYN), seg.has(TcpSegment::ACK)) {

@@ -1,0 +1,255 @@
+//! The streaming run behind `--paths`: reading, decoding, reassembly and HTTP on one
+//! thread, correlation and output on the other, joined by a bounded channel.
+//!
+//! The split follows the cost: on the shipped scenarios the two halves take about
+//! the same time (docs/PERFORMANCE.md), and what crosses the channel is small
+//! (completed transactions, new capture points, VRRP/ARP changes and the two times
+//! the engine's floor needs), so the copy is cheap. The bound keeps a slow consumer
+//! from letting transactions pile up: the reader then waits.
+
+use super::{engine_config, load_names, open, CaptureArgs, Opened};
+use anyhow::{anyhow, Result};
+use flowtrace::anomaly::{AnomalyLog, Stats};
+use flowtrace::capture::Warning;
+use flowtrace::correlate::{Context as Correlation, Engine, RequestPath, Tail};
+use flowtrace::http::HttpTransaction;
+use flowtrace::pipeline::{GratuitousArp, Vantage, VrrpRun};
+use flowtrace::render::{sanitize, Summary};
+use flowtrace::time::Ts;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+
+/// Frames between two batches sent to the engine.
+const FRAMES_PER_BATCH: u64 = 64;
+/// Batches in flight between the threads.
+const BATCHES_IN_FLIGHT: usize = 64;
+
+/// What a streamed run leaves besides its paths.
+pub(crate) struct Streamed {
+    pub(crate) tail: Tail,
+    pub(crate) stats: Stats,
+    pub(crate) anomalies: AnomalyLog,
+    pub(crate) files: Vec<String>,
+    pub(crate) vantages: Vec<Vantage>,
+    pub(crate) warnings: Vec<Warning>,
+    pub(crate) vrrp: Vec<VrrpRun>,
+    pub(crate) garp: Vec<GratuitousArp>,
+}
+
+impl Streamed {
+    pub(crate) fn summary(&self) -> Summary<'_> {
+        Summary {
+            inputs: &self.files,
+            vantages: &self.vantages,
+            warnings: &self.warnings,
+            stats: &self.stats,
+            anomalies: &self.anomalies,
+            vrrp: &self.vrrp,
+            gratuitous_arp: &self.garp,
+        }
+    }
+}
+
+/// One message from the reader to the engine.
+struct Batch {
+    transactions: Vec<HttpTransaction>,
+    /// Capture points first seen since the last batch (the list only grows).
+    new_vantages: Vec<Vantage>,
+    /// The VRRP runs, when they changed.
+    vrrp: Option<Vec<VrrpRun>>,
+    /// Gratuitous ARPs seen since the last batch (the list only grows).
+    new_garp: Vec<GratuitousArp>,
+    /// The newest packet time.
+    now: Ts,
+    /// The oldest request still waiting for its response.
+    pending: Option<Ts>,
+    /// The input ended: nothing follows.
+    last: bool,
+}
+
+/// What the reader hands back when it is done.
+struct ReaderEnd {
+    stats: Stats,
+    anomalies: AnomalyLog,
+    warnings: Vec<Warning>,
+}
+
+/// Reads every capture through the pipeline and the streaming correlation engine,
+/// handing each request path to `each` as soon as it is final.
+pub(crate) fn stream_paths(
+    args: &CaptureArgs,
+    mut each: impl FnMut(RequestPath) -> Result<()>,
+) -> Result<Streamed> {
+    let o = open(args)?;
+    let names = load_names(&args.names)?;
+    let files = o.source.file_names();
+    let cfg = engine_config(args, o.offsets.clone())?;
+    let max_wait = cfg.max_request_duration_ns;
+    let links = o.links.clone();
+    let mut engine = Engine::new(cfg, &files, &links);
+    let paths_out = AtomicUsize::new(0);
+    let (tx, rx) = sync_channel::<Batch>(BATCHES_IN_FLIGHT);
+    let files_n = args.files.len() as u64;
+
+    std::thread::scope(|scope| -> Result<Streamed> {
+        let reader = std::thread::Builder::new()
+            .name("flowtrace-read".into())
+            .spawn_scoped(scope, || read(o, tx, max_wait, files_n, &paths_out))?;
+        let mut vantages: Vec<Vantage> = Vec::new();
+        let mut vrrp: Vec<VrrpRun> = Vec::new();
+        let mut garp: Vec<GratuitousArp> = Vec::new();
+        let mut done: Vec<RequestPath> = Vec::new();
+        let mut ended = false;
+        let mut failed: Option<anyhow::Error> = None;
+        while let Ok(batch) = rx.recv() {
+            vantages.extend(batch.new_vantages);
+            if let Some(v) = batch.vrrp {
+                vrrp = v;
+            }
+            garp.extend(batch.new_garp);
+            for t in &batch.transactions {
+                engine.ingest(t, &vantages, batch.now);
+            }
+            let ctx = Correlation {
+                vantages: &vantages,
+                files: &files,
+                links: &links,
+                names: names.as_ref(),
+                vrrp: &vrrp,
+                garp: &garp,
+            };
+            if batch.last {
+                ended = true;
+                break;
+            }
+            engine.advance(batch.now, batch.pending, &ctx, &mut |p| done.push(p));
+            if let Err(e) = done.drain(..).try_for_each(&mut each) {
+                failed = Some(e);
+                break;
+            }
+            paths_out.store(engine.paths_emitted(), Ordering::Relaxed);
+        }
+        // Dropping the receiver stops a reader that is still sending.
+        drop(rx);
+        let end = reader
+            .join()
+            .map_err(|_| anyhow!("the capture reader thread panicked"))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let (end, vantages_all, vrrp_all, garp_all) = end?;
+        if !ended {
+            return Err(anyhow!(
+                "the capture reader stopped before the end of input"
+            ));
+        }
+        let ctx = Correlation {
+            vantages: &vantages_all,
+            files: &files,
+            links: &links,
+            names: names.as_ref(),
+            vrrp: &vrrp_all,
+            garp: &garp_all,
+        };
+        let tail = engine.finish(&ctx, &mut |p| done.push(p));
+        done.drain(..).try_for_each(&mut each)?;
+        for w in &end.warnings {
+            eprintln!(
+                "flowtrace: warning: {}: {}",
+                sanitize(&w.file),
+                sanitize(&w.message)
+            );
+        }
+        Ok(Streamed {
+            tail,
+            stats: end.stats,
+            anomalies: end.anomalies,
+            files: files.clone(),
+            vantages: vantages_all,
+            warnings: end.warnings,
+            vrrp: vrrp_all,
+            garp: garp_all,
+        })
+    })
+}
+
+type ReaderResult = Result<(ReaderEnd, Vec<Vantage>, Vec<VrrpRun>, Vec<GratuitousArp>)>;
+
+/// The reader thread: frames through the pipeline, batches to the engine. Stops
+/// early (without error) when the engine side hung up.
+fn read(
+    mut o: Opened,
+    tx: SyncSender<Batch>,
+    max_wait: i64,
+    files: u64,
+    paths_out: &AtomicUsize,
+) -> ReaderResult {
+    let mut stats = Stats::default();
+    let mut frames: u64 = 0;
+    let mut now = Ts(i64::MIN);
+    let (mut vantages_sent, mut garp_sent) = (0usize, 0usize);
+    let mut vrrp_sig = (0usize, 0u64);
+    loop {
+        let ended = match o.source.next_frame(&mut stats)? {
+            Some((frame, interfaces)) => {
+                o.pipeline.push(&frame, interfaces);
+                now = now.max(frame.ts);
+                frames += 1;
+                false
+            }
+            None => {
+                o.pipeline.finish();
+                true
+            }
+        };
+        if ended || frames.is_multiple_of(FRAMES_PER_BATCH) {
+            let p = &mut o.pipeline;
+            let pending = p.pending_floor(now, max_wait);
+            let sig = (p.vrrp().len(), p.vrrp().iter().map(|r| r.adverts).sum());
+            let batch = Batch {
+                transactions: p.drain().collect(),
+                new_vantages: p.vantages()[vantages_sent..].to_vec(),
+                vrrp: (sig != vrrp_sig).then(|| p.vrrp().to_vec()),
+                new_garp: p.gratuitous_arps()[garp_sent..].to_vec(),
+                now,
+                pending,
+                last: ended,
+            };
+            vantages_sent = p.vantages().len();
+            garp_sent = p.gratuitous_arps().len();
+            vrrp_sig = sig;
+            if tx.send(batch).is_err() {
+                break;
+            }
+        }
+        if ended {
+            break;
+        }
+        if frames.is_multiple_of(65_536) {
+            if let Some(bar) = &o.progress {
+                bar.set_position(o.source.progress().0);
+                bar.set_message(format!(
+                    "{frames} frames, {} open connections, {} paths",
+                    o.pipeline.open_connections(),
+                    paths_out.load(Ordering::Relaxed)
+                ));
+            }
+        }
+    }
+    if let Some(bar) = o.progress.take() {
+        bar.finish_and_clear();
+    }
+    let mut all = o.pipeline.stats();
+    all.merge(&stats);
+    all.files = files;
+    Ok((
+        ReaderEnd {
+            stats: all,
+            anomalies: o.pipeline.anomalies(),
+            warnings: o.source.warnings().to_vec(),
+        },
+        o.pipeline.vantages().to_vec(),
+        o.pipeline.vrrp().to_vec(),
+        o.pipeline.gratuitous_arps().to_vec(),
+    ))
+}
