@@ -3,6 +3,10 @@
 
 mod cli;
 
+/// See Cargo.toml: cross-thread frees between the reader and the correlation thread.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

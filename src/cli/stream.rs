@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 
 /// Frames between two batches sent to the engine.
-const FRAMES_PER_BATCH: u64 = 64;
+const FRAMES_PER_BATCH: u64 = 1024;
 /// Batches in flight between the threads.
-const BATCHES_IN_FLIGHT: usize = 64;
+const BATCHES_IN_FLIGHT: usize = 8;
 
 /// What a streamed run leaves besides its paths.
 pub(crate) struct Streamed {
