@@ -127,6 +127,9 @@ counters! {
     /// capture, or NAT'd replies captured under other addresses) that stopped holding
     /// correlation back after `ONE_WAY_GRACE`.
     http_pending_one_way,
+    /// Segment summaries recorded for diagrams that gave way to newer ones (more
+    /// than `SegmentJournal::MAX_PER_CONNECTION` between two transactions).
+    segments_not_kept,
     /// Responses with no request to pair with.
     http_orphan_responses,
     /// Messages that could not be parsed (bad start line, header syntax, chunk size).

@@ -6,7 +6,7 @@ use crate::capture::{Frame, IfaceId, Interfaces};
 use crate::decode::{Decoder, Network, Transport};
 use crate::http::{HttpAnalyzer, HttpConn, HttpTransaction};
 use crate::links::HostLinks;
-use crate::tcp::{TcpConfig, TcpTable, VantageId};
+use crate::tcp::{conn_key, mac_string, ConnKey, SegmentSummary, TcpConfig, TcpTable, VantageId};
 use crate::time::Ts;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -59,64 +59,61 @@ pub struct GratuitousArp {
     pub mac: String,
 }
 
-/// One TCP segment recorded by a [`Tap`], for ladder and swimlane diagrams.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct TappedSegment {
-    /// Capture time.
-    pub ts: Ts,
-    /// Where it was seen.
-    pub vantage: VantageId,
-    /// Source MAC, when the link layer has one.
-    pub src_mac: Option<String>,
-    /// Destination MAC.
-    pub dst_mac: Option<String>,
-    /// Source address.
-    pub src: std::net::SocketAddr,
-    /// Destination address.
-    pub dst: std::net::SocketAddr,
-    /// TCP flags byte.
-    pub flags: u8,
-    /// Sequence number.
-    pub seq: u32,
-    /// Acknowledgement number.
-    pub ack: u32,
-    /// Payload length on the wire.
-    pub len: u32,
-    /// The payload's first line when it starts an HTTP message (cut at 200 bytes).
-    pub first_line: Option<String>,
+/// The segments of every open connection, recorded while frames are pushed and
+/// handed to the transactions they belong to (`HttpTransaction::segments`), so that
+/// diagrams of the paths correlation keeps are drawn from the same single pass.
+///
+/// Bounded: at most [`SegmentJournal::MAX_PER_CONNECTION`] segments wait per
+/// connection (the oldest give way, counted as `segments_not_kept`), and a
+/// connection's entry goes when the TCP table drops the connection.
+#[derive(Default)]
+pub struct SegmentJournal {
+    by_conn: FxHashMap<ConnKey, std::collections::VecDeque<SegmentSummary>>,
+    last_sweep: Ts,
 }
 
-/// Records the segments of chosen connections at chosen capture points (a second
-/// pass for diagrams, so the first pass keeps no packets).
-#[derive(Clone, Debug, Default)]
-pub struct Tap {
-    /// (vantage, lower endpoint, higher endpoint) of the connections to record.
-    pub connections:
-        std::collections::HashSet<(VantageId, std::net::SocketAddr, std::net::SocketAddr)>,
-    /// Only segments in this window (capture time) are recorded.
-    pub window: (Ts, Ts),
-    /// Most segments kept.
-    pub limit: usize,
-    /// What was recorded.
-    pub segments: Vec<TappedSegment>,
-}
+impl SegmentJournal {
+    /// Segments kept per connection between two of its transactions.
+    pub const MAX_PER_CONNECTION: usize = 1024;
 
-impl Tap {
-    /// The key of a connection as the tap stores it.
-    pub fn key(
-        vantage: VantageId,
-        a: std::net::SocketAddr,
-        b: std::net::SocketAddr,
-    ) -> (VantageId, std::net::SocketAddr, std::net::SocketAddr) {
-        if a <= b {
-            (vantage, a, b)
-        } else {
-            (vantage, b, a)
+    fn record(&mut self, seg: SegmentSummary, stats: &mut Stats) {
+        let q = self.by_conn.entry(seg.conn_key()).or_default();
+        if q.len() >= Self::MAX_PER_CONNECTION {
+            q.pop_front();
+            stats.segments_not_kept += 1;
         }
+        q.push_back(seg);
+    }
+
+    /// The segments of `t`'s connection up to its last byte, and the bare ones
+    /// right after it.
+    fn take_for(&mut self, t: &HttpTransaction) -> Vec<SegmentSummary> {
+        let last = [
+            t.request.as_ref().map(|r| r.last_ts),
+            t.response.as_ref().map(|r| r.last_ts),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(Ts(i64::MIN));
+        let Some(q) = self
+            .by_conn
+            .get_mut(&conn_key(t.vantage, t.client, t.server))
+        else {
+            return Vec::new();
+        };
+        // What followed its last byte without data (ACKs, FIN, RST: the teardown of
+        // a connection closed after it) goes with it too, as far as recorded yet;
+        // the next segment with data belongs to the next transaction.
+        let mut n = q.partition_point(|s| s.ts <= last);
+        while q.get(n).is_some_and(|s| s.len == 0) {
+            n += 1;
+        }
+        q.drain(..n).collect()
     }
 }
 
-fn first_http_line(payload: &[u8]) -> Option<String> {
+fn first_http_line(payload: &[u8]) -> Option<Box<str>> {
     let head = &payload[..payload.len().min(200)];
     let line = head.split(|b| *b == b'\n').next()?;
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -127,7 +124,7 @@ fn first_http_line(payload: &[u8]) -> Option<String> {
                 .split(' ')
                 .next()
                 .is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase())));
-    is_http.then(|| text.into_owned())
+    is_http.then(|| text.into())
 }
 
 /// Most VRRP runs and gratuitous ARPs kept (a bound against hostile captures).
@@ -142,6 +139,9 @@ pub struct PipelineConfig {
     pub links: Vec<Option<HostLinks>>,
     /// Verify TCP checksums (count mismatches; never drop).
     pub verify_checksums: bool,
+    /// Record every TCP segment's summary and hand it to its transaction
+    /// ([`HttpTransaction::segments`]), for diagrams; off, nothing is recorded.
+    pub keep_segments: bool,
 }
 
 /// The whole pipeline from frames to transactions.
@@ -158,7 +158,7 @@ pub struct Pipeline {
     vrrp: Vec<VrrpRun>,
     garp: Vec<GratuitousArp>,
     last_expire: Ts,
-    tap: Option<Tap>,
+    journal: Option<SegmentJournal>,
 }
 
 impl Pipeline {
@@ -177,18 +177,8 @@ impl Pipeline {
             vrrp: Vec::new(),
             garp: Vec::new(),
             last_expire: Ts(i64::MIN),
-            tap: None,
+            journal: config.keep_segments.then(SegmentJournal::default),
         }
-    }
-
-    /// Records the segments `tap` asks for while frames are pushed.
-    pub fn set_tap(&mut self, tap: Tap) {
-        self.tap = Some(tap);
-    }
-
-    /// The tap, with what it recorded.
-    pub fn take_tap(&mut self) -> Option<Tap> {
-        self.tap.take()
     }
 
     /// Processes one frame. Completed transactions wait in [`Pipeline::drain`].
@@ -212,29 +202,24 @@ impl Pipeline {
             decoded.link.ifindex,
             interfaces,
         );
-        if let (Some(tap), Network::Ip(ip)) = (&mut self.tap, &decoded.net) {
+        if let (Some(journal), Network::Ip(ip)) = (&mut self.journal, &decoded.net) {
             if let Transport::Tcp(seg) = &ip.transport {
-                let src = std::net::SocketAddr::new(ip.src, seg.src_port);
-                let dst = std::net::SocketAddr::new(ip.dst, seg.dst_port);
-                if frame.ts >= tap.window.0
-                    && frame.ts <= tap.window.1
-                    && tap.segments.len() < tap.limit
-                    && tap.connections.contains(&Tap::key(vantage, src, dst))
-                {
-                    tap.segments.push(TappedSegment {
+                journal.record(
+                    SegmentSummary {
                         ts: frame.ts,
                         vantage,
-                        src_mac: decoded.link.src_mac.as_ref().map(mac_string),
-                        dst_mac: decoded.link.dst_mac.as_ref().map(mac_string),
-                        src,
-                        dst,
+                        src_mac: decoded.link.src_mac,
+                        dst_mac: decoded.link.dst_mac,
+                        src: std::net::SocketAddr::new(ip.src, seg.src_port),
+                        dst: std::net::SocketAddr::new(ip.dst, seg.dst_port),
                         flags: seg.flags,
                         seq: seg.seq,
                         ack: seg.ack,
                         len: seg.payload.len() as u32 + seg.missing,
                         first_line: first_http_line(seg.payload),
-                    });
-                }
+                    },
+                    &mut self.stats,
+                );
             }
         }
         match decoded.net {
@@ -290,7 +275,27 @@ impl Pipeline {
 
     /// Transactions completed since the last call.
     pub fn drain(&mut self) -> std::vec::Drain<'_, HttpTransaction> {
+        self.attach_segments();
         self.http.completed.drain(..)
+    }
+
+    /// Hands each completed transaction its connection's recorded segments, and
+    /// forgets (every 10 s of capture time) those of connections no longer tracked.
+    fn attach_segments(&mut self) {
+        let Some(journal) = &mut self.journal else {
+            return;
+        };
+        for t in &mut self.http.completed {
+            t.segments = journal.take_for(t);
+        }
+        let now = self.last_expire;
+        if now.0.saturating_sub(journal.last_sweep.0) > 10_000_000_000 {
+            journal.last_sweep = now;
+            let tcp = &mut self.tcp;
+            journal
+                .by_conn
+                .retain(|&(v, a, b), _| tcp.conn_mut(v, a, b).is_some());
+        }
     }
 
     /// Hands each transaction completed since the last call to `f`, with the vantage
@@ -299,6 +304,7 @@ impl Pipeline {
         &mut self,
         mut f: impl FnMut(&HttpTransaction, &[Vantage]) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.attach_segments();
         for t in self.http.completed.drain(..) {
             f(&t, &self.vantages)?;
         }
@@ -368,13 +374,6 @@ impl Pipeline {
     pub fn open_connections(&self) -> usize {
         self.tcp.len()
     }
-}
-
-fn mac_string(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 #[allow(clippy::too_many_arguments)]

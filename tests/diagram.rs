@@ -247,3 +247,71 @@ fn diagrams_render_in_chromium() {
         );
     }
 }
+
+/// Diagrams come from the same single pass as the paths: `--svg` works on standard
+/// input (nothing is read twice) and draws what it draws from the file, and asking
+/// for diagrams does not change the paths printed.
+#[test]
+fn svg_from_stdin_in_one_pass() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let file = repo().join("captures/cross-server/A.pcap.gz");
+    let from_file = temp_dir("svg-one-pass-file");
+    let run = flowtrace([
+        "pcap".as_ref(),
+        "--slowest".as_ref(),
+        "1".as_ref(),
+        "--svg".as_ref(),
+        from_file.as_os_str(),
+        file.as_os_str(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let plain = flowtrace(["pcap".as_ref(), "--paths".as_ref(), file.as_os_str()]);
+    assert_eq!(plain.code, 0, "{}", plain.stderr);
+    assert_eq!(run.stdout, plain.stdout, "--svg changed the paths printed");
+    let from_stdin = temp_dir("svg-one-pass-stdin");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flowtrace"))
+        .args(["pcap", "--slowest", "1", "--svg"])
+        .arg(&from_stdin)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(&file).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = |d: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&from_file), names(&from_stdin));
+    assert!(names(&from_stdin)
+        .iter()
+        .any(|n| n.ends_with("-ladder.svg")));
+    for n in names(&from_file) {
+        let a = std::fs::read_to_string(from_file.join(&n)).unwrap();
+        let b = std::fs::read_to_string(from_stdin.join(&n)).unwrap();
+        // Only the capture's name differs ("-" for standard input).
+        let a = a.replace(file.to_str().unwrap(), "-");
+        if a != b {
+            // Names may be cut to fit a box: compare the segment rows instead.
+            let rows = |s: &str| s.matches("<line").count();
+            assert_eq!(rows(&a), rows(&b), "{n} differs from stdin");
+        }
+    }
+}

@@ -6,7 +6,7 @@
 //! clock moves it on). Memory is what is in flight; the TCP table evicts idle
 //! connections as for files.
 
-use super::{correlated, diagrams, CaptureArgs, EngineArg, FormatArg, PcapArgs};
+use super::{diagrams_only, CaptureArgs, FormatArg, PcapArgs};
 use anyhow::{bail, Context, Result};
 use flowtrace::anomaly::Stats;
 use flowtrace::capture::live::{LiveOptions, LiveSource, LiveStats, Received};
@@ -196,6 +196,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
         },
         links: vec![Some(links.clone())],
         verify_checksums: false,
+        keep_segments: false,
     });
     // Name the capture points after this host, as `flowtrace pcap` names them after
     // the capture file.
@@ -385,7 +386,6 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
                 max_proxy_delay: 30.0,
                 max_request_duration: args.max_request_duration,
                 max_open_exchanges: args.max_open_exchanges,
-                engine: EngineArg::Streaming,
             },
             format: FormatArg::Text,
             output: None,
@@ -400,8 +400,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
             slowest: None,
             failed: false,
         };
-        let c = correlated(&pcap_args.capture)?;
-        diagrams(&pcap_args, &c, dir)?;
+        diagrams_only(&pcap_args, dir)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,8 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use flowtrace::anomaly::Stats;
 use flowtrace::capture::FileSource;
 use flowtrace::check::{self, Expectation};
-use flowtrace::correlate::batch::{correlate, Input};
-use flowtrace::correlate::{EngineConfig, Report};
+use flowtrace::correlate::{EngineConfig, Report, Tail};
 use flowtrace::links::{self, HostLinks};
 use flowtrace::pipeline::{Pipeline, PipelineConfig, Vantage};
 use flowtrace::render::paths::PathWriter;
@@ -94,16 +93,6 @@ pub(crate) struct CaptureArgs {
     /// counted as forced rounds).
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     max_open_exchanges: usize,
-    /// The correlation engine: `streaming` (bounded memory), or `batch` (the first
-    /// engine, holding the whole run; kept to compare the two).
-    #[arg(long, value_enum, default_value_t = EngineArg::Streaming, hide = true)]
-    engine: EngineArg,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum EngineArg {
-    Streaming,
-    Batch,
 }
 
 fn secs_ns(flag: &str, secs: f64) -> Result<i64> {
@@ -273,7 +262,8 @@ struct Opened {
     progress: Option<ProgressBar>,
 }
 
-fn open(args: &CaptureArgs) -> Result<Opened> {
+/// Opens the captures; `keep_segments`: record segment summaries for diagrams.
+fn open(args: &CaptureArgs, keep_segments: bool) -> Result<Opened> {
     if args.idle_timeout.is_nan() || args.idle_timeout <= 0.0 {
         bail!("--idle-timeout must be a positive number of seconds");
     }
@@ -287,6 +277,7 @@ fn open(args: &CaptureArgs) -> Result<Opened> {
         },
         links: links.clone(),
         verify_checksums: args.verify_checksums,
+        keep_segments,
     });
     let progress =
         (!args.no_progress && io::stderr().is_terminal()).then(|| match source.progress().1 {
@@ -365,7 +356,7 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
     if args.paths || args.truth.is_some() || args.svg.is_some() {
         return paths(args, format);
     }
-    let mut opened = open(&args.capture)?;
+    let mut opened = open(&args.capture, false)?;
     let mut writer = Writer::new(output(&args.output)?, format, args.headers)?;
     let mut stats = Stats::default();
     read_all(&mut opened, &mut stats, |p| {
@@ -394,86 +385,47 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
 /// diagrams).
 pub(crate) struct Correlated {
     report: Report,
-    vantages: Vec<Vantage>,
 }
 
 /// Every path of the run, with the report around them.
 pub(crate) fn correlated(args: &CaptureArgs) -> Result<Correlated> {
-    if args.engine == EngineArg::Batch {
-        return batch_correlated(args);
-    }
     let mut paths = Vec::new();
-    let s = stream_paths(args, |p| {
+    let s = stream_paths(args, false, |p| {
         paths.push(p);
         Ok(())
     })?;
     Ok(Correlated {
         report: s.tail.into_report(paths),
-        vantages: s.vantages,
     })
 }
 
-/// The batch engine: keeps every transaction, then correlates them.
-fn batch_correlated(args: &CaptureArgs) -> Result<Correlated> {
-    let mut opened = open(args)?;
-    let mut stats = Stats::default();
-    let mut transactions = Vec::new();
-    read_all(&mut opened, &mut stats, |p| {
-        transactions.extend(p.drain());
-        Ok(())
-    })?;
-    let files = opened.source.file_names();
-    let pipeline = &opened.pipeline;
-    let names = load_names(&args.names)?;
-    let report = correlate(&Input {
-        transactions: &transactions,
-        vantages: pipeline.vantages(),
-        files: &files,
-        links: &opened.links,
-        vrrp: pipeline.vrrp(),
-        garp: pipeline.gratuitous_arps(),
-        offset_overrides: &opened.offsets,
-        names: names.as_ref(),
-    });
-    Ok(Correlated {
-        report,
-        vantages: pipeline.vantages().to_vec(),
-    })
+/// The paths `--path`, `--uri`, `--slowest` and `--failed` ask to draw.
+fn selection(args: &PcapArgs) -> flowtrace::diagram::Selection {
+    flowtrace::diagram::Selection {
+        ids: args.path_ids.clone(),
+        uri: args.uri.clone(),
+        slowest: args.slowest,
+        failed: args.failed,
+    }
 }
 
-/// Draws the chosen paths and the topology into `--svg DIR`.
-pub(crate) fn diagrams(args: &PcapArgs, c: &Correlated, dir: &std::path::Path) -> Result<()> {
-    use flowtrace::diagram::{self, export, Selection};
+/// Draws the paths `keeper` kept and the topology into `dir`, and says which files
+/// it wrote. `tail` gives the address book, the clock offsets and the VIP holders.
+fn draw(
+    args: &PcapArgs,
+    dir: &std::path::Path,
+    keeper: flowtrace::diagram::Keeper,
+    tail: Tail,
+    vantages: &[Vantage],
+) -> Result<()> {
+    use flowtrace::diagram::{self, export};
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let write = |name: String, text: &str| -> Result<()> {
         let path = dir.join(&name);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
     };
-    let ids = diagram::select(
-        &c.report,
-        &Selection {
-            ids: args.path_ids.clone(),
-            uri: args.uri.clone(),
-            slowest: args.slowest,
-            failed: args.failed,
-        },
-    );
-    // A second pass records the packets of the chosen paths' connections.
-    let mut opened = open(&args.capture)?;
-    opened
-        .pipeline
-        .set_tap(diagram::tap_for(&c.report, &ids, &c.vantages));
-    let mut stats = Stats::default();
-    read_all(&mut opened, &mut stats, |p| {
-        p.drain().for_each(drop);
-        Ok(())
-    })?;
-    let tapped = opened
-        .pipeline
-        .take_tap()
-        .map(|t| t.segments)
-        .unwrap_or_default();
-    let topology = diagram::topology(&c.report);
+    let (kept, topology) = keeper.finish(&tail.vip_timeline);
+    let report = tail.into_report(Vec::new());
     let mut written = vec!["topology.svg".to_string()];
     write("topology.svg".into(), &topology.svg())?;
     if args.dot {
@@ -484,14 +436,11 @@ pub(crate) fn diagrams(args: &PcapArgs, c: &Correlated, dir: &std::path::Path) -
         write("topology.mmd".into(), &export::topology_mermaid(&topology))?;
         written.push("topology.mmd".into());
     }
-    for id in ids {
-        let p = &c.report.paths[id];
-        write(
-            format!("path-{id}-chain.svg"),
-            &diagram::chain(&c.report, p),
-        )?;
+    for p in &kept {
+        let id = p.id;
+        write(format!("path-{id}-chain.svg"), &diagram::chain(&report, p))?;
         written.push(format!("path-{id}-chain.svg"));
-        for (page, svg) in diagram::ladder(&c.report, p, &c.vantages, &tapped)
+        for (page, svg) in diagram::ladder(&report, p, vantages, &p.segments)
             .iter()
             .enumerate()
         {
@@ -505,7 +454,7 @@ pub(crate) fn diagrams(args: &PcapArgs, c: &Correlated, dir: &std::path::Path) -
         }
         write(
             format!("path-{id}-swimlanes.svg"),
-            &diagram::swimlanes(&c.report, p, &c.vantages, &tapped),
+            &diagram::swimlanes(&report, p, vantages, &p.segments),
         )?;
         written.push(format!("path-{id}-swimlanes.svg"));
         if args.dot {
@@ -526,77 +475,75 @@ pub(crate) fn diagrams(args: &PcapArgs, c: &Correlated, dir: &std::path::Path) -
     Ok(())
 }
 
+/// Correlates `args`' captures in one pass and draws the diagrams into `dir`,
+/// printing nothing else (`flowtrace live --svg` over its `-w` file).
+pub(crate) fn diagrams_only(args: &PcapArgs, dir: &std::path::Path) -> Result<()> {
+    let mut keeper = flowtrace::diagram::Keeper::new(selection(args));
+    let s = stream_paths(&args.capture, true, |p| {
+        keeper.offer(&p);
+        Ok(())
+    })?;
+    draw(args, dir, keeper, s.tail, &s.vantages)
+}
+
 fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
-    if args.truth.is_none() && args.svg.is_none() && args.capture.engine == EngineArg::Streaming {
-        // Paths go out as they are final; nothing of them is kept.
-        let mut writer = PathWriter::new(output(&args.output)?, format)?;
-        let s = stream_paths(&args.capture, |p| Ok(writer.path(&p)?))?;
-        writer.finish(&s.tail, &s.summary())?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let c = correlated(&args.capture)?;
-    if let Some(dir) = &args.svg {
-        diagrams(&args, &c, dir)?;
-    }
-    let mut out = output(&args.output)?;
     if let Some(truth) = &args.truth {
-        let text = std::fs::read_to_string(truth)
-            .with_context(|| format!("cannot read {}", truth.display()))?;
-        let scored = flowtrace::score::score(&c.report, &text)
-            .with_context(|| truth.display().to_string())?;
-        if format == Format::Text {
-            let line = |name: &str, s: &flowtrace::score::Score| {
-                format!(
-                    "{name:18} precision {:7.3} %  recall {:7.3} %  ({} right of {} produced, {} expected)",
-                    s.precision * 100.0,
-                    s.recall * 100.0,
-                    s.correct,
-                    s.produced,
-                    s.expected
-                )
-            };
-            writeln!(
-                out,
-                "{} truth requests, {} paths",
-                scored.truth_requests, scored.paths
-            )?;
-            writeln!(out, "{}", line("whole paths", &scored.paths_exact))?;
-            for (k, v) in &scored.links {
-                writeln!(out, "{}", line(k, v))?;
-            }
-            for m in &scored.mistakes {
-                writeln!(out, "  {m}")?;
-            }
-        } else {
-            serde_json::to_writer(&mut out, &scored)?;
-            writeln!(out)?;
-        }
-        out.flush()?;
-        return Ok(ExitCode::SUCCESS);
+        return score_run(&args, truth, format);
     }
-    match format {
-        Format::Text => {
-            flowtrace::render::paths::write_report(&mut out, &c.report)?;
+    // Paths go out as they are final; only those the diagrams may draw are kept.
+    let mut writer = PathWriter::new(output(&args.output)?, format)?;
+    let mut keeper = args
+        .svg
+        .as_ref()
+        .map(|_| flowtrace::diagram::Keeper::new(selection(&args)));
+    let s = stream_paths(&args.capture, keeper.is_some(), |p| {
+        if let Some(k) = &mut keeper {
+            k.offer(&p);
         }
-        Format::Json | Format::Jsonl => {
-            let mut doc = serde_json::to_value(&c.report)?;
-            if format == Format::Json {
-                serde_json::to_writer(&mut out, &doc)?;
-                writeln!(out)?;
-            } else {
-                let map = doc.as_object_mut().expect("report is an object");
-                let paths = map.remove("paths").unwrap_or_default();
-                for p in paths.as_array().into_iter().flatten() {
-                    let mut p = p.clone();
-                    p["type"] = "path".into();
-                    serde_json::to_writer(&mut out, &p)?;
-                    writeln!(out)?;
-                }
-                map.insert("type".into(), "summary".into());
-                serde_json::to_writer(&mut out, &doc)?;
-                writeln!(out)?;
-            }
+        Ok(writer.path(&p)?)
+    })?;
+    writer.finish(&s.tail, &s.summary())?;
+    if let (Some(dir), Some(keeper)) = (&args.svg, keeper) {
+        draw(&args, dir, keeper, s.tail, &s.vantages)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--truth`: scores every path against the lab's ground truth (the scorer holds
+/// all paths: a lab tool, for runs of lab size).
+fn score_run(args: &PcapArgs, truth: &std::path::Path, format: Format) -> Result<ExitCode> {
+    let c = correlated(&args.capture)?;
+    let mut out = output(&args.output)?;
+    let text = std::fs::read_to_string(truth)
+        .with_context(|| format!("cannot read {}", truth.display()))?;
+    let scored =
+        flowtrace::score::score(&c.report, &text).with_context(|| truth.display().to_string())?;
+    if format == Format::Text {
+        let line = |name: &str, s: &flowtrace::score::Score| {
+            format!(
+                "{name:18} precision {:7.3} %  recall {:7.3} %  ({} right of {} produced, {} expected)",
+                s.precision * 100.0,
+                s.recall * 100.0,
+                s.correct,
+                s.produced,
+                s.expected
+            )
+        };
+        writeln!(
+            out,
+            "{} truth requests, {} paths",
+            scored.truth_requests, scored.paths
+        )?;
+        writeln!(out, "{}", line("whole paths", &scored.paths_exact))?;
+        for (k, v) in &scored.links {
+            writeln!(out, "{}", line(k, v))?;
         }
+        for m in &scored.mistakes {
+            writeln!(out, "  {m}")?;
+        }
+    } else {
+        serde_json::to_writer(&mut out, &scored)?;
+        writeln!(out)?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

@@ -75,12 +75,14 @@ struct ReaderEnd {
 }
 
 /// Reads every capture through the pipeline and the streaming correlation engine,
-/// handing each request path to `each` as soon as it is final.
+/// handing each request path to `each` as soon as it is final (with its segment
+/// summaries when `keep_segments`, for diagrams).
 pub(crate) fn stream_paths(
     args: &CaptureArgs,
+    keep_segments: bool,
     mut each: impl FnMut(RequestPath) -> Result<()>,
 ) -> Result<Streamed> {
-    let o = open(args)?;
+    let o = open(args, keep_segments)?;
     let names = load_names(&args.names)?;
     let files = o.source.file_names();
     let cfg = engine_config(args, o.offsets.clone())?;

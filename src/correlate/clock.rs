@@ -220,4 +220,84 @@ mod tests {
         assert!((o[1].offset_s - 3.0).abs() < 1e-9);
         assert_eq!(o[1].samples, 2 * SAMPLES_KEPT);
     }
+
+    /// One exchange seen by captures `x` and `y`, `y`'s clock `offset_s` ahead, with
+    /// 1 ms each way between them.
+    fn seen(x: usize, y: usize, offset_s: f64) -> [(usize, i64, i64); 2] {
+        let off = (offset_s * 1e9) as i64;
+        [(x, 0, 5_000_000), (y, off + 1_000_000, off + 4_000_000)]
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn the_order_of_captures_in_a_sample_does_not_matter() {
+        let mut c = ClockEstimator::new(vec!["a".into(), "b".into()], vec![None, None]);
+        let [x, y] = seen(0, 1, 2.0);
+        c.observe(&[y, x]);
+        assert!(close(c.estimate()[1].offset_s, 2.0));
+        // Seen from b: a is 2 s behind.
+        let mut c = ClockEstimator::new(vec!["a".into(), "b".into()], vec![None, Some(0.0)]);
+        c.observe(&seen(1, 0, -2.0));
+        let o = c.estimate();
+        assert_eq!(o[0].method, ClockMethod::Exchanges);
+        assert!(close(o[0].offset_s, -2.0), "{}", o[0].offset_s);
+    }
+
+    #[test]
+    fn offsets_chain_through_captures_and_prefer_the_best_connected() {
+        let files = vec!["a".into(), "b".into(), "c".into()];
+        let mut c = ClockEstimator::new(files, vec![None, None, None]);
+        for _ in 0..5 {
+            c.observe(&seen(0, 1, 1.0));
+            c.observe(&seen(1, 2, 0.5));
+        }
+        let o = c.estimate();
+        assert!(close(o[2].offset_s, 1.5), "{}", o[2].offset_s);
+        assert_eq!(o[2].method, ClockMethod::Exchanges);
+        // One contradicting sample a-c loses to five b-c ones.
+        c.observe(&seen(0, 2, 9.0));
+        assert!(close(c.estimate()[2].offset_s, 1.5));
+        assert_eq!(c.samples(), 11);
+    }
+
+    #[test]
+    fn the_median_ignores_outliers_and_the_spread_gives_the_uncertainty() {
+        let mut c = ClockEstimator::new(vec!["a".into(), "b".into()], vec![None, None]);
+        for _ in 0..9 {
+            c.observe(&seen(0, 1, 1.0));
+        }
+        c.observe(&seen(0, 1, 50.0));
+        c.observe(&seen(0, 1, -50.0));
+        let o = c.estimate();
+        assert!(close(o[1].offset_s, 1.0));
+        assert_eq!(o[1].uncertainty_s, 0.0);
+
+        let mut c = ClockEstimator::new(vec!["a".into(), "b".into()], vec![None, None]);
+        for s in [1.0, 1.2, 1.1] {
+            c.observe(&seen(0, 1, s));
+        }
+        let o = c.estimate();
+        assert!((o[1].offset_s - 1.1).abs() < 1e-6);
+        // MAD 0.1, scaled by 1.4826, over sqrt(3).
+        let want = 0.1 * 1.4826 / 3f64.sqrt();
+        assert!(
+            (o[1].uncertainty_s - want).abs() < 1e-6,
+            "{}",
+            o[1].uncertainty_s
+        );
+    }
+
+    #[test]
+    fn a_capture_paired_with_itself_is_no_sample() {
+        let mut c = ClockEstimator::new(vec!["a".into(), "b".into()], vec![None, None]);
+        c.observe(&[(0, 0, 1), (0, 5, 6)]);
+        c.observe(&[(1, 0, 1)]);
+        assert_eq!(c.samples(), 0);
+        assert_eq!(c.estimate()[1].method, ClockMethod::None);
+        assert!(!c.settled(0));
+        assert!(ClockEstimator::new(Vec::new(), Vec::new()).is_empty());
+    }
 }

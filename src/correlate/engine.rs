@@ -1006,11 +1006,13 @@ impl Engine {
         let mut hops: Vec<Hop> = Vec::new();
         let mut stack: Vec<(u64, Option<usize>)> = vec![(root, None)];
         let mut complete = true;
+        let mut visited: Vec<u64> = Vec::new();
         while let Some((e, parent)) = stack.pop() {
             if hops.len() >= MAX_HOPS {
                 complete = false;
                 break;
             }
+            visited.push(e);
             let ex = &self.exchanges[&e];
             let first = ex.first();
             let last = ex.last();
@@ -1139,6 +1141,17 @@ impl Engine {
                 self.anomalies_not_kept += 1;
             }
         }
+        let root_transaction = rfirst.tx;
+        // The segments go with the path (the exchanges are dropped next).
+        let mut segments = Vec::new();
+        for e in visited {
+            if let Some(ex) = self.exchanges.get_mut(&e) {
+                for v in &mut ex.views {
+                    segments.append(&mut v.segments);
+                }
+            }
+        }
+        segments.sort_by_key(|s: &crate::tcp::SegmentSummary| (s.ts, s.vantage));
         RequestPath {
             schema_version: PATH_SCHEMA_VERSION,
             id,
@@ -1147,7 +1160,8 @@ impl Engine {
             end_ts: end,
             vip,
             hops,
-            root_transaction: rfirst.tx,
+            root_transaction,
+            segments,
         }
     }
 

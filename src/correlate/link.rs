@@ -246,3 +246,6 @@ pub(crate) fn confidence(chosen: f64, runner_up: Option<f64>) -> f64 {
     };
     (c * 100.0).round() / 100.0
 }
+
+#[cfg(test)]
+mod tests;

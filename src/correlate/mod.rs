@@ -19,7 +19,6 @@
 //! 5. **Summary** ([`summary`]): counts, latency histograms per role, slowest paths.
 
 mod assign;
-pub mod batch;
 pub mod clock;
 pub mod engine;
 pub(crate) mod link;

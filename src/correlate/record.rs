@@ -280,6 +280,8 @@ pub(crate) struct View {
     /// Offset (ns) subtracted from this view's capture times.
     pub shift: i64,
     pub msg: Rc<Msg>,
+    /// The transaction's segments, when the run keeps them for diagrams.
+    pub segments: Vec<crate::tcp::SegmentSummary>,
 }
 
 impl View {
@@ -311,6 +313,7 @@ impl View {
             ttl: t.conn_ttl[0].unwrap_or(0),
             shift,
             msg,
+            segments: t.segments.clone(),
         })
     }
 
@@ -384,3 +387,6 @@ pub(crate) fn order_views(views: &mut Vec<View>, owns: &impl Fn(usize, IpAddr) -
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

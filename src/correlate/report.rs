@@ -273,6 +273,11 @@ pub struct RequestPath {
     /// runs of the correlation over a growing window; `flowtrace live` uses it).
     #[serde(skip)]
     pub root_transaction: u64,
+    /// The segments of every connection of the path at every capture point, when the
+    /// run keeps them for diagrams (`PipelineConfig::keep_segments`); not part of
+    /// the JSON record.
+    #[serde(skip)]
+    pub segments: Vec<crate::tcp::SegmentSummary>,
 }
 
 impl RequestPath {

@@ -48,3 +48,6 @@ pub(crate) fn product_and_role(
     };
     (product, role)
 }
+
+#[cfg(test)]
+mod tests;

@@ -112,6 +112,7 @@ mod tests {
             vip: None,
             hops: vec![hop],
             root_transaction: id as u64,
+            segments: Vec::new(),
         }
     }
 

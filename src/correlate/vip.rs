@@ -115,3 +115,6 @@ pub fn failovers(
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,7 +7,8 @@ use super::draw::{Canvas, Color};
 use super::{clean, hop_title, vantage_id};
 use crate::correlate::{HopKind, Report, RequestPath};
 use crate::decode::TcpSegment;
-use crate::pipeline::{Tap, TappedSegment, Vantage};
+use crate::pipeline::Vantage;
+use crate::tcp::{conn_key, SegmentSummary};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
@@ -40,7 +41,7 @@ fn flag_names(flags: u8) -> String {
 }
 
 struct Row<'a> {
-    seg: &'a TappedSegment,
+    seg: &'a SegmentSummary,
     /// Clock-corrected time.
     t: i64,
     phase: usize,
@@ -53,7 +54,7 @@ pub fn ladder(
     report: &Report,
     path: &RequestPath,
     vantages: &[Vantage],
-    tapped: &[TappedSegment],
+    tapped: &[SegmentSummary],
 ) -> Vec<String> {
     // One view per hop: where its client sent it (the first capture point).
     let hops: Vec<_> = path
@@ -68,7 +69,7 @@ pub fn ladder(
             continue;
         };
         if let Some(v) = vantage_id(vantages, &view.capture.file, &view.capture.interface) {
-            phase_of.insert(Tap::key(v, view.client, view.server), i);
+            phase_of.insert(conn_key(v, view.client, view.server), i);
         }
         for ip in [view.client.ip(), view.server.ip()] {
             if !columns.contains(&ip) {
@@ -88,10 +89,10 @@ pub fn ladder(
         path.start_ts.0 - super::MARGIN_NS,
         path.end_ts.0 + super::MARGIN_NS,
     );
-    let mut segs: Vec<(&TappedSegment, usize, i64)> = tapped
+    let mut segs: Vec<(&SegmentSummary, usize, i64)> = tapped
         .iter()
         .filter_map(|s| {
-            let phase = *phase_of.get(&Tap::key(s.vantage, s.src, s.dst))?;
+            let phase = *phase_of.get(&conn_key(s.vantage, s.src, s.dst))?;
             let t = s.ts.0 - offset_of(s.vantage);
             (t >= window.0 && t <= window.1).then_some((s, phase, t))
         })

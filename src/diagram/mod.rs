@@ -14,13 +14,12 @@ mod ladder;
 mod swimlanes;
 mod topology;
 
-use crate::correlate::{Hop, HopKind, PathStatus, Report, RequestPath};
-use crate::pipeline::{Tap, Vantage};
-use crate::time::Ts;
+use crate::correlate::{Hop, HopKind, PathStatus, Report, RequestPath, VipHolding};
+use crate::pipeline::Vantage;
 use draw::{Canvas, Color};
 pub use ladder::ladder;
 pub use swimlanes::swimlanes;
-pub use topology::{topology, Topology};
+pub use topology::{topology, Topology, TopologyBuilder};
 
 /// Which paths to draw.
 #[derive(Clone, Debug, Default)]
@@ -35,95 +34,110 @@ pub struct Selection {
     pub failed: bool,
 }
 
+impl Selection {
+    fn nothing_asked(&self) -> bool {
+        self.ids.is_empty() && self.uri.is_none() && self.slowest.is_none() && !self.failed
+    }
+}
+
 /// Most paths drawn in one run (each gives three files).
 pub const MAX_PATHS: usize = 20;
 
-/// The ids of the paths to draw: what `sel` asks for, or by default the slowest
-/// complete path (and the first failed one, if any failed).
-pub fn select(report: &Report, sel: &Selection) -> Vec<usize> {
-    let mut out: Vec<usize> = sel
-        .ids
-        .iter()
-        .copied()
-        .filter(|&i| i < report.paths.len())
-        .collect();
-    if let Some(pattern) = &sel.uri {
-        out.extend(
-            report
-                .paths
-                .iter()
-                .filter(|p| {
-                    p.hops
-                        .first()
-                        .and_then(|h| h.uri.as_deref())
-                        .is_some_and(|u| crate::check::glob(pattern, u))
-                })
-                .map(|p| p.id),
-        );
-    }
-    if let Some(n) = sel.slowest {
-        let mut by_time: Vec<&RequestPath> = report.paths.iter().collect();
-        by_time.sort_by_key(|p| std::cmp::Reverse(p.end_ts.0 - p.start_ts.0));
-        out.extend(by_time.into_iter().take(n).map(|p| p.id));
-    }
-    if sel.failed {
-        out.extend(
-            report
-                .paths
-                .iter()
-                .filter(|p| p.status == PathStatus::Failed)
-                .map(|p| p.id),
-        );
-    }
-    let nothing_asked =
-        sel.ids.is_empty() && sel.uri.is_none() && sel.slowest.is_none() && !sel.failed;
-    if nothing_asked {
-        if let Some(p) = report
-            .paths
-            .iter()
-            .filter(|p| p.status == PathStatus::Complete)
-            .max_by_key(|p| {
-                (
-                    p.hops.iter().filter(|h| h.kind == HopKind::Http).count(),
-                    p.end_ts.0 - p.start_ts.0,
-                )
-            })
-        {
-            out.push(p.id);
-        }
-        if let Some(p) = report.paths.iter().find(|p| p.status == PathStatus::Failed) {
-            out.push(p.id);
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|id| seen.insert(*id));
-    out.truncate(MAX_PATHS);
-    out
+/// Keeps the paths a run will draw, with their segments, while every path streams
+/// by ([`Keeper::offer`]): what [`Selection`] asks for, or by default the slowest
+/// complete path with the most hops and the first failed one. At most
+/// [`MAX_PATHS`] paths per kind of choice are held at any time, so a run of any
+/// length draws in bounded memory; the topology is built from every path on the way.
+pub struct Keeper {
+    sel: Selection,
+    by_id: Vec<RequestPath>,
+    by_uri: Vec<RequestPath>,
+    /// The slowest so far: (duration, path), at most `slowest` of them.
+    slowest: Vec<(i64, RequestPath)>,
+    failed: Vec<RequestPath>,
+    /// Default choice: the best complete path by (HTTP hops, duration).
+    best: Option<((usize, i64), RequestPath)>,
+    first_failed: Option<RequestPath>,
+    topology: TopologyBuilder,
 }
 
-/// A tap recording every segment of the connections of the chosen paths, at every
-/// capture point that saw them, in their time window.
-pub fn tap_for(report: &Report, ids: &[usize], vantages: &[Vantage]) -> Tap {
-    let mut tap = Tap {
-        limit: 200_000,
-        window: (Ts(i64::MAX), Ts(i64::MIN)),
-        ..Tap::default()
-    };
-    for &id in ids {
-        let p = &report.paths[id];
-        // A connection's segments may come well before and after the request
-        // (handshake, teardown of keep-alive connections): a generous window.
-        tap.window.0 = tap.window.0.min(Ts(p.start_ts.0 - 2_000_000_000));
-        tap.window.1 = tap.window.1.max(Ts(p.end_ts.0 + 2_000_000_000));
-        for h in p.hops.iter().filter(|h| h.kind == HopKind::Http) {
-            for s in &h.seen_at {
-                if let Some(v) = vantage_id(vantages, &s.capture.file, &s.capture.interface) {
-                    tap.connections.insert(Tap::key(v, s.client, s.server));
+impl Keeper {
+    /// A keeper for `sel`.
+    pub fn new(sel: Selection) -> Keeper {
+        Keeper {
+            sel,
+            by_id: Vec::new(),
+            by_uri: Vec::new(),
+            slowest: Vec::new(),
+            failed: Vec::new(),
+            best: None,
+            first_failed: None,
+            topology: TopologyBuilder::default(),
+        }
+    }
+
+    /// Sees one path; keeps a copy (with its segments) when it may be drawn.
+    pub fn offer(&mut self, p: &RequestPath) {
+        self.topology.add(p);
+        let sel = &self.sel;
+        let took = p.end_ts.0 - p.start_ts.0;
+        if sel.ids.contains(&p.id) && self.by_id.len() < MAX_PATHS {
+            self.by_id.push(p.clone());
+        }
+        if let Some(pattern) = &sel.uri {
+            let matches = p
+                .hops
+                .first()
+                .and_then(|h| h.uri.as_deref())
+                .is_some_and(|u| crate::check::glob(pattern, u));
+            if matches && self.by_uri.len() < MAX_PATHS {
+                self.by_uri.push(p.clone());
+            }
+        }
+        if let Some(n) = sel.slowest {
+            let n = n.min(MAX_PATHS);
+            // Ties keep the earlier path, as a stable sort of all paths would.
+            let pos = self.slowest.partition_point(|(t, _)| *t >= took);
+            if pos < n {
+                self.slowest.insert(pos, (took, p.clone()));
+                self.slowest.truncate(n);
+            }
+        }
+        if sel.failed && p.status == PathStatus::Failed && self.failed.len() < MAX_PATHS {
+            self.failed.push(p.clone());
+        }
+        if sel.nothing_asked() {
+            if p.status == PathStatus::Complete {
+                let hops = p.hops.iter().filter(|h| h.kind == HopKind::Http).count();
+                let key = (hops, took);
+                // The last of equals wins, as `Iterator::max_by_key` would choose.
+                if self.best.as_ref().is_none_or(|(k, _)| key >= *k) {
+                    self.best = Some((key, p.clone()));
                 }
+            }
+            if p.status == PathStatus::Failed && self.first_failed.is_none() {
+                self.first_failed = Some(p.clone());
             }
         }
     }
-    tap
+
+    /// The paths to draw (ids first, then URI matches, the slowest, the failed, the
+    /// default choice; each once, at most [`MAX_PATHS`]), and the topology with the
+    /// VIP holders of `vip_timeline`.
+    pub fn finish(self, vip_timeline: &[VipHolding]) -> (Vec<RequestPath>, Topology) {
+        let mut by_id = self.by_id;
+        by_id.sort_by_key(|p| self.sel.ids.iter().position(|i| *i == p.id));
+        let mut out: Vec<RequestPath> = by_id;
+        out.extend(self.by_uri);
+        out.extend(self.slowest.into_iter().map(|(_, p)| p));
+        out.extend(self.failed);
+        out.extend(self.best.map(|(_, p)| p));
+        out.extend(self.first_failed);
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|p| seen.insert(p.id));
+        out.truncate(MAX_PATHS);
+        (out, self.topology.finish(vip_timeline))
+    }
 }
 
 /// The vantage id of a capture point named by file and interface.

@@ -7,7 +7,8 @@
 use super::draw::{Canvas, Color};
 use super::{clean, draw_table, name_table, vantage_id};
 use crate::correlate::{HopKind, Report, RequestPath};
-use crate::pipeline::{Tap, TappedSegment, Vantage};
+use crate::pipeline::Vantage;
+use crate::tcp::{conn_key, mac_string, SegmentSummary};
 use std::collections::HashMap;
 
 /// Most packet columns drawn (each is one packet seen at several capture points).
@@ -18,7 +19,7 @@ pub fn swimlanes(
     report: &Report,
     path: &RequestPath,
     vantages: &[Vantage],
-    tapped: &[TappedSegment],
+    tapped: &[SegmentSummary],
 ) -> String {
     // Lanes: capture points in path order.
     let mut lanes: Vec<u32> = Vec::new();
@@ -32,20 +33,20 @@ pub fn swimlanes(
                 if !lanes.contains(&v) {
                     lanes.push(v);
                 }
-                keys.insert(Tap::key(v, s.client, s.server));
+                keys.insert(conn_key(v, s.client, s.server));
                 view_rank
-                    .entry(Tap::key(v, s.client, s.server))
+                    .entry(conn_key(v, s.client, s.server))
                     .or_insert(rank);
             }
         }
     }
     // Packets that start an HTTP message, grouped by identity across lanes
     // (sequence and acknowledgement numbers, which NAT leaves alone).
-    let mut columns: Vec<(u32, u32, Vec<&TappedSegment>)> = Vec::new();
+    let mut columns: Vec<(u32, u32, Vec<&SegmentSummary>)> = Vec::new();
     let mut index: HashMap<(u32, u32), usize> = HashMap::new();
-    let mut starts: Vec<&TappedSegment> = tapped
+    let mut starts: Vec<&SegmentSummary> = tapped
         .iter()
-        .filter(|s| s.first_line.is_some() && keys.contains(&Tap::key(s.vantage, s.src, s.dst)))
+        .filter(|s| s.first_line.is_some() && keys.contains(&conn_key(s.vantage, s.src, s.dst)))
         .filter(|s| {
             s.ts.0 >= path.start_ts.0 - super::MARGIN_NS
                 && s.ts.0 <= path.end_ts.0 + super::MARGIN_NS
@@ -102,11 +103,11 @@ pub fn swimlanes(
     let lane_y = |v: u32| top + lane_h * lanes.iter().position(|x| *x == v).unwrap_or(0) as i32;
     for (k, (_, _, segs)) in columns.iter().enumerate() {
         let x = left + (box_w + 30) * k as i32;
-        let mut prev: Option<(&TappedSegment, i32)> = None;
+        let mut prev: Option<(&SegmentSummary, i32)> = None;
         let mut ordered = segs.clone();
         ordered.sort_by_key(|s| {
             view_rank
-                .get(&Tap::key(s.vantage, s.src, s.dst))
+                .get(&conn_key(s.vantage, s.src, s.dst))
                 .copied()
                 .unwrap_or(usize::MAX)
         });
@@ -136,7 +137,10 @@ pub fn swimlanes(
                 clean(s.first_line.as_deref().unwrap_or(""), 34),
                 format!("{} ->", s.src),
                 format!("   {}", s.dst),
-                match (&s.src_mac, &s.dst_mac) {
+                match (
+                    s.src_mac.as_ref().map(mac_string),
+                    s.dst_mac.as_ref().map(mac_string),
+                ) {
                     (Some(a), Some(b)) => format!("{a} -> {}", &b[b.len().saturating_sub(8)..]),
                     (Some(a), None) => format!("from MAC {a}"),
                     _ => "no MAC".to_string(),

@@ -5,7 +5,8 @@
 
 use super::clean;
 use super::draw::{Canvas, Color};
-use crate::correlate::{HopKind, Report, RequestPath};
+use crate::correlate::{HopKind, Report, RequestPath, VipHolding};
+use hdrhistogram::Histogram;
 use petgraph::stable_graph::{NodeIndex, StableGraph};
 use petgraph::visit::{EdgeRef, IntoEdgeReferences};
 use std::collections::BTreeMap;
@@ -24,20 +25,31 @@ pub struct Node {
 }
 
 /// Traffic between two services.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Traffic {
     /// Requests.
     pub requests: u64,
-    /// Latency of each, ms (at the callee).
-    pub latencies_ms: Vec<f64>,
+    /// Latencies at the callee, microseconds (HdrHistogram, 3 significant digits: a
+    /// map of a long run in bounded memory).
+    pub latency_us: Histogram<u64>,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        Traffic {
+            requests: 0,
+            latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+        }
+    }
 }
 
 impl Traffic {
-    /// Median latency, ms.
+    /// Median latency, ms (0 when no request was answered).
     pub fn median_ms(&self) -> f64 {
-        let mut v = self.latencies_ms.clone();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
+        if self.latency_us.is_empty() {
+            return 0.0;
+        }
+        self.latency_us.value_at_quantile(0.5) as f64 / 1e3
     }
 }
 
@@ -61,72 +73,108 @@ fn tier(role: &str) -> usize {
 
 /// Builds the topology from every path.
 pub fn topology(report: &Report) -> Topology {
-    let mut graph: StableGraph<Node, Traffic> = StableGraph::new();
-    // One node per (host, address); a request that got no answer counts toward the
-    // service at that address, whatever role its answered requests show.
-    let mut index: BTreeMap<(bool, String, String), NodeIndex> = BTreeMap::new();
-    let mut node = |graph: &mut StableGraph<Node, Traffic>, n: Node| {
-        let key = (n.role == "client", n.host.clone(), n.address.clone());
-        let i = *index
-            .entry(key)
-            .or_insert_with(|| graph.add_node(n.clone()));
-        if graph[i].role == "unanswered" && n.role != "unanswered" {
-            graph[i] = n;
-        }
-        i
-    };
-    let mut edges: BTreeMap<(NodeIndex, NodeIndex), Traffic> = BTreeMap::new();
+    let mut b = TopologyBuilder::default();
     for p in &report.paths {
+        b.add(p);
+    }
+    b.finish(&report.vip_timeline)
+}
+
+/// Most services (nodes) in a map: past it, traffic to new addresses is counted in
+/// no edge (a scan of a /16 must not grow the map without bound).
+pub const MAX_NODES: usize = 4096;
+
+/// The topology of a run built path by path, as paths stream by: nodes and edges
+/// only, never the paths.
+#[derive(Default)]
+pub struct TopologyBuilder {
+    graph: StableGraph<Node, Traffic>,
+    /// One node per (is client, host, address).
+    index: BTreeMap<(bool, String, String), NodeIndex>,
+    edges: BTreeMap<(NodeIndex, NodeIndex), Traffic>,
+    /// Hops left out because the map was full.
+    pub hops_not_drawn: u64,
+}
+
+impl TopologyBuilder {
+    fn node(&mut self, n: Node) -> Option<NodeIndex> {
+        let key = (n.role == "client", n.host.clone(), n.address.clone());
+        let i = match self.index.get(&key) {
+            Some(i) => *i,
+            None if self.index.len() >= MAX_NODES => return None,
+            None => {
+                let i = self.graph.add_node(n.clone());
+                self.index.insert(key, i);
+                i
+            }
+        };
+        // A request that got no answer counts toward the service at that address,
+        // whatever role its answered requests show.
+        if self.graph[i].role == "unanswered" && n.role != "unanswered" {
+            self.graph[i] = n;
+        }
+        Some(i)
+    }
+
+    /// Adds the hops of one path.
+    pub fn add(&mut self, p: &RequestPath) {
         let mut server_of: BTreeMap<usize, NodeIndex> = BTreeMap::new();
         for h in p.hops.iter().filter(|h| h.kind == HopKind::Http) {
             let last = h.seen_at.last();
-            let server = node(
-                &mut graph,
-                Node {
-                    role: h.role.clone().unwrap_or_default(),
-                    host: h.host.clone().unwrap_or_default(),
-                    address: last.map(|s| s.server.to_string()).unwrap_or_default(),
-                    product: h.product.clone(),
-                },
-            );
+            let Some(server) = self.node(Node {
+                role: h.role.clone().unwrap_or_default(),
+                host: h.host.clone().unwrap_or_default(),
+                address: last.map(|s| s.server.to_string()).unwrap_or_default(),
+                product: h.product.clone(),
+            }) else {
+                self.hops_not_drawn += 1;
+                continue;
+            };
             server_of.insert(h.id, server);
             let from = match h.parent.and_then(|q| server_of.get(&q).copied()) {
-                Some(parent) => parent,
+                Some(parent) => Some(parent),
                 None => {
                     let first = h.seen_at.first();
-                    node(
-                        &mut graph,
-                        Node {
-                            role: "client".into(),
-                            host: first
-                                .map(|s| crate::correlate::host_of(&s.capture.file))
-                                .unwrap_or_default(),
-                            address: first.map(|s| s.client.ip().to_string()).unwrap_or_default(),
-                            product: None,
-                        },
-                    )
+                    self.node(Node {
+                        role: "client".into(),
+                        host: first
+                            .map(|s| crate::correlate::host_of(&s.capture.file))
+                            .unwrap_or_default(),
+                        address: first.map(|s| s.client.ip().to_string()).unwrap_or_default(),
+                        product: None,
+                    })
                 }
             };
-            let t = edges.entry((from, server)).or_default();
+            let Some(from) = from else {
+                self.hops_not_drawn += 1;
+                continue;
+            };
+            let t = self.edges.entry((from, server)).or_default();
             t.requests += 1;
             if let Some(l) = h.latency_ms {
-                t.latencies_ms.push(l);
+                let us = (l * 1e3).round().clamp(1.0, 3_600_000_000.0) as u64;
+                t.latency_us.saturating_record(us);
             }
         }
     }
-    for ((a, b), t) in edges {
-        graph.add_edge(a, b, t);
-    }
-    let mut vips: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for h in report.vip_timeline.iter().filter(|h| h.priority > 0) {
-        let holders = vips.entry(h.vip.to_string()).or_default();
-        if holders.last() != Some(&h.holder) {
-            holders.push(h.holder.clone());
+
+    /// The map, with the VIP holders of `vip_timeline`.
+    pub fn finish(self, vip_timeline: &[VipHolding]) -> Topology {
+        let mut graph = self.graph;
+        for ((a, b), t) in self.edges {
+            graph.add_edge(a, b, t);
         }
-    }
-    Topology {
-        graph,
-        vips: vips.into_iter().collect(),
+        let mut vips: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for h in vip_timeline.iter().filter(|h| h.priority > 0) {
+            let holders = vips.entry(h.vip.to_string()).or_default();
+            if holders.last() != Some(&h.holder) {
+                holders.push(h.holder.clone());
+            }
+        }
+        Topology {
+            graph,
+            vips: vips.into_iter().collect(),
+        }
     }
 }
 

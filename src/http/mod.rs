@@ -190,6 +190,11 @@ pub struct HttpTransaction {
     pub handshake: crate::tcp::Handshake,
     /// TTL of the connection's first segment from the client, and from the server.
     pub conn_ttl: [Option<u8>; 2],
+    /// The connection's segments at this capture point since the previous transaction
+    /// on it, up to this one's last byte (the first transaction has the handshake).
+    /// Empty unless the pipeline keeps segments for diagrams
+    /// (`PipelineConfig::keep_segments`).
+    pub segments: Vec<crate::tcp::SegmentSummary>,
 }
 
 /// Requests awaiting their response, with the interim statuses received so far.
@@ -367,6 +372,7 @@ impl HttpAnalyzer {
             conn_seq,
             conn_ttl,
             handshake: meta.handshake,
+            segments: Vec::new(),
         });
         self.next_id += 1;
     }

@@ -146,6 +146,69 @@ pub trait StreamSink {
     fn direction_seen(&mut self, _conn: &mut Self::Conn, _meta: &ConnMeta, _dir: Dir, _ts: Ts) {}
 }
 
+/// One TCP segment as the ladder and swimlane diagrams draw it: what a packet was,
+/// without its payload (the first line of an HTTP message excepted). Kept only for
+/// a bounded selection of request paths, so that diagrams and reports are drawn
+/// from the same single pass as the paths (see `pipeline::SegmentJournal`).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SegmentSummary {
+    /// Capture time.
+    pub ts: Ts,
+    /// Where it was seen.
+    pub vantage: VantageId,
+    /// Source MAC, when the link layer has one.
+    pub src_mac: Option<[u8; 6]>,
+    /// Destination MAC.
+    pub dst_mac: Option<[u8; 6]>,
+    /// Source address.
+    pub src: SocketAddr,
+    /// Destination address.
+    pub dst: SocketAddr,
+    /// TCP flags byte.
+    pub flags: u8,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgement number.
+    pub ack: u32,
+    /// Payload length on the wire.
+    pub len: u32,
+    /// The payload's first line when it starts an HTTP message (cut at 200 bytes).
+    pub first_line: Option<Box<str>>,
+}
+
+impl SegmentSummary {
+    /// The key of the connection it belongs to at its capture point: (vantage,
+    /// lower endpoint, higher endpoint), the same for both directions.
+    pub fn conn_key(&self) -> ConnKey {
+        conn_key(self.vantage, self.src, self.dst)
+    }
+}
+
+/// A connection at a capture point, the same for both directions: (vantage, lower
+/// endpoint, higher endpoint).
+pub type ConnKey = (VantageId, SocketAddr, SocketAddr);
+
+/// The [`ConnKey`] of the connection between `a` and `b` seen at `vantage`.
+pub fn conn_key(vantage: VantageId, a: SocketAddr, b: SocketAddr) -> ConnKey {
+    if a <= b {
+        (vantage, a, b)
+    } else {
+        (vantage, b, a)
+    }
+}
+
+/// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
+pub fn mac_string(mac: &[u8; 6]) -> String {
+    let mut s = String::with_capacity(17);
+    for (i, b) in mac.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
 /// The table key: both endpoints packed as (IPv6 or IPv4-mapped address, port), so
 /// hashing and comparing is a few integer operations.
 #[derive(Hash, PartialEq, Eq, Clone, Copy, Debug)]

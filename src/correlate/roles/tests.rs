@@ -1,0 +1,106 @@
+use super::*;
+use crate::correlate::record::tests::Tx;
+use crate::correlate::record::NameBook;
+
+fn role_of(t: Tx, has_children: bool, is_root: bool) -> (Option<String>, &'static str) {
+    product_and_role(&t.msg(&mut NameBook::default()), has_children, is_root)
+}
+
+fn server(s: &str) -> Tx {
+    Tx::get("/").resp_header("Server", s)
+}
+
+#[test]
+fn kong_is_a_gateway_wherever_it_is() {
+    let via = Tx::get("/").resp_header("Via", "1.1 kong/3.4.0");
+    assert_eq!(
+        role_of(via.clone(), false, false),
+        (Some("Kong".into()), "gateway")
+    );
+    assert_eq!(role_of(via, true, false), (Some("Kong".into()), "gateway"));
+    let x = server("nginx").resp_header("X-Kong-Proxy-Latency", "1");
+    assert_eq!(role_of(x, false, false), (Some("Kong".into()), "gateway"));
+}
+
+#[test]
+fn a_server_with_upstream_hops_is_a_gateway_at_the_root_else_a_load_balancer() {
+    let t = server("nginx/1.25.3");
+    assert_eq!(
+        role_of(t.clone(), true, true),
+        (Some("nginx".into()), "gateway")
+    );
+    assert_eq!(
+        role_of(t, true, false),
+        (Some("nginx".into()), "load_balancer")
+    );
+    // Whatever it names itself.
+    assert_eq!(
+        role_of(server("gunicorn/21"), true, false).1,
+        "load_balancer"
+    );
+}
+
+#[test]
+fn a_proxy_product_without_upstream_hops_is_a_proxy() {
+    for s in [
+        "nginx",
+        "openresty/1.21 (nginx)",
+        "HAProxy",
+        "envoy",
+        "kong/3.4",
+    ] {
+        assert_eq!(role_of(server(s), false, false).1, "proxy", "{s}");
+    }
+    // Named by the Server header (without Kong's own headers it is not "Kong").
+    assert_eq!(
+        role_of(server("kong/3.4"), false, true).0.as_deref(),
+        Some("kong")
+    );
+}
+
+#[test]
+fn anything_else_without_upstream_hops_is_a_backend() {
+    assert_eq!(
+        role_of(server("gunicorn/21.2.0"), false, true),
+        (Some("gunicorn".into()), "backend")
+    );
+    assert_eq!(
+        role_of(server("Apache/2.4.58 (Unix)"), false, false),
+        (Some("Apache".into()), "backend")
+    );
+    assert_eq!(role_of(Tx::get("/"), false, false), (None, "backend"));
+    // The first Server header is the one that counts.
+    let two = server("gunicorn").resp_header("Server", "nginx");
+    assert_eq!(
+        role_of(two, false, false),
+        (Some("gunicorn".into()), "backend")
+    );
+}
+
+#[test]
+fn python_servers_are_named_python() {
+    assert_eq!(
+        role_of(server("BaseHTTP/0.6 Python/3.11.4"), false, false),
+        (Some("Python".into()), "backend")
+    );
+    assert_eq!(
+        role_of(server("SimpleHTTP/0.6 Python/3.12"), false, false)
+            .0
+            .as_deref(),
+        Some("Python")
+    );
+    assert_eq!(
+        role_of(server("Werkzeug/3.0 Python/3.11"), false, false)
+            .0
+            .as_deref(),
+        Some("Werkzeug")
+    );
+}
+
+#[test]
+fn no_response_is_unanswered_unless_it_has_upstream_hops() {
+    let t = Tx::get("/").no_response();
+    assert_eq!(role_of(t.clone(), false, true), (None, "unanswered"));
+    assert_eq!(role_of(t.clone(), true, true), (None, "gateway"));
+    assert_eq!(role_of(t, true, false), (None, "load_balancer"));
+}
