@@ -6,13 +6,13 @@
 //! clock moves it on). Memory is what is in flight; the TCP table evicts idle
 //! connections as for files.
 
-use super::{diagrams_only, CaptureArgs, FormatArg, PcapArgs};
+use super::{diagrams_only, stream, CaptureArgs, FormatArg, PcapArgs};
 use anyhow::{bail, Context, Result};
 use flowtrace::anomaly::Stats;
 use flowtrace::capture::live::{LiveOptions, LiveSource, LiveStats, Received};
 use flowtrace::capture::pcapng_writer::PcapngWriter;
 use flowtrace::capture::Frame;
-use flowtrace::correlate::{Context as Correlation, Engine, EngineConfig, RequestPath};
+use flowtrace::correlate::{Engine, EngineConfig, RequestPath, Tail};
 use flowtrace::pipeline::{Pipeline, PipelineConfig};
 use flowtrace::tcp::TcpConfig;
 use flowtrace::time::Ts;
@@ -21,7 +21,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,10 +93,13 @@ fn hostname() -> String {
 }
 
 struct Emitter {
-    out: BufWriter<Box<dyn Write>>,
+    out: BufWriter<Box<dyn Write + Send>>,
     jsonl: bool,
     next_id: usize,
-    kept: Option<Vec<RequestPath>>,
+    /// `--json FILE`: the document, its paths written as they come (nothing kept).
+    json: Option<BufWriter<File>>,
+    /// Paths written into `json` so far.
+    json_paths: usize,
     /// Paths printed more than 2 s (capture time) after their response ended.
     late: u64,
 }
@@ -115,8 +118,12 @@ impl Emitter {
         } else {
             flowtrace::render::paths::write_path(&mut self.out, &p)?;
         }
-        if let Some(k) = &mut self.kept {
-            k.push(p);
+        if let Some(j) = &mut self.json {
+            if self.json_paths > 0 {
+                j.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut *j, &p)?;
+            self.json_paths += 1;
         }
         Ok(())
     }
@@ -204,18 +211,33 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     for d in &mut ifaces.0 {
         d.file_name = host.clone();
     }
-    let out: Box<dyn Write> = match &args.output {
+    let out: Box<dyn Write + Send> = match &args.output {
         Some(p) => {
             Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
         }
-        None => Box::new(io::stdout().lock()),
+        None => Box::new(io::stdout()),
     };
     let jsonl = matches!(args.format, FormatArg::Jsonl | FormatArg::Json);
+    let json = match &args.json {
+        Some(path) => {
+            let mut f = BufWriter::new(
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+            );
+            write!(
+                f,
+                "{{\"schema_version\":{},\"paths\":[",
+                flowtrace::correlate::PATH_SCHEMA_VERSION
+            )?;
+            Some(f)
+        }
+        None => None,
+    };
     let mut emitter = Emitter {
         out: BufWriter::new(out),
         jsonl,
         next_id: 0,
-        kept: args.json.is_some().then(Vec::new),
+        json,
+        json_paths: 0,
         late: 0,
     };
     let status = (!args.no_progress && io::stderr().is_terminal())
@@ -227,151 +249,154 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     let files = vec![host.clone()];
     let live_links = [Some(links.clone())];
     let max_wait = (args.max_request_duration * 1e9).min(1e17) as i64;
-    let mut engine = Engine::new(
-        EngineConfig {
-            max_request_duration_ns: max_wait,
-            max_open_exchanges: args.max_open_exchanges,
-            ..EngineConfig::default()
-        },
-        &files,
-        &live_links,
-    );
-    let mut done: Vec<RequestPath> = Vec::new();
-    let mut completed = Vec::new();
+    let engine_config = EngineConfig {
+        max_request_duration_ns: max_wait,
+        max_open_exchanges: args.max_open_exchanges,
+        ..EngineConfig::default()
+    };
     let mut stopping = false;
     let tick_every = Duration::from_millis(100);
-    loop {
-        if !stopping
-            && (stop.load(Ordering::Relaxed)
-                || args.count.is_some_and(|c| packets >= c)
-                || args
-                    .duration
-                    .is_some_and(|d| started.elapsed().as_secs_f64() >= d))
-        {
-            // Stop reading; what is already queued is still processed (and counted).
-            source.request_stop();
-            stopping = true;
-        }
-        match source.recv(Duration::from_millis(100)) {
-            Received::Packet(p) => {
-                let frame = Frame {
-                    ts: p.ts,
-                    iface: source.iface_id(p.iface),
-                    link: source.link(p.iface),
-                    orig_len: p.orig_len,
-                    data: &p.data,
-                };
-                pipeline.push(&frame, &ifaces);
-                if let Some(w) = &mut saver {
-                    w.packet(p.iface as u32, p.ts, p.orig_len, &p.data)?;
-                }
-                packets += 1;
-                latest = latest.max(p.ts);
-                last_packet = Instant::now();
-                if pipeline.has_completed() {
-                    completed.extend(pipeline.drain());
-                    for t in &completed {
-                        engine.ingest(t, pipeline.vantages(), latest);
+    let paths_out = AtomicUsize::new(0);
+    // Capture and the pipeline on this thread, correlation and output on another
+    // (the same split as `flowtrace pcap --paths`, src/cli/stream.rs).
+    let (tx, rx) = stream::channel();
+    let mut batcher = stream::Batcher::new(tx, max_wait);
+    type Ended = (Vec<LiveStats>, Vec<String>, Stats, Tail, Emitter);
+    let (live_stats, errors, stats, tail, mut emitter) =
+        std::thread::scope(|scope| -> Result<Ended> {
+            let correlator = std::thread::Builder::new()
+                .name("flowtrace-correlate".into())
+                .spawn_scoped(scope, {
+                    let (files, live_links, names, paths_out) =
+                        (&files, &live_links, names.as_ref(), &paths_out);
+                    move || {
+                        // The engine is built here: it holds Rc-shared records and never
+                        // leaves this thread.
+                        let mut engine = Engine::new(engine_config, files, live_links);
+                        let end = stream::correlate_batches(
+                            &rx,
+                            &mut engine,
+                            files,
+                            live_links,
+                            names,
+                            paths_out,
+                            |p, now| {
+                                emitter.path(p, now)?;
+                                // A path is printed the moment it is final.
+                                emitter.out.flush()?;
+                                Ok(())
+                            },
+                        );
+                        emitter.out.flush()?;
+                        end.map(|e| (e, emitter))
                     }
-                    completed.clear();
+                })?;
+            let mut hung_up = false;
+            loop {
+                if !stopping
+                    && (stop.load(Ordering::Relaxed)
+                        || args.count.is_some_and(|c| packets >= c)
+                        || args
+                            .duration
+                            .is_some_and(|d| started.elapsed().as_secs_f64() >= d))
+                {
+                    // Stop reading; what is already queued is still processed (and
+                    // counted).
+                    source.request_stop();
+                    stopping = true;
                 }
-                if packets.is_multiple_of(64) {
-                    let pending = pipeline.pending_floor(latest, max_wait);
-                    let ctx = Correlation {
-                        vantages: pipeline.vantages(),
-                        files: &files,
-                        links: &live_links,
-                        names: names.as_ref(),
-                        vrrp: pipeline.vrrp(),
-                        garp: pipeline.gratuitous_arps(),
-                    };
-                    engine.advance(latest, pending, &ctx, &mut |p| done.push(p));
-                    for p in done.drain(..) {
-                        emitter.path(p, latest)?;
+                match source.recv(Duration::from_millis(100)) {
+                    Received::Packet(p) => {
+                        let frame = Frame {
+                            ts: p.ts,
+                            iface: source.iface_id(p.iface),
+                            link: source.link(p.iface),
+                            orig_len: p.orig_len,
+                            data: &p.data,
+                        };
+                        pipeline.push(&frame, &ifaces);
+                        if let Some(w) = &mut saver {
+                            w.packet(p.iface as u32, p.ts, p.orig_len, &p.data)?;
+                        }
+                        packets += 1;
+                        latest = latest.max(p.ts);
+                        last_packet = Instant::now();
+                        if packets.is_multiple_of(256)
+                            && !batcher.send(&mut pipeline, latest, false)
+                        {
+                            hung_up = true;
+                            break;
+                        }
+                    }
+                    // Once stopped, the readers end within milliseconds and the queue
+                    // then reports Ended.
+                    Received::Nothing => {}
+                    Received::Ended => break,
+                }
+                if !stopping && last_tick.elapsed() >= tick_every {
+                    last_tick = Instant::now();
+                    // With no traffic, time still passes: the floor follows the wall
+                    // clock.
+                    let now = Ts(latest.0 + last_packet.elapsed().as_nanos() as i64);
+                    if !batcher.send(&mut pipeline, now, false) {
+                        hung_up = true;
+                        break;
+                    }
+                    if let Some(bar) = &status {
+                        let drops: u64 = source
+                            .stats()
+                            .iter()
+                            .map(|s| s.dropped + s.if_dropped)
+                            .sum();
+                        bar.set_message(format!(
+                            "{packets} packets, {} paths, {drops} dropped, {} open connections",
+                            paths_out.load(Ordering::Relaxed),
+                            pipeline.open_connections(),
+                        ));
+                        bar.tick();
                     }
                 }
             }
-            // Once stopped, the readers end within milliseconds and the queue then
-            // reports Ended.
-            Received::Nothing => {}
-            Received::Ended => break,
-        }
-        if !stopping && last_tick.elapsed() >= tick_every {
-            last_tick = Instant::now();
-            // With no traffic, time still passes: the floor follows the wall clock.
-            let now = Ts(latest.0 + last_packet.elapsed().as_nanos() as i64);
-            let pending = pipeline.pending_floor(now, max_wait);
-            let ctx = Correlation {
-                vantages: pipeline.vantages(),
-                files: &files,
-                links: &live_links,
-                names: names.as_ref(),
-                vrrp: pipeline.vrrp(),
-                garp: pipeline.gratuitous_arps(),
+            let (live_stats, errors) = source.finish();
+            pipeline.finish();
+            if !hung_up {
+                batcher.send(&mut pipeline, latest, true);
+            }
+            drop(batcher);
+            let (end, emitter) = correlator
+                .join()
+                .map_err(|_| anyhow::anyhow!("the correlation thread panicked"))??;
+            let Some(ended) = end else {
+                bail!("correlation stopped before the end of the capture");
             };
-            engine.advance(now, pending, &ctx, &mut |p| done.push(p));
-            for p in done.drain(..) {
-                emitter.path(p, now)?;
-            }
-            emitter.out.flush()?;
-            if let Some(bar) = &status {
-                let drops: u64 = source
-                    .stats()
-                    .iter()
-                    .map(|s| s.dropped + s.if_dropped)
-                    .sum();
-                bar.set_message(format!(
-                    "{packets} packets, {} paths, {drops} dropped, {} open connections, {} exchanges held",
-                    emitter.next_id,
-                    pipeline.open_connections(),
-                    engine.open_exchanges()
-                ));
-                bar.tick();
-            }
-        }
-    }
-    let (live_stats, errors) = source.finish();
-    pipeline.finish();
-    completed.extend(pipeline.drain());
-    for t in &completed {
-        engine.ingest(t, pipeline.vantages(), latest);
-    }
-    let ctx = Correlation {
-        vantages: pipeline.vantages(),
-        files: &files,
-        links: &live_links,
-        names: names.as_ref(),
-        vrrp: pipeline.vrrp(),
-        garp: pipeline.gratuitous_arps(),
-    };
-    let tail = engine.finish(&ctx, &mut |p| done.push(p));
-    for p in done.drain(..) {
-        emitter.path(p, latest)?;
-    }
+            Ok((live_stats, errors, pipeline.stats(), ended.tail, emitter))
+        })?;
     if let Some(bar) = status {
         bar.finish_and_clear();
     }
     if let Some(w) = saver {
         w.finish()?;
     }
-    let stats = pipeline.stats();
     summary(&mut emitter, &live_stats, &stats, packets, &tail)?;
     for e in &errors {
         eprintln!("flowtrace: warning: a capture ended: {e}");
     }
-    if let Some(path) = &args.json {
-        let doc = serde_json::json!({
-            "schema_version": flowtrace::correlate::PATH_SCHEMA_VERSION,
-            "paths": emitter.kept.take().unwrap_or_default(),
+    if let Some(mut j) = emitter.json.take() {
+        let rest = serde_json::json!({
             "live": { "interfaces": live_stats, "packets": packets, "paths_printed_late": emitter.late },
             "summary": tail.summary,
             "vip_timeline": tail.vip_timeline,
             "failovers": tail.failovers,
+            "clock_offsets": tail.clock_offsets,
+            "clock_offset_changes": tail.clock_offset_changes,
             "correlation": tail.engine,
             "stats": stats,
         });
-        std::fs::write(path, serde_json::to_string(&doc)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        // The document's other members follow the paths: `{"schema_version":..,
+        // "paths":[..], <rest>}`.
+        let rest = serde_json::to_string(&rest)?;
+        write!(j, "],{}", &rest[1..])?;
+        j.flush()?;
     }
     if let (Some(dir), Some(saved)) = (&args.svg, &args.write) {
         let pcap_args = PcapArgs {

@@ -11,13 +11,15 @@ use super::{engine_config, load_names, open, CaptureArgs, Opened};
 use anyhow::{anyhow, Result};
 use flowtrace::anomaly::{AnomalyLog, Stats};
 use flowtrace::capture::Warning;
+use flowtrace::correlate::names::Names;
 use flowtrace::correlate::{Context as Correlation, Engine, RequestPath, Tail};
 use flowtrace::http::HttpTransaction;
-use flowtrace::pipeline::{GratuitousArp, Vantage, VrrpRun};
+use flowtrace::links::HostLinks;
+use flowtrace::pipeline::{GratuitousArp, Pipeline, Vantage, VrrpRun};
 use flowtrace::render::{sanitize, Summary};
 use flowtrace::time::Ts;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 /// Frames between two batches sent to the engine.
 const FRAMES_PER_BATCH: u64 = 1024;
@@ -51,7 +53,7 @@ impl Streamed {
 }
 
 /// One message from the reader to the engine.
-struct Batch {
+pub(crate) struct Batch {
     transactions: Vec<HttpTransaction>,
     /// Capture points first seen since the last batch (the list only grows).
     new_vantages: Vec<Vantage>,
@@ -59,12 +61,124 @@ struct Batch {
     vrrp: Option<Vec<VrrpRun>>,
     /// Gratuitous ARPs seen since the last batch (the list only grows).
     new_garp: Vec<GratuitousArp>,
-    /// The newest packet time.
+    /// The newest packet time (live: or the wall clock when no packet comes).
     now: Ts,
     /// The oldest request still waiting for its response.
     pending: Option<Ts>,
     /// The input ended: nothing follows.
     last: bool,
+}
+
+/// The reader's half of the channel: sends what the pipeline completed, with what
+/// changed since the last batch.
+pub(crate) struct Batcher {
+    tx: SyncSender<Batch>,
+    vantages_sent: usize,
+    garp_sent: usize,
+    vrrp_sig: (usize, u64),
+    max_wait: i64,
+}
+
+impl Batcher {
+    /// A batcher over `tx`; `max_wait` is the engine's `max_request_duration_ns`.
+    pub(crate) fn new(tx: SyncSender<Batch>, max_wait: i64) -> Batcher {
+        Batcher {
+            tx,
+            vantages_sent: 0,
+            garp_sent: 0,
+            vrrp_sig: (0, 0),
+            max_wait,
+        }
+    }
+
+    /// Sends one batch (blocking while the engine is `BATCHES_IN_FLIGHT` behind);
+    /// false when the engine side has hung up.
+    pub(crate) fn send(&mut self, p: &mut Pipeline, now: Ts, last: bool) -> bool {
+        let pending = p.pending_floor(now, self.max_wait);
+        let sig = (p.vrrp().len(), p.vrrp().iter().map(|r| r.adverts).sum());
+        let batch = Batch {
+            transactions: p.drain().collect(),
+            new_vantages: p.vantages()[self.vantages_sent..].to_vec(),
+            vrrp: (sig != self.vrrp_sig).then(|| p.vrrp().to_vec()),
+            new_garp: p.gratuitous_arps()[self.garp_sent..].to_vec(),
+            now,
+            pending,
+            last,
+        };
+        self.vantages_sent = p.vantages().len();
+        self.garp_sent = p.gratuitous_arps().len();
+        self.vrrp_sig = sig;
+        self.tx.send(batch).is_ok()
+    }
+}
+
+/// A channel between the reader and the engine, bounded so that a slow engine
+/// makes the reader wait instead of letting transactions pile up.
+pub(crate) fn channel() -> (SyncSender<Batch>, Receiver<Batch>) {
+    sync_channel(BATCHES_IN_FLIGHT)
+}
+
+/// What the engine side leaves when the input has ended.
+pub(crate) struct EngineEnd {
+    pub(crate) tail: Tail,
+    pub(crate) vantages: Vec<Vantage>,
+    pub(crate) vrrp: Vec<VrrpRun>,
+    pub(crate) garp: Vec<GratuitousArp>,
+}
+
+/// The engine's half: ingests each batch, advances the floor, and hands every path
+/// to `each` with the time it became final; on the last batch, finishes. Stops at
+/// the first error of `each`; `Ok(None)` when the reader hung up before the end.
+pub(crate) fn correlate_batches(
+    rx: &Receiver<Batch>,
+    engine: &mut Engine,
+    files: &[String],
+    links: &[Option<HostLinks>],
+    names: Option<&Names>,
+    paths_out: &AtomicUsize,
+    mut each: impl FnMut(RequestPath, Ts) -> Result<()>,
+) -> Result<Option<EngineEnd>> {
+    let mut vantages: Vec<Vantage> = Vec::new();
+    let mut vrrp: Vec<VrrpRun> = Vec::new();
+    let mut garp: Vec<GratuitousArp> = Vec::new();
+    let mut done: Vec<RequestPath> = Vec::new();
+    while let Ok(batch) = rx.recv() {
+        vantages.extend(batch.new_vantages);
+        if let Some(v) = batch.vrrp {
+            vrrp = v;
+        }
+        garp.extend(batch.new_garp);
+        for t in &batch.transactions {
+            engine.ingest(t, &vantages, batch.now);
+        }
+        drop(batch.transactions);
+        let ctx = Correlation {
+            vantages: &vantages,
+            files,
+            links,
+            names,
+            vrrp: &vrrp,
+            garp: &garp,
+        };
+        if batch.last {
+            let tail = engine.finish(&ctx, &mut |p| done.push(p));
+            for p in done.drain(..) {
+                each(p, batch.now)?;
+            }
+            return Ok(Some(EngineEnd {
+                tail,
+                vantages,
+                vrrp,
+                garp,
+            }));
+        }
+        engine.advance(batch.now, batch.pending, &ctx, &mut |p| done.push(p));
+        for p in done.drain(..) {
+            each(p, batch.now)?;
+        }
+        paths_out.store(engine.paths_emitted(), Ordering::Relaxed);
+    }
+    Ok(None)
 }
 
 /// What the reader hands back when it is done.
@@ -90,71 +204,36 @@ pub(crate) fn stream_paths(
     let links = o.links.clone();
     let mut engine = Engine::new(cfg, &files, &links);
     let paths_out = AtomicUsize::new(0);
-    let (tx, rx) = sync_channel::<Batch>(BATCHES_IN_FLIGHT);
+    let (tx, rx) = channel();
     let files_n = args.files.len() as u64;
 
     std::thread::scope(|scope| -> Result<Streamed> {
         let reader = std::thread::Builder::new()
             .name("flowtrace-read".into())
-            .spawn_scoped(scope, || read(o, tx, max_wait, files_n, &paths_out))?;
-        let mut vantages: Vec<Vantage> = Vec::new();
-        let mut vrrp: Vec<VrrpRun> = Vec::new();
-        let mut garp: Vec<GratuitousArp> = Vec::new();
-        let mut done: Vec<RequestPath> = Vec::new();
-        let mut ended = false;
-        let mut failed: Option<anyhow::Error> = None;
-        while let Ok(batch) = rx.recv() {
-            vantages.extend(batch.new_vantages);
-            if let Some(v) = batch.vrrp {
-                vrrp = v;
-            }
-            garp.extend(batch.new_garp);
-            for t in &batch.transactions {
-                engine.ingest(t, &vantages, batch.now);
-            }
-            let ctx = Correlation {
-                vantages: &vantages,
-                files: &files,
-                links: &links,
-                names: names.as_ref(),
-                vrrp: &vrrp,
-                garp: &garp,
-            };
-            if batch.last {
-                ended = true;
-                break;
-            }
-            engine.advance(batch.now, batch.pending, &ctx, &mut |p| done.push(p));
-            if let Err(e) = done.drain(..).try_for_each(&mut each) {
-                failed = Some(e);
-                break;
-            }
-            paths_out.store(engine.paths_emitted(), Ordering::Relaxed);
-        }
+            .spawn_scoped(scope, || {
+                read(o, Batcher::new(tx, max_wait), files_n, &paths_out)
+            })?;
+        let ended = correlate_batches(
+            &rx,
+            &mut engine,
+            &files,
+            &links,
+            names.as_ref(),
+            &paths_out,
+            |p, _| each(p),
+        );
         // Dropping the receiver stops a reader that is still sending.
         drop(rx);
         let end = reader
             .join()
             .map_err(|_| anyhow!("the capture reader thread panicked"))?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        let (end, vantages_all, vrrp_all, garp_all) = end?;
-        if !ended {
+        let ended = ended?;
+        let end = end?;
+        let Some(ended) = ended else {
             return Err(anyhow!(
                 "the capture reader stopped before the end of input"
             ));
-        }
-        let ctx = Correlation {
-            vantages: &vantages_all,
-            files: &files,
-            links: &links,
-            names: names.as_ref(),
-            vrrp: &vrrp_all,
-            garp: &garp_all,
         };
-        let tail = engine.finish(&ctx, &mut |p| done.push(p));
-        done.drain(..).try_for_each(&mut each)?;
         for w in &end.warnings {
             eprintln!(
                 "flowtrace: warning: {}: {}",
@@ -163,34 +242,29 @@ pub(crate) fn stream_paths(
             );
         }
         Ok(Streamed {
-            tail,
+            tail: ended.tail,
             stats: end.stats,
             anomalies: end.anomalies,
             files: files.clone(),
-            vantages: vantages_all,
+            vantages: ended.vantages,
             warnings: end.warnings,
-            vrrp: vrrp_all,
-            garp: garp_all,
+            vrrp: ended.vrrp,
+            garp: ended.garp,
         })
     })
 }
-
-type ReaderResult = Result<(ReaderEnd, Vec<Vantage>, Vec<VrrpRun>, Vec<GratuitousArp>)>;
 
 /// The reader thread: frames through the pipeline, batches to the engine. Stops
 /// early (without error) when the engine side hung up.
 fn read(
     mut o: Opened,
-    tx: SyncSender<Batch>,
-    max_wait: i64,
+    mut batcher: Batcher,
     files: u64,
     paths_out: &AtomicUsize,
-) -> ReaderResult {
+) -> Result<ReaderEnd> {
     let mut stats = Stats::default();
     let mut frames: u64 = 0;
     let mut now = Ts(i64::MIN);
-    let (mut vantages_sent, mut garp_sent) = (0usize, 0usize);
-    let mut vrrp_sig = (0usize, 0u64);
     loop {
         let ended = match o.source.next_frame(&mut stats)? {
             Some((frame, interfaces)) => {
@@ -204,25 +278,10 @@ fn read(
                 true
             }
         };
-        if ended || frames.is_multiple_of(FRAMES_PER_BATCH) {
-            let p = &mut o.pipeline;
-            let pending = p.pending_floor(now, max_wait);
-            let sig = (p.vrrp().len(), p.vrrp().iter().map(|r| r.adverts).sum());
-            let batch = Batch {
-                transactions: p.drain().collect(),
-                new_vantages: p.vantages()[vantages_sent..].to_vec(),
-                vrrp: (sig != vrrp_sig).then(|| p.vrrp().to_vec()),
-                new_garp: p.gratuitous_arps()[garp_sent..].to_vec(),
-                now,
-                pending,
-                last: ended,
-            };
-            vantages_sent = p.vantages().len();
-            garp_sent = p.gratuitous_arps().len();
-            vrrp_sig = sig;
-            if tx.send(batch).is_err() {
-                break;
-            }
+        if (ended || frames.is_multiple_of(FRAMES_PER_BATCH))
+            && !batcher.send(&mut o.pipeline, now, ended)
+        {
+            break;
         }
         if ended {
             break;
@@ -244,14 +303,9 @@ fn read(
     let mut all = o.pipeline.stats();
     all.merge(&stats);
     all.files = files;
-    Ok((
-        ReaderEnd {
-            stats: all,
-            anomalies: o.pipeline.anomalies(),
-            warnings: o.source.warnings().to_vec(),
-        },
-        o.pipeline.vantages().to_vec(),
-        o.pipeline.vrrp().to_vec(),
-        o.pipeline.gratuitous_arps().to_vec(),
-    ))
+    Ok(ReaderEnd {
+        stats: all,
+        anomalies: o.pipeline.anomalies(),
+        warnings: o.source.warnings().to_vec(),
+    })
 }
