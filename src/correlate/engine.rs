@@ -159,6 +159,9 @@ pub struct EngineStats {
     /// Late transactions without a response that matched no exchange still held:
     /// left out (they would only make a false unanswered path).
     pub late_views_dropped: u64,
+    /// Candidate parents left out because an exchange had more than
+    /// `MAX_CANDIDATES` (the lowest scored).
+    pub candidates_not_kept: u64,
     /// Rounds of decisions.
     pub rounds: u64,
     /// Rounds that decided everything arrived because `max_open_exchanges` was
@@ -201,6 +204,16 @@ pub struct Tail {
 const MAX_FAILED_KEPT: usize = 10_000;
 const MAX_ANOMALIES_KEPT: usize = 1_000;
 const MAX_ADDRESSES_KEPT: usize = 65_536;
+/// Candidate parents kept per exchange (the best by score; the rest are counted as
+/// `candidates_not_kept`). A proxy at concurrency C has about C inbound requests open
+/// when it sends one upstream.
+const MAX_CANDIDATES: usize = 64;
+/// Exchanges decided by one auction at most (a round with more runs several, oldest
+/// first). Rounds in step with the input decide tens to hundreds; this bounds the
+/// catch-up after a floor held back by a request waiting for its response.
+const MAX_READY_PER_AUCTION: usize = 4096;
+/// Exchanges in one auction at most, those decided and their context together.
+const MAX_AUCTION_BIDDERS: usize = 8192;
 /// Hops of one path at most (a loop in the capture cannot build an endless path).
 const MAX_HOPS: usize = 4096;
 
@@ -232,7 +245,8 @@ struct Exchange {
     parent: Option<(u64, f64, Vec<String>)>,
     children: Vec<u64>,
     taken: bool,
-    bidders: u32,
+    /// The undecided exchanges that have it as a candidate parent.
+    bidders: Vec<u64>,
 }
 
 impl Exchange {
@@ -246,7 +260,7 @@ impl Exchange {
         self.views.iter().map(View::end).max().expect("a view")
     }
     fn children_final(&self) -> bool {
-        self.state == UState::Decided && self.parent_closed && self.bidders == 0
+        self.state == UState::Decided && self.parent_closed && self.bidders.is_empty()
     }
 }
 
@@ -436,7 +450,7 @@ impl Engine {
                         parent: None,
                         children: Vec::new(),
                         taken: false,
-                        bidders: 0,
+                        bidders: Vec::new(),
                     },
                 );
                 (id, Rc::new(msg))
@@ -683,7 +697,14 @@ impl Engine {
             .filter(|id| self.exchanges[id].ready_at < floor)
             .collect();
         if !ready.is_empty() {
-            self.decide(&ready);
+            // In time order, a bounded number at a time: after a held-back floor
+            // (a backlog) one auction over all of them would cost far more than the
+            // sum of auctions over slices (price wars grow with the bidders).
+            let mut ready = ready;
+            ready.sort_by_key(|id| (self.exchanges[id].first().req, *id));
+            for slice in ready.chunks(MAX_READY_PER_AUCTION) {
+                self.decide(slice);
+            }
         }
         // 3. Exchanges that can gain no new child leave the candidate index.
         self.retire_inbound(floor);
@@ -755,8 +776,23 @@ impl Engine {
                     continue;
                 }
                 cands.push((gid, link::score(&u, &g, &self.rarity, &self.names, None)));
-                ready_at = ready_at.max(Ts(gx.end().0.saturating_add(2 * self.cfg.tolerance_ns)));
             }
+        }
+        if cands.len() > MAX_CANDIDATES {
+            // The best by score: the timing term ranks far-off parents low. Without
+            // the cut, inbound exchanges that never got a response (drops, resets)
+            // span the rest of their connection and become candidates of everything
+            // their proxy sends, and the auction's cost explodes.
+            self.stats.candidates_not_kept += (cands.len() - MAX_CANDIDATES) as u64;
+            cands.select_nth_unstable_by(MAX_CANDIDATES - 1, |a, b| {
+                b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+            });
+            cands.truncate(MAX_CANDIDATES);
+            cands.sort_unstable_by_key(|c| c.0);
+        }
+        for &(gid, _) in &cands {
+            let gx = &self.exchanges[&gid];
+            ready_at = ready_at.max(Ts(gx.end().0.saturating_add(2 * self.cfg.tolerance_ns)));
         }
         let ex = self.exchanges.get_mut(&id).expect("exists");
         ex.open_key = None;
@@ -768,18 +804,53 @@ impl Engine {
         ex.state = UState::Active;
         ex.ready_at = ready_at;
         for &(g, _) in &cands {
-            self.exchanges.get_mut(&g).expect("exists").bidders += 1;
+            self.exchanges.get_mut(&g).expect("exists").bidders.push(id);
         }
         self.exchanges.get_mut(&id).expect("exists").cands = cands;
         self.active.push(id);
     }
 
-    /// Assigns every active exchange, keeps the links of the `ready` ones.
+    /// Assigns the `ready` exchanges together with every undecided exchange that
+    /// competes with one of them for a parent (the bidders of their candidates),
+    /// and keeps the links of the ready ones. Competitors further away cannot change
+    /// a ready exchange's best choice by much, and leaving them out keeps a round's
+    /// cost to the neighbourhood of what it decides: with a backlog of undecided
+    /// exchanges (a floor held back), assigning all of them every round is quadratic.
     fn decide(&mut self, ready: &[u64]) {
         let mut object_of: FxHashMap<u64, usize> = FxHashMap::default();
         let mut objects: Vec<u64> = Vec::new();
-        let bids: Vec<Vec<(usize, f64)>> = self
-            .active
+        let mut bidders: Vec<u64> = Vec::new();
+        let mut in_auction: FxHashSet<u64> = FxHashSet::default();
+        for &u in ready {
+            if in_auction.insert(u) {
+                bidders.push(u);
+            }
+        }
+        // Context: the exchanges competing with these for a parent first, then the
+        // other undecided ones in arrival order, up to MAX_AUCTION_BIDDERS (rounds in
+        // step with the input have fewer: all of them take part).
+        let most = MAX_AUCTION_BIDDERS.max(ready.len());
+        'found: for &u in ready {
+            for (g, _) in &self.exchanges[&u].cands {
+                for &b in &self.exchanges[g].bidders {
+                    if bidders.len() >= most {
+                        break 'found;
+                    }
+                    if in_auction.insert(b) {
+                        bidders.push(b);
+                    }
+                }
+            }
+        }
+        for &b in &self.active {
+            if bidders.len() >= most {
+                break;
+            }
+            if in_auction.insert(b) {
+                bidders.push(b);
+            }
+        }
+        let bids: Vec<Vec<(usize, f64)>> = bidders
             .iter()
             .map(|id| {
                 self.exchanges[id]
@@ -797,8 +868,7 @@ impl Engine {
             })
             .collect();
         let assigned = assign::assign(&bids, objects.len());
-        let chosen: FxHashMap<u64, u64> = self
-            .active
+        let chosen: FxHashMap<u64, u64> = bidders
             .iter()
             .zip(&assigned)
             .filter_map(|(&u, a)| Some((u, objects[(*a)?])))
@@ -822,7 +892,9 @@ impl Engine {
         let cands = std::mem::take(&mut self.exchanges.get_mut(&u).expect("exists").cands);
         for (g, _) in &cands {
             if let Some(gx) = self.exchanges.get_mut(g) {
-                gx.bidders -= 1;
+                if let Some(i) = gx.bidders.iter().position(|b| *b == u) {
+                    gx.bidders.swap_remove(i);
+                }
             }
         }
         self.exchanges.get_mut(&u).expect("exists").cands = cands;
