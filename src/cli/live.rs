@@ -67,7 +67,8 @@ pub(crate) struct LiveArgs {
     /// Most exchanges held at once for correlation.
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     max_open_exchanges: usize,
-    /// On exit, write every path and the summary to FILE as one JSON document.
+    /// Write every path and the summary to FILE as one JSON document: the paths as
+    /// they are final (nothing is held for it), the summary at the end.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// On exit, draw diagrams into DIR from the -w file (requires -w).
@@ -445,6 +446,8 @@ fn summary(
             "summary": tail.summary,
             "vip_timeline": tail.vip_timeline,
             "failovers": tail.failovers,
+            "clock_offsets": tail.clock_offsets,
+            "clock_offset_changes": tail.clock_offset_changes,
             "correlation": tail.engine,
             "stats": stats,
         });

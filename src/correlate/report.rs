@@ -269,8 +269,8 @@ pub struct RequestPath {
     pub vip: Option<VipUse>,
     /// Hops, parents before children.
     pub hops: Vec<Hop>,
-    /// Id of the transaction of the first hop where the client sent it (stable across
-    /// runs of the correlation over a growing window; `flowtrace live` uses it).
+    /// Id of the transaction of the first hop where the client sent it (the same for
+    /// the same input whatever the batching; not part of the JSON record).
     #[serde(skip)]
     pub root_transaction: u64,
     /// The segments of every connection of the path at every capture point, when the
