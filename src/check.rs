@@ -9,7 +9,7 @@
 //! Shapes and translations may use `*` as a wildcard. Timestamps, ids and client ports
 //! never appear in it.
 
-use crate::correlate::{Hop, HopKind, Report, RequestPath};
+use crate::correlate::{Hop, HopKind, Report, RequestPath, Role};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -125,7 +125,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 fn hop_shape(p: &RequestPath, h: &Hop) -> String {
     let me = format!(
         "{}@{}",
-        h.role.as_deref().unwrap_or("?"),
+        h.role.as_ref().map_or("?", |r| r.as_str()),
         h.host.as_deref().unwrap_or("?")
     );
     let kids = p.http_children(h.id);
@@ -164,7 +164,7 @@ fn roles_of(p: &RequestPath) -> Vec<String> {
     }
     let mut hop = p.hops.first();
     while let Some(h) = hop {
-        out.push(h.role.clone().unwrap_or_default());
+        out.push(h.role.as_ref().map(|r| r.to_string()).unwrap_or_default());
         hop = p.http_children(h.id).first().copied();
     }
     out
@@ -206,8 +206,7 @@ fn backends_answering(report: &Report) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for p in &report.paths {
         for h in &p.hops {
-            if h.kind == HopKind::Http && h.role.as_deref() == Some("backend") && h.status.is_some()
-            {
+            if h.kind == HopKind::Http && h.role == Some(Role::Backend) && h.status.is_some() {
                 if let Some(seen) = h.seen_at.last() {
                     *out.entry(seen.server.to_string()).or_insert(0) += 1;
                 }
@@ -279,7 +278,7 @@ impl Expectation {
             latency_p99_ms: s
                 .latency_by_role
                 .iter()
-                .map(|l| (l.role.clone(), l.p99_ms))
+                .map(|l| (l.role.to_string(), l.p99_ms))
                 .collect(),
             shapes: shapes
                 .into_iter()
@@ -531,7 +530,7 @@ fn check_expectation(report: &Report, e: &Expectation, out: &mut CheckOutcome) {
     }
     let factor = e.latency_factor.unwrap_or(3.0);
     for (role, want) in &e.latency_p99_ms {
-        match s.latency_by_role.iter().find(|l| &l.role == role) {
+        match s.latency_by_role.iter().find(|l| l.role.as_str() == role) {
             Some(l) => out.expect(l.p99_ms <= want * factor + 1.0, || {
                 format!(
                     "p99 of {role}: {:.3} ms, above {want:.3} ms x {factor} + 1 ms = {:.3} ms",
@@ -612,7 +611,7 @@ fn check_rule(report: &Report, rule: &Rule, expect: Option<&Expectation>, out: &
                 .paths
                 .iter()
                 .flat_map(|p| p.hops.iter())
-                .filter(|h| h.role.as_deref() == Some("backend"))
+                .filter(|h| h.role == Some(Role::Backend))
                 .filter_map(|h| h.seen_at.last().map(|s| s.server.to_string()))
                 .collect();
             if let Some(e) = expect {
@@ -639,15 +638,16 @@ fn check_rule(report: &Report, rule: &Rule, expect: Option<&Expectation>, out: &
                 });
             }
         }
-        Rule::RoleP99Below(role, limit) => match s.latency_by_role.iter().find(|l| &l.role == role)
-        {
-            Some(l) => out.expect(l.p99_ms < *limit, || {
-                format!("p99 of {role} below {limit} ms: it is {:.3} ms", l.p99_ms)
-            }),
-            None => out.expect(false, || {
-                format!("p99 of {role} below {limit} ms: no {role} hop seen")
-            }),
-        },
+        Rule::RoleP99Below(role, limit) => {
+            match s.latency_by_role.iter().find(|l| l.role.as_str() == role) {
+                Some(l) => out.expect(l.p99_ms < *limit, || {
+                    format!("p99 of {role} below {limit} ms: it is {:.3} ms", l.p99_ms)
+                }),
+                None => out.expect(false, || {
+                    format!("p99 of {role} below {limit} ms: no {role} hop seen")
+                }),
+            }
+        }
         Rule::Count {
             metric,
             op,

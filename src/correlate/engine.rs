@@ -294,7 +294,7 @@ pub struct Engine {
     failed: Vec<FailedPath>,
     anomalies: Vec<String>,
     anomalies_not_kept: u64,
-    roles: BTreeMap<IpAddr, (String, String)>,
+    roles: BTreeMap<IpAddr, (Role, String)>,
     timeline: Vec<VipHolding>,
     vrrp_seen: (usize, u64),
     stats: EngineStats,
@@ -1065,7 +1065,7 @@ impl Engine {
                     .entry(ip)
                     .or_insert_with(|| (role.clone(), h.host.clone().unwrap_or_default()));
                 // A role seen answering wins over "unanswered".
-                if entry.0 == "unanswered" && role != "unanswered" {
+                if entry.0 == Role::Unanswered && *role != Role::Unanswered {
                     entry.0 = role.clone();
                 }
             }
@@ -1091,9 +1091,11 @@ impl Engine {
             let (product, inferred) =
                 product_and_role(&first.msg, !ex.children.is_empty(), parent.is_none());
             let named = ctx.names.and_then(|n| n.service(last.server));
-            let role: &str = named.and_then(|s| s.role.as_deref()).unwrap_or(inferred);
+            let role: Role = named
+                .and_then(|s| s.role.as_deref())
+                .map_or(inferred, Role::from_name);
             let lresp = last.msg.resp.as_ref();
-            if ex.children.is_empty() && role != "backend" {
+            if ex.children.is_empty() && role != Role::Backend {
                 complete = false;
             }
             if lresp.is_none() {
@@ -1118,7 +1120,7 @@ impl Engine {
             hop.server = Some(first.server);
             hop.capture = Some(ctx.capture_ref(first.vantage));
             hop.host = Some(ctx.host(last.file));
-            hop.role = Some(role.to_string());
+            hop.role = Some(role);
             hop.name = named.and_then(|s| s.name.clone());
             hop.product = product;
             hop.method = Some(last.msg.method.to_string());

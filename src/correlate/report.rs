@@ -42,6 +42,63 @@ pub enum HopKind {
     Nat,
 }
 
+/// The role of a server in a path. Written as its name in JSON and text
+/// (`gateway`, `load_balancer`, `proxy`, `backend`, `unanswered`, or the name a
+/// topology file gives).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// Kong, or the first proxy a client reaches.
+    Gateway,
+    /// A proxy behind the gateway.
+    LoadBalancer,
+    /// A server naming a proxy product, with no upstream hop seen.
+    Proxy,
+    /// A server with no upstream hop.
+    Backend,
+    /// A server that never answered (its role is unknown).
+    Unanswered,
+    /// A role a topology file (`--names`) defines.
+    Named(String),
+}
+
+impl Role {
+    /// The role's name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Role::Gateway => "gateway",
+            Role::LoadBalancer => "load_balancer",
+            Role::Proxy => "proxy",
+            Role::Backend => "backend",
+            Role::Unanswered => "unanswered",
+            Role::Named(n) => n,
+        }
+    }
+
+    /// The role named `name`: a known one, or a topology file's own.
+    pub fn from_name(name: &str) -> Role {
+        match name {
+            "gateway" => Role::Gateway,
+            "load_balancer" => Role::LoadBalancer,
+            "proxy" => Role::Proxy,
+            "backend" => Role::Backend,
+            "unanswered" => Role::Unanswered,
+            other => Role::Named(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl Serialize for Role {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// How a path ended.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -68,7 +125,7 @@ impl PathStatus {
 
 impl std::fmt::Display for PathStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -99,7 +156,7 @@ impl Translation {
 
 impl std::fmt::Display for Translation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -149,9 +206,9 @@ pub struct Hop {
     /// Host of the server side (the capture file's host name).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// Role of the server side: gateway, load_balancer, proxy, backend.
+    /// Role of the server side.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub role: Option<Role>,
     /// The server's name from the topology file, if it names it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -379,14 +436,14 @@ pub struct AddressEntry {
     /// Interface, when known.
     pub interface: Option<String>,
     /// Role inferred from traffic, if any.
-    pub role: Option<String>,
+    pub role: Option<Role>,
 }
 
 /// Latency figures of one hop role.
 #[derive(Clone, Debug, Serialize)]
 pub struct RoleLatency {
     /// Role.
-    pub role: String,
+    pub role: Role,
     /// Hops.
     pub count: usize,
     /// Median, ms.

@@ -1,6 +1,7 @@
 //! Roles and products of servers, from their responses and their place in a path.
 
 use super::record::Msg;
+use super::report::Role;
 
 /// The software a response names, and the role of its server: `gateway` (Kong, or
 /// the first proxy a client reaches), `load_balancer` (a proxy behind it), `backend`
@@ -10,7 +11,7 @@ pub(crate) fn product_and_role(
     m: &Msg,
     has_children: bool,
     is_root: bool,
-) -> (Option<String>, &'static str) {
+) -> (Option<String>, Role) {
     let resp = m.resp.as_ref();
     let kong = resp.is_some_and(|r| r.kong);
     let server = resp.and_then(|r| r.server.as_deref()).unwrap_or("");
@@ -22,22 +23,22 @@ pub(crate) fn product_and_role(
         Some(server.split('/').next().unwrap_or(server).to_string())
     };
     let role = if kong {
-        "gateway"
+        Role::Gateway
     } else if resp.is_none() && !has_children {
-        "unanswered"
+        Role::Unanswered
     } else if has_children {
         if is_root {
-            "gateway"
+            Role::Gateway
         } else {
-            "load_balancer"
+            Role::LoadBalancer
         }
     } else {
         let s = server.to_ascii_lowercase();
         if s.contains("nginx") || s.contains("kong") || s.contains("haproxy") || s.contains("envoy")
         {
-            "proxy"
+            Role::Proxy
         } else {
-            "backend"
+            Role::Backend
         }
     };
     let product = match product.as_deref() {

@@ -2,7 +2,7 @@
 //! per-role latency histograms (HdrHistogram, 3 significant digits, microseconds up
 //! to an hour) and a heap of the slowest paths, never a list of every value.
 
-use super::report::{PathStatus, PathSummary, RequestPath, RoleLatency};
+use super::report::{PathStatus, PathSummary, RequestPath, Role, RoleLatency};
 use hdrhistogram::Histogram;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -21,7 +21,8 @@ pub struct SummaryBuilder {
     complete: usize,
     partial: usize,
     failed: usize,
-    by_role: BTreeMap<String, (Histogram<u64>, f64)>,
+    /// By role name (so listed alphabetically): the role, its latencies, the max.
+    by_role: BTreeMap<String, (Role, Histogram<u64>, f64)>,
     slowest: BinaryHeap<Reverse<Slow>>,
 }
 
@@ -41,8 +42,9 @@ impl SummaryBuilder {
                 if !self.by_role.contains_key(role.as_str()) && self.by_role.len() >= 64 {
                     continue;
                 }
-                let (hist, max) = self.by_role.entry(role.to_string()).or_insert_with(|| {
+                let (_, hist, max) = self.by_role.entry(role.to_string()).or_insert_with(|| {
                     (
+                        role.clone(),
                         Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
                         0.0,
                     )
@@ -68,7 +70,7 @@ impl SummaryBuilder {
         let latency_by_role = self
             .by_role
             .iter()
-            .map(|(role, (h, max))| RoleLatency {
+            .map(|(_, (role, h, max))| RoleLatency {
                 role: role.clone(),
                 count: h.len() as usize,
                 p50_ms: q(h, 0.5),
@@ -101,7 +103,7 @@ mod tests {
 
     fn path(id: usize, ms: i64, status: PathStatus) -> RequestPath {
         let mut hop = Hop::new(0, None, HopKind::Http);
-        hop.role = Some("backend".into());
+        hop.role = Some(Role::Backend);
         hop.latency_ms = Some(ms as f64);
         RequestPath {
             schema_version: 1,

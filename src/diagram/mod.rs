@@ -168,7 +168,7 @@ pub const MARGIN_NS: i64 = 5_000_000;
 fn hop_title(h: &Hop) -> String {
     format!(
         "{}{} on {}",
-        h.role.as_deref().unwrap_or("?"),
+        h.role.as_ref().map_or("?", |r| r.as_str()),
         h.product
             .as_deref()
             .map(|p| format!(" ({})", clean(p, 20)))
@@ -313,7 +313,7 @@ pub fn chain(report: &Report, path: &RequestPath) -> String {
                     _ => "no response".into(),
                 };
                 (
-                    match h.role.as_deref() {
+                    match h.role.as_ref().map(|r| r.as_str()) {
                         Some("gateway") => Color::GATEWAY,
                         Some("load_balancer") => Color::BALANCER,
                         Some("backend") => Color::BACKEND,

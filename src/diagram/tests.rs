@@ -32,7 +32,7 @@ fn path(id: usize, ms: i64, status: PathStatus, hops: usize) -> RequestPath {
     let hops = (0..hops)
         .map(|i| {
             let mut h = Hop::new(i, i.checked_sub(1), HopKind::Http);
-            h.role = Some("backend".into());
+            h.role = Some(crate::correlate::Role::Backend);
             h.uri = Some(format!("/item/{id}"));
             h.latency_ms = Some(ms as f64);
             h

@@ -122,7 +122,7 @@ impl TopologyBuilder {
         for h in p.hops.iter().filter(|h| h.kind == HopKind::Http) {
             let last = h.seen_at.last();
             let Some(server) = self.node(Node {
-                role: h.role.clone().unwrap_or_default(),
+                role: h.role.as_ref().map(|r| r.to_string()).unwrap_or_default(),
                 host: h.host.clone().unwrap_or_default(),
                 address: last.map(|s| s.server.to_string()).unwrap_or_default(),
                 product: h.product.clone(),
@@ -370,7 +370,7 @@ pub(super) fn path_nodes(p: &RequestPath) -> Vec<(usize, Option<usize>, String)>
                 }
                 _ => format!(
                     "{} on {}: {} -> {} {} {} {}",
-                    h.role.as_deref().unwrap_or("?"),
+                    h.role.as_ref().map_or("?", |r| r.as_str()),
                     h.host.as_deref().unwrap_or("?"),
                     h.client.map(|c| c.to_string()).unwrap_or_default(),
                     h.server.map(|c| c.to_string()).unwrap_or_default(),

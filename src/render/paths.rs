@@ -59,7 +59,7 @@ fn hop_line(h: &Hop) -> String {
                 h.server.map(|c| c.to_string()).unwrap_or_default(),
                 sanitize(h.method.as_deref().unwrap_or("-")),
                 sanitize(h.uri.as_deref().unwrap_or("-")),
-                h.role.as_deref().unwrap_or("?").to_string()
+                h.role.as_ref().map_or("?", |r| r.as_str()).to_string()
                     + &h.name
                         .as_deref()
                         .map(|n| format!(" \"{}\"", sanitize(n)))

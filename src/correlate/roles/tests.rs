@@ -3,7 +3,16 @@ use crate::correlate::record::tests::Tx;
 use crate::correlate::record::NameBook;
 
 fn role_of(t: Tx, has_children: bool, is_root: bool) -> (Option<String>, &'static str) {
-    product_and_role(&t.msg(&mut NameBook::default()), has_children, is_root)
+    let (product, role) = product_and_role(&t.msg(&mut NameBook::default()), has_children, is_root);
+    let name = match role {
+        Role::Gateway => "gateway",
+        Role::LoadBalancer => "load_balancer",
+        Role::Proxy => "proxy",
+        Role::Backend => "backend",
+        Role::Unanswered => "unanswered",
+        Role::Named(_) => "named",
+    };
+    (product, name)
 }
 
 fn server(s: &str) -> Tx {
@@ -103,4 +112,20 @@ fn no_response_is_unanswered_unless_it_has_upstream_hops() {
     assert_eq!(role_of(t.clone(), false, true), (None, "unanswered"));
     assert_eq!(role_of(t.clone(), true, true), (None, "gateway"));
     assert_eq!(role_of(t, true, false), (None, "load_balancer"));
+}
+
+/// Role names round-trip; a topology file's own role is a named variant that is
+/// written as given.
+#[test]
+fn role_names_round_trip_and_named_roles_keep_their_name() {
+    for name in ["gateway", "load_balancer", "proxy", "backend", "unanswered"] {
+        let r = Role::from_name(name);
+        assert!(!matches!(r, Role::Named(_)), "{name}");
+        assert_eq!(r.as_str(), name);
+        assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{name}\""));
+    }
+    let cache = Role::from_name("cache");
+    assert_eq!(cache, Role::Named("cache".into()));
+    assert_eq!(serde_json::to_string(&cache).unwrap(), "\"cache\"");
+    assert_eq!(format!("{cache:>7}"), "  cache");
 }
