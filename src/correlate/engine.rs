@@ -574,12 +574,23 @@ impl Engine {
             self.settled = true;
             self.refresh_offsets(true);
         }
-        let mut floor = self.floor_for(now, pending);
-        let forced = self.exchanges.len() > self.cfg.max_open_exchanges;
-        if forced {
+        let floor = self.floor_for(now, pending);
+        if self.exchanges.len() > self.cfg.max_open_exchanges {
+            // Decide everything held, then go on from the watermark's own floor: a
+            // forced floor kept would make every transaction of the next
+            // `max_request_duration` late (and drop the unanswered ones).
             self.stats.forced_rounds += 1;
-            floor = floor.max(Ts(now.0.saturating_add(self.cfg.max_request_duration_ns)));
-        } else if floor.0.saturating_sub(self.last_round.0) < self.cfg.round_ns {
+            let before = self.floor;
+            self.round(
+                floor.max(Ts(now.0.saturating_add(self.cfg.max_request_duration_ns))),
+                ctx,
+                emit,
+            );
+            self.floor = before.max(floor);
+            self.last_round = self.floor;
+            return;
+        }
+        if floor.0.saturating_sub(self.last_round.0) < self.cfg.round_ns {
             return;
         }
         self.round(floor, ctx, emit);
@@ -1309,3 +1320,6 @@ impl Tail {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
