@@ -127,8 +127,9 @@ counters! {
     /// capture, or NAT'd replies captured under other addresses) that stopped holding
     /// correlation back after `ONE_WAY_GRACE`.
     http_pending_one_way,
-    /// Segment summaries recorded for diagrams that gave way to newer ones (more
-    /// than `SegmentJournal::MAX_PER_CONNECTION` between two transactions).
+    /// Segment summaries for diagrams not recorded: more than
+    /// `SegmentJournal::MAX_PER_CONNECTION` between two transactions of a
+    /// connection, or `SegmentJournal::MAX_HELD` held in all.
     segments_not_kept,
     /// Responses with no request to pair with.
     http_orphan_responses,

@@ -64,25 +64,37 @@ pub struct GratuitousArp {
 /// diagrams of the paths correlation keeps are drawn from the same single pass.
 ///
 /// Bounded: at most [`SegmentJournal::MAX_PER_CONNECTION`] segments wait per
-/// connection (the oldest give way, counted as `segments_not_kept`), and a
-/// connection's entry goes when the TCP table drops the connection.
+/// connection and [`SegmentJournal::MAX_HELD`] in all (past either, new segments are
+/// not recorded, counted as `segments_not_kept`: the first ones, with the handshake
+/// and the request, are what the diagrams need most), and a connection's entry goes
+/// when the TCP table drops the connection.
 #[derive(Default)]
 pub struct SegmentJournal {
     by_conn: FxHashMap<ConnKey, std::collections::VecDeque<SegmentSummary>>,
+    /// Segments held in `by_conn`.
+    held: usize,
     last_sweep: Ts,
 }
 
 impl SegmentJournal {
     /// Segments kept per connection between two of its transactions.
     pub const MAX_PER_CONNECTION: usize = 1024;
+    /// Segments held at once over all connections (about 100 bytes each): connections
+    /// that never carry a transaction (TLS, databases) must not fill memory.
+    pub const MAX_HELD: usize = 1 << 20;
 
     fn record(&mut self, seg: SegmentSummary, stats: &mut Stats) {
+        if self.held >= Self::MAX_HELD {
+            stats.segments_not_kept += 1;
+            return;
+        }
         let q = self.by_conn.entry(seg.conn_key()).or_default();
         if q.len() >= Self::MAX_PER_CONNECTION {
-            q.pop_front();
             stats.segments_not_kept += 1;
+            return;
         }
         q.push_back(seg);
+        self.held += 1;
     }
 
     /// The segments of `t`'s connection up to its last byte, and the bare ones
@@ -109,6 +121,7 @@ impl SegmentJournal {
         while q.get(n).is_some_and(|s| s.len == 0) {
             n += 1;
         }
+        self.held -= n;
         q.drain(..n).collect()
     }
 }
@@ -292,9 +305,15 @@ impl Pipeline {
         if now.0.saturating_sub(journal.last_sweep.0) > 10_000_000_000 {
             journal.last_sweep = now;
             let tcp = &mut self.tcp;
-            journal
-                .by_conn
-                .retain(|&(v, a, b), _| tcp.conn_mut(v, a, b).is_some());
+            let mut freed = 0;
+            journal.by_conn.retain(|&(v, a, b), q| {
+                let keep = tcp.conn_mut(v, a, b).is_some();
+                if !keep {
+                    freed += q.len();
+                }
+                keep
+            });
+            journal.held -= freed;
         }
     }
 

@@ -98,9 +98,7 @@ struct Emitter {
     jsonl: bool,
     next_id: usize,
     /// `--json FILE`: the document, its paths written as they come (nothing kept).
-    json: Option<BufWriter<File>>,
-    /// Paths written into `json` so far.
-    json_paths: usize,
+    json: Option<JsonDoc>,
     /// Paths printed more than 2 s (capture time) after their response ended.
     late: u64,
 }
@@ -120,13 +118,73 @@ impl Emitter {
             flowtrace::render::paths::write_path(&mut self.out, &p)?;
         }
         if let Some(j) = &mut self.json {
-            if self.json_paths > 0 {
-                j.write_all(b",")?;
-            }
-            serde_json::to_writer(&mut *j, &p)?;
-            self.json_paths += 1;
+            j.path(&p)?;
         }
         Ok(())
+    }
+}
+
+/// The `--json FILE` document, written as the run goes: `{"schema_version":N,
+/// "paths":[...], <the summary's members>}`. It is closed however the run ends: a
+/// run cut short by an error leaves `"complete":false` and no summary, still valid
+/// JSON.
+struct JsonDoc {
+    out: BufWriter<File>,
+    paths: usize,
+    closed: bool,
+}
+
+impl JsonDoc {
+    fn create(path: &std::path::Path) -> Result<JsonDoc> {
+        let mut out = BufWriter::new(
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        );
+        write!(
+            out,
+            "{{\"schema_version\":{},\"paths\":[",
+            flowtrace::correlate::PATH_SCHEMA_VERSION
+        )?;
+        Ok(JsonDoc {
+            out,
+            paths: 0,
+            closed: false,
+        })
+    }
+
+    fn path(&mut self, p: &RequestPath) -> Result<()> {
+        if self.paths > 0 {
+            self.out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut self.out, p)?;
+        self.paths += 1;
+        Ok(())
+    }
+
+    /// Ends the document with the members of `rest` (a JSON object).
+    fn finish(mut self, rest: &serde_json::Value) -> Result<()> {
+        self.closed = true;
+        let rest = serde_json::to_string(rest)?;
+        let members = rest
+            .strip_prefix('{')
+            .and_then(|r| r.strip_suffix('}'))
+            .unwrap_or("");
+        if members.is_empty() {
+            write!(self.out, "],\"complete\":true}}")?;
+        } else {
+            write!(self.out, "],\"complete\":true,{members}}}")?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+impl Drop for JsonDoc {
+    fn drop(&mut self) {
+        if !self.closed {
+            // Best effort: the error that cut the run short is reported already.
+            let _ = self.out.write_all(b"],\"complete\":false}");
+            let _ = self.out.flush();
+        }
     }
 }
 
@@ -220,17 +278,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     };
     let jsonl = matches!(args.format, FormatArg::Jsonl | FormatArg::Json);
     let json = match &args.json {
-        Some(path) => {
-            let mut f = BufWriter::new(
-                File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-            );
-            write!(
-                f,
-                "{{\"schema_version\":{},\"paths\":[",
-                flowtrace::correlate::PATH_SCHEMA_VERSION
-            )?;
-            Some(f)
-        }
+        Some(path) => Some(JsonDoc::create(path)?),
         None => None,
     };
     let mut emitter = Emitter {
@@ -238,7 +286,6 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
         jsonl,
         next_id: 0,
         json,
-        json_paths: 0,
         late: 0,
     };
     let status = (!args.no_progress && io::stderr().is_terminal())
@@ -378,11 +425,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     if let Some(w) = saver {
         w.finish()?;
     }
-    summary(&mut emitter, &live_stats, &stats, packets, &tail)?;
-    for e in &errors {
-        eprintln!("flowtrace: warning: a capture ended: {e}");
-    }
-    if let Some(mut j) = emitter.json.take() {
+    if let Some(j) = emitter.json.take() {
         let rest = serde_json::json!({
             "live": { "interfaces": live_stats, "packets": packets, "paths_printed_late": emitter.late },
             "summary": tail.summary,
@@ -393,11 +436,11 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
             "correlation": tail.engine,
             "stats": stats,
         });
-        // The document's other members follow the paths: `{"schema_version":..,
-        // "paths":[..], <rest>}`.
-        let rest = serde_json::to_string(&rest)?;
-        write!(j, "],{}", &rest[1..])?;
-        j.flush()?;
+        j.finish(&rest)?;
+    }
+    summary(&mut emitter, &live_stats, &stats, packets, &tail)?;
+    for e in &errors {
+        eprintln!("flowtrace: warning: a capture ended: {e}");
     }
     if let (Some(dir), Some(saved)) = (&args.svg, &args.write) {
         let pcap_args = PcapArgs {
@@ -474,4 +517,32 @@ fn summary(
     }
     emitter.out.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JsonDoc;
+
+    /// The `--json` document is valid JSON whether the run finishes or is cut short.
+    #[test]
+    fn json_document_is_closed_however_the_run_ends() {
+        let dir = std::env::temp_dir().join(format!("flowtrace-jsondoc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cut = dir.join("cut.json");
+        drop(JsonDoc::create(&cut).unwrap());
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cut).unwrap()).unwrap();
+        assert_eq!(v["complete"], false);
+        assert_eq!(v["paths"], serde_json::json!([]));
+        let done = dir.join("done.json");
+        JsonDoc::create(&done)
+            .unwrap()
+            .finish(&serde_json::json!({"summary": {"paths": 0}}))
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&done).unwrap()).unwrap();
+        assert_eq!(v["complete"], true);
+        assert_eq!(v["summary"]["paths"], 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -991,17 +991,15 @@ impl Engine {
         }
     }
 
+    /// Whether no exchange of the tree can change any more. Every node is checked,
+    /// however large the tree: the whole tree is dropped once emitted, and a node
+    /// still bid for must not go (its bidders would then miss it).
     fn tree_final(&self, root: u64) -> bool {
         let mut stack = vec![root];
-        let mut seen = 0usize;
         while let Some(id) = stack.pop() {
             let ex = &self.exchanges[&id];
             if !ex.children_final() {
                 return false;
-            }
-            seen += 1;
-            if seen > MAX_HOPS {
-                return true;
             }
             stack.extend(ex.children.iter().copied());
         }
