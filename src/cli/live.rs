@@ -64,6 +64,10 @@ pub(crate) struct LiveArgs {
     /// of the others.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     max_request_duration: f64,
+    /// Longest a proxy may take between receiving a request and sending it upstream
+    /// (a longer gap is not linked).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    max_proxy_delay: f64,
     /// Most exchanges held at once for correlation.
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     max_open_exchanges: usize,
@@ -192,6 +196,9 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     if !args.max_request_duration.is_finite() || args.max_request_duration <= 0.0 {
         bail!("--max-request-duration must be a positive number of seconds");
     }
+    if !args.max_proxy_delay.is_finite() || args.max_proxy_delay <= 0.0 {
+        bail!("--max-proxy-delay must be a positive number of seconds");
+    }
     if args.max_open_exchanges == 0 {
         bail!("--max-open-exchanges must be at least 1");
     }
@@ -299,6 +306,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     let max_wait = (args.max_request_duration * 1e9).min(1e17) as i64;
     let engine_config = EngineConfig {
         max_request_duration_ns: max_wait,
+        max_proxy_delay_ns: (args.max_proxy_delay * 1e9).min(1e17) as i64,
         max_open_exchanges: args.max_open_exchanges,
         ..EngineConfig::default()
     };
@@ -452,7 +460,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
                 idle_timeout: args.idle_timeout,
                 verify_checksums: false,
                 no_progress: true,
-                max_proxy_delay: 30.0,
+                max_proxy_delay: args.max_proxy_delay,
                 max_request_duration: args.max_request_duration,
                 max_open_exchanges: args.max_open_exchanges,
             },
