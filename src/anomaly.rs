@@ -124,8 +124,9 @@ counters! {
     /// `max_request_duration` and stopped holding its decisions back.
     http_pending_overdue,
     /// Requests on a connection whose other direction was never seen (a one-way
-    /// capture, or NAT'd replies captured under other addresses) that stopped holding
-    /// correlation back after `ONE_WAY_GRACE`.
+    /// capture, or NAT'd replies captured under other addresses), or whose replies
+    /// had a gap (dropped packets), that stopped holding correlation back after
+    /// `ONE_WAY_GRACE`.
     http_pending_one_way,
     /// Segment summaries for diagrams not recorded: more than
     /// `SegmentJournal::MAX_PER_CONNECTION` between two transactions of a

@@ -237,8 +237,9 @@ pub struct HttpAnalyzer {
     /// position on it). The oldest is how far correlation may decide (a
     /// transaction reaches it only once complete).
     pending_starts: std::collections::BTreeSet<(Ts, u64, u32)>,
-    /// The same, for requests on connections whose other direction was not seen yet;
-    /// they hold correlation back for [`ONE_WAY_GRACE_NS`] only.
+    /// The same, for requests on connections whose other direction was not seen yet,
+    /// or whose replies had a gap (lost packets); they hold correlation back for
+    /// [`ONE_WAY_GRACE_NS`] only.
     one_way_starts: std::collections::BTreeSet<(Ts, u64, u32)>,
     /// Where the connections of `one_way_starts` are, (vantage, client, server), and
     /// how many of their requests are in it.
@@ -284,12 +285,13 @@ impl HttpAnalyzer {
     pub fn overdue_one_way(&self, now: Ts) -> Vec<OneWayConn> {
         let limit = now.0.saturating_sub(ONE_WAY_GRACE_NS);
         let mut out = Vec::new();
+        let mut listed = rustc_hash::FxHashSet::default();
         for &(ts, id, _) in &self.one_way_starts {
             if ts.0 >= limit {
                 break;
             }
             if let Some((c, _)) = self.one_way_conns.get(&id) {
-                if !out.contains(c) {
+                if listed.insert(id) {
                     out.push(*c);
                 }
             }
@@ -526,6 +528,28 @@ impl StreamSink for HttpAnalyzer {
         conn.parsers[dir as usize].gap(ts, len, &conn.pending, &mut self.stats, &mut events);
         if !events.is_empty() {
             self.handle(conn, meta, events);
+        }
+        let reply_dir = if conn.swapped.unwrap_or(false) {
+            Dir::ToServer
+        } else {
+            Dir::ToClient
+        };
+        if dir == reply_dir {
+            // Replies went missing from this capture (dropped packets): the responses
+            // of the requests still waiting may be among them, so they hold
+            // correlation back for the grace time only, not for the whole
+            // `max_request_duration` (a lossy live capture otherwise holds every path
+            // back that long).
+            for (i, (req, _)) in conn.pending.iter().enumerate() {
+                let key = (req.first_ts, meta.id, conn.emitted + i as u32);
+                if self.pending_starts.remove(&key) {
+                    self.one_way_starts.insert(key);
+                    self.one_way_conns
+                        .entry(meta.id)
+                        .or_insert(((meta.vantage, meta.client, meta.server), 0))
+                        .1 += 1;
+                }
+            }
         }
     }
 

@@ -488,3 +488,47 @@ fn reply_direction_seen_late_makes_requests_wait_fully() {
     );
     assert_eq!(a.pending_floor(later, i64::MAX), None);
 }
+
+/// A gap in the replies (packets the capture lost) means the responses of the
+/// requests still waiting may be gone: they hold correlation back for the grace time
+/// only.
+#[test]
+fn reply_gap_shortens_the_wait() {
+    let mut a = HttpAnalyzer::new();
+    let m = meta();
+    let mut c = a.open(&m);
+    a.direction_seen(&mut c, &m, Dir::ToServer, Ts(0));
+    a.direction_seen(&mut c, &m, Dir::ToClient, Ts(0));
+    let get = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    a.data(
+        &mut c,
+        &m,
+        Dir::ToServer,
+        Ts(1_000),
+        get,
+        StreamPos::default(),
+    );
+    let later = Ts(1_000 + ONE_WAY_GRACE_NS + 1);
+    assert_eq!(
+        a.pending_floor(Ts(2_000), i64::MAX),
+        Some(Ts(1_000)),
+        "it waits"
+    );
+    a.gap(&mut c, &m, Dir::ToClient, Ts(3_000), 100);
+    assert_eq!(a.pending_floor(later, i64::MAX), None, "not past the grace");
+    assert_eq!(a.stats.http_pending_one_way, 1);
+    // Without the gap it would have waited the full time.
+    let mut b = HttpAnalyzer::new();
+    let mut d = b.open(&m);
+    b.direction_seen(&mut d, &m, Dir::ToServer, Ts(0));
+    b.direction_seen(&mut d, &m, Dir::ToClient, Ts(0));
+    b.data(
+        &mut d,
+        &m,
+        Dir::ToServer,
+        Ts(1_000),
+        get,
+        StreamPos::default(),
+    );
+    assert_eq!(b.pending_floor(later, i64::MAX), Some(Ts(1_000)));
+}
