@@ -132,6 +132,10 @@ counters! {
     /// `SegmentJournal::MAX_PER_CONNECTION` between two transactions of a
     /// connection, or `SegmentJournal::MAX_HELD` held in all.
     segments_not_kept,
+    /// Requests that stopped holding correlation back because their connection
+    /// carried nothing after them (not even an ACK) for `ONE_WAY_GRACE`: the rest of
+    /// the connection is missing from the capture (dropped packets).
+    http_pending_silent,
     /// Responses with no request to pair with.
     http_orphan_responses,
     /// Messages that could not be parsed (bad start line, header syntax, chunk size).

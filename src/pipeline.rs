@@ -386,6 +386,12 @@ impl Pipeline {
                 self.http.settle_one_way(conn, meta);
             }
         }
+        // The oldest waiting requests whose connection went silent right after them.
+        for (key, (vantage, client, server)) in self.http.waiting_past_grace(now, 64) {
+            if let Some((conn, meta)) = self.tcp.conn_mut(vantage, client, server) {
+                self.http.release_if_silent(key, conn, meta);
+            }
+        }
         self.http.pending_floor(now, max_age_ns)
     }
 

@@ -244,6 +244,9 @@ pub struct HttpAnalyzer {
     /// Where the connections of `one_way_starts` are, (vantage, client, server), and
     /// how many of their requests are in it.
     one_way_conns: rustc_hash::FxHashMap<u64, (OneWayConn, u32)>,
+    /// Where the connections of `pending_starts` are, and how many of their requests
+    /// are in it (to look a connection up in the TCP table).
+    waiting_conns: rustc_hash::FxHashMap<u64, (OneWayConn, u32)>,
 }
 
 impl HttpAnalyzer {
@@ -264,6 +267,7 @@ impl HttpAnalyzer {
                 break;
             }
             self.pending_starts.pop_first();
+            forget(&mut self.waiting_conns, first.1);
             self.stats.http_pending_overdue += 1;
         }
         let one_way_limit = now.0.saturating_sub(ONE_WAY_GRACE_NS.min(max_age_ns));
@@ -297,6 +301,39 @@ impl HttpAnalyzer {
             }
         }
         out
+    }
+
+    /// The oldest waiting requests that started before `now - ONE_WAY_GRACE_NS`
+    /// (at most `n`), with their connection: to ask the TCP table whether anything
+    /// was seen on it after the request ([`HttpAnalyzer::release_if_silent`]).
+    pub fn waiting_past_grace(&self, now: Ts, n: usize) -> Vec<((Ts, u64, u32), OneWayConn)> {
+        let limit = now.0.saturating_sub(ONE_WAY_GRACE_NS);
+        self.pending_starts
+            .iter()
+            .take_while(|k| k.0 .0 < limit)
+            .take(n)
+            .filter_map(|k| Some((*k, self.waiting_conns.get(&k.1)?.0)))
+            .collect()
+    }
+
+    /// Releases waiting request `key` when its connection has carried nothing since
+    /// the request's last byte, not even an acknowledgement: a server acknowledges
+    /// within the delayed-ACK limit (at most 500 ms, RFC 1122 4.2.3.2), so past the
+    /// grace time the rest of the connection is missing from the capture (dropped
+    /// packets), and the request holds correlation back no longer. A slow server that
+    /// acknowledged the request keeps it waiting the full `max_request_duration`.
+    pub fn release_if_silent(&mut self, key: (Ts, u64, u32), conn: &HttpConn, meta: &ConnMeta) {
+        let Some(i) = key.2.checked_sub(conn.emitted) else {
+            return;
+        };
+        let Some((req, _)) = conn.pending.get(i as usize) else {
+            return;
+        };
+        if req.first_ts == key.0 && meta.last_ts <= req.last_ts && self.pending_starts.remove(&key)
+        {
+            forget(&mut self.waiting_conns, key.1);
+            self.stats.http_pending_silent += 1;
+        }
     }
 
     fn forget_one_way(&mut self, conn: u64) {
@@ -350,7 +387,9 @@ impl HttpAnalyzer {
         *index_in_conn += 1;
         if let Some(r) = &request {
             let key = (r.first_ts, meta.id, index);
-            if !self.pending_starts.remove(&key) && self.one_way_starts.remove(&key) {
+            if self.pending_starts.remove(&key) {
+                forget(&mut self.waiting_conns, meta.id);
+            } else if self.one_way_starts.remove(&key) {
                 self.forget_one_way(meta.id);
             }
         }
@@ -401,6 +440,10 @@ impl HttpAnalyzer {
                     let key = (req.first_ts, meta.id, index);
                     if conn.seen == [true, true] {
                         self.pending_starts.insert(key);
+                        self.waiting_conns
+                            .entry(meta.id)
+                            .or_insert(((meta.vantage, meta.client, meta.server), 0))
+                            .1 += 1;
                     } else {
                         self.one_way_starts.insert(key);
                         self.one_way_conns
@@ -477,6 +520,10 @@ impl StreamSink for HttpAnalyzer {
             let key = (req.first_ts, meta.id, conn.emitted + i as u32);
             if self.one_way_starts.remove(&key) {
                 self.pending_starts.insert(key);
+                self.waiting_conns
+                    .entry(meta.id)
+                    .or_insert(((meta.vantage, meta.client, meta.server), 0))
+                    .1 += 1;
             }
         }
         self.one_way_conns.remove(&meta.id);
@@ -543,6 +590,7 @@ impl StreamSink for HttpAnalyzer {
             for (i, (req, _)) in conn.pending.iter().enumerate() {
                 let key = (req.first_ts, meta.id, conn.emitted + i as u32);
                 if self.pending_starts.remove(&key) {
+                    forget(&mut self.waiting_conns, meta.id);
                     self.one_way_starts.insert(key);
                     self.one_way_conns
                         .entry(meta.id)
@@ -575,6 +623,16 @@ impl StreamSink for HttpAnalyzer {
         let swapped = conn.swapped.unwrap_or(false);
         while let Some((req, interim)) = conn.pending.pop_front() {
             self.emit(meta, swapped, &mut conn.emitted, Some(req), None, interim);
+        }
+    }
+}
+
+/// One request fewer waiting on connection `conn`.
+fn forget(map: &mut rustc_hash::FxHashMap<u64, (OneWayConn, u32)>, conn: u64) {
+    if let Some(e) = map.get_mut(&conn) {
+        e.1 -= 1;
+        if e.1 == 0 {
+            map.remove(&conn);
         }
     }
 }

@@ -532,3 +532,40 @@ fn reply_gap_shortens_the_wait() {
     );
     assert_eq!(b.pending_floor(later, i64::MAX), Some(Ts(1_000)));
 }
+
+/// A request after which its connection carried nothing (not even an ACK) past the
+/// grace time stops holding correlation back; one the server acknowledged (a slow
+/// server) keeps waiting.
+#[test]
+fn silent_connection_releases_its_request_acknowledged_one_waits() {
+    let get = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    let later = Ts(1_000 + ONE_WAY_GRACE_NS + 1);
+    for acked in [false, true] {
+        let mut a = HttpAnalyzer::new();
+        let mut m = meta();
+        let mut c = a.open(&m);
+        a.direction_seen(&mut c, &m, Dir::ToServer, Ts(0));
+        a.direction_seen(&mut c, &m, Dir::ToClient, Ts(0));
+        a.data(
+            &mut c,
+            &m,
+            Dir::ToServer,
+            Ts(1_000),
+            get,
+            StreamPos::default(),
+        );
+        m.last_ts = if acked { Ts(1_500) } else { Ts(1_000) };
+        let waiting = a.waiting_past_grace(later, 64);
+        assert_eq!(waiting.len(), 1);
+        assert_eq!(waiting[0].1, (m.vantage, m.client, m.server));
+        a.release_if_silent(waiting[0].0, &c, &m);
+        let floor = a.pending_floor(later, i64::MAX);
+        if acked {
+            assert_eq!(floor, Some(Ts(1_000)), "acknowledged: it waits");
+            assert_eq!(a.stats.http_pending_silent, 0);
+        } else {
+            assert_eq!(floor, None, "silent: released");
+            assert_eq!(a.stats.http_pending_silent, 1);
+        }
+    }
+}
