@@ -132,10 +132,21 @@ fn errors_exit_2_with_one_line() {
     fs::write(&empty, b"").unwrap();
     let text = dir.join("notes.txt");
     fs::write(&text, b"hello, this is not a capture").unwrap();
+    // Issue 17: a pcapng section header cut right after its byte-order magic (12
+    // bytes) used to panic reading the version that follows.
+    let cut_shb = dir.join("cut-shb.pcapng");
+    fs::write(
+        &cut_shb,
+        [
+            0x0a, 0x0d, 0x0d, 0x0a, 0x1c, 0, 0, 0, 0x4d, 0x3c, 0x2b, 0x1a,
+        ],
+    )
+    .unwrap();
     for (path, words) in [
         (dir.join("missing.pcap"), "cannot read"),
         (empty, "ends inside the capture file header"),
         (text, "not a pcap or pcapng file"),
+        (cut_shb, "ends inside the capture file header"),
     ] {
         let run = flowtrace(["pcap".as_ref(), path.as_os_str()]);
         assert_eq!(run.code, 2, "{}", path.display());

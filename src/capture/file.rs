@@ -505,7 +505,7 @@ fn ng_ts(raw: u64, iface: &IfaceState) -> Ts {
 /// pcap-parser accepts any section header version; flowtrace refuses all but 1.x, as
 /// the pcapng spec and tshark do.
 fn check_pcapng_version(prefix: &[u8], path: &Path) -> Result<(), CaptureError> {
-    if prefix.len() < 12 {
+    if prefix.len() < 14 {
         return Err(CaptureError::ShortHeader {
             path: path.to_owned(),
             len: prefix.len(),
