@@ -131,8 +131,11 @@ impl TopologyBuilder {
                 continue;
             };
             server_of.insert(h.id, server);
-            let from = match h.parent.and_then(|q| server_of.get(&q).copied()) {
-                Some(parent) => Some(parent),
+            let from = match h.parent.map(|q| server_of.get(&q).copied()) {
+                Some(Some(parent)) => Some(parent),
+                // Its parent was left out (the map is full): so is this hop, rather
+                // than drawn as called by a client.
+                Some(None) => None,
                 None => {
                     let first = h.seen_at.first();
                     self.node(Node {
