@@ -11,8 +11,9 @@ use anyhow::{bail, Context, Result};
 use flowtrace::anomaly::Stats;
 use flowtrace::capture::live::{LiveOptions, LiveSource, LiveStats, Received};
 use flowtrace::capture::pcapng_writer::PcapngWriter;
-use flowtrace::capture::Frame;
+use flowtrace::capture::{Frame, Interfaces};
 use flowtrace::correlate::{Engine, EngineConfig, RequestPath, Tail};
+use flowtrace::links::HostLinks;
 use flowtrace::pipeline::{Pipeline, PipelineConfig};
 use flowtrace::tcp::TcpConfig;
 use flowtrace::time::Ts;
@@ -108,6 +109,47 @@ struct Emitter {
 }
 
 impl Emitter {
+    /// Paths to `-o FILE` or stdout (text, or jsonl for `--format jsonl|json`), and
+    /// into `--json FILE`.
+    fn new(args: &LiveArgs) -> Result<Emitter> {
+        let out: Box<dyn Write + Send> = match &args.output {
+            Some(p) => {
+                Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
+            }
+            None => Box::new(io::stdout()),
+        };
+        Ok(Emitter {
+            out: BufWriter::new(out),
+            jsonl: matches!(args.format, FormatArg::Jsonl | FormatArg::Json),
+            next_id: 0,
+            json: args.json.as_deref().map(JsonDoc::create).transpose()?,
+            late: 0,
+        })
+    }
+
+    /// Ends the `--json FILE` document with the run's summary.
+    fn finish_json(
+        &mut self,
+        live_stats: &[LiveStats],
+        packets: u64,
+        stats: &Stats,
+        tail: &Tail,
+    ) -> Result<()> {
+        let Some(j) = self.json.take() else {
+            return Ok(());
+        };
+        j.finish(&serde_json::json!({
+            "live": { "interfaces": live_stats, "packets": packets, "paths_printed_late": self.late },
+            "summary": tail.summary,
+            "vip_timeline": tail.vip_timeline,
+            "failovers": tail.failovers,
+            "clock_offsets": tail.clock_offsets,
+            "clock_offset_changes": tail.clock_offset_changes,
+            "correlation": tail.engine,
+            "stats": stats,
+        }))
+    }
+
     fn path(&mut self, p: RequestPath, now: Ts) -> Result<()> {
         if now.0 - p.end_ts.0 > 2_000_000_000 {
             self.late += 1;
@@ -193,12 +235,13 @@ impl Drop for JsonDoc {
 }
 
 pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
-    if !args.max_request_duration.is_finite() || args.max_request_duration <= 0.0 {
-        bail!("--max-request-duration must be a positive number of seconds");
-    }
-    if !args.max_proxy_delay.is_finite() || args.max_proxy_delay <= 0.0 {
-        bail!("--max-proxy-delay must be a positive number of seconds");
-    }
+    let max_wait = super::secs_ns("max-request-duration", args.max_request_duration)?;
+    let engine_config = EngineConfig {
+        max_request_duration_ns: max_wait,
+        max_proxy_delay_ns: super::secs_ns("max-proxy-delay", args.max_proxy_delay)?,
+        max_open_exchanges: args.max_open_exchanges,
+        ..EngineConfig::default()
+    };
     if args.max_open_exchanges == 0 {
         bail!("--max-open-exchanges must be at least 1");
     }
@@ -216,7 +259,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("cannot install the Ctrl-C handler")?;
     let opts = LiveOptions {
-        interfaces: interfaces.clone(),
+        interfaces,
         filter: args.filter.clone(),
         snaplen: args.snaplen,
         promisc: !args.no_promisc,
@@ -224,199 +267,75 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     };
     let source = LiveSource::open(&opts, stop.clone())?;
     let host = hostname();
-    let mut saver = match &args.write {
-        Some(path) => {
-            let ifs: Vec<(String, i32, u32)> = source
-                .interfaces()
-                .0
-                .iter()
-                .map(|d| {
-                    (
-                        d.name.clone().unwrap_or_default(),
-                        d.linktype,
-                        args.snaplen as u32,
-                    )
-                })
-                .collect();
-            let file =
-                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-            Some(PcapngWriter::new(
-                BufWriter::with_capacity(1 << 20, file),
-                &ifs,
-            )?)
-        }
+    let links = flowtrace::capture::live::host_links();
+    let saver = match &args.write {
+        Some(path) => Some(open_saver(path, &source, args.snaplen, &links)?),
         None => None,
     };
-    let links = flowtrace::capture::live::host_links();
-    if let Some(w) = &args.write {
-        // The saved capture gets its sidecar, so a replay names interfaces too.
-        let sidecar: Vec<serde_json::Value> = links
-            .links
-            .iter()
-            .map(|l| serde_json::json!({"ifindex": l.ifindex, "ifname": l.ifname, "address": l.mac, "addr_info": []}))
-            .collect();
-        let path = w.with_file_name(format!(
-            "{}.links.json",
-            w.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        std::fs::write(&path, serde_json::to_string(&sidecar)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    let mut pipeline = Pipeline::new(PipelineConfig {
-        tcp: TcpConfig {
-            idle_timeout_ns: (args.idle_timeout * 1e9) as i64,
-            ..TcpConfig::default()
-        },
-        links: vec![Some(links.clone())],
-        verify_checksums: false,
-        keep_segments: false,
-    });
     // Name the capture points after this host, as `flowtrace pcap` names them after
     // the capture file.
     let mut ifaces = source.interfaces().clone();
     for d in &mut ifaces.0 {
         d.file_name = host.clone();
     }
-    let out: Box<dyn Write + Send> = match &args.output {
-        Some(p) => {
-            Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
-        }
-        None => Box::new(io::stdout()),
+    let mut capture = Capture {
+        pipeline: Pipeline::new(PipelineConfig {
+            tcp: TcpConfig {
+                idle_timeout_ns: (args.idle_timeout * 1e9) as i64,
+                ..TcpConfig::default()
+            },
+            links: vec![Some(links.clone())],
+            verify_checksums: false,
+            keep_segments: false,
+        }),
+        source,
+        ifaces,
+        saver,
+        status: (!args.no_progress && io::stderr().is_terminal())
+            .then(|| ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())),
+        packets: 0,
+        latest: Ts(0),
     };
-    let jsonl = matches!(args.format, FormatArg::Jsonl | FormatArg::Json);
-    let json = match &args.json {
-        Some(path) => Some(JsonDoc::create(path)?),
-        None => None,
-    };
-    let mut emitter = Emitter {
-        out: BufWriter::new(out),
-        jsonl,
-        next_id: 0,
-        json,
-        late: 0,
-    };
-    let status = (!args.no_progress && io::stderr().is_terminal())
-        .then(|| ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()));
-    let started = Instant::now();
-    let (mut packets, mut last_tick, mut latest) = (0u64, Instant::now(), Ts(0));
-    let mut last_packet = Instant::now();
+    let mut emitter = Emitter::new(&args)?;
     let names = super::load_names(&args.names)?;
-    let files = vec![host.clone()];
-    let live_links = [Some(links.clone())];
-    let max_wait = (args.max_request_duration * 1e9).min(1e17) as i64;
-    let engine_config = EngineConfig {
-        max_request_duration_ns: max_wait,
-        max_proxy_delay_ns: (args.max_proxy_delay * 1e9).min(1e17) as i64,
-        max_open_exchanges: args.max_open_exchanges,
-        ..EngineConfig::default()
-    };
-    let mut stopping = false;
-    let tick_every = Duration::from_millis(100);
+    let files = vec![host];
+    let live_links = [Some(links)];
     let paths_out = AtomicUsize::new(0);
     // Capture and the pipeline on this thread, correlation and output on another
     // (the same split as `flowtrace pcap --paths`, src/cli/stream.rs).
     let (tx, rx) = stream::channel();
     let mut batcher = stream::Batcher::new(tx, max_wait);
-    type Ended = (Vec<LiveStats>, Vec<String>, Stats, Tail, Emitter);
-    let (live_stats, errors, stats, tail, mut emitter) =
-        std::thread::scope(|scope| -> Result<Ended> {
+    let (stats, tail, mut emitter) =
+        std::thread::scope(|scope| -> Result<(Stats, Tail, Emitter)> {
+            let (files, live_links, names, paths_out) =
+                (&files, &live_links, names.as_ref(), &paths_out);
             let correlator = std::thread::Builder::new()
                 .name("flowtrace-correlate".into())
-                .spawn_scoped(scope, {
-                    let (files, live_links, names, paths_out) =
-                        (&files, &live_links, names.as_ref(), &paths_out);
-                    move || {
-                        // The engine is built here: it holds Rc-shared records and never
-                        // leaves this thread.
-                        let mut engine = Engine::new(engine_config, files, live_links);
-                        let end = stream::correlate_batches(
-                            &rx,
-                            &mut engine,
-                            files,
-                            live_links,
-                            names,
-                            paths_out,
-                            |p, now| {
-                                emitter.path(p, now)?;
-                                // A path is printed the moment it is final.
-                                emitter.out.flush()?;
-                                Ok(())
-                            },
-                        );
-                        emitter.out.flush()?;
-                        end.map(|e| (e, emitter))
-                    }
+                .spawn_scoped(scope, move || {
+                    // The engine is built here: it holds Rc-shared records and never
+                    // leaves this thread.
+                    let mut engine = Engine::new(engine_config, files, live_links);
+                    let end = stream::correlate_batches(
+                        &rx,
+                        &mut engine,
+                        files,
+                        live_links,
+                        names,
+                        paths_out,
+                        |p, now| {
+                            emitter.path(p, now)?;
+                            // A path is printed the moment it is final.
+                            emitter.out.flush()?;
+                            Ok(())
+                        },
+                    );
+                    emitter.out.flush()?;
+                    end.map(|e| (e, emitter))
                 })?;
-            let mut hung_up = false;
-            loop {
-                if !stopping
-                    && (stop.load(Ordering::Relaxed)
-                        || args.count.is_some_and(|c| packets >= c)
-                        || args
-                            .duration
-                            .is_some_and(|d| started.elapsed().as_secs_f64() >= d))
-                {
-                    // Stop reading; what is already queued is still processed (and
-                    // counted).
-                    source.request_stop();
-                    stopping = true;
-                }
-                match source.recv(Duration::from_millis(100)) {
-                    Received::Packet(p) => {
-                        let frame = Frame {
-                            ts: p.ts,
-                            iface: source.iface_id(p.iface),
-                            link: source.link(p.iface),
-                            orig_len: p.orig_len,
-                            data: &p.data,
-                        };
-                        pipeline.push(&frame, &ifaces);
-                        if let Some(w) = &mut saver {
-                            w.packet(p.iface as u32, p.ts, p.orig_len, &p.data)?;
-                        }
-                        packets += 1;
-                        latest = latest.max(p.ts);
-                        last_packet = Instant::now();
-                        if packets.is_multiple_of(256)
-                            && !batcher.send(&mut pipeline, latest, false)
-                        {
-                            hung_up = true;
-                            break;
-                        }
-                    }
-                    // Once stopped, the readers end within milliseconds and the queue
-                    // then reports Ended.
-                    Received::Nothing => {}
-                    Received::Ended => break,
-                }
-                if !stopping && last_tick.elapsed() >= tick_every {
-                    last_tick = Instant::now();
-                    // With no traffic, time still passes: the floor follows the wall
-                    // clock.
-                    let now = Ts(latest.0 + last_packet.elapsed().as_nanos() as i64);
-                    if !batcher.send(&mut pipeline, now, false) {
-                        hung_up = true;
-                        break;
-                    }
-                    if let Some(bar) = &status {
-                        let drops: u64 = source
-                            .stats()
-                            .iter()
-                            .map(|s| s.dropped + s.if_dropped)
-                            .sum();
-                        bar.set_message(format!(
-                            "{packets} packets, {} paths, {drops} dropped, {} open connections",
-                            paths_out.load(Ordering::Relaxed),
-                            pipeline.open_connections(),
-                        ));
-                        bar.tick();
-                    }
-                }
-            }
-            let (live_stats, errors) = source.finish();
-            pipeline.finish();
+            let hung_up = capture.read(&args, &stop, &mut batcher, paths_out)?;
+            capture.pipeline.finish();
             if !hung_up {
-                batcher.send(&mut pipeline, latest, true);
+                batcher.send(&mut capture.pipeline, capture.latest, true);
             }
             drop(batcher);
             let (end, emitter) = correlator
@@ -425,61 +344,198 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
             let Some(ended) = end else {
                 bail!("correlation stopped before the end of the capture");
             };
-            Ok((live_stats, errors, pipeline.stats(), ended.tail, emitter))
+            Ok((capture.pipeline.stats(), ended.tail, emitter))
         })?;
+    let Capture {
+        source,
+        saver,
+        status,
+        packets,
+        ..
+    } = capture;
+    let (live_stats, errors) = source.finish();
     if let Some(bar) = status {
         bar.finish_and_clear();
     }
     if let Some(w) = saver {
         w.finish()?;
     }
-    if let Some(j) = emitter.json.take() {
-        let rest = serde_json::json!({
-            "live": { "interfaces": live_stats, "packets": packets, "paths_printed_late": emitter.late },
-            "summary": tail.summary,
-            "vip_timeline": tail.vip_timeline,
-            "failovers": tail.failovers,
-            "clock_offsets": tail.clock_offsets,
-            "clock_offset_changes": tail.clock_offset_changes,
-            "correlation": tail.engine,
-            "stats": stats,
-        });
-        j.finish(&rest)?;
-    }
+    emitter.finish_json(&live_stats, packets, &stats, &tail)?;
     summary(&mut emitter, &live_stats, &stats, packets, &tail)?;
     for e in &errors {
         eprintln!("flowtrace: warning: a capture ended: {e}");
     }
     if let (Some(dir), Some(saved)) = (&args.svg, &args.write) {
-        let pcap_args = PcapArgs {
-            capture: CaptureArgs {
-                files: vec![saved.clone()],
-                links: Vec::new(),
-                offset: Vec::new(),
-                names: args.names.clone(),
-                idle_timeout: args.idle_timeout,
-                verify_checksums: false,
-                no_progress: true,
-                max_proxy_delay: args.max_proxy_delay,
-                max_request_duration: args.max_request_duration,
-                max_open_exchanges: args.max_open_exchanges,
-            },
-            format: FormatArg::Text,
-            output: None,
-            headers: false,
-            paths: true,
-            truth: None,
-            svg: Some(dir.clone()),
-            dot: false,
-            mermaid: false,
-            path_ids: Vec::new(),
-            uri: None,
-            slowest: None,
-            failed: false,
-        };
-        diagrams_only(&pcap_args, dir)?;
+        draw_from_saved(&args, saved, dir)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `-w FILE` writer (pcapng, with interface names), and the links sidecar beside
+/// it, so that a replay names the interfaces too.
+fn open_saver(
+    path: &std::path::Path,
+    source: &LiveSource,
+    snaplen: i32,
+    links: &HostLinks,
+) -> Result<Saver> {
+    let ifs: Vec<(String, i32, u32)> = source
+        .interfaces()
+        .0
+        .iter()
+        .map(|d| {
+            (
+                d.name.clone().unwrap_or_default(),
+                d.linktype,
+                snaplen as u32,
+            )
+        })
+        .collect();
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let writer = PcapngWriter::new(BufWriter::with_capacity(1 << 20, file), &ifs)?;
+    let sidecar: Vec<serde_json::Value> = links
+        .links
+        .iter()
+        .map(|l| serde_json::json!({"ifindex": l.ifindex, "ifname": l.ifname, "address": l.mac, "addr_info": []}))
+        .collect();
+    let side = path.with_file_name(format!(
+        "{}.links.json",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    std::fs::write(&side, serde_json::to_string(&sidecar)?)
+        .with_context(|| format!("cannot write {}", side.display()))?;
+    Ok(writer)
+}
+
+type Saver = PcapngWriter<BufWriter<File>>;
+
+/// The capture side of a live run: packets through the pipeline (and into `-w`),
+/// batches to the correlation thread.
+struct Capture {
+    source: LiveSource,
+    pipeline: Pipeline,
+    /// The interfaces, named after this host.
+    ifaces: Interfaces,
+    saver: Option<Saver>,
+    status: Option<ProgressBar>,
+    packets: u64,
+    /// The newest packet time.
+    latest: Ts,
+}
+
+impl Capture {
+    /// Reads until stopped (Ctrl-C or SIGTERM, `-c`, `--duration`) and the queue is
+    /// drained, or until the correlation side hangs up (returns true then).
+    fn read(
+        &mut self,
+        args: &LiveArgs,
+        stop: &AtomicBool,
+        batcher: &mut stream::Batcher,
+        paths_out: &AtomicUsize,
+    ) -> Result<bool> {
+        let started = Instant::now();
+        let (mut last_tick, mut last_packet) = (Instant::now(), Instant::now());
+        let tick_every = Duration::from_millis(100);
+        let mut stopping = false;
+        loop {
+            if !stopping
+                && (stop.load(Ordering::Relaxed)
+                    || args.count.is_some_and(|c| self.packets >= c)
+                    || args
+                        .duration
+                        .is_some_and(|d| started.elapsed().as_secs_f64() >= d))
+            {
+                // Stop reading; what is already queued is still processed (and
+                // counted).
+                self.source.request_stop();
+                stopping = true;
+            }
+            match self.source.recv(Duration::from_millis(100)) {
+                Received::Packet(p) => {
+                    let frame = Frame {
+                        ts: p.ts,
+                        iface: self.source.iface_id(p.iface),
+                        link: self.source.link(p.iface),
+                        orig_len: p.orig_len,
+                        data: &p.data,
+                    };
+                    self.pipeline.push(&frame, &self.ifaces);
+                    if let Some(w) = &mut self.saver {
+                        w.packet(p.iface as u32, p.ts, p.orig_len, &p.data)?;
+                    }
+                    self.packets += 1;
+                    self.latest = self.latest.max(p.ts);
+                    last_packet = Instant::now();
+                    if self.packets.is_multiple_of(256)
+                        && !batcher.send(&mut self.pipeline, self.latest, false)
+                    {
+                        return Ok(true);
+                    }
+                }
+                // Once stopped, the readers end within milliseconds and the queue
+                // then reports Ended.
+                Received::Nothing => {}
+                Received::Ended => return Ok(false),
+            }
+            if !stopping && last_tick.elapsed() >= tick_every {
+                last_tick = Instant::now();
+                // With no traffic, time still passes: the floor follows the wall clock.
+                let now = Ts(self.latest.0 + last_packet.elapsed().as_nanos() as i64);
+                if !batcher.send(&mut self.pipeline, now, false) {
+                    return Ok(true);
+                }
+                self.show_status(paths_out);
+            }
+        }
+    }
+
+    fn show_status(&self, paths_out: &AtomicUsize) {
+        let Some(bar) = &self.status else { return };
+        let drops: u64 = self
+            .source
+            .stats()
+            .iter()
+            .map(|s| s.dropped + s.if_dropped)
+            .sum();
+        bar.set_message(format!(
+            "{} packets, {} paths, {drops} dropped, {} open connections",
+            self.packets,
+            paths_out.load(Ordering::Relaxed),
+            self.pipeline.open_connections(),
+        ));
+        bar.tick();
+    }
+}
+
+/// `--svg DIR`: the diagrams of the run, from its `-w` file, in one pass.
+fn draw_from_saved(args: &LiveArgs, saved: &std::path::Path, dir: &std::path::Path) -> Result<()> {
+    let pcap_args = PcapArgs {
+        capture: CaptureArgs {
+            files: vec![saved.to_path_buf()],
+            links: Vec::new(),
+            offset: Vec::new(),
+            names: args.names.clone(),
+            idle_timeout: args.idle_timeout,
+            verify_checksums: false,
+            no_progress: true,
+            max_proxy_delay: args.max_proxy_delay,
+            max_request_duration: args.max_request_duration,
+            max_open_exchanges: args.max_open_exchanges,
+        },
+        format: FormatArg::Text,
+        output: None,
+        headers: false,
+        paths: true,
+        truth: None,
+        svg: Some(dir.to_path_buf()),
+        dot: false,
+        mermaid: false,
+        path_ids: Vec::new(),
+        uri: None,
+        slowest: None,
+        failed: false,
+    };
+    diagrams_only(&pcap_args, dir)
 }
 
 fn summary(
