@@ -1,7 +1,9 @@
 //! Command-line behaviour: formats, stdin, gzip, several files, exit codes, golden
 //! outputs of the shipped captures.
 
-use crate::util::{corpus, flowtrace, flowtrace_in_repo, golden, json_doc, repo, temp_dir, Doc};
+use crate::util::{
+    corpus, flowtrace, flowtrace_in_repo, flowtrace_stdin, golden, json_doc, repo, temp_dir, Doc,
+};
 use std::fs;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -27,25 +29,13 @@ fn stdin_equals_file() {
         "jsonl".as_ref(),
         path.as_os_str(),
     ]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flowtrace"))
-        .args(["pcap", "--format", "jsonl", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&fs::read(&path).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let strip = |s: &str| s.replace(path.to_str().unwrap(), "-");
-    assert_eq!(
-        strip(&from_file.stdout),
-        String::from_utf8_lossy(&out.stdout)
+    let out = flowtrace_stdin(
+        ["pcap", "--format", "jsonl", "-"],
+        &fs::read(&path).unwrap(),
     );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let strip = |s: &str| s.replace(path.to_str().unwrap(), "-");
+    assert_eq!(strip(&from_file.stdout), out.stdout);
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Diagrams: hostile wire text is escaped, every SVG is well-formed XML, the shipped
 //! scenarios' diagrams match their reviewed goldens, and Chromium renders them.
 
-use crate::util::{flowtrace, flowtrace_in_repo, golden, repo, scenario_captures, temp_dir};
+use crate::util::{
+    flowtrace, flowtrace_in_repo, flowtrace_stdin, golden, repo, scenario_captures, temp_dir,
+};
 use etherparse::PacketBuilder;
 use std::path::{Path, PathBuf};
 
@@ -253,8 +255,6 @@ fn diagrams_render_in_chromium() {
 /// for diagrams does not change the paths printed.
 #[test]
 fn svg_from_stdin_in_one_pass() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     let file = repo().join("captures/cross-server/A.pcap.gz");
     let from_file = temp_dir("svg-one-pass-file");
     let run = flowtrace([
@@ -270,27 +270,18 @@ fn svg_from_stdin_in_one_pass() {
     assert_eq!(plain.code, 0, "{}", plain.stderr);
     assert_eq!(run.stdout, plain.stdout, "--svg changed the paths printed");
     let from_stdin = temp_dir("svg-one-pass-stdin");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flowtrace"))
-        .args(["pcap", "--slowest", "1", "--svg"])
-        .arg(&from_stdin)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&std::fs::read(&file).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = flowtrace_stdin(
+        [
+            "pcap".as_ref(),
+            "--slowest".as_ref(),
+            "1".as_ref(),
+            "--svg".as_ref(),
+            from_stdin.as_os_str(),
+            "-".as_ref(),
+        ],
+        &std::fs::read(&file).unwrap(),
     );
+    assert_eq!(out.code, 0, "{}", out.stderr);
     let names = |d: &Path| {
         let mut v: Vec<String> = std::fs::read_dir(d)
             .unwrap()

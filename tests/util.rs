@@ -29,6 +29,35 @@ where
     }
 }
 
+/// Runs flowtrace with `input` on its standard input.
+pub fn flowtrace_stdin<I, S>(args: I, input: &[u8]) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flowtrace"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run flowtrace");
+    // Written from another thread: flowtrace may fill its stdout before it has read
+    // all of its input.
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().expect("run flowtrace");
+    writer.join().expect("stdin writer").expect("write stdin");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// The shared capture corpus, `../shared/pcaps` beside the checkout. In CI it must
 /// exist; elsewhere a test that cannot find it says so loudly and returns `None`.
 pub fn corpus() -> Option<PathBuf> {

@@ -151,10 +151,9 @@ pub(crate) fn correlate_batches(
             vrrp = v;
         }
         garp.extend(batch.new_garp);
-        for t in &batch.transactions {
-            engine.ingest(t, &vantages, batch.now);
+        for mut t in batch.transactions {
+            engine.ingest(&mut t, &vantages, batch.now);
         }
-        drop(batch.transactions);
         let ctx = Correlation {
             vantages: &vantages,
             files,

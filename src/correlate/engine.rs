@@ -380,7 +380,10 @@ impl Engine {
 
     /// Takes one completed transaction; `now` is the watermark (newest packet time)
     /// when it completed.
-    pub fn ingest(&mut self, t: &HttpTransaction, vantages: &[Vantage], now: Ts) {
+    ///
+    /// The transaction's segment summaries (`HttpTransaction::segments`, kept for
+    /// diagrams) are moved into the engine, not copied.
+    pub fn ingest(&mut self, t: &mut HttpTransaction, vantages: &[Vantage], now: Ts) {
         let Some(req) = &t.request else {
             self.stats.views_without_request += 1;
             return;
@@ -456,9 +459,10 @@ impl Engine {
                 (id, Rc::new(msg))
             }
         };
-        let Some(view) = View::new(t, file, now, shift, msg) else {
+        let Some(mut view) = View::new(t, file, now, shift, msg) else {
             return;
         };
+        view.segments = std::mem::take(&mut t.segments);
         // Clock samples: this view against the earliest answered view of every other
         // capture that saw the exchange.
         if let Some(resp) = view.resp {

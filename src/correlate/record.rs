@@ -280,7 +280,8 @@ pub(crate) struct View {
     /// Offset (ns) subtracted from this view's capture times.
     pub shift: i64,
     pub msg: Rc<Msg>,
-    /// The transaction's segments, when the run keeps them for diagrams.
+    /// The transaction's segments, when the run keeps them for diagrams (moved in by
+    /// the engine, not copied).
     pub segments: Vec<crate::tcp::SegmentSummary>,
 }
 
@@ -313,7 +314,7 @@ impl View {
             ttl: t.conn_ttl[0].unwrap_or(0),
             shift,
             msg,
-            segments: t.segments.clone(),
+            segments: Vec::new(),
         })
     }
 

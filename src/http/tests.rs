@@ -411,11 +411,11 @@ GET /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
     }
 }
 
-/// A connection whose replies are captured elsewhere (one-way here): each request
-/// is done once the next one is sent, and one left waiting holds correlation back
-/// for the grace time only.
-#[test]
-fn one_way_connection_does_not_hold_correlation() {
+const GET_A: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// An analyzer with one connection on which `GET /a` was sent at 1 µs, the capture
+/// having shown the client's direction and, when `reply_seen`, the server's.
+fn waiting_request(reply_seen: bool) -> (HttpAnalyzer, HttpConn, ConnMeta) {
     let mut a = HttpAnalyzer::new();
     let m = ConnMeta {
         first_seq: [None, None],
@@ -423,25 +423,26 @@ fn one_way_connection_does_not_hold_correlation() {
     };
     let mut c = a.open(&m);
     a.direction_seen(&mut c, &m, Dir::ToServer, Ts(0));
-    let get = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
-    a.data(
-        &mut c,
-        &m,
-        Dir::ToServer,
-        Ts(1_000),
-        get,
-        StreamPos::default(),
-    );
+    if reply_seen {
+        a.direction_seen(&mut c, &m, Dir::ToClient, Ts(0));
+    }
+    send(&mut a, &mut c, &m, Dir::ToServer, 1_000, GET_A);
+    (a, c, m)
+}
+
+fn send(a: &mut HttpAnalyzer, c: &mut HttpConn, m: &ConnMeta, dir: Dir, ts: i64, data: &[u8]) {
+    a.data(c, m, dir, Ts(ts), data, StreamPos::default());
+}
+
+/// A connection whose replies are captured elsewhere (one-way here): each request
+/// is done once the next one is sent, and one left waiting holds correlation back
+/// for the grace time only.
+#[test]
+fn one_way_connection_does_not_hold_correlation() {
+    let (mut a, mut c, m) = waiting_request(false);
     assert!(a.completed.is_empty(), "the first request waits");
     assert_eq!(a.pending_floor(Ts(2_000), i64::MAX), Some(Ts(1_000)));
-    a.data(
-        &mut c,
-        &m,
-        Dir::ToServer,
-        Ts(5_000),
-        get,
-        StreamPos::default(),
-    );
+    send(&mut a, &mut c, &m, Dir::ToServer, 5_000, GET_A);
     assert_eq!(a.completed.len(), 1, "the next request ends the first");
     assert!(a.completed[0].response.is_none());
     assert_eq!(a.pending_floor(Ts(6_000), i64::MAX), Some(Ts(5_000)));
@@ -454,33 +455,12 @@ fn one_way_connection_does_not_hold_correlation() {
 /// Once the other direction shows up, waiting requests wait their full time.
 #[test]
 fn reply_direction_seen_late_makes_requests_wait_fully() {
-    let mut a = HttpAnalyzer::new();
-    let m = ConnMeta {
-        first_seq: [None, None],
-        ..meta()
-    };
-    let mut c = a.open(&m);
-    a.direction_seen(&mut c, &m, Dir::ToServer, Ts(0));
-    let get = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
-    a.data(
-        &mut c,
-        &m,
-        Dir::ToServer,
-        Ts(1_000),
-        get,
-        StreamPos::default(),
-    );
+    let (mut a, mut c, m) = waiting_request(false);
     a.direction_seen(&mut c, &m, Dir::ToClient, Ts(2_000));
     let later = Ts(1_000 + ONE_WAY_GRACE_NS + 1);
     assert_eq!(a.pending_floor(later, i64::MAX), Some(Ts(1_000)));
-    a.data(
-        &mut c,
-        &m,
-        Dir::ToClient,
-        Ts(3_000),
-        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-        StreamPos::default(),
-    );
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    send(&mut a, &mut c, &m, Dir::ToClient, 3_000, ok);
     assert_eq!(a.completed.len(), 1);
     assert_eq!(
         a.completed[0].response.as_ref().map(|r| r.status),
@@ -494,20 +474,7 @@ fn reply_direction_seen_late_makes_requests_wait_fully() {
 /// only.
 #[test]
 fn reply_gap_shortens_the_wait() {
-    let mut a = HttpAnalyzer::new();
-    let m = meta();
-    let mut c = a.open(&m);
-    a.direction_seen(&mut c, &m, Dir::ToServer, Ts(0));
-    a.direction_seen(&mut c, &m, Dir::ToClient, Ts(0));
-    let get = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
-    a.data(
-        &mut c,
-        &m,
-        Dir::ToServer,
-        Ts(1_000),
-        get,
-        StreamPos::default(),
-    );
+    let (mut a, mut c, m) = waiting_request(true);
     let later = Ts(1_000 + ONE_WAY_GRACE_NS + 1);
     assert_eq!(
         a.pending_floor(Ts(2_000), i64::MAX),
@@ -518,18 +485,7 @@ fn reply_gap_shortens_the_wait() {
     assert_eq!(a.pending_floor(later, i64::MAX), None, "not past the grace");
     assert_eq!(a.stats.http_pending_one_way, 1);
     // Without the gap it would have waited the full time.
-    let mut b = HttpAnalyzer::new();
-    let mut d = b.open(&m);
-    b.direction_seen(&mut d, &m, Dir::ToServer, Ts(0));
-    b.direction_seen(&mut d, &m, Dir::ToClient, Ts(0));
-    b.data(
-        &mut d,
-        &m,
-        Dir::ToServer,
-        Ts(1_000),
-        get,
-        StreamPos::default(),
-    );
+    let (mut b, _, _) = waiting_request(true);
     assert_eq!(b.pending_floor(later, i64::MAX), Some(Ts(1_000)));
 }
 
@@ -538,22 +494,9 @@ fn reply_gap_shortens_the_wait() {
 /// server) keeps waiting.
 #[test]
 fn silent_connection_releases_its_request_acknowledged_one_waits() {
-    let get = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
     let later = Ts(1_000 + ONE_WAY_GRACE_NS + 1);
     for acked in [false, true] {
-        let mut a = HttpAnalyzer::new();
-        let mut m = meta();
-        let mut c = a.open(&m);
-        a.direction_seen(&mut c, &m, Dir::ToServer, Ts(0));
-        a.direction_seen(&mut c, &m, Dir::ToClient, Ts(0));
-        a.data(
-            &mut c,
-            &m,
-            Dir::ToServer,
-            Ts(1_000),
-            get,
-            StreamPos::default(),
-        );
+        let (mut a, c, mut m) = waiting_request(true);
         m.last_ts = if acked { Ts(1_500) } else { Ts(1_000) };
         let waiting = a.waiting_past_grace(later, 64);
         assert_eq!(waiting.len(), 1);

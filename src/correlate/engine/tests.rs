@@ -44,7 +44,7 @@ impl Run {
     }
 
     fn ingest(&mut self, t: &HttpTransaction, now: i64) {
-        self.engine.ingest(t, &self.vantages, Ts(now));
+        self.engine.ingest(&mut t.clone(), &self.vantages, Ts(now));
     }
 
     /// Advances; returns how many paths it emitted.
