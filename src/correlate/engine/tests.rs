@@ -49,14 +49,7 @@ impl Run {
 
     /// Advances; returns how many paths it emitted.
     fn advance(&mut self, now: i64, pending: Option<i64>) -> usize {
-        let ctx = Context {
-            vantages: &self.vantages,
-            files: &self.files,
-            links: &self.links,
-            names: None,
-            vrrp: &[],
-            garp: &[],
-        };
+        let ctx = context(&self.vantages, &self.files, &self.links);
         let before = self.paths.len();
         let paths = &mut self.paths;
         self.engine
@@ -66,14 +59,7 @@ impl Run {
 
     /// Finishes; returns how many paths it emitted, and the tail.
     fn finish(&mut self) -> (usize, Tail) {
-        let ctx = Context {
-            vantages: &self.vantages,
-            files: &self.files,
-            links: &self.links,
-            names: None,
-            vrrp: &[],
-            garp: &[],
-        };
+        let ctx = context(&self.vantages, &self.files, &self.links);
         let before = self.paths.len();
         let paths = &mut self.paths;
         let tail = self.engine.finish(&ctx, &mut |p| paths.push(p));
@@ -475,4 +461,20 @@ fn too_many_open_exchanges_force_a_round() {
     assert_eq!((s.late_views, s.late_views_dropped), (0, 0));
     let (n, _) = run.finish();
     assert_eq!(n, 2);
+}
+
+/// A correlation context with no topology file, VRRP or gratuitous ARP.
+fn context<'a>(
+    vantages: &'a [Vantage],
+    files: &'a [String],
+    links: &'a [Option<HostLinks>],
+) -> Context<'a> {
+    Context {
+        vantages,
+        files,
+        links,
+        names: None,
+        vrrp: &[],
+        garp: &[],
+    }
 }
