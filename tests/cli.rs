@@ -150,6 +150,12 @@ fn errors_exit_2_with_one_line() {
             .stderr
             .contains(path.file_name().unwrap().to_str().unwrap()));
         assert_eq!(run.stderr.lines().count(), 1);
+        // Issue 14: the cause is printed once ("(os error 2)" used to come twice).
+        assert!(
+            run.stderr.matches("(os error").count() <= 1,
+            "{}",
+            run.stderr
+        );
     }
     let run = flowtrace(["pcap", "--idle-timeout", "-1", "x"]);
     assert_eq!(run.code, 2);
@@ -298,4 +304,55 @@ mod live {
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("interface lo:"));
     }
+}
+
+/// Issue 14: completions and man pages come from the clap definition.
+#[test]
+fn completions_and_man_pages() {
+    for shell in ["bash", "zsh", "fish"] {
+        let run = flowtrace(["completions", shell]);
+        assert_eq!(run.code, 0, "{shell}: {}", run.stderr);
+        assert!(
+            run.stdout.contains("flowtrace") && run.stdout.contains("--paths"),
+            "{shell}"
+        );
+    }
+    let run = flowtrace(["man"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains(".TH flowtrace 1"), "{}", run.stdout);
+    let dir = temp_dir("man");
+    let run = flowtrace(["man".as_ref(), "--dir".as_ref(), dir.as_os_str()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let pcap = fs::read_to_string(dir.join("flowtrace-pcap.1")).unwrap();
+    assert!(pcap.contains("\\-\\-svg"), "{pcap}");
+    assert!(dir.join("flowtrace.1").exists());
+}
+
+/// Issue 14: `live --list` names each interface with its addresses (loopback has
+/// 127.0.0.1 on every Linux host), in text and as JSON lines.
+#[cfg(feature = "live")]
+#[test]
+fn live_lists_interfaces_with_addresses() {
+    let run = flowtrace(["live", "--list"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.contains(" lo ") && l.contains("127.0.0.1")),
+        "{}",
+        run.stdout
+    );
+    let run = flowtrace(["live", "--list", "--format", "jsonl"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lo = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["ifname"] == "lo")
+        .expect("lo listed");
+    assert!(lo["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "127.0.0.1"));
 }

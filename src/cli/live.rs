@@ -15,6 +15,7 @@ use flowtrace::capture::{Frame, Interfaces};
 use flowtrace::correlate::{Engine, EngineConfig, RequestPath, Tail};
 use flowtrace::links::HostLinks;
 use flowtrace::pipeline::{Pipeline, PipelineConfig};
+use flowtrace::render::sanitize;
 use flowtrace::tcp::TcpConfig;
 use flowtrace::time::Ts;
 use indicatif::{ProgressBar, ProgressDrawTarget};
@@ -88,6 +89,42 @@ pub(crate) struct LiveArgs {
     /// Never show the status line (it is shown only when stderr is a terminal).
     #[arg(long)]
     no_progress: bool,
+    /// List this host's interfaces with their index, MAC, bridge and addresses, and
+    /// exit (tcpdump -D); `--format jsonl` gives one JSON object per interface.
+    #[arg(short = 'D', long = "list")]
+    list: bool,
+}
+
+/// `--list`: the interfaces live capture can name, with what names a host by them.
+fn list_interfaces(args: &LiveArgs) -> Result<ExitCode> {
+    let host = flowtrace::capture::live::host_links();
+    let mut out = super::output(&args.output)?;
+    for l in &host.links {
+        if matches!(args.format, FormatArg::Text) {
+            let addrs: Vec<String> = l.addresses.iter().map(|a| a.to_string()).collect();
+            writeln!(
+                out,
+                "{:>3} {:16} {:17} {}{}",
+                l.ifindex,
+                sanitize(&l.ifname),
+                l.mac.as_deref().unwrap_or("-"),
+                if addrs.is_empty() {
+                    "no address".to_string()
+                } else {
+                    addrs.join(" ")
+                },
+                l.master
+                    .as_deref()
+                    .map(|m| format!("  (bridge {})", sanitize(m)))
+                    .unwrap_or_default()
+            )?;
+        } else {
+            serde_json::to_writer(&mut out, l)?;
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn hostname() -> String {
@@ -235,6 +272,9 @@ impl Drop for JsonDoc {
 }
 
 pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
+    if args.list {
+        return list_interfaces(&args);
+    }
     let max_wait = super::secs_ns("max-request-duration", args.max_request_duration)?;
     let engine_config = EngineConfig {
         max_request_duration_ns: max_wait,
@@ -363,7 +403,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     emitter.finish_json(&live_stats, packets, &stats, &tail)?;
     summary(&mut emitter, &live_stats, &stats, packets, &tail)?;
     for e in &errors {
-        eprintln!("flowtrace: warning: a capture ended: {e}");
+        eprintln!("flowtrace: warning: a capture ended: {e:#}");
     }
     if let (Some(dir), Some(saved)) = (&args.svg, &args.write) {
         draw_from_saved(&args, saved, dir)?;

@@ -43,6 +43,20 @@ enum Command {
     /// Capture on live interfaces and print each request path as it completes.
     #[cfg(feature = "live")]
     Live(live::LiveArgs),
+    /// Print a shell completion script (e.g. `flowtrace completions bash >
+    /// /etc/bash_completion.d/flowtrace`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `flowtrace man | man -l -`), or with --dir write
+    /// flowtrace.1 and one page per command (flowtrace-pcap.1, ...) into DIR.
+    Man {
+        /// Write the pages into DIR instead of printing the main one.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -191,7 +205,39 @@ pub fn run() -> Result<ExitCode> {
         Command::Check(args) => check_cmd(args),
         #[cfg(feature = "live")]
         Command::Live(args) => live::run(args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "flowtrace", &mut io::stdout().lock());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => man(dir),
     }
+}
+
+/// `flowtrace man`: the manual pages, from the clap definition.
+fn man(dir: Option<PathBuf>) -> Result<ExitCode> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let Some(dir) = dir else {
+        clap_mangen::Man::new(cmd).render(&mut io::stdout().lock())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut written = Vec::new();
+    let mut page = |name: String, cmd: clap::Command| -> Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd).title(name).render(&mut buf)?;
+        std::fs::write(&path, buf).with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path.display().to_string());
+        Ok(())
+    };
+    for sub in cmd.get_subcommands() {
+        let name = format!("flowtrace-{}", sub.get_name());
+        page(name, sub.clone())?;
+    }
+    page("flowtrace".into(), cmd)?;
+    eprintln!("flowtrace: wrote {}", written.join(" "));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_links(args: &CaptureArgs) -> Result<Vec<Option<HostLinks>>> {
@@ -553,16 +599,26 @@ fn check_cmd(args: CheckArgs) -> Result<ExitCode> {
     if args.expect.is_none() && args.rule.is_empty() {
         bail!("nothing to check: give --expect FILE and/or --rule RULE");
     }
+    // Roles a --names file defines may be named in rules besides the built-in ones.
+    let named_roles: Vec<String> = load_names(&args.capture.names)?
+        .map(|n| n.services.into_values().filter_map(|s| s.role).collect())
+        .unwrap_or_default();
     // Rules are parsed before the captures are read, so a typo fails fast.
     let mut rules = Vec::new();
     for r in &args.rule {
-        rules.push(check::Rule::parse(r).with_context(|| format!("--rule {r:?}"))?);
+        rules.push(
+            check::Rule::parse_with_roles(r, &named_roles)
+                .with_context(|| format!("--rule {r:?}"))?,
+        );
     }
     let existing = match &args.expect {
         Some(path) if path.exists() || !args.bless => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            Some(Expectation::parse(&text).with_context(|| path.display().to_string())?)
+            Some(
+                Expectation::parse_with_roles(&text, &named_roles)
+                    .with_context(|| path.display().to_string())?,
+            )
         }
         _ => None,
     };
@@ -583,7 +639,7 @@ fn check_cmd(args: CheckArgs) -> Result<ExitCode> {
         eprintln!("flowtrace: wrote {}", path.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let outcome = check::check(&c.report, existing.as_ref(), &rules)?;
+    let outcome = check::check(&c.report, existing.as_ref(), &rules, &named_roles)?;
     let mut out = io::stdout().lock();
     if !matches!(args.format, FormatArg::Text) {
         serde_json::to_writer(&mut out, &outcome)?;
