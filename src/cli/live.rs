@@ -89,6 +89,8 @@ pub(crate) struct LiveArgs {
     /// Never show the status line (it is shown only when stderr is a terminal).
     #[arg(long)]
     no_progress: bool,
+    #[command(flatten)]
+    times: super::TimeArgs,
     /// List this host's interfaces with their index, MAC, bridge and addresses, and
     /// exit (tcpdump -D); `--format jsonl` gives one JSON object per interface.
     #[arg(short = 'D', long = "list")]
@@ -143,6 +145,8 @@ struct Emitter {
     json: Option<JsonDoc>,
     /// Paths printed more than 2 s (capture time) after their response ended.
     late: u64,
+    /// How text shows times.
+    times: flowtrace::render::TimeFormat,
 }
 
 impl Emitter {
@@ -161,6 +165,7 @@ impl Emitter {
             next_id: 0,
             json: args.json.as_deref().map(JsonDoc::create).transpose()?,
             late: 0,
+            times: args.times.format(),
         })
     }
 
@@ -198,7 +203,7 @@ impl Emitter {
             serde_json::to_writer(&mut self.out, &v)?;
             writeln!(self.out)?;
         } else {
-            flowtrace::render::paths::write_path(&mut self.out, &p)?;
+            flowtrace::render::paths::write_path(&mut self.out, &p, &mut self.times)?;
         }
         if let Some(j) = &mut self.json {
             j.path(&p)?;
@@ -565,7 +570,11 @@ fn draw_from_saved(args: &LiveArgs, saved: &std::path::Path, dir: &std::path::Pa
         format: FormatArg::Text,
         output: None,
         headers: false,
+        times: args.times.clone(),
         paths: true,
+        all: true,
+        summary: false,
+        top: 0,
         truth: None,
         svg: Some(dir.to_path_buf()),
         dot: false,
@@ -617,7 +626,7 @@ fn summary(
             )?;
         }
         let report = tail.clone().into_report(Vec::new());
-        flowtrace::render::paths::write_summary(&mut emitter.out, &report)?;
+        flowtrace::render::paths::write_summary(&mut emitter.out, &report, &mut emitter.times)?;
     }
     emitter.out.flush()?;
     Ok(())

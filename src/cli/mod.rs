@@ -14,7 +14,7 @@ use flowtrace::check::{self, Expectation};
 use flowtrace::correlate::{EngineConfig, Report, Tail};
 use flowtrace::links::{self, HostLinks};
 use flowtrace::pipeline::{Pipeline, PipelineConfig, Vantage};
-use flowtrace::render::paths::PathWriter;
+use flowtrace::render::paths::{Highlights as PathHighlights, PathWriter};
 use flowtrace::render::{sanitize, Format, Summary, Writer};
 use flowtrace::tcp::TcpConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -64,6 +64,46 @@ pub(crate) enum FormatArg {
     Text,
     Json,
     Jsonl,
+}
+
+/// `--time-format`: tcpdump's choices of how text shows a time.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum TimeStyleArg {
+    /// 14:02:05.137301, with a `date` line when the date changes.
+    Clock,
+    /// Seconds since the Unix epoch.
+    Epoch,
+    /// RFC 3339 date and time with the zone's offset.
+    Iso,
+    /// Seconds since the first time shown.
+    Relative,
+    /// Seconds since the previous line's time.
+    Delta,
+}
+
+/// How text output shows times (JSON always has epoch seconds).
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct TimeArgs {
+    /// How text output shows times.
+    #[arg(long, value_enum, default_value_t = TimeStyleArg::Clock, value_name = "STYLE")]
+    time_format: TimeStyleArg,
+    /// Show times in UTC instead of the local time zone.
+    #[arg(long)]
+    utc: bool,
+}
+
+impl TimeArgs {
+    pub(crate) fn format(&self) -> flowtrace::render::TimeFormat {
+        use flowtrace::render::TimeStyle;
+        let style = match self.time_format {
+            TimeStyleArg::Clock => TimeStyle::Clock,
+            TimeStyleArg::Epoch => TimeStyle::Epoch,
+            TimeStyleArg::Iso => TimeStyle::Iso,
+            TimeStyleArg::Relative => TimeStyle::Relative,
+            TimeStyleArg::Delta => TimeStyle::Delta,
+        };
+        flowtrace::render::TimeFormat::new(style, self.utc)
+    }
 }
 
 /// What every command that reads captures takes.
@@ -143,10 +183,23 @@ pub(crate) struct PcapArgs {
     /// Include request and response headers in JSON records.
     #[arg(long)]
     headers: bool,
+    #[command(flatten)]
+    times: TimeArgs,
     /// Print request paths (correlated across captures, NAT, proxies and the VIP)
     /// instead of per-capture-point transactions.
     #[arg(long)]
     paths: bool,
+    /// With --paths: print every path as it is final, then the summary (the default
+    /// when the output is not a terminal).
+    #[arg(long, conflicts_with = "summary")]
+    all: bool,
+    /// With --paths: print the summary first, then only the slowest and the failed
+    /// paths (--top of each; the default on a terminal).
+    #[arg(long)]
+    summary: bool,
+    /// With the summary first: how many of the slowest and of the failed paths to show.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    top: usize,
     /// Score the paths against a lab ground truth (truth.jsonl) and print precision
     /// and recall instead of the paths (implies --paths).
     #[arg(long, value_name = "FILE")]
@@ -403,7 +456,8 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
         return paths(args, format);
     }
     let mut opened = open(&args.capture, false)?;
-    let mut writer = Writer::new(output(&args.output)?, format, args.headers)?;
+    let mut writer =
+        Writer::new(output(&args.output)?, format, args.headers)?.with_times(args.times.format());
     let mut stats = Stats::default();
     read_all(&mut opened, &mut stats, |p| {
         Ok(p.emit(|t, v| writer.transaction(t, v))?)
@@ -536,8 +590,21 @@ fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
     if let Some(truth) = &args.truth {
         return score_run(&args, truth, format);
     }
-    // Paths go out as they are final; only those the diagrams may draw are kept.
-    let mut writer = PathWriter::new(output(&args.output)?, format)?;
+    // On a terminal the summary comes first, then the slowest and failed paths
+    // (bounded); otherwise paths go out as they are final and the summary last.
+    // Either way only the paths the diagrams may draw are kept whole.
+    let summary_first = format == Format::Text
+        && !args.all
+        && (args.summary || (args.output.is_none() && io::stdout().is_terminal()));
+    let mut out = Some(output(&args.output)?);
+    let mut writer = match summary_first {
+        true => None,
+        false => Some(
+            PathWriter::new(out.take().expect("one output"), format)?
+                .with_times(args.times.format()),
+        ),
+    };
+    let mut highlights = summary_first.then(|| PathHighlights::new(args.top));
     let mut keeper = args
         .svg
         .as_ref()
@@ -546,9 +613,21 @@ fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
         if let Some(k) = &mut keeper {
             k.offer(&p);
         }
-        Ok(writer.path(&p)?)
+        if let Some(h) = &mut highlights {
+            h.offer(&p);
+        }
+        if let Some(w) = &mut writer {
+            w.path(&p)?;
+        }
+        Ok(())
     })?;
-    writer.finish(&s.tail, &s.summary())?;
+    if let Some(w) = writer {
+        w.finish(&s.tail, &s.summary())?;
+    }
+    if let (Some(h), Some(mut out)) = (highlights, out) {
+        h.write(&mut out, &s.tail, &s.summary(), &mut args.times.format())?;
+        out.flush()?;
+    }
     if let (Some(dir), Some(keeper)) = (&args.svg, keeper) {
         draw(&args, dir, keeper, s.tail, &s.vantages)?;
     }

@@ -1058,10 +1058,7 @@ impl Engine {
                 self.failed.push(FailedPath {
                     path: p.id,
                     start_ts: p.start_ts,
-                    reason: match p.hops.first().and_then(|h| h.status) {
-                        None => "no response (connection reset or timed out)".into(),
-                        Some(s) => format!("status {s}"),
-                    },
+                    reason: super::report::failure_reason(p),
                 });
             } else {
                 self.stats.failed_paths_not_kept += 1;
