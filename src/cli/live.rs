@@ -77,8 +77,15 @@ pub(crate) struct LiveArgs {
     /// they are final (nothing is held for it), the summary at the end.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// On exit, draw diagrams into DIR from the -w file (requires -w).
-    #[arg(long, value_name = "DIR", requires = "write")]
+    /// On exit, draw diagrams into DIR (default: ./flowtrace-diagrams) from the -w
+    /// file (requires -w).
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "write",
+        num_args = 0..=1,
+        default_missing_value = super::DEFAULT_SVG_DIR
+    )]
     svg: Option<PathBuf>,
     /// Close TCP connections idle this many seconds.
     #[arg(long, default_value_t = 120.0, value_name = "SECS")]
@@ -280,6 +287,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     if args.list {
         return list_interfaces(&args);
     }
+    super::check_svg_dir(&args.svg)?;
     let max_wait = super::secs_ns("max-request-duration", args.max_request_duration)?;
     let engine_config = EngineConfig {
         max_request_duration_ns: max_wait,

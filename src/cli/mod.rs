@@ -109,8 +109,7 @@ impl TimeArgs {
 /// What every command that reads captures takes.
 #[derive(clap::Args, Debug)]
 pub(crate) struct CaptureArgs {
-    /// Capture files, typically one per host.
-    #[arg(required = true)]
+    /// Capture files, typically one per host (`-` is standard input).
     files: Vec<PathBuf>,
     /// Interface names for SLL2 captures: `ip -j addr` output of the capturing host,
     /// as CAPTURE=FILE (or just FILE with a single capture). Without it,
@@ -147,6 +146,24 @@ pub(crate) struct CaptureArgs {
     /// counted as forced rounds).
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     max_open_exchanges: usize,
+}
+
+/// Where `--svg` without a directory draws.
+pub(crate) const DEFAULT_SVG_DIR: &str = "flowtrace-diagrams";
+
+/// `--svg DIR` takes the next argument when it is given without one, so `--svg
+/// dump.pcap` would draw into the capture: refuse a DIR that is an existing file.
+pub(crate) fn check_svg_dir(dir: &Option<PathBuf>) -> Result<()> {
+    if let Some(dir) = dir {
+        if dir.is_file() {
+            bail!(
+                "--svg {0}: {0} is a file, not a directory (to draw into {DEFAULT_SVG_DIR}/, put \
+                 --svg after the captures or write --svg={DEFAULT_SVG_DIR})",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn secs_ns(flag: &str, secs: f64) -> Result<i64> {
@@ -204,10 +221,11 @@ pub(crate) struct PcapArgs {
     /// and recall instead of the paths (implies --paths).
     #[arg(long, value_name = "FILE")]
     truth: Option<PathBuf>,
-    /// Draw diagrams into DIR (implies --paths): topology.svg, and for each chosen path
-    /// path-ID-chain.svg, path-ID-ladder.svg (more pages: -ladder-2.svg, ...) and
-    /// path-ID-swimlanes.svg.
-    #[arg(long, value_name = "DIR")]
+    /// Draw diagrams into DIR (default: ./flowtrace-diagrams; implies --paths):
+    /// topology.svg, and for each chosen path path-ID-chain.svg, path-ID-ladder.svg
+    /// (more pages: -ladder-2.svg, ...) and path-ID-swimlanes.svg. The files written
+    /// are listed at the end.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = DEFAULT_SVG_DIR)]
     svg: Option<PathBuf>,
     /// With --svg: also write topology.dot and path-ID.dot (Graphviz).
     #[arg(long, requires = "svg")]
@@ -363,6 +381,9 @@ struct Opened {
 
 /// Opens the captures; `keep_segments`: record segment summaries for diagrams.
 fn open(args: &CaptureArgs, keep_segments: bool) -> Result<Opened> {
+    if args.files.is_empty() {
+        bail!("no capture file given: name one or more (`-` reads standard input)");
+    }
     if args.idle_timeout.is_nan() || args.idle_timeout <= 0.0 {
         bail!("--idle-timeout must be a positive number of seconds");
     }
@@ -587,6 +608,7 @@ pub(crate) fn diagrams_only(args: &PcapArgs, dir: &std::path::Path) -> Result<()
 }
 
 fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
+    check_svg_dir(&args.svg)?;
     if let Some(truth) = &args.truth {
         return score_run(&args, truth, format);
     }
