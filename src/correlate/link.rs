@@ -105,11 +105,17 @@ pub(crate) struct Inbound<'a> {
     pub last: &'a View,
 }
 
-/// Whether `u` can be nested in `g` at all (same method, `u` inside `g`'s interval
-/// within `tolerance` ns).
+/// Whether a proxy receiving `inbound` may send `upstream`: the same method, or a
+/// change proxies make (nginx with proxy_cache fetches a HEAD with GET).
+fn method_may_become(inbound: &str, upstream: &str) -> bool {
+    inbound == upstream || (inbound == "HEAD" && upstream == "GET")
+}
+
+/// Whether `u` can be nested in `g` at all (a method `g`'s may become, `u` inside
+/// `g`'s interval within `tolerance` ns).
 pub(crate) fn nested(u: &Upstream<'_>, g: &Inbound<'_>, tolerance: i64) -> bool {
     let (uf, gl) = (u.first, g.last);
-    if !gl.msg.has_request || gl.msg.method != uf.msg.method {
+    if !gl.msg.has_request || !method_may_become(&gl.msg.method, &uf.msg.method) {
         return false;
     }
     if gl.req.0 > uf.req.0 + tolerance {
@@ -144,7 +150,14 @@ pub(crate) fn score(
     if gm.uri_hash == um.uri_hash {
         let bits = rarity.bits(super::link::ValueKind::Uri, um.uri_hash);
         score += 1.0 + bits;
-        say(format!("same method and URI ({bits:.1} bits)"));
+        say(format!(
+            "same {} ({bits:.1} bits)",
+            if gm.method == um.method {
+                "method and URI"
+            } else {
+                "URI"
+            }
+        ));
     }
     let gclient = gl.client.ip();
     if let Some(xff) = &um.xff {

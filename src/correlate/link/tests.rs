@@ -124,6 +124,15 @@ fn nested_needs_the_same_method() {
     ));
 }
 
+/// Issue 13: nginx with proxy_cache fetches a HEAD request upstream with GET; the
+/// other way round (and any other change) is not a proxy's doing.
+#[test]
+fn a_head_may_go_upstream_as_a_get() {
+    assert!(is_nested(&upstream(), &inbound().method("HEAD"), 0));
+    assert!(!is_nested(&upstream().method("HEAD"), &inbound(), 0));
+    assert!(!is_nested(&upstream().method("DELETE"), &inbound().method("HEAD"), 0));
+}
+
 #[test]
 fn a_child_starting_before_the_parents_request_is_rejected() {
     let tol = ms(1);
