@@ -368,6 +368,9 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
                     // The engine is built here: it holds Rc-shared records and never
                     // leaves this thread.
                     let mut engine = Engine::new(engine_config, files, live_links);
+                    for group in names.map(|n| n.alias_groups()).unwrap_or_default() {
+                        engine.add_alias_group(&group);
+                    }
                     let end = stream::correlate_batches(
                         &rx,
                         &mut engine,

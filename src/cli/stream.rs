@@ -205,6 +205,11 @@ pub(crate) fn stream_paths(
     let max_wait = cfg.max_request_duration_ns;
     let links = o.links.clone();
     let mut engine = Engine::new(cfg, &files, &links);
+    if let Some(n) = &names {
+        for group in n.alias_groups() {
+            engine.add_alias_group(&group);
+        }
+    }
     let paths_out = AtomicUsize::new(0);
     let (tx, rx) = channel();
     let files_n = args.files.len() as u64;

@@ -162,6 +162,8 @@ pub struct EngineStats {
     /// Candidate parents left out because an exchange had more than
     /// `MAX_CANDIDATES` (the lowest scored).
     pub candidates_not_kept: u64,
+    /// Alias groups (addresses of one proxy) left out for being larger than 16.
+    pub alias_groups_not_kept: u64,
     /// Rounds of decisions.
     pub rounds: u64,
     /// Rounds that decided everything arrived because `max_open_exchanges` was
@@ -204,6 +206,8 @@ pub struct Tail {
 const MAX_FAILED_KEPT: usize = 10_000;
 const MAX_ANOMALIES_KEPT: usize = 1_000;
 const MAX_ADDRESSES_KEPT: usize = 65_536;
+/// Most addresses one proxy may have ([`Engine::add_alias_group`]).
+const MAX_ALIASES: usize = 16;
 /// Candidate parents kept per exchange (the best by score; the rest are counted as
 /// `candidates_not_kept`). A proxy at concurrency C has about C inbound requests open
 /// when it sends one upstream.
@@ -299,6 +303,11 @@ pub struct Engine {
     /// leaf answered by one of them is a proxy whose upstream was not seen, not a
     /// backend (roles come from behaviour, never from product names).
     forwarders: FxHashSet<std::net::SocketAddr>,
+    /// Other addresses of the same proxy, for an upstream sent from an address that
+    /// is not the one its inbound request reached (a two-armed proxy, a host with a
+    /// front and a back network): the addresses one capturing host owns (links
+    /// sidecars), and those a topology file gives one service name.
+    aliases: FxHashMap<IpAddr, Vec<IpAddr>>,
     timeline: Vec<VipHolding>,
     vrrp_seen: (usize, u64),
     stats: EngineStats,
@@ -308,7 +317,7 @@ impl Engine {
     /// An engine over `files` (capture files, or the host's name live) with their
     /// links sidecars.
     pub fn new(cfg: EngineConfig, files: &[String], links: &[Option<HostLinks>]) -> Engine {
-        let owned = links
+        let owned: FxHashSet<(usize, IpAddr)> = links
             .iter()
             .enumerate()
             .filter_map(|(f, l)| Some((f, l.as_ref()?)))
@@ -326,7 +335,13 @@ impl Engine {
             .iter()
             .map(|o| (o.offset_s * 1e9).round() as i64)
             .collect();
-        Engine {
+        let mut by_file: BTreeMap<usize, Vec<IpAddr>> = BTreeMap::new();
+        for &(f, ip) in &owned {
+            if !ip.is_loopback() && !ip.is_unspecified() {
+                by_file.entry(f).or_default().push(ip);
+            }
+        }
+        let mut engine = Engine {
             settled: files.len() <= 1
                 || cfg.offset_overrides.iter().filter(|o| o.is_some()).count() + 1 >= files.len(),
             cfg,
@@ -358,9 +373,40 @@ impl Engine {
             anomalies_not_kept: 0,
             roles: BTreeMap::new(),
             forwarders: FxHashSet::default(),
+            aliases: FxHashMap::default(),
             timeline: Vec::new(),
             vrrp_seen: (0, 0),
             stats: EngineStats::default(),
+        };
+        for group in by_file.into_values() {
+            engine.add_alias_group(&group);
+        }
+        engine
+    }
+
+    /// Makes `group` addresses of one proxy: an upstream sent from any of them may
+    /// have been caused by a request that reached any other. A group larger than
+    /// [`MAX_ALIASES`] is left out (a host with that many addresses is a router or a
+    /// node of many services, and linking across all of them would only add wrong
+    /// candidates); counted in `alias_groups_not_kept`.
+    pub fn add_alias_group(&mut self, group: &[IpAddr]) {
+        let mut group: Vec<IpAddr> = group.to_vec();
+        group.sort_unstable();
+        group.dedup();
+        if group.len() < 2 {
+            return;
+        }
+        if group.len() > MAX_ALIASES {
+            self.stats.alias_groups_not_kept += 1;
+            return;
+        }
+        for &ip in &group {
+            let list = self.aliases.entry(ip).or_default();
+            for &other in &group {
+                if other != ip && !list.contains(&other) && list.len() < MAX_ALIASES {
+                    list.push(other);
+                }
+            }
         }
     }
 
@@ -783,7 +829,10 @@ impl Engine {
         };
         let mut cands: Vec<(u64, f64)> = Vec::new();
         let mut ready_at = Ts(i64::MIN);
-        if let Some(list) = self.inbound.get(&uf.client.ip()) {
+        let sender = uf.client.ip();
+        let proxy_addresses =
+            std::iter::once(sender).chain(self.aliases.get(&sender).into_iter().flatten().copied());
+        for list in proxy_addresses.filter_map(|a| self.inbound.get(&a)) {
             let lo = Ts(uf.req.0.saturating_sub(self.cfg.max_proxy_delay_ns));
             let hi = Ts(uf.req.0.saturating_add(self.cfg.tolerance_ns));
             for &(_, gid) in list.range((lo, 0)..=(hi, u64::MAX)) {

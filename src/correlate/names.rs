@@ -56,6 +56,29 @@ impl Names {
             .unwrap_or_else(|| stem.to_string())
     }
 
+    /// The addresses of each service name given to more than one address: one
+    /// service (a two-armed proxy, a load balancer with a front and a back network)
+    /// reached at one and sending from another.
+    pub fn alias_groups(&self) -> Vec<Vec<std::net::IpAddr>> {
+        let mut by_name: BTreeMap<&str, Vec<std::net::IpAddr>> = BTreeMap::new();
+        for (key, service) in &self.services {
+            let Some(name) = service.name.as_deref() else {
+                continue;
+            };
+            let ip = key
+                .parse::<SocketAddr>()
+                .map(|a| a.ip())
+                .or_else(|_| key.parse::<std::net::IpAddr>());
+            if let Ok(ip) = ip {
+                let list = by_name.entry(name).or_default();
+                if !list.contains(&ip) {
+                    list.push(ip);
+                }
+            }
+        }
+        by_name.into_values().filter(|g| g.len() > 1).collect()
+    }
+
     /// The service at `addr` ("ip:port" first, then "ip").
     pub fn service(&self, addr: SocketAddr) -> Option<&Service> {
         self.services
@@ -67,6 +90,32 @@ impl Names {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One name on several addresses makes them one proxy's.
+    #[test]
+    fn one_name_on_several_addresses_is_an_alias_group() {
+        let n = Names::parse(
+            r#"
+[services]
+"10.0.0.2:80" = { name = "lb" }
+"10.1.0.2" = { name = "lb" }
+"10.0.0.9:80" = { name = "api" }
+"10.0.0.10" = { role = "backend" }
+"#,
+        )
+        .unwrap();
+        let groups = n.alias_groups();
+        assert_eq!(groups.len(), 1);
+        let mut g = groups[0].clone();
+        g.sort();
+        assert_eq!(
+            g,
+            vec![
+                "10.0.0.2".parse::<std::net::IpAddr>().unwrap(),
+                "10.1.0.2".parse().unwrap()
+            ]
+        );
+    }
 
     #[test]
     fn parse_and_lookup() {

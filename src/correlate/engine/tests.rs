@@ -162,6 +162,47 @@ fn proxy_exchange_and_its_upstream_make_one_path() {
     assert_eq!(role_of("10.0.0.3"), Some(Role::Backend));
 }
 
+/// Issue 13: a two-armed proxy receives on one address and sends from another; its
+/// upstream is linked once the two are known to be one proxy (one host's addresses
+/// from its links sidecar, or one service name in the topology file), and not before.
+#[test]
+fn a_two_armed_proxy_links_through_its_aliases() {
+    let inbound =
+        Tx::get("/g")
+            .between("10.0.0.1:40000", "10.0.0.2:80")
+            .at(0, ms(1), ms(10), ms(11));
+    let upstream = Tx::get("/g").between("10.1.0.2:50000", "10.1.0.3:8080").at(
+        ms(1) + 100_000,
+        ms(2),
+        ms(9),
+        ms(10),
+    );
+    let run_with = |aliases: &[&str]| {
+        let mut run = Run::single();
+        let group: Vec<IpAddr> = aliases.iter().map(|a| ip(a)).collect();
+        run.engine.add_alias_group(&group);
+        run.ingest(&upstream.build(2), ms(10));
+        run.ingest(&inbound.build(1), ms(11));
+        run.finish();
+        run
+    };
+    let apart = run_with(&[]);
+    assert_eq!(apart.paths.len(), 2, "no shared address: two paths");
+    let one = run_with(&["10.0.0.2", "10.1.0.2"]);
+    assert_eq!(one.paths.len(), 1);
+    assert_eq!(
+        tree(one.path_of(1)),
+        owned(&[("/g", None), ("/g", Some("/g"))])
+    );
+    // Too many addresses for one proxy: left out, and counted.
+    let many: Vec<String> = (0..20).map(|i| format!("10.2.0.{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let mut run = Run::single();
+    run.engine
+        .add_alias_group(&many.iter().map(|a| ip(a)).collect::<Vec<_>>());
+    assert_eq!(run.engine.stats().alias_groups_not_kept, 1);
+}
+
 /// The same request seen at two capture points (same TCP sequence and
 /// acknowledgement numbers, both addresses translated) is one exchange with a NAT hop,
 /// ordered by TTL whatever the order it arrived in.

@@ -130,7 +130,11 @@ fn nested_needs_the_same_method() {
 fn a_head_may_go_upstream_as_a_get() {
     assert!(is_nested(&upstream(), &inbound().method("HEAD"), 0));
     assert!(!is_nested(&upstream().method("HEAD"), &inbound(), 0));
-    assert!(!is_nested(&upstream().method("DELETE"), &inbound().method("HEAD"), 0));
+    assert!(!is_nested(
+        &upstream().method("DELETE"),
+        &inbound().method("HEAD"),
+        0
+    ));
 }
 
 #[test]
