@@ -134,6 +134,11 @@ SCENARIOS = {
     "real-stock-samenet-600": dict(desc="as real-stock-600, both servers on the same container "
                                         "subnets (198.19.1/24, 198.19.2/24)",
                                    traffic=REAL_MODERATE, nginx_headers="stock", gzip_truth=True, samenet=True),
+    "real-haproxy-stock-max": dict(desc="production mix, unpaced, concurrency 64; the gateway "
+                                        "is HAProxy (option forwardfor, server keep-alive), "
+                                        "stock Nginx",
+                                   traffic=REAL_TRAFFIC, nginx_headers="stock", gateway="haproxy",
+                                   gzip_truth=True),
     "selftest": dict(desc="small live run for selftest.sh (both servers' Nginx, keep-alive)",
                      traffic=dict(count=24, concurrency=4)),
     "soak": dict(desc="duration-bounded load for live-soak.sh: concurrency 64, keep-alive, "
@@ -347,10 +352,12 @@ def teardown(state=None):
 # --------------------------------------------------------------------------
 # bring-up
 # --------------------------------------------------------------------------
-def ensure_packages():
+def ensure_packages(extra=()):
     need = {"nginx": "nginx", "keepalived": "keepalived", "tcpdump": "tcpdump",
             "iptables": "iptables", "conntrack": "conntrack", "ethtool": "ethtool",
             "ss": "iproute2"}
+    for b in extra:   # e.g. haproxy, only for the scenarios that use it
+        need[b] = b
     missing = sorted({pkg for b, pkg in need.items() if shutil.which(b) is None})
     if not missing:
         return
@@ -638,6 +645,50 @@ def kong_conf(srv, prefix, opts):
 """
 
 
+# HAProxy's log line in the gateway trace format (truth.py reads kong-<s>/logs/trace.jsonl):
+# written to stdout, which lab.py sends to that file
+HAPROXY_LOG = ('{\\"t\\":%Ts.%ms,\\"marker\\":\\"%[capture.req.hdr(0)]\\",'
+               '\\"remote\\":\\"%ci:%cp\\",\\"local\\":\\"%fi:%fp\\",'
+               '\\"upstream\\":\\"%si:%sp\\",\\"upstream_status\\":\\"%ST\\",'
+               '\\"conn\\":0,\\"conn_req\\":0,\\"status\\":%ST,\\"rt\\":%Ta,'
+               '\\"urt\\":\\"%Tr\\",\\"uct\\":\\"%Tc\\",\\"method\\":\\"%HM\\",'
+               '\\"uri\\":\\"%HU\\",\\"xff\\":\\"\\",\\"bytes_sent\\":%B}')
+
+
+def haproxy_conf(srv, prefix, opts):
+    """The gateway as a plain HAProxy (Debian's 2.6): HTTP mode, keep-alive both sides
+    (server connections reused, `http-reuse safe`), `option forwardfor`, round-robin over
+    both servers' Nginx (own first), nothing else added to requests or responses."""
+    s = SERVERS[srv]
+    other = SERVERS["B" if srv == "A" else "A"]
+    mode = opts.get("gw_upstreams", "own-first")
+    targets = [other["ip"]] if mode == "other" and srv == "A" else [s["ip"], other["ip"]]
+    servers = "\n".join("  server n%d %s:80 maxconn 512" % (i, t) for i, t in enumerate(targets))
+    return f"""global
+  maxconn 8000
+  pidfile {prefix}/haproxy.pid
+  log stdout format raw local0
+defaults
+  mode http
+  log global
+  option http-keep-alive
+  option forwardfor
+  timeout connect 60s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 60s
+frontend gateway
+  bind :8000
+  http-request capture req.hdr(X-Lab-Trace) len 32
+  log-format "{HAPROXY_LOG}"
+  default_backend nginx
+backend nginx
+  balance roundrobin
+  http-reuse safe
+{servers}
+"""
+
+
 def mdk_nginx_conf(srv, prefix, opts):
     s = SERVERS[srv]
     ups = "\n".join("    server %s.%d:8888;" % (s["mdk"], 3 + i) for i in range(len(REPLICAS)))
@@ -723,6 +774,15 @@ def services_up(run_dir, opts):
             prefix = os.path.join(run_dir, "%s-%s" % (role, t))
             for d in ("logs", "tmp"):
                 os.makedirs(os.path.join(prefix, d), exist_ok=True)
+            if role == "kong" and opts.get("gateway") == "haproxy":
+                cfg = os.path.join(prefix, "haproxy.cfg")
+                write(cfg, haproxy_conf(k, prefix, opts))
+                cns = "%s-kong" % s["ns"]
+                nsrun(cns, ["haproxy", "-c", "-q", "-f", cfg])
+                start("haproxy-%s" % t, nsx(cns, ["haproxy", "-db", "-f", cfg]),
+                      stdout=os.path.join(prefix, "logs", "trace.jsonl"),
+                      stderr=os.path.join(prefix, "logs", "stderr.log"))
+                continue
             write(os.path.join(prefix, "nginx.conf"), conf_fn(k, prefix, opts))
             cns = "%s-%s" % (s["ns"], role)
             nsrun(cns, ["nginx", "-t", "-q", "-p", prefix + "/", "-c", prefix + "/nginx.conf",
@@ -916,7 +976,9 @@ def run_scenario(name, out_dir, extra):
     sc = dict(SCENARIOS[name])
     opts = {"forward_headers": sc.get("forward_headers", True),
             "gw_upstreams": sc.get("gw_upstreams", "own-first"),
-            "limit_conn": extra.limit_conn, "userland_proxy": extra.userland_proxy,
+            "limit_conn": extra.limit_conn,
+            "userland_proxy": bool(extra.userland_proxy or sc.get("userland_proxy", False)),
+            "gateway": extra.gateway or sc.get("gateway", "kong"),
             "no_offload": extra.no_offload, "br_netfilter": not extra.no_br_netfilter,
             "pcapng": extra.pcapng, "live_on": extra.live_on, "no_truth": extra.no_truth,
             "nginx_headers": extra.nginx_headers or sc.get("nginx_headers", "seed"),
@@ -1201,6 +1263,9 @@ def main():
     rp.add_argument("--nginx-headers", choices=("seed", "stock"),
                     help="Nginx header set: seed (STACK.md: X-Real-IP, X-Forwarded-*, "
                          "Backend-Server) or stock (bare proxy_pass); default per scenario")
+    rp.add_argument("--gateway", choices=("kong", "haproxy"),
+                    help="the gateway in the kong_net container: kong (the Kong-like nginx, "
+                         "default) or haproxy (Debian's HAProxy, installed when needed)")
     rp.add_argument("--samenet", action="store_true",
                     help="both servers use the same container subnets (198.19.1/24, 198.19.2/24)")
     rp.add_argument("--worker-rate", type=float,
@@ -1242,7 +1307,10 @@ def main():
     # leftovers from a crashed run
     teardown()
     STATE_OBJ = State()
-    ensure_packages()
+    if a.cmd == "run" and (a.gateway or SCENARIOS[a.scenario].get("gateway")) == "haproxy":
+        ensure_packages(("haproxy",))
+    else:
+        ensure_packages()
     try:
         import resource
         resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
