@@ -11,6 +11,9 @@
 //! - `nginx_host`: that hop's server is on the host whose Nginx took it;
 //! - `nginx_upstream`: Nginx's upstream hop has the truth's connection;
 //! - `backend`: that hop's server is the replica that answered.
+//! - `userland_proxy` (only when the truth has Docker's userland proxy between the
+//!   gateway and Nginx): the hop below the gateway's upstream hop has the relay's
+//!   own connection to Nginx; Nginx's upstream hop hangs below it.
 //!
 //! A path is exactly right when every link is right and it has no other HTTP hop.
 //! Failed requests (no gateway in the truth) are right when the path has only its
@@ -233,6 +236,9 @@ struct Truth {
     nginx_upstream: Option<(SocketAddr, SocketAddr)>,
     backend: Option<SocketAddr>,
     backend_host: Option<String>,
+    /// Docker's userland proxy between the gateway and Nginx: its own connection to
+    /// Nginx (`gateway_upstream.userland_proxy`).
+    relay: Option<(SocketAddr, SocketAddr)>,
 }
 
 fn addr(v: &serde_json::Value, key: &str) -> Option<SocketAddr> {
@@ -271,6 +277,9 @@ fn parse_truth(text: &str) -> Result<Vec<Truth>, TruthError> {
                 .and_then(|x| x.as_str())
                 .map(str::to_owned),
             nginx_upstream: conn(&v, "nginx_upstream"),
+            relay: v
+                .pointer("/gateway_upstream/userland_proxy")
+                .and_then(|c| Some((addr(c, "src")?, addr(c, "dst")?))),
             gateway_upstream_request: v
                 .pointer("/nginx/connection_requests")
                 .and_then(|x| x.as_u64()),
@@ -320,6 +329,8 @@ pub fn score(report: &Report, truth_jsonl: &str) -> Result<ScoreReport, TruthErr
 struct Identities {
     client: HashMap<(SocketAddr, SocketAddr, usize), u64>,
     gateway: HashMap<(String, SocketAddr, SocketAddr, u64), u64>,
+    /// The userland proxy's connection to Nginx, like the gateway's.
+    relay: HashMap<(String, SocketAddr, SocketAddr, u64), u64>,
     /// With its ordinal among the connections of the same addresses (a port reused
     /// during the run), by time.
     backend: HashMap<(String, SocketAddr, SocketAddr, usize), u64>,
@@ -339,6 +350,7 @@ impl Identities {
             }
         }
         let mut gateway = HashMap::new();
+        let mut relay = HashMap::new();
         let mut backend = HashMap::new();
         let mut by_time: Vec<&Truth> = truth.iter().collect();
         by_time.sort_by(|a, b| a.t_start.total_cmp(&b.t_start));
@@ -350,6 +362,9 @@ impl Identities {
                 t.gateway_upstream_request,
             ) {
                 gateway.insert((h.clone(), c, s, n), t.id);
+                if let Some((rc, rs)) = t.relay {
+                    relay.insert((h.clone(), rc, rs, n), t.id);
+                }
             }
             if let (Some(h), Some((c, s))) = (&t.backend_host, t.nginx_upstream) {
                 let n = uses.entry((h.clone(), c, s)).or_default();
@@ -360,6 +375,7 @@ impl Identities {
         Identities {
             client,
             gateway,
+            relay,
             backend,
         }
     }
@@ -372,7 +388,8 @@ impl Identities {
             return Some(*id);
         }
         let near = hop.capture.as_ref().map(|r| host_of(&r.file))?;
-        if let Some(id) = self.gateway.get(&(near, c, s, ordinal as u64 + 1)) {
+        let key = (near, c, s, ordinal as u64 + 1);
+        if let Some(id) = self.gateway.get(&key).or_else(|| self.relay.get(&key)) {
             return Some(*id);
         }
         self.backend
@@ -736,6 +753,9 @@ fn score_paths(paths: &[RequestPath], truth: &[Truth]) -> ScoreReport {
     }
     let mut links: BTreeMap<&'static str, Score> =
         LINKS.iter().map(|l| (*l, Score::default())).collect();
+    if truth.iter().any(|t| t.relay.is_some()) {
+        links.insert("userland_proxy", Score::default());
+    }
     let mut exact = Score {
         produced: paths.len(),
         expected: truth.len(),
@@ -751,9 +771,15 @@ fn score_paths(paths: &[RequestPath], truth: &[Truth]) -> ScoreReport {
             links.get_mut("gateway_upstream").expect("known").produced += 1;
             links.get_mut("nginx_host").expect("known").produced += 1;
             for n in p.http_children(g.id) {
-                links.get_mut("nginx_upstream").expect("known").produced += 1;
-                links.get_mut("backend").expect("known").produced += 1;
-                let _ = n;
+                // a hop between the gateway's and Nginx's upstream: a userland proxy
+                let below = p.http_children(n.id);
+                if !below.is_empty() {
+                    links.entry("userland_proxy").or_default().produced += 1;
+                }
+                for _ in 0..below.len().max(1) {
+                    links.get_mut("nginx_upstream").expect("known").produced += 1;
+                    links.get_mut("backend").expect("known").produced += 1;
+                }
             }
         }
     }
@@ -768,9 +794,10 @@ fn score_paths(paths: &[RequestPath], truth: &[Truth]) -> ScoreReport {
                 ("nginx_host", t.nginx_host.is_some()),
                 ("nginx_upstream", t.nginx_upstream.is_some()),
                 ("backend", t.backend.is_some()),
+                ("userland_proxy", t.relay.is_some()),
             ] {
                 if present {
-                    links.get_mut(name).expect("known").expected += 1;
+                    links.entry(name).or_default().expected += 1;
                 }
             }
             let Some(p) = paths.get(i) else {
@@ -784,13 +811,20 @@ fn score_paths(paths: &[RequestPath], truth: &[Truth]) -> ScoreReport {
             let http_hops = p.hops.iter().filter(|h| h.kind == HopKind::Http).count();
             let gw = p.http_children(0);
             let gw = (gw.len() == 1).then(|| gw[0]);
-            let ng = gw.and_then(|g| {
-                let c = p.http_children(g.id);
+            let only_child = |h: &Hop| {
+                let c = p.http_children(h.id);
                 (c.len() == 1).then(|| c[0])
-            });
+            };
+            // with a userland proxy, Nginx's upstream hangs below the relay's hop
+            let relay = gw.filter(|_| t.relay.is_some()).and_then(only_child);
+            let ng = if t.relay.is_some() {
+                relay.and_then(only_child)
+            } else {
+                gw.and_then(only_child)
+            };
             let mut check = |name: &'static str, ok: bool, expected: bool, what: String| {
                 if ok {
-                    links.get_mut(name).expect("known").correct += 1;
+                    links.entry(name).or_default().correct += 1;
                 } else if expected {
                     wrong.push(what);
                 }
@@ -827,6 +861,18 @@ fn score_paths(paths: &[RequestPath], truth: &[Truth]) -> ScoreReport {
                     ok,
                     true,
                     format!("nginx on {:?}, truth {h}", gw.and_then(|g| g.host.clone())),
+                );
+            }
+            if let Some((src, dst)) = t.relay {
+                let ok = relay.is_some_and(|r| r.client == Some(src) && r.server == Some(dst));
+                check(
+                    "userland_proxy",
+                    ok,
+                    true,
+                    format!(
+                        "userland proxy {:?}, truth {src} -> {dst}",
+                        relay.map(|r| (r.client, r.server))
+                    ),
                 );
             }
             if let Some((src, dst)) = t.nginx_upstream {
@@ -866,7 +912,7 @@ fn score_paths(paths: &[RequestPath], truth: &[Truth]) -> ScoreReport {
             let shape_ok = if failed_truth {
                 http_hops == 1 && root.status.is_none()
             } else {
-                http_hops == 3
+                http_hops == 3 + usize::from(t.relay.is_some())
             };
             if !shape_ok {
                 wrong.push(format!("{http_hops} HTTP hops"));

@@ -112,6 +112,7 @@ fn realistic_scenarios_keep_their_measured_accuracy() {
         ("real-seed-samenet-600", 2000),
         ("real-stock-samenet-600", 2000),
         ("real-haproxy-stock-max", 523),
+        ("real-seed-userland-max", 783),
     ] {
         let v = score(name);
         assert_eq!(v["truth_requests"], 2000, "{name}");

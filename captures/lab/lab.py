@@ -139,6 +139,11 @@ SCENARIOS = {
                                         "stock Nginx",
                                    traffic=REAL_TRAFFIC, nginx_headers="stock", gateway="haproxy",
                                    gzip_truth=True),
+    "real-seed-userland-max": dict(desc="production mix, unpaced, concurrency 64, seed's Nginx "
+                                        "headers; Docker's userland proxy (relay.py) relays the "
+                                        "gateway's hairpin connections to its own host's Nginx",
+                                   traffic=REAL_TRAFFIC, nginx_headers="seed", userland_proxy=True,
+                                   gzip_truth=True),
     "selftest": dict(desc="small live run for selftest.sh (both servers' Nginx, keep-alive)",
                      traffic=dict(count=24, concurrency=4)),
     "soak": dict(desc="duration-bounded load for live-soak.sh: concurrency 64, keep-alive, "
