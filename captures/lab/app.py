@@ -13,6 +13,21 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# The production mix's hot endpoints (traffic.py --mix production); any other request
+# gets the seed's `welcome from 8888`.  POST bodies are %-formatted with the request
+# body's length.
+ROUTES = {
+    ("GET", "/health"): ("application/json", b'{"status":"ok"}'),
+    ("GET", "/api/items"): ("application/json",
+                            b'[{"id":41,"name":"widget"},{"id":42,"name":"gadget"},'
+                            b'{"id":43,"name":"sprocket"}]'),
+    ("GET", "/api/items/42"): ("application/json", b'{"id":42,"name":"gadget","qty":3}'),
+    ("GET", "/static/app.js"): ("application/javascript",
+                                b'document.addEventListener("DOMContentLoaded",function(){'
+                                b'fetch("/api/items").then(function(r){return r.json()})});\n'),
+    ("POST", "/api/items"): ("application/json", b'{"created":true,"bytes":%d}'),
+    ("POST", "/api/login"): ("application/json", b'{"ok":true,"bytes":%d}'),
+}
 LOG_LOCK = threading.Lock()
 LOG = None
 NAME = "py"
@@ -44,11 +59,18 @@ class Handler(BaseHTTPRequestHandler):
             LOG.flush()
 
     def _reply(self, nbody=0):
-        body = ("welcome from %d" % PORT).encode()
-        if self.command == "POST":
-            body += (" (got %d bytes)" % nbody).encode()
+        # the same request gets the same answer from every replica: nothing in a
+        # response names the replica (the seed's app answers `welcome from 8888`)
+        ctype, body = ROUTES.get((self.command, self.path), (None, None))
+        if body is None:
+            ctype = "text/html; charset=utf-8"
+            body = ("welcome from %d" % PORT).encode()
+            if self.command == "POST":
+                body += (" (got %d bytes)" % nbody).encode()
+        elif self.command == "POST":
+            body = body % nbody
         self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

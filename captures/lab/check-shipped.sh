@@ -10,7 +10,7 @@ T="$(mktemp)"; trap 'rm -f "$T"' EXIT
 echo "== scrub unit test"
 "$PY" "$HERE/test_scrub.py" | tee "$T" | sed '$d'; tally "$T"
 for d in "$HERE"/../*/; do
-    [ -f "$d/truth.jsonl" ] && [ -f "$d/scenario.json" ] || continue
+    { [ -f "$d/truth.jsonl" ] || [ -f "$d/truth.jsonl.gz" ]; } && [ -f "$d/scenario.json" ] || continue
     echo "== $(basename "$d")"
     "$PY" "$HERE/pcapcheck.py" "$d" | tee "$T" | sed '$d'; tally "$T"
 done

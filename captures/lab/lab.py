@@ -88,7 +88,13 @@ CAPTURE_HOSTS = {"client": CLIENT["ns"], "router": ROUTER["ns"],
 # scenarios
 # --------------------------------------------------------------------------
 BASE_TRAFFIC = dict(count=1, concurrency=1, keepalive=True, same_url_pct=30, post_pct=20,
-                    body_size=48, rate=0.0, max_seconds=60.0, duration=0.0)
+                    body_size=48, rate=0.0, max_seconds=60.0, duration=0.0, mix="unique",
+                    seed=1, worker_rate=0.0)
+# issue 13: traffic like production (a few hot URIs, identical replica answers, 10 %
+# small JSON POSTs; traffic.py --mix production), fixed seed, 2,000 requests at
+# concurrency 64 over keep-alive, paced (~600 req/s by per-worker pauses) or unpaced
+REAL_TRAFFIC = dict(count=2000, concurrency=64, mix="production", seed=13)
+REAL_MODERATE = dict(REAL_TRAFFIC, worker_rate=600.0)
 # `flowtrace live --duration` = the traffic's hard bound + this margin (the lab stops it
 # earlier with SIGINT by PID once the traffic and its trailing packets are over)
 LIVE_MARGIN = 30.0
@@ -111,6 +117,33 @@ SCENARIOS = {
                                     "X-Real-IP, Via",
                                traffic=dict(count=2000, concurrency=64),
                                forward_headers=False),
+    "real-seed-600": dict(desc="production mix, seed's Nginx headers (Backend-Server), "
+                               "~600 req/s (per-worker pauses), concurrency 64",
+                          traffic=REAL_MODERATE, nginx_headers="seed", gzip_truth=True),
+    "real-seed-max": dict(desc="production mix, seed's Nginx headers (Backend-Server), unpaced, "
+                               "concurrency 64",
+                          traffic=REAL_TRAFFIC, nginx_headers="seed", gzip_truth=True),
+    "real-stock-600": dict(desc="production mix, stock Nginx (no Backend-Server, no forwarding "
+                                "headers), ~600 req/s, concurrency 64",
+                           traffic=REAL_MODERATE, nginx_headers="stock", gzip_truth=True),
+    "real-stock-max": dict(desc="production mix, stock Nginx, unpaced, concurrency 64",
+                           traffic=REAL_TRAFFIC, nginx_headers="stock", gzip_truth=True),
+    "real-seed-samenet-600": dict(desc="as real-seed-600, both servers on the same container "
+                                       "subnets (198.19.1/24, 198.19.2/24)",
+                                  traffic=REAL_MODERATE, nginx_headers="seed", gzip_truth=True, samenet=True),
+    "real-stock-samenet-600": dict(desc="as real-stock-600, both servers on the same container "
+                                        "subnets (198.19.1/24, 198.19.2/24)",
+                                   traffic=REAL_MODERATE, nginx_headers="stock", gzip_truth=True, samenet=True),
+    "real-haproxy-stock-max": dict(desc="production mix, unpaced, concurrency 64; the gateway "
+                                        "is HAProxy (option forwardfor, server keep-alive), "
+                                        "stock Nginx",
+                                   traffic=REAL_TRAFFIC, nginx_headers="stock", gateway="haproxy",
+                                   gzip_truth=True),
+    "real-seed-userland-max": dict(desc="production mix, unpaced, concurrency 64, seed's Nginx "
+                                        "headers; Docker's userland proxy (relay.py) relays the "
+                                        "gateway's hairpin connections to its own host's Nginx",
+                                   traffic=REAL_TRAFFIC, nginx_headers="seed", userland_proxy=True,
+                                   gzip_truth=True),
     "selftest": dict(desc="small live run for selftest.sh (both servers' Nginx, keep-alive)",
                      traffic=dict(count=24, concurrency=4)),
     "soak": dict(desc="duration-bounded load for live-soak.sh: concurrency 64, keep-alive, "
@@ -324,10 +357,12 @@ def teardown(state=None):
 # --------------------------------------------------------------------------
 # bring-up
 # --------------------------------------------------------------------------
-def ensure_packages():
+def ensure_packages(extra=()):
     need = {"nginx": "nginx", "keepalived": "keepalived", "tcpdump": "tcpdump",
             "iptables": "iptables", "conntrack": "conntrack", "ethtool": "ethtool",
             "ss": "iproute2"}
+    for b in extra:   # e.g. haproxy, only for the scenarios that use it
+        need[b] = b
     missing = sorted({pkg for b, pkg in need.items() if shutil.which(b) is None})
     if not missing:
         return
@@ -615,16 +650,65 @@ def kong_conf(srv, prefix, opts):
 """
 
 
+# HAProxy's log line in the gateway trace format (truth.py reads kong-<s>/logs/trace.jsonl):
+# written to stdout, which lab.py sends to that file
+HAPROXY_LOG = ('{\\"t\\":%Ts.%ms,\\"marker\\":\\"%[capture.req.hdr(0)]\\",'
+               '\\"remote\\":\\"%ci:%cp\\",\\"local\\":\\"%fi:%fp\\",'
+               '\\"upstream\\":\\"%si:%sp\\",\\"upstream_status\\":\\"%ST\\",'
+               '\\"conn\\":0,\\"conn_req\\":0,\\"status\\":%ST,\\"rt\\":%Ta,'
+               '\\"urt\\":\\"%Tr\\",\\"uct\\":\\"%Tc\\",\\"method\\":\\"%HM\\",'
+               '\\"uri\\":\\"%HU\\",\\"xff\\":\\"\\",\\"bytes_sent\\":%B}')
+
+
+def haproxy_conf(srv, prefix, opts):
+    """The gateway as a plain HAProxy (Debian's 2.6): HTTP mode, keep-alive both sides
+    (server connections reused, `http-reuse safe`), `option forwardfor`, round-robin over
+    both servers' Nginx (own first), nothing else added to requests or responses."""
+    s = SERVERS[srv]
+    other = SERVERS["B" if srv == "A" else "A"]
+    mode = opts.get("gw_upstreams", "own-first")
+    targets = [other["ip"]] if mode == "other" and srv == "A" else [s["ip"], other["ip"]]
+    servers = "\n".join("  server n%d %s:80 maxconn 512" % (i, t) for i, t in enumerate(targets))
+    return f"""global
+  maxconn 8000
+  pidfile {prefix}/haproxy.pid
+  log stdout format raw local0
+defaults
+  mode http
+  log global
+  option http-keep-alive
+  option forwardfor
+  timeout connect 60s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 60s
+frontend gateway
+  bind :8000
+  http-request capture req.hdr(X-Lab-Trace) len 32
+  log-format "{HAPROXY_LOG}"
+  default_backend nginx
+backend nginx
+  balance roundrobin
+  http-reuse safe
+{servers}
+"""
+
+
 def mdk_nginx_conf(srv, prefix, opts):
     s = SERVERS[srv]
     ups = "\n".join("    server %s.%d:8888;" % (s["mdk"], 3 + i) for i in range(len(REPLICAS)))
     fwd = opts.get("forward_headers", True)
-    fh = ""
-    if fwd:
-        fh = """      proxy_set_header X-Real-IP $remote_addr;
+    # `seed`: STACK.md's Nginx (Host, X-Real-IP, X-Forwarded-*, Backend-Server);
+    # `stock`: a bare `proxy_pass` (nginx's defaults: Host $proxy_host, no forwarding
+    # headers, no Backend-Server)
+    seed = opts.get("nginx_headers", "seed") == "seed"
+    fh = "      proxy_set_header Host $host;\n" if seed else ""
+    if fwd and seed:
+        fh += """      proxy_set_header X-Real-IP $remote_addr;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto $scheme;
 """
+    bs = "      add_header Backend-Server $upstream_addr;\n" if seed else ""
     lc_zone = lc = ""
     if opts.get("limit_conn"):
         lc_zone = "  limit_conn_zone $binary_remote_addr zone=perip:10m;\n"
@@ -642,9 +726,7 @@ def mdk_nginx_conf(srv, prefix, opts):
     listen 80 backlog=4096;
     location / {{
 {lc}      proxy_pass http://backend;
-      proxy_set_header Host $host;
-{fh}      add_header Backend-Server $upstream_addr;
-    }}
+{fh}{bs}    }}
   }}
 }}
 """
@@ -697,6 +779,15 @@ def services_up(run_dir, opts):
             prefix = os.path.join(run_dir, "%s-%s" % (role, t))
             for d in ("logs", "tmp"):
                 os.makedirs(os.path.join(prefix, d), exist_ok=True)
+            if role == "kong" and opts.get("gateway") == "haproxy":
+                cfg = os.path.join(prefix, "haproxy.cfg")
+                write(cfg, haproxy_conf(k, prefix, opts))
+                cns = "%s-kong" % s["ns"]
+                nsrun(cns, ["haproxy", "-c", "-q", "-f", cfg])
+                start("haproxy-%s" % t, nsx(cns, ["haproxy", "-db", "-f", cfg]),
+                      stdout=os.path.join(prefix, "logs", "trace.jsonl"),
+                      stderr=os.path.join(prefix, "logs", "stderr.log"))
+                continue
             write(os.path.join(prefix, "nginx.conf"), conf_fn(k, prefix, opts))
             cns = "%s-%s" % (s["ns"], role)
             nsrun(cns, ["nginx", "-t", "-q", "-p", prefix + "/", "-c", prefix + "/nginx.conf",
@@ -862,7 +953,8 @@ def live_stop(run_dir, live, wait=120.0):
 # one scenario
 # --------------------------------------------------------------------------
 def output_names():
-    ours = {"truth.jsonl", "connections.jsonl", "scenario.json"}
+    ours = {"truth.jsonl", "connections.jsonl", "scenario.json", "truth.jsonl.gz",
+            "connections.jsonl.gz"}
     for h in CAPTURE_HOSTS:
         ours |= {h + ".pcap", h + ".pcap.gz", h + ".links.json", h + ".pcapng", h + ".pcapng.gz"}
     return ours
@@ -889,9 +981,20 @@ def run_scenario(name, out_dir, extra):
     sc = dict(SCENARIOS[name])
     opts = {"forward_headers": sc.get("forward_headers", True),
             "gw_upstreams": sc.get("gw_upstreams", "own-first"),
-            "limit_conn": extra.limit_conn, "userland_proxy": extra.userland_proxy,
+            "limit_conn": extra.limit_conn,
+            "userland_proxy": bool(extra.userland_proxy or sc.get("userland_proxy", False)),
+            "gateway": extra.gateway or sc.get("gateway", "kong"),
             "no_offload": extra.no_offload, "br_netfilter": not extra.no_br_netfilter,
-            "pcapng": extra.pcapng, "live_on": extra.live_on, "no_truth": extra.no_truth}
+            "pcapng": extra.pcapng, "live_on": extra.live_on, "no_truth": extra.no_truth,
+            "nginx_headers": extra.nginx_headers or sc.get("nginx_headers", "seed"),
+            "samenet": bool(extra.samenet or sc.get("samenet", False))}
+    if opts["samenet"]:
+        # as two Docker hosts with default networks: B's container subnets are A's
+        # (separate namespaces, so the overlap is real and harmless)
+        SERVERS["B"]["kong_net"] = SERVERS["A"]["kong_net"]
+        SERVERS["B"]["mdk"] = SERVERS["A"]["mdk"]
+    opts["subnets"] = {k: [s["kong_net"] + ".0/24", s["mdk"] + ".0/24"]
+                       for k, s in SERVERS.items()}
     traffic = dict(BASE_TRAFFIC)
     traffic.update(sc.get("traffic", {}))
     if extra.count:
@@ -900,6 +1003,8 @@ def run_scenario(name, out_dir, extra):
         traffic["concurrency"] = extra.concurrency
     if getattr(extra, "rate", None) is not None:
         traffic["rate"] = extra.rate
+    if getattr(extra, "worker_rate", None) is not None:
+        traffic["worker_rate"] = extra.worker_rate
     if extra.no_keepalive:
         traffic["keepalive"] = False
     if extra.duration:
@@ -963,6 +1068,8 @@ def run_scenario(name, out_dir, extra):
                              "--body-size", str(traffic["body_size"]),
                              "--rate", str(traffic["rate"]),
                              "--max-seconds", str(traffic["max_seconds"]),
+                             "--mix", traffic["mix"], "--seed", str(traffic["seed"]),
+                             "--worker-rate", str(traffic["worker_rate"]),
                              "--out", os.path.join(run_dir, "client.jsonl")]
               + (["--keepalive"] if traffic["keepalive"] else [])
               + (["--duration", str(traffic["duration"])] if traffic.get("duration") else []))
@@ -1046,6 +1153,13 @@ def run_scenario(name, out_dir, extra):
     with open(os.path.join(out_dir, "connections.jsonl"), "w") as f:
         for c in conns:
             f.write(json.dumps(c, separators=(",", ":")) + "\n")
+    if sc.get("gzip_truth") and not extra.no_gzip:
+        # the realistic scenarios ship their truth compressed too (captures/ < 40 MiB)
+        for base in ("truth.jsonl", "connections.jsonl"):
+            src = os.path.join(out_dir, base)
+            with open(src, "rb") as fi, gzip.open(src + ".gz", "wb", compresslevel=9) as fo_:
+                shutil.copyfileobj(fi, fo_, 1 << 20)
+            os.unlink(src)
     markers = [r["marker"] for r in truth_rows if r.get("marker")]
     if fo is not None:
         fo["failed_requests"] = [{"id": r["id"], "t_start": r["t_start"], "error": r["error"],
@@ -1095,6 +1209,7 @@ def run_scenario(name, out_dir, extra):
         "t_traffic_end": t_traffic_end, "t_down": t_down,
         "traffic_summary": json.loads(summ) if summ.startswith("{") else summ,
         "truth": tstats, "captures": pstats, "failover": fo,
+        "rate_reached": (json.loads(summ).get("rate_reached") if summ.startswith("{") else None),
         "elapsed_seconds": round(time.time() - t_begin, 1),
     })
     if tstats.get("unresolved"):
@@ -1150,6 +1265,16 @@ def main():
                     help="docker-proxy style relay for hairpin traffic")
     rp.add_argument("--limit-conn", action="store_true", help="Nginx limit_conn perip 2 (STACK.md)")
     rp.add_argument("--no-br-netfilter", action="store_true")
+    rp.add_argument("--nginx-headers", choices=("seed", "stock"),
+                    help="Nginx header set: seed (STACK.md: X-Real-IP, X-Forwarded-*, "
+                         "Backend-Server) or stock (bare proxy_pass); default per scenario")
+    rp.add_argument("--gateway", choices=("kong", "haproxy"),
+                    help="the gateway in the kong_net container: kong (the Kong-like nginx, "
+                         "default) or haproxy (Debian's HAProxy, installed when needed)")
+    rp.add_argument("--samenet", action="store_true",
+                    help="both servers use the same container subnets (198.19.1/24, 198.19.2/24)")
+    rp.add_argument("--worker-rate", type=float,
+                    help="override the per-worker-paced target rate (req/s over all workers)")
     rp.add_argument("--no-gzip", action="store_true")
     rp.add_argument("--pcapng", action="store_true",
                     help="also capture with dumpcap per interface: <host>.pcapng (interface names)")
@@ -1187,7 +1312,10 @@ def main():
     # leftovers from a crashed run
     teardown()
     STATE_OBJ = State()
-    ensure_packages()
+    if a.cmd == "run" and (a.gateway or SCENARIOS[a.scenario].get("gateway")) == "haproxy":
+        ensure_packages(("haproxy",))
+    else:
+        ensure_packages()
     try:
         import resource
         resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))

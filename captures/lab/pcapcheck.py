@@ -7,6 +7,7 @@
 Reads the pcaps directly (pcaplib, stdlib only).  Prints one line per check
 and ends with `N passed, M failed`; exit status 1 if anything failed.
 """
+import gzip
 import ipaddress
 import json
 import os
@@ -64,6 +65,14 @@ class Cap:
         return None
 
 
+def open_text(d, name):
+    """NAME in D, or NAME.gz (the realistic scenarios ship their truth compressed)."""
+    path = os.path.join(d, name)
+    if os.path.exists(path):
+        return open(path)
+    return gzip.open(path + ".gz", "rt")
+
+
 def starts(p, prefixes):
     pl = pcaplib.payload(p)
     return any(pl.startswith(x) for x in prefixes)
@@ -71,12 +80,12 @@ def starts(p, prefixes):
 
 def main():
     d = sys.argv[1]
-    truth = [json.loads(l) for l in open(os.path.join(d, "truth.jsonl")) if l.strip()]
+    truth = [json.loads(l) for l in open_text(d, "truth.jsonl") if l.strip()]
     scen = json.load(open(os.path.join(d, "scenario.json")))
     conns = {}
-    cpath = os.path.join(d, "connections.jsonl")
-    if os.path.exists(cpath):
-        conns = {c["cid"]: c for c in (json.loads(l) for l in open(cpath) if l.strip())}
+    if any(os.path.exists(os.path.join(d, "connections.jsonl" + z)) for z in ("", ".gz")):
+        conns = {c["cid"]: c for c in (json.loads(l) for l in open_text(d, "connections.jsonl")
+                                       if l.strip())}
     for r in truth:
         if "views" not in r:
             r["views"] = [dict(v, conn=conns[cid]["kind"])

@@ -14,6 +14,7 @@ import http.client
 import ipaddress
 import json
 import os
+import random
 import secrets
 import subprocess
 import sys
@@ -22,6 +23,31 @@ import time
 
 LAB_NET = ipaddress.ip_network("198.18.0.0/15")
 ALLOWED_NETNS = ("ftlab-client",)
+
+
+# `--mix production`: traffic like a production API's, dominated by a few hot
+# endpoints (no per-request unique URI), with some small JSON POST bodies.  Weights in
+# percent; every request's shape is drawn from random.Random((seed, index)), so a run
+# is the same request sequence whatever the thread interleaving.
+PRODUCTION_MIX = (
+    (60, "GET", "/", None),
+    (8, "GET", "/health", None),
+    (10, "GET", "/api/items", None),
+    (6, "GET", "/api/items/42", None),
+    (6, "GET", "/static/app.js", None),
+    (7, "POST", "/api/items", "item"),
+    (3, "POST", "/api/login", "login"),
+)
+ITEM_NAMES = ("widget", "gadget", "sprocket", "gizmo")
+
+
+def production_body(kind, rng):
+    """A small JSON body from a short list of shapes (bodies repeat, as in production)."""
+    if kind == "login":
+        return json.dumps({"user": "user%d" % rng.randrange(8), "password": "secret"},
+                          separators=(",", ":")).encode()
+    return json.dumps({"name": rng.choice(ITEM_NAMES), "qty": rng.randrange(1, 6)},
+                      separators=(",", ":")).encode()
 
 
 def refuse(msg):
@@ -95,6 +121,11 @@ class Gen:
         self.deadline = self.t0 + (a.duration if a.duration else a.max_seconds)
         self.ok = 0
         self.failed = 0
+        self.times = []
+        # --worker-rate: each worker paces itself to rate/concurrency req/s (its own
+        # schedule, phase-shifted by worker id so the workers do not fire together)
+        self.worker_interval = (min(a.concurrency, a.count) / a.worker_rate
+                                if a.worker_rate > 0 else 0.0)
 
     def take(self):
         with self.lock:
@@ -110,33 +141,61 @@ class Gen:
         return i
 
     def plan(self, i):
-        """Deterministic per-index request shape."""
+        """Deterministic per-index request shape: (path, method, body, content type)."""
+        if self.a.mix == "production":
+            rng = random.Random(self.a.seed * 1000003 + i)
+            x = rng.randrange(100)
+            for weight, method, path, body in PRODUCTION_MIX:
+                if x < weight:
+                    break
+                x -= weight
+            if body is None:
+                return path, method, None, None
+            return path, method, production_body(body, rng), "application/json"
         # mix of identical and distinct URLs
         if (i * 7919) % 100 < self.a.same_url_pct:
             path = "/"
         else:
             path = "/api/items/%d?q=%d" % (i, (i * 31) % 97)
         post = (i * 104729) % 100 < self.a.post_pct
-        return path, post
+        if not post:
+            return path, "GET", None, None
+        body = (("item=%d&data=" % i) + "x" * self.a.body_size).encode()
+        return path, "POST", body, "application/x-www-form-urlencoded"
+
+    def pace(self, wid, k):
+        """--worker-rate: wait until this worker's k-th request is due; a worker that
+        fell behind by more than one interval starts its schedule again (no bursts)."""
+        if self.worker_interval <= 0:
+            return
+        due = self.sched[wid] + k * self.worker_interval
+        now = time.monotonic()
+        if due < now - self.worker_interval:
+            self.sched[wid] = now - k * self.worker_interval
+            return
+        d = min(due - now, self.deadline - now)
+        if d > 0:
+            time.sleep(d)
 
     def worker(self, wid):
         a = self.a
         conn = None
+        k = 0
         while True:
+            self.pace(wid, k)
+            k += 1
             i = self.take()
             if i is None:
                 break
-            path, post = self.plan(i)
+            path, method, body, ctype = self.plan(i)
             marker = secrets.token_hex(8)
             rec = {"id": i, "worker": wid, "marker": marker,
-                   "method": "POST" if post else "GET", "path": path,
+                   "method": method, "path": path,
                    "keepalive": a.keepalive}
-            body = None
             hdrs = {"X-Lab-Trace": marker, "User-Agent": "ftlab-traffic/1",
                     "Accept": "*/*"}
-            if post:
-                body = (("item=%d&data=" % i) + "x" * a.body_size).encode()
-                hdrs["Content-Type"] = "application/x-www-form-urlencoded"
+            if body is not None:
+                hdrs["Content-Type"] = ctype
             if not a.keepalive:
                 hdrs["Connection"] = "close"
             rec["req_body_len"] = len(body) if body else 0
@@ -179,6 +238,7 @@ class Gen:
                 conn = None
             with self.lock:
                 if rec.get("ok"):
+                    self.times.append((rec["t_start"], rec["t_end"]))
                     self.ok += 1
                 else:
                     self.failed += 1
@@ -204,16 +264,27 @@ def main():
     ap.add_argument("--duration", type=float, default=0.0,
                     help="duration mode: issue requests until this many seconds have passed "
                          "(still at most --count; must be below --max-seconds)")
+    ap.add_argument("--mix", choices=("unique", "production"), default="unique",
+                    help="unique: --same-url-pct of GET / and the rest unique URIs (the old "
+                         "lab traffic); production: a few hot endpoints, 10%% JSON POSTs")
+    ap.add_argument("--seed", type=int, default=1, help="--mix production: the request sequence")
+    ap.add_argument("--worker-rate", type=float, default=0.0,
+                    help="target req/s over all workers, each worker pausing for its share "
+                         "(rate/concurrency); 0 = unpaced")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     if not (1 <= a.count <= 1000000 and 1 <= a.concurrency <= 512):
         refuse("count/concurrency out of bounds")
     if a.max_seconds <= 0 or a.max_seconds > 600:
         refuse("max-seconds out of bounds")
+    if a.worker_rate < 0 or a.rate < 0:
+        refuse("rates must not be negative")
     if a.duration < 0 or (a.duration and a.duration >= a.max_seconds):
         refuse("duration out of bounds (0 < duration < max-seconds)")
     safety_check(a.netns, a.host)
     g = Gen(a)
+    n = min(a.concurrency, a.count)
+    g.sched = [g.t0 + g.worker_interval * w / n for w in range(n)]
     ths = [threading.Thread(target=g.worker, args=(w,), daemon=True)
            for w in range(min(a.concurrency, a.count))]
     for t in ths:
@@ -224,7 +295,16 @@ def main():
     alive = sum(t.is_alive() for t in ths)
     summary = {"requested": a.count, "issued": g.next_id, "ok": g.ok, "failed": g.failed,
                "stuck_workers": alive, "seconds": round(time.monotonic() - g.t0, 3),
-               "mode": "duration" if a.duration else "count"}
+               "mode": "duration" if a.duration else "count", "mix": a.mix}
+    if a.mix == "production":
+        summary["seed"] = a.seed
+    if a.worker_rate:
+        summary["worker_rate_target"] = a.worker_rate
+    ok_t = [r for r in g.times if r]
+    if ok_t:
+        # the rate reached: successful requests over first start to last end
+        span = max(e for _, e in ok_t) - min(s for s, _ in ok_t)
+        summary["rate_reached"] = round(len(ok_t) / span, 1) if span > 0 else None
     if a.duration:
         summary["duration"] = a.duration
     print(json.dumps(summary))

@@ -661,8 +661,7 @@ fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
 fn score_run(args: &PcapArgs, truth: &std::path::Path, format: Format) -> Result<ExitCode> {
     let c = correlated(&args.capture)?;
     let mut out = output(&args.output)?;
-    let text = std::fs::read_to_string(truth)
-        .with_context(|| format!("cannot read {}", truth.display()))?;
+    let text = read_truth(truth).with_context(|| format!("cannot read {}", truth.display()))?;
     let scored =
         flowtrace::score::score(&c.report, &text).with_context(|| truth.display().to_string())?;
     if format == Format::Text {
@@ -688,12 +687,68 @@ fn score_run(args: &PcapArgs, truth: &std::path::Path, format: Format) -> Result
         for m in &scored.mistakes {
             writeln!(out, "  {m}")?;
         }
+        if let Some(b) = &scored.baseline {
+            writeln!(
+                out,
+                "baseline (timing only, Hungarian; {} exchanges, {} candidate pairs, {} links, {} chunks): {} paths",
+                b.exchanges, b.candidate_pairs, b.linked, b.chunks, b.paths
+            )?;
+            writeln!(out, "{}", line("  whole paths", &b.paths_exact))?;
+            for (k, v) in &b.links {
+                writeln!(out, "{}", line(&format!("  {k}"), v))?;
+            }
+        }
+        if let Some(c) = &scored.calibration {
+            let pct = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{:.1} %", x * 100.0));
+            writeln!(
+                out,
+                "calibration: {} links with a confidence, {} right ({})",
+                c.links,
+                c.right,
+                pct((c.links > 0).then(|| c.right as f64 / c.links as f64))
+            )?;
+            for b in &c.bins {
+                let close = if b.to >= 1.0 { ']' } else { ')' };
+                writeln!(
+                    out,
+                    "  confidence [{:.2}, {:.2}{close}  {:6} links  {:6} right  {}",
+                    b.from,
+                    b.to,
+                    b.links,
+                    b.right,
+                    pct(b.share_right)
+                )?;
+            }
+            writeln!(
+                out,
+                "  confidence >= {:.2}: {} links ({} of all), {} right ({})",
+                c.high.confidence,
+                c.high.links,
+                pct(c.high.share_of_links),
+                c.high.right,
+                pct(c.high.share_right)
+            )?;
+        }
     } else {
         serde_json::to_writer(&mut out, &scored)?;
         writeln!(out)?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The truth file's text; gzip-compressed when it starts with gzip's magic (the
+/// realistic scenarios ship `truth.jsonl.gz`).
+fn read_truth(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let bytes = std::fs::read(path)?;
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut text = String::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut text)?;
+        Ok(text)
+    } else {
+        Ok(String::from_utf8(bytes)?)
+    }
 }
 
 fn check_cmd(args: CheckArgs) -> Result<ExitCode> {
