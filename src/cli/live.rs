@@ -528,6 +528,7 @@ fn draw_from_saved(args: &LiveArgs, saved: &std::path::Path, dir: &std::path::Pa
         paths: true,
         truth: None,
         svg: Some(dir.to_path_buf()),
+        html: None,
         dot: false,
         mermaid: false,
         path_ids: Vec::new(),

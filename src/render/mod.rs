@@ -25,6 +25,7 @@
 //! "transaction"` as it completes, then one `"type": "summary"` line holding the other
 //! top-level keys.
 
+pub mod html;
 pub mod paths;
 
 use crate::anomaly::{AnomalyLog, Stats};
