@@ -349,7 +349,7 @@
         '\u2014 by default the slowest complete one and the first failed one; choose others with --path ID, --uri PATTERN, --slowest N or --failed. ' +
         'Kept here: ' + (meta.kept.length ? meta.kept.map(function (x) { return x.id; }).join(', ') : 'none') + '.', 'note'));
     }
-    d.scrollIntoView({ block: 'nearest' });
+    d.scrollIntoView({ block: 'start' });
   }
 
   // ---- Topology ----
@@ -427,6 +427,21 @@
   applyFilter();
   topology();
   vipTimeline();
+  // #path=ID opens that path (a link to one path of the report); with &alone, only
+  // that path's detail (or the section of #SECTION&alone) is shown: for printing and
+  // for screenshots (headless Chromium's are blank once a page has scrolled).
+  var parts = location.hash.slice(1).split('&');
+  var want = /^path=(\d+)$/.exec(parts[0]);
+  if (want) showPath(+want[1]);
+  if (parts.indexOf('alone') > 0) {
+    var target = document.getElementById(want ? 'paths' : parts[0]);
+    if (target && target.parentNode.tagName === 'MAIN') {
+      document.body.classList.add('alone');
+      target.classList.add('shown');
+      if (want) target.classList.add('detail-only');
+      window.scrollTo(0, 0);
+    }
+  }
   var ready = performance.now();
   void document.body.offsetHeight;
   var readyLaid = performance.now();
