@@ -432,6 +432,111 @@ mod tests {
         assert_eq!(back, "</script><img src=x onerror=alert(1)>&");
     }
 
+    fn hostile_path(id: usize) -> RequestPath {
+        use crate::correlate::{Hop, Role, PATH_SCHEMA_VERSION};
+        let mut root = Hop::new(0, None, HopKind::Http);
+        root.role = Some(Role::Gateway);
+        root.host = Some("A</script>".into());
+        root.method = Some("GET".into());
+        root.uri = Some(format!("/{id}</script><svg/onload=alert(1)>&"));
+        root.status = Some(200);
+        root.latency_ms = Some(2.5);
+        root.client = Some("10.0.0.1:40000".parse().unwrap());
+        root.server = Some("10.0.0.2:80".parse().unwrap());
+        root.capture = Some(crate::correlate::CaptureRef {
+            file: "a.pcap".into(),
+            interface: "eth0".into(),
+        });
+        let mut child = root.clone();
+        child.id = 1;
+        child.parent = Some(0);
+        child.role = Some(Role::Backend);
+        child.uri = Some("/other".into());
+        RequestPath {
+            schema_version: PATH_SCHEMA_VERSION,
+            id,
+            status: PathStatus::Complete,
+            start_ts: crate::time::Ts(1_700_000_000_000_000_000),
+            end_ts: crate::time::Ts(1_700_000_000_002_500_000),
+            vip: None,
+            hops: vec![root, child],
+            root_transaction: id as u64,
+            segments: Vec::new(),
+        }
+    }
+
+    fn empty_tail() -> Tail {
+        Tail {
+            vip_timeline: Vec::new(),
+            failovers: Vec::new(),
+            clock_offsets: Vec::new(),
+            clock_offset_changes: Vec::new(),
+            address_book: Vec::new(),
+            anomalies: Vec::new(),
+            anomalies_not_kept: 0,
+            summary: Default::default(),
+            engine: Default::default(),
+        }
+    }
+
+    /// The page: its rows parse back as JSON with the wire text intact, only the
+    /// page's own four scripts close, and nothing is left but the page.
+    #[test]
+    fn page_holds_rows_as_escaped_json() {
+        let dir = std::env::temp_dir().join(format!("flowtrace-page-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join("r.html");
+        let mut w = HtmlWriter::create(&dest).unwrap();
+        for id in 0..3 {
+            w.path(&hostile_path(id)).unwrap();
+        }
+        assert_eq!(w.written(), 3);
+        let tail = empty_tail();
+        let kept = [KeptDiagrams {
+            id: 1,
+            chain: "<svg><text>&lt;/script&gt;</text></svg>".into(),
+            ladder: vec!["<svg/>".into()],
+            swimlanes: "<svg/>".into(),
+        }];
+        let n = w
+            .finish(&Page {
+                tail: &tail,
+                inputs: &["a</script>.pcap".to_string()],
+                topology_svg: "<svg/>",
+                kept: &kept,
+                generator: "test",
+            })
+            .unwrap();
+        assert_eq!(n, 3);
+        let text = std::fs::read_to_string(&dest).unwrap();
+        assert!(!dir.join("r.html.tmp").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(text.matches("</script>").count(), 4);
+        assert!(!text.contains("<svg/onload"));
+        let island = |id: &str| -> serde_json::Value {
+            let open = format!("<script type=\"application/json\" id=\"{id}\">");
+            let start = text.find(&open).unwrap() + open.len();
+            let end = start + text[start..].find("</script>").unwrap();
+            serde_json::from_str(&text[start..end]).unwrap()
+        };
+        let rows = island("ft-rows");
+        let rows = rows.as_array().unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[2]["u"], "/2</script><svg/onload=alert(1)>&");
+        assert_eq!(rows[2]["d"], 2.5);
+        assert_eq!(rows[2]["s"], "c");
+        let hops = rows[2]["h"].as_array().unwrap();
+        assert_eq!(hops[0]["h"], "A</script>");
+        assert_eq!(hops[0]["cp"], 0);
+        assert!(hops[0].get("u").is_none(), "the root's URI is the row's");
+        assert_eq!(hops[1]["u"], "/other");
+        let meta = island("ft-meta");
+        assert_eq!(meta["paths"], 3);
+        assert_eq!(meta["captures"][0][0], "a.pcap");
+        assert_eq!(meta["inputs"][0], "a</script>.pcap");
+        assert_eq!(meta["kept"][0]["chain"], kept[0].chain);
+    }
+
     #[test]
     fn nonces_differ() {
         assert_ne!(nonce(), nonce());
