@@ -135,6 +135,21 @@
       f.failed_paths.slice(0, 50).forEach(function (fp) { p.appendChild(pathLink(fp.path)); p.appendChild(document.createTextNode(' ')); });
       box.appendChild(p);
     });
+    if (meta.address_book.length) {
+      var book = el('details');
+      book.appendChild(el('summary', 'Address book (' + meta.address_book.length + ' addresses)'));
+      var bt = el('table', undefined, 'mono');
+      var bh = el('tr');
+      ['name', 'IP', 'MAC', 'host', 'interface', 'role'].forEach(function (x) { bh.appendChild(el('th', x)); });
+      bt.appendChild(bh);
+      meta.address_book.forEach(function (a) {
+        var tr = el('tr');
+        [a.name, a.ip, a.mac, a.host, a.interface, a.role].forEach(function (x) { tr.appendChild(el('td', x === null || x === undefined ? '-' : x)); });
+        bt.appendChild(tr);
+      });
+      book.appendChild(bt);
+      box.appendChild(book);
+    }
     if (meta.anomalies.length) {
       var det = el('details');
       det.appendChild(el('summary', meta.anomalies.length + (meta.truncated_anomalies ? '+' : '') + ' failed path note(s)'));
@@ -186,6 +201,7 @@
       var idx = view[k], r = rows[idx];
       var tr = el('tr');
       tr.dataset.idx = idx;
+      tr.tabIndex = 0;
       if (idx === selected) tr.className = 'sel';
       tr.appendChild(el('td', r.id, 'num'));
       tr.appendChild(el('td', fmtTs(r.t)));
@@ -209,6 +225,10 @@
   tbody.addEventListener('click', function (e) {
     var tr = e.target.closest('tr');
     if (tr && tr.dataset.idx !== undefined) showIndex(+tr.dataset.idx);
+  });
+  tbody.addEventListener('keydown', function (e) {
+    var tr = e.target.closest('tr');
+    if (e.key === 'Enter' && tr && tr.dataset.idx !== undefined) showIndex(+tr.dataset.idx);
   });
   function bind(id, field, ev) {
     var input = document.getElementById(id);
