@@ -227,12 +227,18 @@ fn vip_holders(report: &Report) -> Vec<String> {
 }
 
 impl Expectation {
-    /// Parses an expectation file.
+    /// Parses an expectation file (its rules may name only the built-in roles).
     pub fn parse(text: &str) -> Result<Expectation, CheckError> {
+        Expectation::parse_with_roles(text, &[])
+    }
+
+    /// Parses an expectation file whose rules may also name `extra_roles` (the roles
+    /// a `--names` topology file defines).
+    pub fn parse_with_roles(text: &str, extra_roles: &[String]) -> Result<Expectation, CheckError> {
         let e: Expectation =
             toml::from_str(text).map_err(|e| CheckError::Expectation(e.to_string()))?;
         for r in &e.rules {
-            Rule::parse(r)?;
+            Rule::parse_with_roles(r, extra_roles)?;
         }
         Ok(e)
     }
@@ -325,8 +331,14 @@ fn ms_value(text: &str, rule: &str) -> Result<f64, CheckError> {
 }
 
 impl Rule {
-    /// Parses one rule.
+    /// Parses one rule that names only the built-in roles.
     pub fn parse(text: &str) -> Result<Rule, CheckError> {
+        Rule::parse_with_roles(text, &[])
+    }
+
+    /// Parses one rule; `every path passes` may also name `extra_roles`, the roles a
+    /// `--names` topology file gives services (compared without regard to case).
+    pub fn parse_with_roles(text: &str, extra_roles: &[String]) -> Result<Rule, CheckError> {
         let t = text.trim().to_ascii_lowercase();
         let bad = |why: &str| CheckError::Rule {
             rule: text.to_string(),
@@ -338,10 +350,19 @@ impl Rule {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect();
-            let known = ["vip", "gateway", "load_balancer", "proxy", "backend"];
-            if let Some(r) = roles.iter().find(|r| !known.contains(&r.as_str())) {
+            let mut known: Vec<String> = ["vip", "gateway", "load_balancer", "proxy", "backend"]
+                .iter()
+                .map(|r| r.to_string())
+                .collect();
+            for r in extra_roles {
+                let r = r.to_ascii_lowercase();
+                if !known.contains(&r) {
+                    known.push(r);
+                }
+            }
+            if let Some(r) = roles.iter().find(|r| !known.contains(r)) {
                 return Err(bad(&format!(
-                    "unknown role {r:?} (known: {})",
+                    "unknown role {r:?} (known: {}; a --names file can define more)",
                     known.join(", ")
                 )));
             }
@@ -418,17 +439,19 @@ fn within(expected: u64, actual: u64, tolerance: f64) -> bool {
     (actual as f64 - expected as f64).abs() <= tolerance * expected as f64
 }
 
-/// Checks `report` against an expectation and rules.
+/// Checks `report` against an expectation and rules; the expectation's rules may
+/// name `extra_roles` besides the built-in ones (see [`Rule::parse_with_roles`]).
 pub fn check(
     report: &Report,
     expect: Option<&Expectation>,
     extra_rules: &[Rule],
+    extra_roles: &[String],
 ) -> Result<CheckOutcome, CheckError> {
     let mut out = CheckOutcome::default();
     let mut rules: Vec<Rule> = extra_rules.to_vec();
     if let Some(e) = expect {
         for r in &e.rules {
-            rules.push(Rule::parse(r)?);
+            rules.push(Rule::parse_with_roles(r, extra_roles)?);
         }
         check_expectation(report, e, &mut out);
     }
@@ -555,7 +578,7 @@ fn check_rule(report: &Report, rule: &Rule, expect: Option<&Expectation>, out: &
                 .filter(|p| {
                     let got = roles_of(p);
                     let mut it = got.iter();
-                    !roles.iter().all(|r| it.any(|g| g == r))
+                    !roles.iter().all(|r| it.any(|g| g.eq_ignore_ascii_case(r)))
                 })
                 .collect();
             out.expect(bad.is_empty(), || {
@@ -726,6 +749,11 @@ mod tests {
             Rule::Count { percent: false, .. }
         ));
         assert!(Rule::parse("every path passes vip, kong").is_err());
+        // Issue 14: a role a --names file defines is known (any case).
+        assert_eq!(
+            Rule::parse_with_roles("every path passes vip, Kong", &["kong".into()]).unwrap(),
+            Rule::EveryPathPasses(vec!["vip".into(), "kong".into()])
+        );
         assert!(Rule::parse("make it fast").is_err());
         assert!(Rule::parse("bogus >= 1").is_err());
     }

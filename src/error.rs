@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum CaptureError {
     /// The file could not be opened or read.
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read")]
     Io {
         /// The capture's path (`-` for stdin).
         path: PathBuf,
@@ -57,7 +57,7 @@ pub enum CaptureError {
 #[non_exhaustive]
 pub enum LinksError {
     /// The file could not be read.
-    #[error("{path}: cannot read links file: {source}")]
+    #[error("{path}: cannot read links file")]
     Io {
         /// The sidecar's path.
         path: PathBuf,
@@ -80,10 +80,10 @@ pub enum LinksError {
 #[non_exhaustive]
 pub enum RenderError {
     /// Writing failed.
-    #[error("cannot write output: {0}")]
+    #[error("cannot write output")]
     Io(#[from] std::io::Error),
     /// Serialising JSON failed.
-    #[error("cannot serialise JSON: {0}")]
+    #[error("cannot serialise JSON")]
     Json(#[from] serde_json::Error),
 }
 

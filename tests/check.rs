@@ -257,3 +257,40 @@ fn bad_rules_and_files_exit_2() {
     let run = check("single-request", &dir.join("missing.toml"), &[], &files);
     assert_eq!(run.code, 2);
 }
+
+/// Issue 14: `every path passes` accepts the roles a `--names` topology file defines,
+/// and the rule is checked against them (it fails when the role is not on the path).
+#[test]
+fn rules_name_roles_from_the_topology_file() {
+    let dir = temp_dir("check-names");
+    let names = dir.join("names.toml");
+    std::fs::write(
+        &names,
+        "[services]\n\"198.19.1.2:8000\" = { name = \"kong-a\", role = \"edge\" }\n\"198.19.99.9:1\" = { role = \"nowhere\" }\n",
+    )
+    .unwrap();
+    let files = scenario_captures("single-request");
+    let names_arg = names.display().to_string();
+    let run_rule = |rule: &str| {
+        let mut args = vec![
+            "check".to_string(),
+            "--names".into(),
+            names_arg.clone(),
+            "--rule".into(),
+            rule.to_string(),
+        ];
+        args.extend(files.iter().cloned());
+        flowtrace_in_repo(&args)
+    };
+    let run = run_rule("every path passes Edge, load_balancer, backend");
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let run = run_rule("every path passes nowhere");
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("every path passes nowhere"),
+        "{}",
+        run.stdout
+    );
+    let run = run_rule("every path passes elsewhere");
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+}

@@ -150,6 +150,12 @@ fn errors_exit_2_with_one_line() {
             .stderr
             .contains(path.file_name().unwrap().to_str().unwrap()));
         assert_eq!(run.stderr.lines().count(), 1);
+        // Issue 14: the cause is printed once ("(os error 2)" used to come twice).
+        assert!(
+            run.stderr.matches("(os error").count() <= 1,
+            "{}",
+            run.stderr
+        );
     }
     let run = flowtrace(["pcap", "--idle-timeout", "-1", "x"]);
     assert_eq!(run.code, 2);
@@ -298,4 +304,115 @@ mod live {
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("interface lo:"));
     }
+}
+
+/// Issue 14: completions and man pages come from the clap definition.
+#[test]
+fn completions_and_man_pages() {
+    for shell in ["bash", "zsh", "fish"] {
+        let run = flowtrace(["completions", shell]);
+        assert_eq!(run.code, 0, "{shell}: {}", run.stderr);
+        assert!(
+            run.stdout.contains("flowtrace") && run.stdout.contains("--paths"),
+            "{shell}"
+        );
+    }
+    let run = flowtrace(["man"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains(".TH flowtrace 1"), "{}", run.stdout);
+    let dir = temp_dir("man");
+    let run = flowtrace(["man".as_ref(), "--dir".as_ref(), dir.as_os_str()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let pcap = fs::read_to_string(dir.join("flowtrace-pcap.1")).unwrap();
+    assert!(pcap.contains("\\-\\-svg"), "{pcap}");
+    assert!(dir.join("flowtrace.1").exists());
+}
+
+/// Issue 14: `live --list` names each interface with its addresses (loopback has
+/// 127.0.0.1 on every Linux host), in text and as JSON lines.
+#[cfg(feature = "live")]
+#[test]
+fn live_lists_interfaces_with_addresses() {
+    let run = flowtrace(["live", "--list"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.contains(" lo ") && l.contains("127.0.0.1")),
+        "{}",
+        run.stdout
+    );
+    let run = flowtrace(["live", "--list", "--format", "jsonl"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lo = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["ifname"] == "lo")
+        .expect("lo listed");
+    assert!(lo["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "127.0.0.1"));
+}
+
+/// Issue 14: text shows wall-clock times (local zone by default, `--utc`), with the
+/// date once, and tcpdump's other choices; JSON keeps epoch seconds.
+#[test]
+fn time_formats() {
+    let first_line = |args: &[&str], tz: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_flowtrace"))
+            .args(["pcap", KEEPALIVE])
+            .args(args)
+            .current_dir(repo())
+            .env("TZ", tz)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let utc = first_line(&[], "UTC");
+    let mut lines = utc.lines();
+    let date = lines.next().unwrap();
+    assert!(
+        date.starts_with("date ") && date.ends_with("(UTC+00:00)"),
+        "{date}"
+    );
+    let clock: String = lines.next().unwrap().chars().take(15).collect();
+    assert!(
+        clock.as_bytes()[2] == b':' && clock.as_bytes()[8] == b'.',
+        "{clock}"
+    );
+    // The date line is printed once for a capture within one day.
+    assert_eq!(utc.matches("date ").count(), 1);
+    // Local time: a zone 5:30 east of UTC moves the clock; --utc undoes it.
+    let east = first_line(&[], "XST-5:30");
+    assert!(
+        east.starts_with("date ") && east.contains("(UTC+05:30)"),
+        "{east}"
+    );
+    assert_ne!(east.lines().nth(1), utc.lines().nth(1));
+    let forced = first_line(&["--utc"], "XST-5:30");
+    assert_eq!(forced.lines().nth(1), utc.lines().nth(1));
+    assert!(forced.starts_with("date ") && forced.lines().next().unwrap().ends_with("(UTC)"));
+    let epoch = first_line(&["--time-format", "epoch"], "UTC");
+    let t: f64 = epoch.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(t > 1e9, "{epoch}");
+    let iso = first_line(&["--time-format", "iso", "--utc"], "UTC");
+    assert!(
+        iso.split_whitespace().next().unwrap().ends_with("+00:00"),
+        "{iso}"
+    );
+    let rel = first_line(&["--time-format", "relative"], "UTC");
+    assert!(rel.starts_with("+0.000000 "), "{rel}");
+    let delta = first_line(&["--time-format", "delta"], "UTC");
+    assert!(delta
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .all(|l| l.starts_with('+')));
+    // JSON keeps epoch numbers whatever the text shows.
+    let json = first_line(&["--format", "json", "--time-format", "iso"], "UTC");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v["transactions"][0]["request_ts"].as_f64().unwrap() > 1e9);
 }

@@ -361,3 +361,59 @@ fn topology_file_names_and_overrides() {
         run.stderr
     );
 }
+
+/// Issue 14: on a terminal `--paths` prints the summary first and then only the
+/// slowest and the failed paths (bounded by --top); piped, every path streams and
+/// the summary comes last. script(1) (util-linux, in every Debian) gives flowtrace
+/// a pseudo-terminal.
+#[test]
+fn summary_first_on_a_terminal_every_path_when_piped() {
+    let files: Vec<String> = scenario_files("failover")
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    let command = format!(
+        "{} pcap --paths --no-progress --top 2 {}",
+        env!("CARGO_BIN_EXE_flowtrace"),
+        files.join(" ")
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TZ", "UTC")
+        .output()
+        .expect("script(1) runs");
+    assert!(out.status.success());
+    let tty = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let summary_at = tty.find("400 paths: 392 complete").expect("summary");
+    let first_path = tty.find("\npath ").expect("a path");
+    assert!(summary_at < first_path, "{tty}");
+    assert!(tty.contains("failed: 8 no response"), "{tty}");
+    assert!(tty.contains("the 2 slowest path(s):"), "{tty}");
+    assert!(tty.contains("failed path(s), the first 2 of 8:"), "{tty}");
+    assert_eq!(tty.matches("\npath ").count(), 4, "{tty}");
+    assert!(tty.contains("4 of 400 paths shown"), "{tty}");
+    // Piped: every path, the summary after them.
+    let mut args = vec!["pcap".to_string(), "--paths".into()];
+    args.extend(files.iter().cloned());
+    let piped = flowtrace(&args);
+    assert_eq!(
+        piped
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("path "))
+            .count(),
+        400
+    );
+    assert!(piped.stdout.find("400 paths:").unwrap() > piped.stdout.rfind("\npath ").unwrap());
+    // --summary asks for the terminal's view anywhere; --all for every path.
+    args.push("--summary".into());
+    let forced = flowtrace(&args);
+    assert_eq!(
+        forced
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("path "))
+            .count(),
+        10
+    );
+}

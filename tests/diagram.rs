@@ -262,3 +262,35 @@ fn svg_from_stdin_in_one_pass() {
         }
     }
 }
+
+/// Issue 14: `flowtrace pcap dump.pcap --svg` works as typed: the diagrams go to
+/// ./flowtrace-diagrams and the files written are listed; `--svg dump.pcap` (the
+/// capture taken for the directory) is refused with a hint, not drawn into.
+#[test]
+fn svg_without_a_directory_draws_into_the_default_one() {
+    let dir = temp_dir("svg-default");
+    let dump = dir.join("dump.pcap.gz");
+    std::fs::copy(repo().join("captures/single-request/A.pcap.gz"), &dump).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowtrace"))
+        .args(["pcap", "dump.pcap.gz", "--svg"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let drawn = dir.join("flowtrace-diagrams");
+    assert!(drawn.join("topology.svg").is_file());
+    assert!(
+        stderr.contains("to flowtrace-diagrams: topology.svg path-0-chain.svg"),
+        "{stderr}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowtrace"))
+        .args(["pcap", "--svg", "dump.pcap.gz"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("is a file, not a directory"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

@@ -19,6 +19,8 @@ where
     S: AsRef<std::ffi::OsStr>,
 {
     let out: Output = Command::new(env!("CARGO_BIN_EXE_flowtrace"))
+        // Text shows local times: goldens are written in UTC wherever tests run.
+        .env("TZ", "UTC")
         .args(args)
         .output()
         .expect("run flowtrace");
@@ -38,6 +40,8 @@ where
     use std::io::Write;
     use std::process::Stdio;
     let mut child = Command::new(env!("CARGO_BIN_EXE_flowtrace"))
+        // Text shows local times: goldens are written in UTC wherever tests run.
+        .env("TZ", "UTC")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -134,6 +138,8 @@ where
     S: AsRef<std::ffi::OsStr>,
 {
     let out: Output = Command::new(env!("CARGO_BIN_EXE_flowtrace"))
+        // Text shows local times: goldens are written in UTC wherever tests run.
+        .env("TZ", "UTC")
         .args(args)
         .current_dir(repo())
         .output()

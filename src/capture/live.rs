@@ -265,9 +265,21 @@ impl LiveSource {
     }
 }
 
-/// This host's interfaces (from /sys/class/net), to name SLL2 interface indexes as
-/// the `ip -j addr` sidecar names them for files.
+/// This host's interfaces (from /sys/class/net) with their addresses (from libpcap's
+/// device list, which asks the kernel), to name SLL2 interface indexes as the
+/// `ip -j addr` sidecar names them for files, and to know which host owns an address
+/// (a VRRP holder is named by the interface that carries the VIP).
 pub fn host_links() -> crate::links::HostLinks {
+    let mut addresses: std::collections::HashMap<String, Vec<std::net::IpAddr>> =
+        std::collections::HashMap::new();
+    if let Ok(devices) = pcap::Device::list() {
+        for d in devices {
+            addresses
+                .entry(d.name)
+                .or_default()
+                .extend(d.addresses.iter().map(|a| a.addr));
+        }
+    }
     let mut links = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/sys/class/net") {
         for entry in dir.flatten() {
@@ -277,13 +289,16 @@ pub fn host_links() -> crate::links::HostLinks {
                     .map(|s| s.trim().to_string())
                     .ok()
             };
+            let master = std::fs::read_link(entry.path().join("master"))
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
             if let Some(ifindex) = read("ifindex").and_then(|i| i.parse().ok()) {
                 links.push(crate::links::Link {
                     ifindex,
+                    addresses: addresses.remove(&name).unwrap_or_default(),
                     ifname: name,
                     mac: read("address"),
-                    master: None,
-                    addresses: Vec::new(),
+                    master,
                 });
             }
         }

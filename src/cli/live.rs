@@ -15,6 +15,7 @@ use flowtrace::capture::{Frame, Interfaces};
 use flowtrace::correlate::{Engine, EngineConfig, RequestPath, Tail};
 use flowtrace::links::HostLinks;
 use flowtrace::pipeline::{Pipeline, PipelineConfig};
+use flowtrace::render::sanitize;
 use flowtrace::tcp::TcpConfig;
 use flowtrace::time::Ts;
 use indicatif::{ProgressBar, ProgressDrawTarget};
@@ -76,8 +77,15 @@ pub(crate) struct LiveArgs {
     /// they are final (nothing is held for it), the summary at the end.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// On exit, draw diagrams into DIR from the -w file (requires -w).
-    #[arg(long, value_name = "DIR", requires = "write")]
+    /// On exit, draw diagrams into DIR (default: ./flowtrace-diagrams) from the -w
+    /// file (requires -w).
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "write",
+        num_args = 0..=1,
+        default_missing_value = super::DEFAULT_SVG_DIR
+    )]
     svg: Option<PathBuf>,
     /// Close TCP connections idle this many seconds.
     #[arg(long, default_value_t = 120.0, value_name = "SECS")]
@@ -88,6 +96,44 @@ pub(crate) struct LiveArgs {
     /// Never show the status line (it is shown only when stderr is a terminal).
     #[arg(long)]
     no_progress: bool,
+    #[command(flatten)]
+    times: super::TimeArgs,
+    /// List this host's interfaces with their index, MAC, bridge and addresses, and
+    /// exit (tcpdump -D); `--format jsonl` gives one JSON object per interface.
+    #[arg(short = 'D', long = "list")]
+    list: bool,
+}
+
+/// `--list`: the interfaces live capture can name, with what names a host by them.
+fn list_interfaces(args: &LiveArgs) -> Result<ExitCode> {
+    let host = flowtrace::capture::live::host_links();
+    let mut out = super::output(&args.output)?;
+    for l in &host.links {
+        if matches!(args.format, FormatArg::Text) {
+            let addrs: Vec<String> = l.addresses.iter().map(|a| a.to_string()).collect();
+            writeln!(
+                out,
+                "{:>3} {:16} {:17} {}{}",
+                l.ifindex,
+                sanitize(&l.ifname),
+                l.mac.as_deref().unwrap_or("-"),
+                if addrs.is_empty() {
+                    "no address".to_string()
+                } else {
+                    addrs.join(" ")
+                },
+                l.master
+                    .as_deref()
+                    .map(|m| format!("  (bridge {})", sanitize(m)))
+                    .unwrap_or_default()
+            )?;
+        } else {
+            serde_json::to_writer(&mut out, l)?;
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn hostname() -> String {
@@ -106,6 +152,8 @@ struct Emitter {
     json: Option<JsonDoc>,
     /// Paths printed more than 2 s (capture time) after their response ended.
     late: u64,
+    /// How text shows times.
+    times: flowtrace::render::TimeFormat,
 }
 
 impl Emitter {
@@ -124,6 +172,7 @@ impl Emitter {
             next_id: 0,
             json: args.json.as_deref().map(JsonDoc::create).transpose()?,
             late: 0,
+            times: args.times.format(),
         })
     }
 
@@ -161,7 +210,7 @@ impl Emitter {
             serde_json::to_writer(&mut self.out, &v)?;
             writeln!(self.out)?;
         } else {
-            flowtrace::render::paths::write_path(&mut self.out, &p)?;
+            flowtrace::render::paths::write_path(&mut self.out, &p, &mut self.times)?;
         }
         if let Some(j) = &mut self.json {
             j.path(&p)?;
@@ -235,6 +284,10 @@ impl Drop for JsonDoc {
 }
 
 pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
+    if args.list {
+        return list_interfaces(&args);
+    }
+    super::check_svg_dir(&args.svg)?;
     let max_wait = super::secs_ns("max-request-duration", args.max_request_duration)?;
     let engine_config = EngineConfig {
         max_request_duration_ns: max_wait,
@@ -363,7 +416,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     emitter.finish_json(&live_stats, packets, &stats, &tail)?;
     summary(&mut emitter, &live_stats, &stats, packets, &tail)?;
     for e in &errors {
-        eprintln!("flowtrace: warning: a capture ended: {e}");
+        eprintln!("flowtrace: warning: a capture ended: {e:#}");
     }
     if let (Some(dir), Some(saved)) = (&args.svg, &args.write) {
         draw_from_saved(&args, saved, dir)?;
@@ -525,7 +578,11 @@ fn draw_from_saved(args: &LiveArgs, saved: &std::path::Path, dir: &std::path::Pa
         format: FormatArg::Text,
         output: None,
         headers: false,
+        times: args.times.clone(),
         paths: true,
+        all: true,
+        summary: false,
+        top: 0,
         truth: None,
         svg: Some(dir.to_path_buf()),
         html: None,
@@ -578,7 +635,7 @@ fn summary(
             )?;
         }
         let report = tail.clone().into_report(Vec::new());
-        flowtrace::render::paths::write_summary(&mut emitter.out, &report)?;
+        flowtrace::render::paths::write_summary(&mut emitter.out, &report, &mut emitter.times)?;
     }
     emitter.out.flush()?;
     Ok(())

@@ -15,7 +15,7 @@ use flowtrace::check::{self, Expectation};
 use flowtrace::correlate::{EngineConfig, Report, Tail};
 use flowtrace::links::{self, HostLinks};
 use flowtrace::pipeline::{Pipeline, PipelineConfig, Vantage};
-use flowtrace::render::paths::PathWriter;
+use flowtrace::render::paths::{Highlights as PathHighlights, PathWriter};
 use flowtrace::render::{sanitize, Format, Summary, Writer};
 use flowtrace::tcp::TcpConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -44,6 +44,20 @@ enum Command {
     /// Capture on live interfaces and print each request path as it completes.
     #[cfg(feature = "live")]
     Live(live::LiveArgs),
+    /// Print a shell completion script (e.g. `flowtrace completions bash >
+    /// /etc/bash_completion.d/flowtrace`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `flowtrace man | man -l -`), or with --dir write
+    /// flowtrace.1 and one page per command (flowtrace-pcap.1, ...) into DIR.
+    Man {
+        /// Write the pages into DIR instead of printing the main one.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -53,11 +67,50 @@ pub(crate) enum FormatArg {
     Jsonl,
 }
 
+/// `--time-format`: tcpdump's choices of how text shows a time.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum TimeStyleArg {
+    /// 14:02:05.137301, with a `date` line when the date changes.
+    Clock,
+    /// Seconds since the Unix epoch.
+    Epoch,
+    /// RFC 3339 date and time with the zone's offset.
+    Iso,
+    /// Seconds since the first time shown.
+    Relative,
+    /// Seconds since the previous line's time.
+    Delta,
+}
+
+/// How text output shows times (JSON always has epoch seconds).
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct TimeArgs {
+    /// How text output shows times.
+    #[arg(long, value_enum, default_value_t = TimeStyleArg::Clock, value_name = "STYLE")]
+    time_format: TimeStyleArg,
+    /// Show times in UTC instead of the local time zone.
+    #[arg(long)]
+    utc: bool,
+}
+
+impl TimeArgs {
+    pub(crate) fn format(&self) -> flowtrace::render::TimeFormat {
+        use flowtrace::render::TimeStyle;
+        let style = match self.time_format {
+            TimeStyleArg::Clock => TimeStyle::Clock,
+            TimeStyleArg::Epoch => TimeStyle::Epoch,
+            TimeStyleArg::Iso => TimeStyle::Iso,
+            TimeStyleArg::Relative => TimeStyle::Relative,
+            TimeStyleArg::Delta => TimeStyle::Delta,
+        };
+        flowtrace::render::TimeFormat::new(style, self.utc)
+    }
+}
+
 /// What every command that reads captures takes.
 #[derive(clap::Args, Debug)]
 pub(crate) struct CaptureArgs {
-    /// Capture files, typically one per host.
-    #[arg(required = true)]
+    /// Capture files, typically one per host (`-` is standard input).
     files: Vec<PathBuf>,
     /// Interface names for SLL2 captures: `ip -j addr` output of the capturing host,
     /// as CAPTURE=FILE (or just FILE with a single capture). Without it,
@@ -96,6 +149,24 @@ pub(crate) struct CaptureArgs {
     max_open_exchanges: usize,
 }
 
+/// Where `--svg` without a directory draws.
+pub(crate) const DEFAULT_SVG_DIR: &str = "flowtrace-diagrams";
+
+/// `--svg DIR` takes the next argument when it is given without one, so `--svg
+/// dump.pcap` would draw into the capture: refuse a DIR that is an existing file.
+pub(crate) fn check_svg_dir(dir: &Option<PathBuf>) -> Result<()> {
+    if let Some(dir) = dir {
+        if dir.is_file() {
+            bail!(
+                "--svg {0}: {0} is a file, not a directory (to draw into {DEFAULT_SVG_DIR}/, put \
+                 --svg after the captures or write --svg={DEFAULT_SVG_DIR})",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn secs_ns(flag: &str, secs: f64) -> Result<i64> {
     if !secs.is_finite() || secs <= 0.0 {
         bail!("--{flag} must be a positive number of seconds");
@@ -130,18 +201,32 @@ pub(crate) struct PcapArgs {
     /// Include request and response headers in JSON records.
     #[arg(long)]
     headers: bool,
+    #[command(flatten)]
+    times: TimeArgs,
     /// Print request paths (correlated across captures, NAT, proxies and the VIP)
     /// instead of per-capture-point transactions.
     #[arg(long)]
     paths: bool,
+    /// With --paths: print every path as it is final, then the summary (the default
+    /// when the output is not a terminal).
+    #[arg(long, conflicts_with = "summary")]
+    all: bool,
+    /// With --paths: print the summary first, then only the slowest and the failed
+    /// paths (--top of each; the default on a terminal).
+    #[arg(long)]
+    summary: bool,
+    /// With the summary first: how many of the slowest and of the failed paths to show.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    top: usize,
     /// Score the paths against a lab ground truth (truth.jsonl) and print precision
     /// and recall instead of the paths (implies --paths).
     #[arg(long, value_name = "FILE")]
     truth: Option<PathBuf>,
-    /// Draw diagrams into DIR (implies --paths): topology.svg, and for each chosen path
-    /// path-ID-chain.svg, path-ID-ladder.svg (more pages: -ladder-2.svg, ...) and
-    /// path-ID-swimlanes.svg.
-    #[arg(long, value_name = "DIR")]
+    /// Draw diagrams into DIR (default: ./flowtrace-diagrams; implies --paths):
+    /// topology.svg, and for each chosen path path-ID-chain.svg, path-ID-ladder.svg
+    /// (more pages: -ladder-2.svg, ...) and path-ID-swimlanes.svg. The files written
+    /// are listed at the end.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = DEFAULT_SVG_DIR)]
     svg: Option<PathBuf>,
     /// Write a self-contained HTML report to FILE (implies --paths): summary, a table
     /// of every path (sort, filter), each path's chain and hops (and its ladder and
@@ -197,7 +282,39 @@ pub fn run() -> Result<ExitCode> {
         Command::Check(args) => check_cmd(args),
         #[cfg(feature = "live")]
         Command::Live(args) => live::run(args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "flowtrace", &mut io::stdout().lock());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => man(dir),
     }
+}
+
+/// `flowtrace man`: the manual pages, from the clap definition.
+fn man(dir: Option<PathBuf>) -> Result<ExitCode> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let Some(dir) = dir else {
+        clap_mangen::Man::new(cmd).render(&mut io::stdout().lock())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut written = Vec::new();
+    let mut page = |name: String, cmd: clap::Command| -> Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd).title(name).render(&mut buf)?;
+        std::fs::write(&path, buf).with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path.display().to_string());
+        Ok(())
+    };
+    for sub in cmd.get_subcommands() {
+        let name = format!("flowtrace-{}", sub.get_name());
+        page(name, sub.clone())?;
+    }
+    page("flowtrace".into(), cmd)?;
+    eprintln!("flowtrace: wrote {}", written.join(" "));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_links(args: &CaptureArgs) -> Result<Vec<Option<HostLinks>>> {
@@ -270,6 +387,9 @@ struct Opened {
 
 /// Opens the captures; `keep_segments`: record segment summaries for diagrams.
 fn open(args: &CaptureArgs, keep_segments: bool) -> Result<Opened> {
+    if args.files.is_empty() {
+        bail!("no capture file given: name one or more (`-` reads standard input)");
+    }
     if args.idle_timeout.is_nan() || args.idle_timeout <= 0.0 {
         bail!("--idle-timeout must be a positive number of seconds");
     }
@@ -363,7 +483,8 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
         return paths(args, format);
     }
     let mut opened = open(&args.capture, false)?;
-    let mut writer = Writer::new(output(&args.output)?, format, args.headers)?;
+    let mut writer =
+        Writer::new(output(&args.output)?, format, args.headers)?.with_times(args.times.format());
     let mut stats = Stats::default();
     read_all(&mut opened, &mut stats, |p| {
         Ok(p.emit(|t, v| writer.transaction(t, v))?)
@@ -493,11 +614,25 @@ pub(crate) fn diagrams_only(args: &PcapArgs, dir: &std::path::Path) -> Result<()
 }
 
 fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
+    check_svg_dir(&args.svg)?;
     if let Some(truth) = &args.truth {
         return score_run(&args, truth, format);
     }
-    // Paths go out as they are final; only those the diagrams may draw are kept.
-    let mut writer = PathWriter::new(output(&args.output)?, format)?;
+    // On a terminal the summary comes first, then the slowest and failed paths
+    // (bounded); otherwise paths go out as they are final and the summary last.
+    // Either way only the paths the diagrams may draw are kept whole.
+    let summary_first = format == Format::Text
+        && !args.all
+        && (args.summary || (args.output.is_none() && io::stdout().is_terminal()));
+    let mut out = Some(output(&args.output)?);
+    let mut writer = match summary_first {
+        true => None,
+        false => Some(
+            PathWriter::new(out.take().expect("one output"), format)?
+                .with_times(args.times.format()),
+        ),
+    };
+    let mut highlights = summary_first.then(|| PathHighlights::new(args.top));
     let mut keeper = (args.svg.is_some() || args.html.is_some())
         .then(|| flowtrace::diagram::Keeper::new(selection(&args)));
     let mut page = args.html.as_deref().map(html::create).transpose()?;
@@ -505,12 +640,24 @@ fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
         if let Some(k) = &mut keeper {
             k.offer(&p);
         }
+        if let Some(h) = &mut highlights {
+            h.offer(&p);
+        }
+        if let Some(w) = &mut writer {
+            w.path(&p)?;
+        }
         if let Some(h) = &mut page {
             h.path(&p)?;
         }
-        Ok(writer.path(&p)?)
+        Ok(())
     })?;
-    writer.finish(&s.tail, &s.summary())?;
+    if let Some(w) = writer {
+        w.finish(&s.tail, &s.summary())?;
+    }
+    if let (Some(h), Some(mut out)) = (highlights, out) {
+        h.write(&mut out, &s.tail, &s.summary(), &mut args.times.format())?;
+        out.flush()?;
+    }
     if let (Some(file), Some(page), Some(keeper)) = (&args.html, page, &keeper) {
         html::finish(file, page, keeper.clone(), &s)?;
     }
@@ -564,16 +711,26 @@ fn check_cmd(args: CheckArgs) -> Result<ExitCode> {
     if args.expect.is_none() && args.rule.is_empty() {
         bail!("nothing to check: give --expect FILE and/or --rule RULE");
     }
+    // Roles a --names file defines may be named in rules besides the built-in ones.
+    let named_roles: Vec<String> = load_names(&args.capture.names)?
+        .map(|n| n.services.into_values().filter_map(|s| s.role).collect())
+        .unwrap_or_default();
     // Rules are parsed before the captures are read, so a typo fails fast.
     let mut rules = Vec::new();
     for r in &args.rule {
-        rules.push(check::Rule::parse(r).with_context(|| format!("--rule {r:?}"))?);
+        rules.push(
+            check::Rule::parse_with_roles(r, &named_roles)
+                .with_context(|| format!("--rule {r:?}"))?,
+        );
     }
     let existing = match &args.expect {
         Some(path) if path.exists() || !args.bless => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            Some(Expectation::parse(&text).with_context(|| path.display().to_string())?)
+            Some(
+                Expectation::parse_with_roles(&text, &named_roles)
+                    .with_context(|| path.display().to_string())?,
+            )
         }
         _ => None,
     };
@@ -594,7 +751,7 @@ fn check_cmd(args: CheckArgs) -> Result<ExitCode> {
         eprintln!("flowtrace: wrote {}", path.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let outcome = check::check(&c.report, existing.as_ref(), &rules)?;
+    let outcome = check::check(&c.report, existing.as_ref(), &rules, &named_roles)?;
     let mut out = io::stdout().lock();
     if !matches!(args.format, FormatArg::Text) {
         serde_json::to_writer(&mut out, &outcome)?;

@@ -295,6 +295,10 @@ pub struct Engine {
     anomalies: Vec<String>,
     anomalies_not_kept: u64,
     roles: BTreeMap<IpAddr, (Role, String)>,
+    /// Servers (as the proxy received them) seen forwarding a request upstream: a
+    /// leaf answered by one of them is a proxy whose upstream was not seen, not a
+    /// backend (roles come from behaviour, never from product names).
+    forwarders: FxHashSet<std::net::SocketAddr>,
     timeline: Vec<VipHolding>,
     vrrp_seen: (usize, u64),
     stats: EngineStats,
@@ -353,6 +357,7 @@ impl Engine {
             anomalies: Vec::new(),
             anomalies_not_kept: 0,
             roles: BTreeMap::new(),
+            forwarders: FxHashSet::default(),
             timeline: Vec::new(),
             vrrp_seen: (0, 0),
             stats: EngineStats::default(),
@@ -949,6 +954,10 @@ impl Engine {
         let gx = self.exchanges.get_mut(&g).expect("exists");
         gx.taken = true;
         gx.children.push(u);
+        let server = gx.last().server;
+        if self.forwarders.len() < MAX_ADDRESSES_KEPT {
+            self.forwarders.insert(server);
+        }
         self.stats.links += 1;
     }
 
@@ -1058,10 +1067,7 @@ impl Engine {
                 self.failed.push(FailedPath {
                     path: p.id,
                     start_ts: p.start_ts,
-                    reason: match p.hops.first().and_then(|h| h.status) {
-                        None => "no response (connection reset or timed out)".into(),
-                        Some(s) => format!("status {s}"),
-                    },
+                    reason: super::report::failure_reason(p),
                 });
             } else {
                 self.stats.failed_paths_not_kept += 1;
@@ -1101,14 +1107,20 @@ impl Engine {
             let ex = &self.exchanges[&e];
             let first = ex.first();
             let last = ex.last();
-            let (product, inferred) =
-                product_and_role(&first.msg, !ex.children.is_empty(), parent.is_none());
+            let (product, inferred) = product_and_role(
+                &first.msg,
+                !ex.children.is_empty(),
+                parent.is_none(),
+                self.forwarders.contains(&last.server),
+            );
             let named = ctx.names.and_then(|n| n.service(last.server));
             let role: Role = named
                 .and_then(|s| s.role.as_deref())
                 .map_or(inferred, Role::from_name);
             let lresp = last.msg.resp.as_ref();
-            if ex.children.is_empty() && role != Role::Backend {
+            // A leaf ends the path when it serves the request itself: a backend, or
+            // a role the topology file gave it.
+            if ex.children.is_empty() && !matches!(role, Role::Backend | Role::Named(_)) {
                 complete = false;
             }
             if lresp.is_none() {

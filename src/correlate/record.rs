@@ -127,6 +127,10 @@ pub(crate) struct RespMsg {
     pub server: Option<Box<str>>,
     /// `Via: kong/...` or `X-Kong-*`.
     pub kong: bool,
+    /// A header that a proxy adds when it has forwarded the request (`Via`,
+    /// `Backend-Server`, `X-Upstream-*`, Kong's `X-Kong-Upstream-Latency`): the
+    /// server forwarded it, whether or not the upstream hop was captured.
+    pub says_forwarded: bool,
 }
 
 /// The HTTP content of an exchange, shared by its views (NAT does not change it).
@@ -190,10 +194,18 @@ impl Msg {
             let mut addrs = Vec::new();
             let mut backend_server = false;
             let mut kong = false;
+            let mut says_forwarded = false;
             let mut server = None;
             for (n, v) in r.headers.iter() {
                 if n.eq_ignore_ascii_case("backend-server") {
                     backend_server = true;
+                }
+                if n.eq_ignore_ascii_case("backend-server")
+                    || n.eq_ignore_ascii_case("via")
+                    || n.eq_ignore_ascii_case("x-kong-upstream-latency")
+                    || (n.len() > 11 && n[..11].eq_ignore_ascii_case("x-upstream-"))
+                {
+                    says_forwarded = true;
                 }
                 if n.len() > 7 && n[..7].eq_ignore_ascii_case("x-kong-") {
                     kong = true;
@@ -226,6 +238,7 @@ impl Msg {
                 backend_server,
                 server,
                 kong,
+                says_forwarded,
             }
         });
         Msg {

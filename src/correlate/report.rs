@@ -471,6 +471,17 @@ pub struct PathSummary {
     pub latency_by_role: Vec<RoleLatency>,
     /// The slowest paths: (id, milliseconds).
     pub slowest: Vec<(usize, f64)>,
+    /// Failed paths by what went wrong ([`failure_reason`]), most frequent first.
+    pub failed_by_reason: Vec<(String, usize)>,
+}
+
+/// What went wrong on a failed path, as the client saw it: no response, or the
+/// status it got.
+pub fn failure_reason(p: &RequestPath) -> String {
+    match p.hops.first().and_then(|h| h.status) {
+        None => "no response (connection reset or timed out)".into(),
+        Some(s) => format!("status {s}"),
+    }
 }
 
 /// Everything correlation produces.

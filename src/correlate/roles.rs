@@ -3,14 +3,19 @@
 use super::record::Msg;
 use super::report::Role;
 
-/// The software a response names, and the role of its server: `gateway` (Kong, or
-/// the first proxy a client reaches), `load_balancer` (a proxy behind it), `backend`
-/// (no upstream hop), `proxy` (a server naming a proxy product without an upstream
-/// hop seen), `unanswered`.
+/// The software a response names (a label: `Server`, or Kong by its `Via` and
+/// `X-Kong-*` headers), and the role of its server, from behaviour alone:
+/// `gateway` (forwards, and is the first server of the path), `load_balancer`
+/// (forwards, behind another), `proxy` (no upstream hop was seen for this request,
+/// but its response carries a header proxies add when they forward, or the server
+/// forwarded other requests in this run), `backend` (answers, forwards nothing),
+/// `unanswered`. A product name never decides a role: an nginx serving files is a
+/// backend, a Python app that forwards is a load balancer.
 pub(crate) fn product_and_role(
     m: &Msg,
     has_children: bool,
     is_root: bool,
+    forwards_elsewhere: bool,
 ) -> (Option<String>, Role) {
     let resp = m.resp.as_ref();
     let kong = resp.is_some_and(|r| r.kong);
@@ -22,24 +27,18 @@ pub(crate) fn product_and_role(
     } else {
         Some(server.split('/').next().unwrap_or(server).to_string())
     };
-    let role = if kong {
-        Role::Gateway
-    } else if resp.is_none() && !has_children {
-        Role::Unanswered
-    } else if has_children {
+    let role = if has_children {
         if is_root {
             Role::Gateway
         } else {
             Role::LoadBalancer
         }
+    } else if resp.is_none() {
+        Role::Unanswered
+    } else if forwards_elsewhere || resp.is_some_and(|r| r.says_forwarded) {
+        Role::Proxy
     } else {
-        let s = server.to_ascii_lowercase();
-        if s.contains("nginx") || s.contains("kong") || s.contains("haproxy") || s.contains("envoy")
-        {
-            Role::Proxy
-        } else {
-            Role::Backend
-        }
+        Role::Backend
     };
     let product = match product.as_deref() {
         Some(p) if p.starts_with("BaseHTTP") || p.starts_with("SimpleHTTP") => {

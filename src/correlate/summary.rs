@@ -24,6 +24,8 @@ pub struct SummaryBuilder {
     /// By role name (so listed alphabetically): the role, its latencies, the max.
     by_role: BTreeMap<String, (Role, Histogram<u64>, f64)>,
     slowest: BinaryHeap<Reverse<Slow>>,
+    /// Failed paths by reason (at most a status code's worth of reasons, bounded).
+    failed_by_reason: BTreeMap<String, usize>,
 }
 
 impl SummaryBuilder {
@@ -33,7 +35,15 @@ impl SummaryBuilder {
         match p.status {
             PathStatus::Complete => self.complete += 1,
             PathStatus::Partial => self.partial += 1,
-            PathStatus::Failed => self.failed += 1,
+            PathStatus::Failed => {
+                self.failed += 1;
+                let reason = super::report::failure_reason(p);
+                if self.failed_by_reason.len() < 64 || self.failed_by_reason.contains_key(&reason) {
+                    *self.failed_by_reason.entry(reason).or_default() += 1;
+                } else {
+                    *self.failed_by_reason.entry("other".into()).or_default() += 1;
+                }
+            }
         }
         for h in &p.hops {
             if let (Some(role), Some(l)) = (&h.role, h.latency_ms) {
@@ -81,6 +91,12 @@ impl SummaryBuilder {
             .collect();
         let mut slowest: Vec<Slow> = self.slowest.iter().map(|r| r.0).collect();
         slowest.sort_by(|a, b| b.cmp(a));
+        let mut failed_by_reason: Vec<(String, usize)> = self
+            .failed_by_reason
+            .iter()
+            .map(|(r, n)| (r.clone(), *n))
+            .collect();
+        failed_by_reason.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         PathSummary {
             paths: self.paths,
             complete: self.complete,
@@ -91,6 +107,7 @@ impl SummaryBuilder {
                 .iter()
                 .map(|s| (s.1 .0, (s.0 as f64 / 1e3).round() / 1e3))
                 .collect(),
+            failed_by_reason,
         }
     }
 }
@@ -135,5 +152,9 @@ mod tests {
         let ids: Vec<usize> = out.slowest.iter().map(|s| s.0).collect();
         assert_eq!(ids, vec![1000, 999, 998, 997, 996]);
         assert_eq!(out.slowest[0].1, 1000.0);
+        assert_eq!(
+            out.failed_by_reason,
+            vec![("no response (connection reset or timed out)".to_string(), 1)]
+        );
     }
 }

@@ -25,8 +25,11 @@
 //! "transaction"` as it completes, then one `"type": "summary"` line holding the other
 //! top-level keys.
 
+pub mod clock;
 pub mod html;
 pub mod paths;
+
+pub use clock::{TimeFormat, TimeStyle};
 
 use crate::anomaly::{AnomalyLog, Stats};
 use crate::capture::Warning;
@@ -155,6 +158,7 @@ pub struct Writer<W: Write> {
     format: Format,
     headers: bool,
     count: u64,
+    times: TimeFormat,
 }
 
 /// Replaces control characters (terminal escapes from the wire) with `\xNN`.
@@ -183,11 +187,18 @@ impl<W: Write> Writer<W> {
             format,
             headers,
             count: 0,
+            times: TimeFormat::default(),
         };
         if format == Format::Json {
             w.out.write_all(b"{\"transactions\":[")?;
         }
         Ok(w)
+    }
+
+    /// Shows times in text output as `times` says (default: wall clock, local zone).
+    pub fn with_times(mut self, times: TimeFormat) -> Self {
+        self.times = times;
+        self
     }
 
     /// Writes one transaction.
@@ -223,10 +234,14 @@ impl<W: Write> Writer<W> {
         let v = &vantages[t.vantage as usize];
         let req = t.request.as_ref();
         let resp = t.response.as_ref();
-        let ts = req
+        let first = req
             .map(|r| r.first_ts)
             .or(resp.map(|r| r.first_ts))
             .unwrap_or_default();
+        if let Some(date) = self.times.date_line(first) {
+            writeln!(self.out, "{date}")?;
+        }
+        let ts = self.times.line_start(first);
         let status = resp
             .map(|r| r.status.to_string())
             .unwrap_or_else(|| "---".into());
@@ -307,8 +322,8 @@ impl<W: Write> Writer<W> {
                     .collect::<Vec<_>>()
                     .join(", "),
                 run.adverts,
-                run.first_ts,
-                run.last_ts
+                self.times.point(run.first_ts),
+                self.times.point(run.last_ts)
             )?;
         }
         if !s.gratuitous_arp.is_empty() {

@@ -1,7 +1,7 @@
 //! Request paths as a text tree and summary, JSON lines or one JSON document, written
 //! as the paths come (docs/output.md has the contract).
 
-use super::{sanitize, Format, Summary};
+use super::{sanitize, Format, Summary, TimeFormat};
 use crate::correlate::{Hop, HopKind, Report, RequestPath, Tail, Translation, PATH_SCHEMA_VERSION};
 use serde::Serialize;
 use std::io::{self, Write};
@@ -81,8 +81,8 @@ fn hop_line(h: &Hop) -> String {
     }
 }
 
-/// Writes one path as an indented tree.
-pub fn write_path(out: &mut impl Write, p: &RequestPath) -> io::Result<()> {
+/// Writes one path as an indented tree, its times as `times` says.
+pub fn write_path(out: &mut impl Write, p: &RequestPath, times: &mut TimeFormat) -> io::Result<()> {
     let vip = p
         .vip
         .as_ref()
@@ -94,13 +94,16 @@ pub fn write_path(out: &mut impl Write, p: &RequestPath) -> io::Result<()> {
             )
         })
         .unwrap_or_default();
+    if let Some(date) = times.date_line(p.start_ts) {
+        writeln!(out, "{date}")?;
+    }
     writeln!(
         out,
         "path {}  {}  {} .. {}  {:.3} ms{vip}",
         p.id,
         p.status,
-        p.start_ts,
-        p.end_ts,
+        times.line_start(p.start_ts),
+        times.point(p.end_ts),
         (p.end_ts.0 - p.start_ts.0) as f64 / 1e6
     )?;
     let mut depth = vec![0usize; p.hops.len()];
@@ -113,15 +116,15 @@ pub fn write_path(out: &mut impl Write, p: &RequestPath) -> io::Result<()> {
 }
 
 /// Writes every path, then the summary.
-pub fn write_report(out: &mut impl Write, r: &Report) -> io::Result<()> {
+pub fn write_report(out: &mut impl Write, r: &Report, times: &mut TimeFormat) -> io::Result<()> {
     for p in &r.paths {
-        write_path(out, p)?;
+        write_path(out, p, times)?;
     }
-    write_summary(out, r)
+    write_summary(out, r, times)
 }
 
 /// Writes the summary of a report (its paths are not read).
-pub fn write_summary(out: &mut impl Write, r: &Report) -> io::Result<()> {
+pub fn write_summary(out: &mut impl Write, r: &Report, times: &mut TimeFormat) -> io::Result<()> {
     let s = &r.summary;
     writeln!(out)?;
     writeln!(
@@ -129,6 +132,14 @@ pub fn write_summary(out: &mut impl Write, r: &Report) -> io::Result<()> {
         "{} paths: {} complete, {} partial, {} failed",
         s.paths, s.complete, s.partial, s.failed
     )?;
+    if !s.failed_by_reason.is_empty() {
+        let list: Vec<String> = s
+            .failed_by_reason
+            .iter()
+            .map(|(reason, n)| format!("{n} {reason}"))
+            .collect();
+        writeln!(out, "failed: {}", list.join(", "))?;
+    }
     for l in &s.latency_by_role {
         writeln!(
             out,
@@ -153,8 +164,8 @@ pub fn write_summary(out: &mut impl Write, r: &Report) -> io::Result<()> {
             sanitize(&h.holder),
             h.holder_ip,
             h.priority,
-            h.from,
-            h.to,
+            times.point(h.from),
+            times.point(h.to),
             h.adverts
         )?;
     }
@@ -165,12 +176,18 @@ pub fn write_summary(out: &mut impl Write, r: &Report) -> io::Result<()> {
             f.vip,
             sanitize(&f.from),
             sanitize(&f.to),
-            f.last_advert_before,
-            f.first_sign_after,
+            times.point(f.last_advert_before),
+            times.point(f.first_sign_after),
             f.failed_paths.len()
         )?;
         for fp in &f.failed_paths {
-            writeln!(out, "  path {} at {}: {}", fp.path, fp.start_ts, fp.reason)?;
+            writeln!(
+                out,
+                "  path {} at {}: {}",
+                fp.path,
+                times.point(fp.start_ts),
+                fp.reason
+            )?;
         }
     }
     for c in &r.clock_offset_changes {
@@ -197,6 +214,119 @@ pub fn write_summary(out: &mut impl Write, r: &Report) -> io::Result<()> {
     Ok(())
 }
 
+/// The paths a terminal shows after the summary (summary first): the slowest and
+/// the first failed ones, at most `top` of each, whatever the run's length.
+pub struct Highlights {
+    top: usize,
+    /// The slowest so far, slowest first.
+    slowest: Vec<RequestPath>,
+    /// The first failed ones.
+    failed: Vec<RequestPath>,
+    seen: usize,
+    /// The earliest start seen: relative times count from it.
+    first_start: Option<crate::time::Ts>,
+}
+
+impl Highlights {
+    /// Keeps at most `top` slowest and `top` failed paths.
+    pub fn new(top: usize) -> Self {
+        Highlights {
+            top,
+            slowest: Vec::new(),
+            failed: Vec::new(),
+            seen: 0,
+            first_start: None,
+        }
+    }
+
+    /// Offers one path; it is kept only when it is among those shown.
+    pub fn offer(&mut self, p: &RequestPath) {
+        self.seen += 1;
+        self.first_start = Some(self.first_start.map_or(p.start_ts, |t| t.min(p.start_ts)));
+        if self.top == 0 {
+            return;
+        }
+        let took = |p: &RequestPath| p.end_ts.0 - p.start_ts.0;
+        let slow =
+            self.slowest.len() < self.top || self.slowest.last().is_some_and(|q| took(p) > took(q));
+        if slow {
+            let mut kept = p.clone();
+            kept.segments = Vec::new();
+            let at = self.slowest.partition_point(|q| took(q) >= took(p));
+            self.slowest.insert(at, kept);
+            self.slowest.truncate(self.top);
+        }
+        if p.status == crate::correlate::PathStatus::Failed && self.failed.len() < self.top {
+            let mut kept = p.clone();
+            kept.segments = Vec::new();
+            self.failed.push(kept);
+        }
+    }
+
+    /// Writes the summary, then the paths kept, and what was left out.
+    pub fn write(
+        self,
+        out: &mut impl Write,
+        tail: &Tail,
+        run: &Summary<'_>,
+        times: &mut TimeFormat,
+    ) -> io::Result<()> {
+        let report = tail.clone().into_report(Vec::new());
+        // Times in the summary are relative to, and dated by, the run's start.
+        if let Some(first) = self.first_start {
+            times.anchor(first);
+            if let Some(date) = times.date_line(first) {
+                writeln!(out, "{date}")?;
+            }
+        }
+        write_summary(out, &report, times)?;
+        write_counters(out, run)?;
+        let mut shown = std::collections::BTreeSet::new();
+        if !self.slowest.is_empty() {
+            writeln!(out, "\nthe {} slowest path(s):", self.slowest.len())?;
+            for p in &self.slowest {
+                write_path(out, p, times)?;
+                shown.insert(p.id);
+            }
+        }
+        let failed: Vec<&RequestPath> = self
+            .failed
+            .iter()
+            .filter(|p| !shown.contains(&p.id))
+            .collect();
+        if !failed.is_empty() {
+            writeln!(
+                out,
+                "\nfailed path(s), the first {} of {}:",
+                self.failed.len(),
+                report.summary.failed
+            )?;
+            for p in failed {
+                write_path(out, p, times)?;
+                shown.insert(p.id);
+            }
+        }
+        writeln!(
+            out,
+            "\n{} of {} paths shown; --all prints every path (so does a pipe or -o FILE), \
+             --format jsonl for programs",
+            shown.len(),
+            self.seen
+        )
+    }
+}
+
+/// The run's nonzero counters on one line.
+fn write_counters(out: &mut impl Write, run: &Summary<'_>) -> io::Result<()> {
+    let nonzero: Vec<String> = run
+        .stats
+        .iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    writeln!(out, "counters: {}", nonzero.join(" "))
+}
+
 /// A path as a JSON line.
 #[derive(Serialize)]
 struct PathLine<'a> {
@@ -212,6 +342,7 @@ pub struct PathWriter<W: Write> {
     out: W,
     format: Format,
     written: usize,
+    times: TimeFormat,
 }
 
 impl<W: Write> PathWriter<W> {
@@ -227,13 +358,20 @@ impl<W: Write> PathWriter<W> {
             out,
             format,
             written: 0,
+            times: TimeFormat::default(),
         })
+    }
+
+    /// Shows times in text output as `times` says (default: wall clock, local zone).
+    pub fn with_times(mut self, times: TimeFormat) -> Self {
+        self.times = times;
+        self
     }
 
     /// Writes one path.
     pub fn path(&mut self, p: &RequestPath) -> io::Result<()> {
         match self.format {
-            Format::Text => write_path(&mut self.out, p)?,
+            Format::Text => write_path(&mut self.out, p, &mut self.times)?,
             Format::Jsonl => {
                 serde_json::to_writer(
                     &mut self.out,
@@ -270,14 +408,8 @@ impl<W: Write> PathWriter<W> {
         let report = tail.clone().into_report(Vec::new());
         match self.format {
             Format::Text => {
-                write_summary(&mut self.out, &report)?;
-                let nonzero: Vec<String> = run
-                    .stats
-                    .iter()
-                    .filter(|(_, v)| *v > 0)
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                writeln!(self.out, "counters: {}", nonzero.join(" "))?;
+                write_summary(&mut self.out, &report, &mut self.times)?;
+                write_counters(&mut self.out, run)?;
             }
             Format::Json | Format::Jsonl => {
                 let mut anomalies = serde_json::to_value(run.anomalies)?;

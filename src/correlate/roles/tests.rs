@@ -3,7 +3,21 @@ use crate::correlate::record::tests::Tx;
 use crate::correlate::record::NameBook;
 
 fn role_of(t: Tx, has_children: bool, is_root: bool) -> (Option<String>, &'static str) {
-    let (product, role) = product_and_role(&t.msg(&mut NameBook::default()), has_children, is_root);
+    role_with(t, has_children, is_root, false)
+}
+
+fn role_with(
+    t: Tx,
+    has_children: bool,
+    is_root: bool,
+    forwards_elsewhere: bool,
+) -> (Option<String>, &'static str) {
+    let (product, role) = product_and_role(
+        &t.msg(&mut NameBook::default()),
+        has_children,
+        is_root,
+        forwards_elsewhere,
+    );
     let name = match role {
         Role::Gateway => "gateway",
         Role::LoadBalancer => "load_balancer",
@@ -19,16 +33,45 @@ fn server(s: &str) -> Tx {
     Tx::get("/").resp_header("Server", s)
 }
 
+/// Issue 13: the product is a label; the role comes from what the server does.
 #[test]
-fn kong_is_a_gateway_wherever_it_is() {
+fn kong_is_named_by_its_headers_but_its_role_is_its_place() {
     let via = Tx::get("/").resp_header("Via", "1.1 kong/3.4.0");
     assert_eq!(
-        role_of(via.clone(), false, false),
+        role_of(via.clone(), true, true),
         (Some("Kong".into()), "gateway")
     );
-    assert_eq!(role_of(via, true, false), (Some("Kong".into()), "gateway"));
+    assert_eq!(
+        role_of(via.clone(), true, false),
+        (Some("Kong".into()), "load_balancer")
+    );
+    // Via says it forwarded: without the upstream hop it is a proxy.
+    assert_eq!(role_of(via, false, true), (Some("Kong".into()), "proxy"));
+    // Kong answering itself (a plugin's 401: only X-Kong-Response-Latency) forwards
+    // nothing: a backend for that request, or a proxy when it forwards others.
+    let own = server("kong/3.4").resp_header("X-Kong-Response-Latency", "0");
+    assert_eq!(
+        role_of(own.clone(), false, true),
+        (Some("Kong".into()), "backend")
+    );
+    assert_eq!(
+        role_with(own, false, true, true),
+        (Some("Kong".into()), "proxy")
+    );
+    // Headers proxies add when they forward mark a proxy whatever it is called.
+    for (h, v) in [
+        ("Backend-Server", "10.0.0.3:8888"),
+        ("X-Upstream-Addr", "10.0.0.3:8888"),
+        ("X-Kong-Upstream-Latency", "3"),
+    ] {
+        assert_eq!(
+            role_of(server("gunicorn").resp_header(h, v), false, false).1,
+            "proxy",
+            "{h}"
+        );
+    }
     let x = server("nginx").resp_header("X-Kong-Proxy-Latency", "1");
-    assert_eq!(role_of(x, false, false), (Some("Kong".into()), "gateway"));
+    assert_eq!(role_of(x, true, true), (Some("Kong".into()), "gateway"));
 }
 
 #[test]
@@ -49,8 +92,10 @@ fn a_server_with_upstream_hops_is_a_gateway_at_the_root_else_a_load_balancer() {
     );
 }
 
+/// Issue 13: an nginx (or HAProxy, Envoy, Kong) serving a request itself is that
+/// request's backend; it is a proxy only when it is seen forwarding other requests.
 #[test]
-fn a_proxy_product_without_upstream_hops_is_a_proxy() {
+fn a_proxy_product_serving_itself_is_a_backend_unless_seen_forwarding() {
     for s in [
         "nginx",
         "openresty/1.21 (nginx)",
@@ -58,7 +103,8 @@ fn a_proxy_product_without_upstream_hops_is_a_proxy() {
         "envoy",
         "kong/3.4",
     ] {
-        assert_eq!(role_of(server(s), false, false).1, "proxy", "{s}");
+        assert_eq!(role_of(server(s), false, false).1, "backend", "{s}");
+        assert_eq!(role_with(server(s), false, false, true).1, "proxy", "{s}");
     }
     // Named by the Server header (without Kong's own headers it is not "Kong").
     assert_eq!(
