@@ -418,3 +418,22 @@ fn html_report_screenshots() {
         assert!(len < 150_000, "{}: {len} bytes", p.display());
     }
 }
+
+/// A page that cannot be written is an error (exit 2) named after the file, and no
+/// partial page is left.
+#[test]
+fn html_report_unwritable_is_an_error() {
+    let dir = temp_dir("html-unwritable");
+    let page = dir.join("missing-dir").join("report.html");
+    let mut args = vec![
+        "pcap".to_string(),
+        "--no-progress".into(),
+        "--html".into(),
+        page.display().to_string(),
+    ];
+    args.extend(scenario_captures("single-request"));
+    let run = flowtrace_in_repo(&args);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("cannot create"), "{}", run.stderr);
+    assert!(!page.exists());
+}
