@@ -4,7 +4,8 @@
 set -euo pipefail
 
 need=()
-# chromium: the tests render every kind of SVG diagram in it; libcap2-bin (setcap):
+# chromium: the tests render every kind of SVG diagram and the HTML report in it (the
+# report test fails without it when scripts/test.sh runs as root); libcap2-bin (setcap):
 # a test grants flowtrace capture capabilities instead of root.
 for pkg in libpcap-dev pkg-config tcpdump chromium libcap2-bin; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")

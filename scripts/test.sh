@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The HTML report test must run Chromium, not skip it, where setup.sh could install it.
+if [ "$(id -u)" -eq 0 ]; then export FLOWTRACE_REQUIRE_CHROMIUM=1; fi
 cargo test --release
 # Regression checks: every shipped scenario against its expectation in fixtures/.
 for expect in fixtures/*/expect.toml; do

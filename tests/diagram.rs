@@ -2,61 +2,17 @@
 //! scenarios' diagrams match their reviewed goldens, and Chromium renders them.
 
 use crate::util::{
-    flowtrace, flowtrace_in_repo, flowtrace_stdin, golden, repo, scenario_captures, temp_dir,
+    exchange_pcap, flowtrace, flowtrace_in_repo, flowtrace_stdin, golden, repo, scenario_captures,
+    temp_dir,
 };
-use etherparse::PacketBuilder;
 use std::path::{Path, PathBuf};
 
 /// Writes a pcap with one HTTP exchange whose URI, headers and Server hold markup.
 fn hostile_capture(path: &Path) {
-    let mut out: Vec<u8> = vec![
-        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
-    ];
-    let (c, s) = ([10, 0, 0, 1], [10, 0, 0, 2]);
     let request = b"GET /<script>alert(\"x\")</script>&]]>?q='\"<b> HTTP/1.1\r\nHost: evil\"<>&\r\nX-Request-ID: ]]><script>\r\n\r\n";
     let response =
         b"HTTP/1.1 200 OK\r\nServer: <svg onload=alert(1)>\r\nContent-Length: 2\r\n\r\nok";
-    let mut t = 1_700_000_000_000_000u64;
-    let mut push = |from_client: bool, seq: u32, ack: u32, flags: &str, payload: &[u8]| {
-        let (src, dst, sp, dp) = if from_client {
-            (c, s, 40000, 80)
-        } else {
-            (s, c, 80, 40000)
-        };
-        let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4(src, dst, 64)
-            .tcp(sp, dp, seq, 1000);
-        for f in flags.chars() {
-            b = match f {
-                'S' => b.syn(),
-                'P' => b.psh(),
-                'A' => b.ack(ack),
-                'F' => b.fin(),
-                _ => b,
-            };
-        }
-        let mut pkt = Vec::new();
-        b.write(&mut pkt, payload).unwrap();
-        t += 100;
-        for v in [
-            (t / 1_000_000) as u32,
-            (t % 1_000_000) as u32,
-            pkt.len() as u32,
-            pkt.len() as u32,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&pkt);
-    };
-    push(true, 100, 0, "S", b"");
-    push(false, 500, 101, "SA", b"");
-    push(true, 101, 501, "A", b"");
-    push(true, 101, 501, "PA", request);
-    let after_req = 101 + request.len() as u32;
-    push(false, 501, after_req, "PA", response);
-    push(true, after_req, 501 + response.len() as u32, "FA", b"");
-    push(false, 501 + response.len() as u32, after_req + 1, "FA", b"");
-    std::fs::write(path, out).unwrap();
+    exchange_pcap(path, request, response);
 }
 
 fn assert_safe_svg(path: &Path) -> String {

@@ -5,4 +5,5 @@ mod cli;
 mod corpus;
 mod correlate;
 mod diagram;
+mod html;
 mod util;

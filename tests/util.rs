@@ -246,3 +246,53 @@ pub fn scenario_captures(name: &str) -> Vec<String> {
     );
     v
 }
+
+/// Writes a little-endian pcap with one TCP connection (10.0.0.1:40000 to
+/// 10.0.0.2:80) carrying `request` and `response`: wire text a test chooses.
+pub fn exchange_pcap(path: &Path, request: &[u8], response: &[u8]) {
+    let mut out: Vec<u8> = vec![
+        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
+    ];
+    let (c, s) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    let mut t = 1_700_000_000_000_000u64;
+    let mut push = |from_client: bool, seq: u32, ack: u32, flags: &str, payload: &[u8]| {
+        let (src, dst, sp, dp) = if from_client {
+            (c, s, 40000, 80)
+        } else {
+            (s, c, 80, 40000)
+        };
+        let mut b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, dst, 64)
+            .tcp(sp, dp, seq, 1000);
+        for f in flags.chars() {
+            b = match f {
+                'S' => b.syn(),
+                'P' => b.psh(),
+                'A' => b.ack(ack),
+                'F' => b.fin(),
+                _ => b,
+            };
+        }
+        let mut pkt = Vec::new();
+        b.write(&mut pkt, payload).unwrap();
+        t += 100;
+        for v in [
+            (t / 1_000_000) as u32,
+            (t % 1_000_000) as u32,
+            pkt.len() as u32,
+            pkt.len() as u32,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&pkt);
+    };
+    push(true, 100, 0, "S", b"");
+    push(false, 500, 101, "SA", b"");
+    push(true, 101, 501, "A", b"");
+    push(true, 101, 501, "PA", request);
+    let after_req = 101 + request.len() as u32;
+    push(false, 501, after_req, "PA", response);
+    push(true, after_req, 501 + response.len() as u32, "FA", b"");
+    push(false, 501 + response.len() as u32, after_req + 1, "FA", b"");
+    std::fs::write(path, out).unwrap();
+}

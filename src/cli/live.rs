@@ -588,6 +588,7 @@ fn draw_from_saved(args: &LiveArgs, saved: &std::path::Path, dir: &std::path::Pa
         top: 0,
         truth: None,
         svg: Some(dir.to_path_buf()),
+        html: None,
         dot: false,
         mermaid: false,
         path_ids: Vec::new(),

@@ -1,5 +1,6 @@
 //! Command-line flags (clap) turned into a validated run of the library.
 
+mod html;
 #[cfg(feature = "live")]
 mod live;
 mod stream;
@@ -227,6 +228,11 @@ pub(crate) struct PcapArgs {
     /// are listed at the end.
     #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = DEFAULT_SVG_DIR)]
     svg: Option<PathBuf>,
+    /// Write a self-contained HTML report to FILE (implies --paths): summary, a table
+    /// of every path (sort, filter), each path's chain and hops (and its ladder and
+    /// swimlanes when kept, as for --svg), the topology and the VIP timeline.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// With --svg: also write topology.dot and path-ID.dot (Graphviz).
     #[arg(long, requires = "svg")]
     dot: bool,
@@ -473,7 +479,7 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
         FormatArg::Json => Format::Json,
         FormatArg::Jsonl => Format::Jsonl,
     };
-    if args.paths || args.truth.is_some() || args.svg.is_some() {
+    if args.paths || args.truth.is_some() || args.svg.is_some() || args.html.is_some() {
         return paths(args, format);
     }
     let mut opened = open(&args.capture, false)?;
@@ -627,10 +633,9 @@ fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
         ),
     };
     let mut highlights = summary_first.then(|| PathHighlights::new(args.top));
-    let mut keeper = args
-        .svg
-        .as_ref()
-        .map(|_| flowtrace::diagram::Keeper::new(selection(&args)));
+    let mut keeper = (args.svg.is_some() || args.html.is_some())
+        .then(|| flowtrace::diagram::Keeper::new(selection(&args)));
+    let mut page = args.html.as_deref().map(html::create).transpose()?;
     let s = stream_paths(&args.capture, keeper.is_some(), |p| {
         if let Some(k) = &mut keeper {
             k.offer(&p);
@@ -641,6 +646,9 @@ fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
         if let Some(w) = &mut writer {
             w.path(&p)?;
         }
+        if let Some(h) = &mut page {
+            h.path(&p)?;
+        }
         Ok(())
     })?;
     if let Some(w) = writer {
@@ -649,6 +657,9 @@ fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
     if let (Some(h), Some(mut out)) = (highlights, out) {
         h.write(&mut out, &s.tail, &s.summary(), &mut args.times.format())?;
         out.flush()?;
+    }
+    if let (Some(file), Some(page), Some(keeper)) = (&args.html, page, &keeper) {
+        html::finish(file, page, keeper.clone(), &s)?;
     }
     if let (Some(dir), Some(keeper)) = (&args.svg, keeper) {
         draw(&args, dir, keeper, s.tail, &s.vantages)?;

@@ -48,6 +48,7 @@ pub const MAX_PATHS: usize = 20;
 /// complete path with the most hops and the first failed one. At most
 /// [`MAX_PATHS`] paths per kind of choice are held at any time, so a run of any
 /// length draws in bounded memory; the topology is built from every path on the way.
+#[derive(Clone)]
 pub struct Keeper {
     sel: Selection,
     by_id: Vec<RequestPath>,

@@ -86,7 +86,7 @@ pub const MAX_NODES: usize = 4096;
 
 /// The topology of a run built path by path, as paths stream by: nodes and edges
 /// only, never the paths.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct TopologyBuilder {
     graph: StableGraph<Node, Traffic>,
     /// One node per (is client, host, address).

@@ -26,6 +26,7 @@
 //! top-level keys.
 
 pub mod clock;
+pub mod html;
 pub mod paths;
 
 pub use clock::{TimeFormat, TimeStyle};
