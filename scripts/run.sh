@@ -2,7 +2,7 @@
 # The main job: set up, build, and for every capture set shipped in captures/ (one
 # directory per scenario, one capture per host) print the summary of its request paths
 # with its slowest and first failed path, and write the full output and the diagrams
-# under out/<scenario>/ (paths.txt, paths.jsonl, svg/).
+# under out/<scenario>/ (paths.txt, paths.jsonl, svg/, report.html).
 # Usage: scripts/run.sh [extra flowtrace pcap options for the printed view, e.g. --utc]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,11 +20,13 @@ for dir in captures/*/; do
   mkdir -p "$out"
   echo "== $name: ${files[*]}"
   # The view a person reads first: summary, the slowest path, the first failed one.
-  "$bin" pcap --summary --top 1 --no-progress --svg "$out/svg" "${files[@]}" "$@" || status=$?
+  "$bin" pcap --summary --top 1 --no-progress --svg "$out/svg" --html "$out/report.html" \
+    "${files[@]}" "$@" || status=$?
   # Everything, for reading at leisure and for programs.
   "$bin" pcap --paths --all --no-progress -o "$out/paths.txt" "${files[@]}" || status=$?
   "$bin" pcap --paths --format jsonl --no-progress -o "$out/paths.jsonl" "${files[@]}" || status=$?
-  echo "   every path: $out/paths.txt (text), $out/paths.jsonl (JSON lines); diagrams: $out/svg/"
+  echo "   every path: $out/paths.txt (text), $out/paths.jsonl (JSON lines); diagrams: $out/svg/;"
+  echo "   report page: $out/report.html"
   echo
 done
 exit $status
