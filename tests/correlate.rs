@@ -473,3 +473,65 @@ fn summary_first_on_a_terminal_every_path_when_piped() {
         10
     );
 }
+
+/// Issue 13: a link that is not sure lists its runner-up parents (`alternatives`,
+/// how far behind each scored), text marks it ambiguous, and `--min-confidence`
+/// prints only paths whose every link is that sure, counting the rest.
+#[test]
+fn ambiguous_links_list_alternatives_and_min_confidence_filters() {
+    let files = scenario_files("real-seed-max");
+    let doc = paths_json(&files, &[]);
+    let paths = doc["paths"].as_array().unwrap();
+    let hops = paths.iter().flat_map(|p| p["hops"].as_array().unwrap());
+    let (mut unsure, mut listed) = (0, 0);
+    for h in hops {
+        let Some(c) = h["confidence"].as_f64() else {
+            continue;
+        };
+        let alts = h["alternatives"].as_array();
+        if c >= 0.99 {
+            assert!(alts.is_none(), "a sure link lists no alternatives: {h}");
+            continue;
+        }
+        unsure += 1;
+        if let Some(alts) = alts {
+            listed += 1;
+            assert!(alts.len() <= 3);
+            let behind: Vec<f64> = alts.iter().map(|a| a["behind"].as_f64().unwrap()).collect();
+            assert!(
+                behind.windows(2).all(|w| w[0] <= w[1]),
+                "best first: {behind:?}"
+            );
+            assert!(alts[0]["server"].as_str().is_some() && alts[0]["uri"].as_str().is_some());
+        }
+    }
+    assert!(
+        unsure > 100,
+        "the unpaced realistic run has unsure links: {unsure}"
+    );
+    assert!(
+        listed * 10 >= unsure * 9,
+        "{listed} of {unsure} list alternatives"
+    );
+    // Text marks them.
+    let mut args: Vec<std::ffi::OsString> = vec!["pcap".into(), "--paths".into()];
+    args.extend(files.iter().map(|f| f.as_os_str().to_owned()));
+    let text = flowtrace(&args).stdout;
+    assert!(
+        text.contains("ambiguous: confidence 0."),
+        "no ambiguous mark"
+    );
+    // --min-confidence: the paths printed and those not shown add up.
+    let strict = paths_json(&files, &["--min-confidence", "0.9"]);
+    let shown = strict["paths"].as_array().unwrap().len() as u64;
+    let hidden = strict["not_shown_below_min_confidence"].as_u64().unwrap();
+    assert_eq!(shown + hidden, paths.len() as u64);
+    assert!(shown > 0 && hidden > 0, "{shown} shown, {hidden} hidden");
+    for p in strict["paths"].as_array().unwrap() {
+        for h in p["hops"].as_array().unwrap() {
+            assert!(h["confidence"].as_f64().unwrap_or(1.0) >= 0.9);
+        }
+    }
+    args.extend(["--min-confidence".into(), "1.5".into()]);
+    assert_eq!(flowtrace(&args).code, 2);
+}

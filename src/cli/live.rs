@@ -585,6 +585,7 @@ fn draw_from_saved(args: &LiveArgs, saved: &std::path::Path, dir: &std::path::Pa
         paths: true,
         all: true,
         summary: false,
+        min_confidence: None,
         top: 0,
         truth: None,
         svg: Some(dir.to_path_buf()),

@@ -215,6 +215,10 @@ pub(crate) struct PcapArgs {
     /// paths (--top of each; the default on a terminal).
     #[arg(long)]
     summary: bool,
+    /// Print only paths whose every link is at least this sure (0..1; the others are
+    /// counted in the summary). Diagrams and --html are not filtered.
+    #[arg(long, value_name = "CONFIDENCE")]
+    min_confidence: Option<f64>,
     /// With the summary first: how many of the slowest and of the failed paths to show.
     #[arg(long, default_value_t = 5, value_name = "N")]
     top: usize,
@@ -615,6 +619,11 @@ pub(crate) fn diagrams_only(args: &PcapArgs, dir: &std::path::Path) -> Result<()
 
 fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
     check_svg_dir(&args.svg)?;
+    if let Some(m) = args.min_confidence {
+        if !(0.0..=1.0).contains(&m) {
+            bail!("--min-confidence must be between 0 and 1");
+        }
+    }
     if let Some(truth) = &args.truth {
         return score_run(&args, truth, format);
     }
@@ -629,10 +638,12 @@ fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
         true => None,
         false => Some(
             PathWriter::new(out.take().expect("one output"), format)?
-                .with_times(args.times.format()),
+                .with_times(args.times.format())
+                .with_min_confidence(args.min_confidence),
         ),
     };
-    let mut highlights = summary_first.then(|| PathHighlights::new(args.top));
+    let mut highlights = summary_first
+        .then(|| PathHighlights::new(args.top).with_min_confidence(args.min_confidence));
     let mut keeper = (args.svg.is_some() || args.html.is_some())
         .then(|| flowtrace::diagram::Keeper::new(selection(&args)));
     let mut page = args.html.as_deref().map(html::create).transpose()?;

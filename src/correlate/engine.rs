@@ -246,7 +246,8 @@ struct Exchange {
     state: UState,
     cands: Vec<(u64, f64)>,
     ready_at: Ts,
-    parent: Option<(u64, f64, Vec<String>)>,
+    /// The parent, the link's confidence, its evidence and its runner-ups.
+    parent: Option<(u64, f64, Vec<String>, Vec<Alternative>)>,
     children: Vec<u64>,
     taken: bool,
     /// The undecided exchanges that have it as a candidate parent.
@@ -995,10 +996,27 @@ impl Engine {
             .map(|c| c.1)
             .max_by(f64::total_cmp);
         let confidence = link::confidence(w, runner_up);
+        let mut alternatives = Vec::new();
+        if confidence < 0.99 {
+            let mut others: Vec<(u64, f64)> =
+                ux.cands.iter().filter(|c| c.0 != g).copied().collect();
+            others.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            for (gid, score) in others.into_iter().take(3) {
+                let gl = self.exchanges[&gid].last();
+                alternatives.push(Alternative {
+                    client: gl.client,
+                    server: gl.server,
+                    method: gl.msg.method.to_string(),
+                    uri: gl.msg.uri.to_string(),
+                    request_ts: gl.req,
+                    behind: ((w - score) * 100.0).round() / 100.0,
+                });
+            }
+        }
         let why = self.evidence(u, g);
         self.finish_bidding(u);
         let ux = self.exchanges.get_mut(&u).expect("exists");
-        ux.parent = Some((g, confidence, why));
+        ux.parent = Some((g, confidence, why, alternatives));
         ux.state = UState::Decided;
         let gx = self.exchanges.get_mut(&g).expect("exists");
         gx.taken = true;
@@ -1039,7 +1057,7 @@ impl Engine {
                 why.push("retry after an earlier upstream attempt".into());
                 self.finish_bidding(u);
                 let ux = self.exchanges.get_mut(&u).expect("exists");
-                ux.parent = Some((g, 0.5, why));
+                ux.parent = Some((g, 0.5, why, Vec::new()));
                 ux.state = UState::Decided;
                 let gx = self.exchanges.get_mut(&g).expect("exists");
                 gx.children.push(u);
@@ -1184,9 +1202,9 @@ impl Engine {
                     Some(cv.resp_end?.0 - cv.req.0)
                 })
                 .sum();
-            let (confidence, evidence) = match &ex.parent {
-                Some((_, c, why)) => (Some(*c), why.clone()),
-                None => (None, Vec::new()),
+            let (confidence, evidence, alternatives) = match &ex.parent {
+                Some((_, c, why, alt)) => (Some(*c), why.clone(), alt.clone()),
+                None => (None, Vec::new(), Vec::new()),
             };
             let hop_id = hops.len();
             let mut hop = Hop::new(hop_id, parent, HopKind::Http);
@@ -1206,6 +1224,7 @@ impl Engine {
             hop.self_ms = latency.map(|l| ms((l - child_time).max(0)));
             hop.confidence = confidence;
             hop.evidence = evidence;
+            hop.alternatives = alternatives;
             hop.seen_at = ex
                 .views
                 .iter()

@@ -241,6 +241,10 @@ pub struct Hop {
     /// Why the link to the parent was made.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<String>,
+    /// The runner-up parents of a link that is not sure (confidence below 0.99), best
+    /// first, at most three: what the link could have been instead.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alternatives: Vec<Alternative>,
     /// Every capture point that saw this exchange.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub seen_at: Vec<Seen>,
@@ -262,6 +266,25 @@ pub struct Hop {
     /// `nat`: when the translated request was first seen after the translation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ts: Option<Ts>,
+}
+
+/// A parent a link could have had instead: the inbound exchange at the proxy (as the
+/// proxy received it) and how far behind the chosen one it scored.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Alternative {
+    /// The inbound request's client, as the proxy received it.
+    pub client: SocketAddr,
+    /// The proxy's address it reached.
+    pub server: SocketAddr,
+    /// Its method and URI.
+    pub method: String,
+    /// Its URI.
+    pub uri: String,
+    /// When its request started.
+    pub request_ts: Ts,
+    /// Points it scored below the chosen parent (a point is about one bit of
+    /// evidence; the confidence comes from the smallest such margin).
+    pub behind: f64,
 }
 
 impl Hop {
@@ -287,6 +310,7 @@ impl Hop {
             self_ms: None,
             confidence: None,
             evidence: Vec::new(),
+            alternatives: Vec::new(),
             seen_at: Vec::new(),
             translation: None,
             before: None,

@@ -337,7 +337,14 @@ pub fn chain(report: &Report, path: &RequestPath) -> String {
                             h.server.map(|s| s.to_string()).unwrap_or_default(),
                             h.confidence
                                 .filter(|c| *c < 0.99)
-                                .map(|c| format!("  (link confidence {c:.2})"))
+                                .map(|c| if c < 0.9 {
+                                    format!(
+                                        "  (ambiguous link: confidence {c:.2}, {} alternative(s))",
+                                        h.alternatives.len()
+                                    )
+                                } else {
+                                    format!("  (link confidence {c:.2})")
+                                })
                                 .unwrap_or_default()
                         ),
                     ],

@@ -51,7 +51,16 @@ fn hop_line(h: &Hop) -> String {
             let conf = h
                 .confidence
                 .filter(|c| *c < 0.9)
-                .map(|c| format!("  confidence {c:.2}"))
+                .map(|c| match h.alternatives.first() {
+                    Some(a) => format!(
+                        "  ambiguous: confidence {c:.2}, {} alternative(s), the nearest {:.2} points behind ({} -> {})",
+                        h.alternatives.len(),
+                        a.behind,
+                        a.client,
+                        a.server
+                    ),
+                    None => format!("  confidence {c:.2}"),
+                })
                 .unwrap_or_default();
             format!(
                 "{} -> {}  {} {}  {status}  {timing}  {}{}  [{} {}]{conf}",
@@ -218,6 +227,8 @@ pub fn write_summary(out: &mut impl Write, r: &Report, times: &mut TimeFormat) -
 /// the first failed ones, at most `top` of each, whatever the run's length.
 pub struct Highlights {
     top: usize,
+    min_confidence: Option<f64>,
+    below_min_confidence: usize,
     /// The slowest so far, slowest first.
     slowest: Vec<RequestPath>,
     /// The first failed ones.
@@ -232,6 +243,8 @@ impl Highlights {
     pub fn new(top: usize) -> Self {
         Highlights {
             top,
+            min_confidence: None,
+            below_min_confidence: 0,
             slowest: Vec::new(),
             failed: Vec::new(),
             seen: 0,
@@ -239,9 +252,19 @@ impl Highlights {
         }
     }
 
+    /// Shows only paths whose every link is at least `min` sure.
+    pub fn with_min_confidence(mut self, min: Option<f64>) -> Self {
+        self.min_confidence = min;
+        self
+    }
+
     /// Offers one path; it is kept only when it is among those shown.
     pub fn offer(&mut self, p: &RequestPath) {
         self.seen += 1;
+        if self.min_confidence.is_some_and(|m| weakest_link(p) < m) {
+            self.below_min_confidence += 1;
+            return;
+        }
         self.first_start = Some(self.first_start.map_or(p.start_ts, |t| t.min(p.start_ts)));
         if self.top == 0 {
             return;
@@ -280,6 +303,13 @@ impl Highlights {
             }
         }
         write_summary(out, &report, times)?;
+        if let Some(m) = self.min_confidence {
+            writeln!(
+                out,
+                "{} path(s) with a link below --min-confidence {m} not shown",
+                self.below_min_confidence
+            )?;
+        }
         write_counters(out, run)?;
         let mut shown = std::collections::BTreeSet::new();
         if !self.slowest.is_empty() {
@@ -343,6 +373,16 @@ pub struct PathWriter<W: Write> {
     format: Format,
     written: usize,
     times: TimeFormat,
+    min_confidence: Option<f64>,
+    below_min_confidence: usize,
+}
+
+/// The least sure link of a path (1 when it has none).
+pub fn weakest_link(p: &RequestPath) -> f64 {
+    p.hops
+        .iter()
+        .filter_map(|h| h.confidence)
+        .fold(1.0, f64::min)
 }
 
 impl<W: Write> PathWriter<W> {
@@ -359,6 +399,8 @@ impl<W: Write> PathWriter<W> {
             format,
             written: 0,
             times: TimeFormat::default(),
+            min_confidence: None,
+            below_min_confidence: 0,
         })
     }
 
@@ -368,8 +410,19 @@ impl<W: Write> PathWriter<W> {
         self
     }
 
-    /// Writes one path.
+    /// Writes only paths whose every link is at least `min` sure (`--min-confidence`);
+    /// the others are counted and the count is written with the summary.
+    pub fn with_min_confidence(mut self, min: Option<f64>) -> Self {
+        self.min_confidence = min;
+        self
+    }
+
+    /// Writes one path (unless a link of it is below the minimum confidence).
     pub fn path(&mut self, p: &RequestPath) -> io::Result<()> {
+        if self.min_confidence.is_some_and(|m| weakest_link(p) < m) {
+            self.below_min_confidence += 1;
+            return Ok(());
+        }
         match self.format {
             Format::Text => write_path(&mut self.out, p, &mut self.times)?,
             Format::Jsonl => {
@@ -409,6 +462,13 @@ impl<W: Write> PathWriter<W> {
         match self.format {
             Format::Text => {
                 write_summary(&mut self.out, &report, &mut self.times)?;
+                if let Some(m) = self.min_confidence {
+                    writeln!(
+                        self.out,
+                        "{} path(s) with a link below --min-confidence {m} not shown",
+                        self.below_min_confidence
+                    )?;
+                }
                 write_counters(&mut self.out, run)?;
             }
             Format::Json | Format::Jsonl => {
@@ -431,6 +491,11 @@ impl<W: Write> PathWriter<W> {
                     "vrrp": run.vrrp,
                     "gratuitous_arp": run.gratuitous_arp,
                 });
+                let mut rest = rest;
+                if let Some(m) = self.min_confidence {
+                    rest["min_confidence"] = m.into();
+                    rest["not_shown_below_min_confidence"] = self.below_min_confidence.into();
+                }
                 let map = rest.as_object().expect("an object");
                 if self.format == Format::Json {
                     self.out.write_all(b"]")?;
