@@ -388,9 +388,14 @@ impl Identities {
             return Some(*id);
         }
         let near = hop.capture.as_ref().map(|r| host_of(&r.file))?;
-        let key = (near, c, s, ordinal as u64 + 1);
-        if let Some(id) = self.gateway.get(&key).or_else(|| self.relay.get(&key)) {
-            return Some(*id);
+        // Any view on the host nearest the client: the truth names the connection as
+        // the gateway sent it, and that view may be missing from the capture.
+        let views = std::iter::once((c, s)).chain(hop.seen_at.iter().map(|v| (v.client, v.server)));
+        for (vc, vs) in views {
+            let key = (near.clone(), vc, vs, ordinal as u64 + 1);
+            if let Some(id) = self.gateway.get(&key).or_else(|| self.relay.get(&key)) {
+                return Some(*id);
+            }
         }
         self.backend
             .get(&(hop.host.clone()?, c, s, ordinal))
@@ -399,7 +404,11 @@ impl Identities {
 }
 
 /// Every HTTP hop's ordinal on its connection (0-based, by request time, at the
-/// capture nearest its client), keyed by (path index, hop id).
+/// capture nearest its client), keyed by (path index, hop id). A connection is its
+/// client address at that capture and its server address as last seen (after any
+/// DNAT): the server as first seen differs between an exchange seen before a DNAT
+/// and one whose earlier view was lost (first seen after it), and counting those
+/// apart would shift every later request's ordinal.
 fn ordinals(paths: &[RequestPath]) -> HashMap<(usize, usize), usize> {
     type Conn = (String, SocketAddr, SocketAddr);
     let mut conns: HashMap<Conn, Vec<(Ts, usize, usize)>> = HashMap::new();
@@ -417,7 +426,11 @@ fn ordinals(paths: &[RequestPath]) -> HashMap<(usize, usize), usize> {
                     .map(|x| x.request_ts)
                     .or(h.request_ts)
                     .unwrap_or(Ts(0));
-                conns.entry((near, c, s)).or_default().push((t, pi, h.id));
+                let last = h.seen_at.last().map_or(s, |v| v.server);
+                conns
+                    .entry((near, c, last))
+                    .or_default()
+                    .push((t, pi, h.id));
             }
         }
     }
@@ -1078,5 +1091,26 @@ mod tests {
         assert_eq!(child(1001), 4000);
         // B's exchange stays a path of its own
         assert_eq!(b.paths.len(), 3);
+    }
+
+    /// A request whose view before the DNAT was lost (first seen after it) is still
+    /// the first on its connection: ordinals count by the server as last seen, so the
+    /// requests after it keep theirs.
+    #[test]
+    fn ordinals_survive_a_view_lost_before_the_dnat() {
+        let mut lost = exchange(0, "A", "A", "10.0.0.2:4000", "10.0.1.2:80", 0, 5);
+        let mut kept = exchange(1, "A", "A", "10.0.0.2:4000", "10.0.0.17:80", 10, 15);
+        // The kept one was seen before (10.0.0.17:80) and after (10.0.1.2:80) the DNAT.
+        let capture = kept.hops[0].capture.clone().unwrap();
+        kept.hops[0].seen_at.push(Seen {
+            capture,
+            client: sa("10.0.0.2:4000"),
+            server: sa("10.0.1.2:80"),
+            request_ts: Ts(10_000_000),
+        });
+        lost.hops[0].seen_at[0].server = sa("10.0.1.2:80");
+        let ord = ordinals(&[lost, kept]);
+        assert_eq!(ord[&(0, 0)], 0);
+        assert_eq!(ord[&(1, 0)], 1);
     }
 }

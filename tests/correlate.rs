@@ -146,7 +146,7 @@ fn realistic_unpaced_scenarios_keep_their_measured_accuracy() {
         ("real-seed-max", 1708),
         ("real-stock-max", 1662),
         ("real-haproxy-stock-max", 523),
-        ("real-seed-userland-max", 783),
+        ("real-seed-userland-max", 1551),
     ]);
 }
 
