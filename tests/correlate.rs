@@ -143,10 +143,10 @@ fn realistic_paced_scenarios_keep_their_measured_accuracy() {
 #[test]
 fn realistic_unpaced_scenarios_keep_their_measured_accuracy() {
     realistic_floors(&[
-        ("real-seed-max", 1708),
-        ("real-stock-max", 1662),
-        ("real-haproxy-stock-max", 523),
-        ("real-seed-userland-max", 1551),
+        ("real-seed-max", 1713),
+        ("real-stock-max", 1663),
+        ("real-haproxy-stock-max", 527),
+        ("real-seed-userland-max", 1544),
     ]);
 }
 

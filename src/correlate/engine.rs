@@ -30,7 +30,7 @@
 
 use super::assign;
 use super::clock::ClockEstimator;
-use super::link::{self, Inbound, Rarity, Upstream};
+use super::link::{self, Inbound, Rarity, Upstream, UriHabits};
 use super::names::Names;
 use super::record::{order_views, Msg, NameBook, View};
 use super::report::*;
@@ -309,6 +309,8 @@ pub struct Engine {
     /// front and a back network): the addresses one capturing host owns (links
     /// sidecars), and those a topology file gives one service name.
     aliases: FxHashMap<IpAddr, Vec<IpAddr>>,
+    /// Whether each proxy keeps URIs, learned from unambiguous links.
+    habits: UriHabits,
     timeline: Vec<VipHolding>,
     vrrp_seen: (usize, u64),
     stats: EngineStats,
@@ -375,6 +377,7 @@ impl Engine {
             roles: BTreeMap::new(),
             forwarders: FxHashSet::default(),
             aliases: FxHashMap::default(),
+            habits: UriHabits::new(),
             timeline: Vec::new(),
             vrrp_seen: (0, 0),
             stats: EngineStats::default(),
@@ -845,7 +848,10 @@ impl Engine {
                 if !link::nested(&u, &g, self.cfg.tolerance_ns) {
                     continue;
                 }
-                cands.push((gid, link::score(&u, &g, &self.rarity, &self.names, None)));
+                cands.push((
+                    gid,
+                    link::score(&u, &g, &self.rarity, &self.habits, &self.names, None),
+                ));
             }
         }
         if cands.len() > MAX_CANDIDATES {
@@ -980,6 +986,7 @@ impl Engine {
             },
             &Inbound { last: gx.last() },
             &self.rarity,
+            &self.habits,
             &self.names,
             Some(&mut why),
         );
@@ -996,6 +1003,13 @@ impl Engine {
             .map(|c| c.1)
             .max_by(f64::total_cmp);
         let confidence = link::confidence(w, runner_up);
+        if runner_up.is_none() {
+            // Unambiguous: the only parent it could have. It teaches whether this
+            // proxy keeps URIs.
+            let gl = self.exchanges[&g].last();
+            let kept = gl.msg.uri_hash == ux.first().msg.uri_hash;
+            self.habits.observe(gl.server, kept);
+        }
         let mut alternatives = Vec::new();
         if confidence < 0.99 {
             let mut others: Vec<(u64, f64)> =

@@ -46,13 +46,18 @@ fn background(n: usize, names: &mut NameBook) -> Rarity {
 struct Scorer {
     names: NameBook,
     rarity: Rarity,
+    habits: UriHabits,
 }
 
 impl Scorer {
     fn new() -> Scorer {
         let mut names = NameBook::default();
         let rarity = background(16, &mut names);
-        Scorer { names, rarity }
+        Scorer {
+            names,
+            rarity,
+            habits: UriHabits::new(),
+        }
     }
 
     fn views(
@@ -73,7 +78,14 @@ impl Scorer {
             first: &uv,
             last: &uv,
         };
-        score(&up, &Inbound { last: &gv }, &self.rarity, &self.names, None) - CANDIDATE_BASE
+        score(
+            &up,
+            &Inbound { last: &gv },
+            &self.rarity,
+            &self.habits,
+            &self.names,
+            None,
+        ) - CANDIDATE_BASE
     }
 
     fn why(&mut self, u: &Tx, g: &Tx) -> Vec<String> {
@@ -87,6 +99,7 @@ impl Scorer {
             &up,
             &Inbound { last: &gv },
             &self.rarity,
+            &self.habits,
             &self.names,
             Some(&mut why),
         );
@@ -295,8 +308,9 @@ fn values_leaving_the_window_are_uncounted() {
 #[test]
 fn a_tight_candidate_without_shared_values_scores_the_base() {
     let mut s = Scorer::new();
-    // 10 for being a candidate, 1 for the same status.
-    assert!(close(s.points(&upstream(), &inbound()), 11.0));
+    // 10 for being a candidate, 1 for the same status, 1 bit against the other URI
+    // (a proxy that has taught nothing yet).
+    assert!(close(s.points(&upstream(), &inbound()), 10.0));
 }
 
 #[test]
@@ -310,7 +324,8 @@ fn a_shared_uri_raises_the_score_by_its_rarity() {
         },
         &inbound(),
     );
-    assert!(close(rare - base, 1.0 + 4.0), "{}", rare - base);
+    // 1 + its bits, and no longer the bit against another URI.
+    assert!(close(rare - base, 1.0 + 4.0 + 1.0), "{}", rare - base);
     let g = Tx {
         uri: "/common".into(),
         ..inbound()
@@ -322,7 +337,7 @@ fn a_shared_uri_raises_the_score_by_its_rarity() {
         },
         &g,
     );
-    assert!(close(common - base, 1.0 + 1.0), "{}", common - base);
+    assert!(close(common - base, 1.0 + 1.0 + 1.0), "{}", common - base);
     assert!(s.why(
         &Tx {
             uri: "/g".into(),
@@ -462,6 +477,7 @@ fn response_evidence_comes_from_the_upstreams_last_view() {
         },
         &g,
         &s.rarity,
+        &s.habits,
         &s.names,
         None,
     );
@@ -472,6 +488,7 @@ fn response_evidence_comes_from_the_upstreams_last_view() {
         },
         &g,
         &s.rarity,
+        &s.habits,
         &s.names,
         None,
     );
@@ -539,4 +556,42 @@ fn confidence_grows_with_the_margin() {
     assert_eq!(confidence(8.0, Some(5.0)), 0.63); // 1 - 1/e
     assert!(confidence(6.0, Some(5.0)) < confidence(7.0, Some(5.0)));
     assert_eq!(confidence(1000.0, Some(0.0)), 0.99);
+}
+
+/// Issue 13: a proxy that keeps URIs (learned from its unambiguous links) makes a
+/// changed URI evidence against a pairing, growing with what it taught; one that
+/// rewrites them makes it nothing.
+#[test]
+fn a_changed_uri_costs_what_the_proxy_taught() {
+    let proxy = crate::correlate::record::tests::sa("10.0.0.2:80");
+    let mut s = Scorer::new();
+    let before = s.points(&upstream(), &inbound());
+    // 10 + 1 (same status) - 1 bit against before any link.
+    assert!(
+        close(before, 10.0),
+        "{before}: one bit against before any link"
+    );
+    for _ in 0..200 {
+        s.habits.observe(proxy, true);
+    }
+    let keeper = s.points(&upstream(), &inbound());
+    assert!(close(keeper, 11.0 - (202f64).log2()), "{keeper}");
+    assert!(s
+        .why(&upstream(), &inbound())
+        .iter()
+        .any(|w| w.starts_with("another URI")));
+    let mut r = Scorer::new();
+    for _ in 0..200 {
+        r.habits.observe(proxy, false);
+    }
+    let rewriter = r.points(&upstream(), &inbound());
+    assert!(
+        rewriter > 11.0 - 0.01,
+        "{rewriter}: a rewriting proxy costs nothing"
+    );
+    // The same URI never costs.
+    let mut same_uri = upstream();
+    same_uri.uri = "/g".into();
+    let same = s.points(&same_uri, &inbound());
+    assert!(same > 11.0, "{same}");
 }
