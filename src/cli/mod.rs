@@ -531,7 +531,20 @@ pub(crate) fn correlated(args: &CaptureArgs) -> Result<Correlated> {
 }
 
 /// The paths `--path`, `--uri`, `--slowest` and `--failed` ask to draw.
+/// With `--html` and no choice, the report keeps the packets of the 10 slowest paths
+/// and of the failed ones (at most [`flowtrace::diagram::MAX_PATHS`] in all), so that
+/// the paths a reader opens first have their ladder and swimlanes.
 fn selection(args: &PcapArgs) -> flowtrace::diagram::Selection {
+    let nothing_asked =
+        args.path_ids.is_empty() && args.uri.is_none() && args.slowest.is_none() && !args.failed;
+    if nothing_asked && args.html.is_some() {
+        return flowtrace::diagram::Selection {
+            ids: Vec::new(),
+            uri: None,
+            slowest: Some(10),
+            failed: true,
+        };
+    }
     flowtrace::diagram::Selection {
         ids: args.path_ids.clone(),
         uri: args.uri.clone(),
