@@ -12,7 +12,9 @@ scenario's truth.jsonl.  Checks:
       (kind, client, server, role, method, uri, status) of every hop);
   (c) every truth request whose gateway is on HOST has a live path: root hop client =
       the truth's router_snat.to, or a hop gateway_upstream.src -> dst (one path per
-      request, >= --min-pct %).
+      request, >= --min-pct %);
+  (d) the paths that addressed the VIP name its holder as a host (live knows its
+      interfaces' addresses), not as an address.
 One line per check, then "N passed, M failed"; exit 1 on any failure.
 """
 import argparse
@@ -187,6 +189,20 @@ def main():
         print("    missing: id %s %s %s snat %s upstream %s" % (
             t.get("id"), t.get("method"), t.get("path"), (t.get("router_snat") or {}).get("to"),
             t.get("gateway_upstream")))
+    # (d) live knows its interfaces' addresses, so the VIP holder is named as a host,
+    # not left as the advert's source address
+    import ipaddress
+    holders = collections.Counter((p.get("vip") or {}).get("holder") for p in paths if p.get("vip"))
+
+    def is_address(h):
+        try:
+            ipaddress.ip_address(h)
+            return True
+        except (TypeError, ValueError):
+            return False
+    unnamed = sum(n for h, n in holders.items() if h is None or is_address(h))
+    check(holders and unnamed == 0,
+          "VIP holder named as a host in the live paths: %s" % dict(holders))
     p, f = sum(RESULTS), len(RESULTS) - sum(RESULTS)
     print("%d passed, %d failed" % (p, f))
     return 1 if f else 0
