@@ -390,7 +390,7 @@ impl Engine {
 
     /// Makes `group` addresses of one proxy: an upstream sent from any of them may
     /// have been caused by a request that reached any other. A group larger than
-    /// [`MAX_ALIASES`] is left out (a host with that many addresses is a router or a
+    /// 16 addresses is left out (a host with that many addresses is a router or a
     /// node of many services, and linking across all of them would only add wrong
     /// candidates); counted in `alias_groups_not_kept`.
     pub fn add_alias_group(&mut self, group: &[IpAddr]) {
