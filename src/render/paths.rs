@@ -518,3 +518,73 @@ impl<W: Write> PathWriter<W> {
         Ok(self.out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::PathStatus;
+    use crate::time::Ts;
+
+    fn path(id: usize, ms: i64, status: PathStatus, confidence: Option<f64>) -> RequestPath {
+        let mut root = Hop::new(0, None, HopKind::Http);
+        root.uri = Some("/".into());
+        let mut child = Hop::new(1, Some(0), HopKind::Http);
+        child.confidence = confidence;
+        RequestPath {
+            schema_version: PATH_SCHEMA_VERSION,
+            id,
+            status,
+            start_ts: Ts(id as i64 * 1_000_000_000),
+            end_ts: Ts(id as i64 * 1_000_000_000 + ms * 1_000_000),
+            vip: None,
+            hops: vec![root, child],
+            root_transaction: id as u64,
+            segments: Vec::new(),
+        }
+    }
+
+    /// The summary view holds the `top` slowest (slowest first) and the first `top`
+    /// failed paths, whatever the number offered.
+    #[test]
+    fn highlights_keep_the_slowest_and_the_first_failed() {
+        let mut h = Highlights::new(3);
+        for i in 0..1000 {
+            let status = if i % 100 == 7 {
+                PathStatus::Failed
+            } else {
+                PathStatus::Complete
+            };
+            h.offer(&path(i, (i as i64 * 37) % 1000, status, Some(1.0)));
+        }
+        let slow: Vec<i64> = h
+            .slowest
+            .iter()
+            .map(|p| (p.end_ts.0 - p.start_ts.0) / 1_000_000)
+            .collect();
+        assert_eq!(slow, vec![999, 998, 997]);
+        let failed: Vec<usize> = h.failed.iter().map(|p| p.id).collect();
+        assert_eq!(failed, vec![7, 107, 207]);
+        assert_eq!(h.seen, 1000);
+        assert_eq!(h.first_start, Some(Ts(0)));
+    }
+
+    /// `--min-confidence` leaves out a path whose weakest link is below it, and
+    /// counts it.
+    #[test]
+    fn min_confidence_filters_by_the_weakest_link() {
+        let sure = path(1, 5, PathStatus::Complete, Some(0.95));
+        let unsure = path(2, 9, PathStatus::Complete, Some(0.4));
+        assert_eq!(weakest_link(&unsure), 0.4);
+        let mut w = PathWriter::new(Vec::new(), Format::Jsonl)
+            .unwrap()
+            .with_min_confidence(Some(0.9));
+        w.path(&sure).unwrap();
+        w.path(&unsure).unwrap();
+        assert_eq!((w.written(), w.below_min_confidence), (1, 1));
+        let mut h = Highlights::new(5).with_min_confidence(Some(0.9));
+        h.offer(&unsure);
+        h.offer(&sure);
+        assert_eq!(h.slowest.len(), 1);
+        assert_eq!(h.below_min_confidence, 1);
+    }
+}
