@@ -19,7 +19,15 @@ if [ ${#targets[@]} -eq 0 ]; then
     targets=(capture_file decode_frame tcp_reassembly http_parse correlate)
 fi
 
-if ! command -v cargo >/dev/null || ! cargo +nightly --version >/dev/null 2>&1; then
+has_nightly() {
+    command -v cargo >/dev/null || return 1
+    # Ask rustup first: `cargo +nightly` may try to install a missing toolchain.
+    if command -v rustup >/dev/null; then
+        rustup toolchain list | grep -q '^nightly' || return 1
+    fi
+    cargo +nightly --version >/dev/null 2>&1
+}
+if ! has_nightly; then
     echo "fuzz.sh: skipped: no nightly toolchain (rustup toolchain install nightly)"
     exit 0
 fi
