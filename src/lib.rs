@@ -33,6 +33,8 @@ pub mod correlate;
 pub mod decode;
 pub mod diagram;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod links;
 pub mod pipeline;

@@ -6,4 +6,5 @@ mod corpus;
 mod correlate;
 mod diagram;
 mod html;
+mod regression;
 mod util;

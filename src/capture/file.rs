@@ -253,6 +253,9 @@ impl FileReader {
             let frames = self.state.frames;
             let mut consume = None;
             let mut block_len = 0;
+            // Whether the buffer has room for more of the input (see BufferTooSmall).
+            let room = self.reader.iter().data().len() < self.buffer_size
+                && !self.reader.iter().reader_exhausted();
             let outcome = match self.reader.iter().next() {
                 Ok((offset, block)) => {
                     let step = self.state.on_block(block, interfaces, stats, first);
@@ -270,6 +273,16 @@ impl FileReader {
                 Err(PcapError::UnexpectedEof) => Step::Stop(format!(
                     "file is cut off in the middle of a record after {frames} frames; read up to the cut"
                 )),
+                // A block's length field alone must not grow the buffer: a tiny file
+                // claiming a 100 MiB record made it grow to 256 MiB (found by the
+                // capture_file fuzzer). Fill it first; if the input ends before,
+                // the record is cut off (UnexpectedEof on the next call).
+                Err(PcapError::BufferTooSmall) if room => {
+                    match self.reader.iter().refill() {
+                        Ok(()) => Step::Again,
+                        Err(_) => Step::Stop("read error while refilling".into()),
+                    }
+                }
                 Err(PcapError::BufferTooSmall) => {
                     let size = self.buffer_size * 2;
                     if size <= MAX_BUFFER_CAPACITY && self.reader.iter().grow(size) {
@@ -633,5 +646,63 @@ impl FileSource {
     /// Names of the input files, in input order.
     pub fn file_names(&self) -> Vec<String> {
         self.readers.iter().map(|r| r.state.name.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A legacy pcap (little-endian, microseconds, Ethernet) with one record header
+    /// claiming `caplen` bytes and `data` after it.
+    fn pcap_claiming(caplen: u32, data: &[u8]) -> Vec<u8> {
+        let mut p = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+        p.extend_from_slice(&[0; 8]);
+        p.extend_from_slice(&(256u32 << 20).to_le_bytes());
+        p.extend_from_slice(&1u32.to_le_bytes());
+        p.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        p.extend_from_slice(&caplen.to_le_bytes());
+        p.extend_from_slice(&caplen.to_le_bytes());
+        p.extend_from_slice(data);
+        p
+    }
+
+    fn read_all(name: &str, bytes: &[u8]) -> (FileSource, u64) {
+        let path = std::env::temp_dir().join(format!("flowtrace-{name}-{}", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        let mut source = FileSource::open(&[&path]).unwrap();
+        let mut stats = Stats::default();
+        let mut frames = 0;
+        while source.next_frame(&mut stats).unwrap().is_some() {
+            frames += 1;
+        }
+        std::fs::remove_file(&path).unwrap();
+        (source, frames)
+    }
+
+    /// Found by the capture_file fuzzer: a small file whose record claims 100 MiB
+    /// grew the read buffer to 256 MiB (100 ms and 256 MiB for 1 KiB of input).
+    /// The buffer grows only once full; the record is reported cut off.
+    #[test]
+    fn huge_record_length_in_a_small_file_does_not_grow_the_buffer() {
+        let (source, frames) = read_all("huge-caplen", &pcap_claiming(100 << 20, &[0; 900]));
+        assert_eq!(frames, 0);
+        assert_eq!(source.readers[0].buffer_size, BUFFER_CAPACITY);
+        assert_eq!(source.warnings().len(), 1);
+        assert!(
+            source.warnings()[0].message.contains("cut off"),
+            "{:?}",
+            source.warnings()
+        );
+    }
+
+    /// A record larger than the buffer that the file does hold is still read.
+    #[test]
+    fn record_larger_than_the_buffer_is_read_when_present() {
+        let len = BUFFER_CAPACITY as u32 + 1000;
+        let (source, frames) = read_all("big-record", &pcap_claiming(len, &vec![0; len as usize]));
+        assert_eq!(frames, 1);
+        assert_eq!(source.readers[0].buffer_size, 2 * BUFFER_CAPACITY);
+        assert!(source.warnings().is_empty(), "{:?}", source.warnings());
     }
 }

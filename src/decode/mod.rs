@@ -16,8 +16,9 @@ use crate::capture::{Frame, Linktype};
 use crate::time::Ts;
 use cooked::{LoopbackFamily, Sll2Packet, SllPacket};
 use etherparse::{
-    defrag::IpDefragBuf, EtherType, IpFragOffset, IpNumber, Ipv6ExtensionSlice, LaxLinkExtSlice,
-    LaxNetSlice, LaxSlicedPacket, LinkSlice, TcpSlice, TransportSlice,
+    defrag::IpDefragBuf, EtherType, IpAuthHeaderSlice, IpFragOffset, IpNumber,
+    Ipv6FragmentHeaderSlice, Ipv6RawExtHeaderSlice, LaxLinkExtSlice, LaxNetSlice, LaxSlicedPacket,
+    LinkSlice, TcpSlice, TransportSlice,
 };
 use rustc_hash::FxHashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -408,15 +409,12 @@ impl Decoder {
                 let payload = ip.payload();
                 let ext_len = ip.extensions().slice().len();
                 let wire_payload = usize::from(h.payload_length()).saturating_sub(ext_len);
-                let mut frag = None;
-                if payload.fragmented {
-                    for ext in ip.extensions().clone().into_iter() {
-                        if let Ipv6ExtensionSlice::Fragment(f) = ext {
-                            frag =
-                                Some((f.identification(), f.fragment_offset(), f.more_fragments()));
-                        }
-                    }
-                }
+                let frag = if payload.fragmented {
+                    let exts = ip.extensions();
+                    ipv6_fragment(exts.first_header(), exts.slice())
+                } else {
+                    None
+                };
                 let ctx = IpCtx {
                     src: IpAddr::V6(h.source_addr()),
                     dst: IpAddr::V6(h.destination_addr()),
@@ -771,6 +769,49 @@ fn ip_malformed(stats: &mut Stats, link: LinkMeta) -> Decoded<'static> {
         link,
         net: Network::None,
     }
+}
+
+/// The last fragment header's (identification, offset, more fragments) among the IPv6
+/// extension headers in `rest`, the first of type `first`.
+///
+/// Walks the headers with etherparse's checked slices rather than its
+/// `Ipv6ExtensionsSlice` iterator: when the lax parse stopped at a header it could not
+/// parse (a Hop-by-Hop header after a Fragment header, a truncated Destination
+/// Options header), the iterator goes on past the end of the slice and reads memory
+/// out of bounds (etherparse 0.21; found by the `decode_frame` fuzzer, input kept in
+/// `fuzz/regressions/decode_frame/`).
+fn ipv6_fragment(first: Option<IpNumber>, mut rest: &[u8]) -> Option<(u32, IpFragOffset, bool)> {
+    let mut next = first?;
+    let mut frag = None;
+    while !rest.is_empty() {
+        let (len, after) = match next {
+            IpNumber::IPV6_FRAGMENTATION_HEADER => {
+                let Ok(f) = Ipv6FragmentHeaderSlice::from_slice(rest) else {
+                    break;
+                };
+                frag = Some((f.identification(), f.fragment_offset(), f.more_fragments()));
+                (f.slice().len(), f.next_header())
+            }
+            IpNumber::AUTHENTICATION_HEADER => {
+                let Ok(a) = IpAuthHeaderSlice::from_slice(rest) else {
+                    break;
+                };
+                (a.slice().len(), a.next_header())
+            }
+            IpNumber::IPV6_HEADER_HOP_BY_HOP
+            | IpNumber::IPV6_ROUTE_HEADER
+            | IpNumber::IPV6_DESTINATION_OPTIONS => {
+                let Ok(h) = Ipv6RawExtHeaderSlice::from_slice(rest) else {
+                    break;
+                };
+                (h.slice().len(), h.next_header())
+            }
+            _ => break,
+        };
+        rest = &rest[len..];
+        next = after;
+    }
+    frag
 }
 
 #[cfg(test)]

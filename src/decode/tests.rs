@@ -229,3 +229,51 @@ fn checksum_mismatch_is_counted_not_dropped() {
         })
     ));
 }
+
+/// A raw IPv6 datagram (link type RAW) whose extension headers are `exts`, the
+/// first of type `first`.
+fn ipv6_with_exts(first: u8, exts: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[first, 64]);
+    p.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    p.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    p.extend_from_slice(exts);
+    p
+}
+
+/// Found by the decode_frame fuzzer: a Fragment header whose next header is
+/// Hop-by-Hop (only allowed first) stops etherparse's lax parse after the Fragment
+/// header, and etherparse 0.21's iterator over the headers then read past the end
+/// of the packet. The fragment is found without that iterator.
+#[test]
+fn ipv6_fragment_then_misplaced_hop_by_hop_is_a_counted_fragment() {
+    // Fragment header: next header 0 (Hop-by-Hop), offset 0, more fragments, id 7.
+    let frag = [0, 0, 0, 1, 0, 0, 0, 7];
+    let mut exts = frag.to_vec();
+    // A Hop-by-Hop header that is never parsed, and a cut one.
+    exts.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
+    for cut in [frag.len(), exts.len(), exts.len() - 3] {
+        let pkt = ipv6_with_exts(44, &exts[..cut]);
+        let (tcp, stats) = decode_one(LINKTYPE_RAW, &pkt);
+        assert!(tcp.is_none());
+        assert_eq!(
+            (stats.ipv6, stats.ip_fragments),
+            (1, 1),
+            "cut {cut}: {stats:?}"
+        );
+    }
+}
+
+#[test]
+fn ipv6_fragment_is_found_behind_other_extension_headers() {
+    // Destination Options (8 bytes) → Fragment (next header 6: TCP), offset 0, MF.
+    let exts = [44, 0, 1, 4, 0, 0, 0, 0, 6, 0, 0, 1, 0, 0, 0, 9];
+    assert_eq!(
+        ipv6_fragment(Some(IpNumber(60)), &exts),
+        Some((9, IpFragOffset::ZERO, true))
+    );
+    // A header cut short ends the walk with what was found before it.
+    assert_eq!(ipv6_fragment(Some(IpNumber(60)), &exts[..12]), None);
+    assert_eq!(ipv6_fragment(None, &exts), None);
+}
