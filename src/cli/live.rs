@@ -581,6 +581,7 @@ fn draw_from_saved(args: &LiveArgs, saved: &std::path::Path, dir: &std::path::Pa
         format: FormatArg::Text,
         output: None,
         headers: false,
+        threads: None,
         times: args.times.clone(),
         paths: true,
         all: true,

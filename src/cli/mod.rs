@@ -201,6 +201,12 @@ pub(crate) struct PcapArgs {
     /// Include request and response headers in JSON records.
     #[arg(long)]
     headers: bool,
+    /// Threads for transaction output: 1 reads, parses and writes on one thread; 2
+    /// or more read and parse on one and format and write on another (the output is
+    /// the same). Default: the machine's cores. (--paths always reads on one thread
+    /// and correlates on another.)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     #[command(flatten)]
     times: TimeArgs,
     /// Print request paths (correlated across captures, NAT, proxies and the VIP)
@@ -490,9 +496,17 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
     let mut writer =
         Writer::new(output(&args.output)?, format, args.headers)?.with_times(args.times.format());
     let mut stats = Stats::default();
-    read_all(&mut opened, &mut stats, |p| {
-        Ok(p.emit(|t, v| writer.transaction(t, v))?)
-    })?;
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    if threads > 1 {
+        write_on_second_thread(&mut opened, &mut stats, &mut writer)?;
+    } else {
+        read_all(&mut opened, &mut stats, |p| {
+            Ok(p.emit(|t, v| writer.transaction(t, v))?)
+        })?;
+    }
     let pipeline = &opened.pipeline;
     let mut all = pipeline.stats();
     all.merge(&stats);
@@ -510,6 +524,82 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
     };
     writer.finish(&summary)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Transactions handed from the reading thread to the writing one, with the capture
+/// points first seen since the previous batch (the list only grows).
+struct TransactionBatch {
+    transactions: Vec<flowtrace::http::HttpTransaction>,
+    new_vantages: Vec<Vantage>,
+}
+
+/// Transactions per batch: large enough that waking the writer is rare, small enough
+/// that the batches in flight stay a few MiB.
+const TRANSACTIONS_PER_BATCH: usize = 512;
+/// Batches in flight: a slow writer (a full disk, a slow pipe) makes the reader wait
+/// instead of letting transactions pile up.
+const TRANSACTION_BATCHES_IN_FLIGHT: usize = 8;
+
+/// Reads, decodes, reassembles and parses on a second thread while this one formats
+/// and writes: on small-packet API traffic formatting and writing the records is
+/// about as costly as everything before it (docs/PERFORMANCE.md). The writer stays on
+/// the calling thread because standard output's lock cannot move between threads.
+/// Transactions keep their order and ids, so the output is the same as with one
+/// thread.
+fn write_on_second_thread<W: Write>(
+    opened: &mut Opened,
+    stats: &mut Stats,
+    writer: &mut Writer<W>,
+) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<TransactionBatch>(TRANSACTION_BATCHES_IN_FLIGHT);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut batch: Vec<flowtrace::http::HttpTransaction> = Vec::new();
+            let mut vantages_sent = 0;
+            let mut send = |p: &mut Pipeline, batch: &mut Vec<_>| -> Result<()> {
+                let new_vantages = p.vantages()[vantages_sent..].to_vec();
+                vantages_sent = p.vantages().len();
+                let transactions =
+                    std::mem::replace(batch, Vec::with_capacity(TRANSACTIONS_PER_BATCH));
+                // A closed channel means the writer stopped on an error, which it reports.
+                tx.send(TransactionBatch {
+                    transactions,
+                    new_vantages,
+                })
+                .map_err(|_| anyhow::anyhow!("the output stopped"))
+            };
+            read_all(opened, stats, |p| {
+                batch.extend(p.drain());
+                if batch.len() >= TRANSACTIONS_PER_BATCH {
+                    send(p, &mut batch)?;
+                }
+                Ok(())
+            })?;
+            send(&mut opened.pipeline, &mut batch)
+        });
+        let mut vantages: Vec<Vantage> = Vec::new();
+        let mut written: Result<()> = Ok(());
+        for b in rx.iter() {
+            vantages.extend(b.new_vantages);
+            if written.is_ok() {
+                written = b
+                    .transactions
+                    .iter()
+                    .try_for_each(|t| writer.transaction(t, &vantages))
+                    .map_err(Into::into);
+                if written.is_err() {
+                    break;
+                }
+            }
+        }
+        drop(rx);
+        let read = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the reading thread panicked"))?;
+        // The writer's error first: the reader's is then only "the output stopped".
+        written?;
+        read
+    })
 }
 
 /// A whole run correlated into request paths (all kept: for checks, the scorer and
