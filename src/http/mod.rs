@@ -156,6 +156,77 @@ impl Headers {
     }
 }
 
+/// Builds [`Headers`] from raw bytes with one UTF-8 check for the whole block when it
+/// is done, instead of one per name and per value: on small-packet API traffic those
+/// short checks were 5 % of the run.
+#[derive(Debug, Default)]
+pub struct HeadersBuilder {
+    bytes: Vec<u8>,
+    spans: Vec<[u32; 3]>,
+}
+
+impl HeadersBuilder {
+    /// Room for `count` headers of `bytes` bytes in all.
+    pub fn with_capacity(count: usize, bytes: usize) -> HeadersBuilder {
+        HeadersBuilder {
+            bytes: Vec::with_capacity(bytes),
+            spans: Vec::with_capacity(count),
+        }
+    }
+
+    /// Appends a header.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(name);
+        let mid = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(value);
+        self.spans.push([start, mid, self.bytes.len() as u32]);
+    }
+
+    /// How many headers are kept.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether none are kept.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The headers; names and values that are not UTF-8 each are kept lossily, as
+    /// [`Headers::push`] keeps them.
+    pub fn finish(self) -> Headers {
+        match String::from_utf8(self.bytes) {
+            // Each name and value must be UTF-8 on its own, not only all of them
+            // together (a character may not straddle two of them).
+            Ok(text)
+                if self
+                    .spans
+                    .iter()
+                    .flatten()
+                    .all(|&i| text.is_char_boundary(i as usize)) =>
+            {
+                Headers {
+                    text,
+                    spans: self.spans,
+                }
+            }
+            other => {
+                let bytes = match other {
+                    Ok(text) => text.into_bytes(),
+                    Err(e) => e.into_bytes(),
+                };
+                let mut headers = Headers::with_capacity(self.spans.len(), bytes.len());
+                for [a, b, c] in self.spans {
+                    let (a, b, c) = (a as usize, b as usize, c as usize);
+                    headers.push(&bytes[a..b], &bytes[b..c]);
+                }
+                headers
+            }
+        }
+    }
+}
+
 impl Serialize for Headers {
     /// As an array of `[name, value]` pairs.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

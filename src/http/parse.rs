@@ -6,7 +6,8 @@
 //! error, the parser resynchronises at the next line that starts a message.
 
 use super::{
-    Headers, Pending, Request, Response, MAX_HEADER_BLOCK, MAX_HEADER_VALUE, MAX_KEPT_HEADERS,
+    Headers, HeadersBuilder, Pending, Request, Response, MAX_HEADER_BLOCK, MAX_HEADER_VALUE,
+    MAX_KEPT_HEADERS,
 };
 use crate::anomaly::{AnomalyLog, Stats};
 use crate::tcp::StreamPos;
@@ -639,7 +640,8 @@ impl Head {
             .iter()
             .map(|h| h.name.len() + h.value.len())
             .sum::<usize>();
-        let mut headers = Headers::with_capacity(kept, bytes.min(kept * (256 + MAX_HEADER_VALUE)));
+        let mut headers =
+            HeadersBuilder::with_capacity(kept, bytes.min(kept * (256 + MAX_HEADER_VALUE)));
         let mut content_length = None;
         let mut chunked = false;
         for h in raw {
@@ -672,7 +674,7 @@ impl Head {
                 stats.http_headers_dropped += 1;
             }
         }
-        (headers, content_length, chunked)
+        (headers.finish(), content_length, chunked)
     }
 
     fn from_request(req: &httparse::Request<'_, '_>, stats: &mut Stats) -> Head {
@@ -802,7 +804,7 @@ fn partial_head(role: Role, buf: &[u8], stats: &mut Stats) -> Option<Head> {
         _ => return None,
     };
     let version_field = if role == Role::Request { c } else { a };
-    let mut headers = Headers::default();
+    let mut headers = HeadersBuilder::default();
     let rest = buf.get(line_end + 1..).unwrap_or(b"");
     let complete_lines = rest
         .iter()
@@ -830,7 +832,7 @@ fn partial_head(role: Role, buf: &[u8], stats: &mut Stats) -> Option<Head> {
         } else {
             "HTTP/1.1"
         },
-        headers,
+        headers: headers.finish(),
         content_length: None,
         chunked: false,
     })
