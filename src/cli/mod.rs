@@ -201,10 +201,10 @@ pub(crate) struct PcapArgs {
     /// Include request and response headers in JSON records.
     #[arg(long)]
     headers: bool,
-    /// Threads for transaction output: 1 reads, parses and writes on one thread; 2
-    /// or more read and parse on one and format and write on another (the output is
-    /// the same). Default: the machine's cores. (--paths always reads on one thread
-    /// and correlates on another.)
+    /// Threads for transaction output: 1 does everything on one thread; 2 or more
+    /// leave the output's system calls to a second one (the output is the same).
+    /// Default: the machine's cores. (--paths always reads on one thread and
+    /// correlates on another.)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
     #[command(flatten)]
@@ -474,13 +474,17 @@ fn read_all(
 }
 
 fn output(path: &Option<PathBuf>) -> Result<BufWriter<Box<dyn Write>>> {
-    let out: Box<dyn Write> = match path {
+    Ok(BufWriter::with_capacity(1 << 16, output_raw(path)?))
+}
+
+/// `-o FILE` or standard output, unbuffered.
+fn output_raw(path: &Option<PathBuf>) -> Result<Box<dyn Write>> {
+    Ok(match path {
         Some(p) => {
             Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
         }
         None => Box::new(io::stdout().lock()),
-    };
-    Ok(BufWriter::with_capacity(1 << 16, out))
+    })
 }
 
 fn pcap(args: PcapArgs) -> Result<ExitCode> {
@@ -493,20 +497,38 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
         return paths(args, format);
     }
     let mut opened = open(&args.capture, false)?;
-    let mut writer =
-        Writer::new(output(&args.output)?, format, args.headers)?.with_times(args.times.format());
-    let mut stats = Stats::default();
     let threads = args.threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         usize::from,
     );
+    let out = output_raw(&args.output)?;
     if threads > 1 {
-        write_on_second_thread(&mut opened, &mut stats, &mut writer)?;
-    } else {
-        read_all(&mut opened, &mut stats, |p| {
-            Ok(p.emit(|t, v| writer.transaction(t, v))?)
+        write_behind(out, |chunks| {
+            write_transactions(&args, format, &mut opened, chunks)
         })?;
+    } else {
+        write_transactions(
+            &args,
+            format,
+            &mut opened,
+            BufWriter::with_capacity(1 << 16, out),
+        )?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every transaction of the captures, then the summary, written to `out`.
+fn write_transactions<W: Write>(
+    args: &PcapArgs,
+    format: Format,
+    opened: &mut Opened,
+    out: W,
+) -> Result<()> {
+    let mut writer = Writer::new(out, format, args.headers)?.with_times(args.times.format());
+    let mut stats = Stats::default();
+    read_all(opened, &mut stats, |p| {
+        Ok(p.emit(|t, v| writer.transaction(t, v))?)
+    })?;
     let pipeline = &opened.pipeline;
     let mut all = pipeline.stats();
     all.merge(&stats);
@@ -523,82 +545,101 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
         gratuitous_arp: pipeline.gratuitous_arps(),
     };
     writer.finish(&summary)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
-/// Transactions handed from the reading thread to the writing one, with the capture
-/// points first seen since the previous batch (the list only grows).
-struct TransactionBatch {
-    transactions: Vec<flowtrace::http::HttpTransaction>,
-    new_vantages: Vec<Vantage>,
+/// Bytes handed to the writing thread at a time.
+const WRITE_CHUNK: usize = 1 << 18;
+/// Chunks in flight: a slow output (a full disk, a slow pipe) makes the work wait
+/// instead of letting output pile up in memory (at most 2 MiB).
+const WRITE_CHUNKS_IN_FLIGHT: usize = 8;
+
+/// Output gathered into large chunks that another thread writes.
+struct ChunkWriter {
+    buf: Vec<u8>,
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
 }
 
-/// Transactions per batch: large enough that waking the writer is rare, small enough
-/// that the batches in flight stay a few MiB.
-const TRANSACTIONS_PER_BATCH: usize = 512;
-/// Batches in flight: a slow writer (a full disk, a slow pipe) makes the reader wait
-/// instead of letting transactions pile up.
-const TRANSACTION_BATCHES_IN_FLIGHT: usize = 8;
+impl ChunkWriter {
+    fn ship(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(WRITE_CHUNK));
+        let full = std::mem::replace(&mut self.buf, next);
+        // A closed channel means the writing thread stopped on an error, which it
+        // reports itself.
+        self.tx
+            .send(full)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the output stopped"))
+    }
+}
 
-/// Reads, decodes, reassembles and parses on a second thread while this one formats
-/// and writes: on small-packet API traffic formatting and writing the records is
-/// about as costly as everything before it (docs/PERFORMANCE.md). The writer stays on
-/// the calling thread because standard output's lock cannot move between threads.
-/// Transactions keep their order and ids, so the output is the same as with one
-/// thread.
-fn write_on_second_thread<W: Write>(
-    opened: &mut Opened,
-    stats: &mut Stats,
-    writer: &mut Writer<W>,
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= WRITE_CHUNK {
+            self.ship()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.ship()
+    }
+}
+
+/// Runs `work` on a second thread, writing what it writes to `out` on this one
+/// (standard output's lock cannot move between threads): the output's system calls
+/// (copying every byte into the page cache, or waiting for a pipe's reader) leave the
+/// thread that reads, parses and formats. The bytes and their order are the same as
+/// with one thread.
+///
+/// What crosses is large byte chunks, recycled: handing the transactions themselves
+/// to a formatting thread was measured slower than one thread on small-packet traffic
+/// (their memory, allocated on one core and read and freed on the other, made every
+/// allocation a cache miss; docs/PERFORMANCE.md).
+fn write_behind(
+    mut out: Box<dyn Write>,
+    work: impl FnOnce(&mut ChunkWriter) -> Result<()> + Send,
 ) -> Result<()> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<TransactionBatch>(TRANSACTION_BATCHES_IN_FLIGHT);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(WRITE_CHUNKS_IN_FLIGHT);
+    let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     std::thread::scope(|scope| {
-        let reader = scope.spawn(move || {
-            let mut batch: Vec<flowtrace::http::HttpTransaction> = Vec::new();
-            let mut vantages_sent = 0;
-            let mut send = |p: &mut Pipeline, batch: &mut Vec<_>| -> Result<()> {
-                let new_vantages = p.vantages()[vantages_sent..].to_vec();
-                vantages_sent = p.vantages().len();
-                let transactions =
-                    std::mem::replace(batch, Vec::with_capacity(TRANSACTIONS_PER_BATCH));
-                // A closed channel means the writer stopped on an error, which it reports.
-                tx.send(TransactionBatch {
-                    transactions,
-                    new_vantages,
-                })
-                .map_err(|_| anyhow::anyhow!("the output stopped"))
+        let worker = scope.spawn(move || {
+            let mut chunks = ChunkWriter {
+                buf: Vec::with_capacity(WRITE_CHUNK),
+                tx,
+                spare: spare_rx,
             };
-            read_all(opened, stats, |p| {
-                batch.extend(p.drain());
-                if batch.len() >= TRANSACTIONS_PER_BATCH {
-                    send(p, &mut batch)?;
-                }
-                Ok(())
-            })?;
-            send(&mut opened.pipeline, &mut batch)
+            work(&mut chunks)?;
+            chunks.ship()?;
+            Ok::<(), anyhow::Error>(())
         });
-        let mut vantages: Vec<Vantage> = Vec::new();
-        let mut written: Result<()> = Ok(());
-        for b in rx.iter() {
-            vantages.extend(b.new_vantages);
-            if written.is_ok() {
-                written = b
-                    .transactions
-                    .iter()
-                    .try_for_each(|t| writer.transaction(t, &vantages))
-                    .map_err(Into::into);
-                if written.is_err() {
-                    break;
-                }
+        let mut written: io::Result<()> = Ok(());
+        for mut chunk in rx.iter() {
+            written = out.write_all(&chunk);
+            if written.is_err() {
+                break;
             }
+            chunk.clear();
+            // The worker may have finished: then the chunk is dropped here.
+            let _ = spare_tx.send(chunk);
         }
         drop(rx);
-        let read = reader
+        if written.is_ok() {
+            written = out.flush();
+        }
+        let worked = worker
             .join()
             .map_err(|_| anyhow::anyhow!("the reading thread panicked"))?;
-        // The writer's error first: the reader's is then only "the output stopped".
+        // The output's error first: the worker's is then only "the output stopped".
         written?;
-        read
+        worked
     })
 }
 
