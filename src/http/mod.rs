@@ -140,9 +140,13 @@ impl Headers {
 
     /// The first value of `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        // Names compared as bytes: slicing the text for each name checks character
+        // boundaries, and this runs once per transaction written (`host`).
+        let bytes = self.text.as_bytes();
+        self.spans
+            .iter()
+            .find(|[a, b, _]| bytes[*a as usize..*b as usize].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|[_, b, c]| &self.text[*b as usize..*c as usize])
     }
 
     /// How many headers are kept.
@@ -318,6 +322,8 @@ pub struct HttpAnalyzer {
     /// Where the connections of `pending_starts` are, and how many of their requests
     /// are in it (to look a connection up in the TCP table).
     waiting_conns: rustc_hash::FxHashMap<u64, (OneWayConn, u32)>,
+    /// The parser's events of one call, reused (no allocation per message).
+    events: Vec<parse::Event>,
 }
 
 impl HttpAnalyzer {
@@ -489,9 +495,10 @@ impl HttpAnalyzer {
         self.next_id += 1;
     }
 
-    fn handle(&mut self, conn: &mut HttpConn, meta: &ConnMeta, events: Vec<parse::Event>) {
+    /// Acts on `events` (drained: the vector is kept for reuse).
+    fn handle(&mut self, conn: &mut HttpConn, meta: &ConnMeta, events: &mut Vec<parse::Event>) {
         let swapped = conn.swapped.unwrap_or(false);
-        for ev in events {
+        for ev in events.drain(..) {
             match ev {
                 parse::Event::Request(req) => {
                     self.stats.http_requests += 1;
@@ -625,7 +632,7 @@ impl StreamSink for HttpAnalyzer {
             conn.swapped = Some(swapped);
         }
         let parser = &mut conn.parsers[dir as usize];
-        let mut events = Vec::new();
+        let mut events = std::mem::take(&mut self.events);
         let keep = parser.data(
             ts,
             data,
@@ -636,8 +643,9 @@ impl StreamSink for HttpAnalyzer {
             &mut events,
         );
         if !events.is_empty() {
-            self.handle(conn, meta, events);
+            self.handle(conn, meta, &mut events);
         }
+        self.events = events;
         keep && !conn.upgraded
     }
 
@@ -645,7 +653,7 @@ impl StreamSink for HttpAnalyzer {
         let mut events = Vec::new();
         conn.parsers[dir as usize].gap(ts, len, &conn.pending, &mut self.stats, &mut events);
         if !events.is_empty() {
-            self.handle(conn, meta, events);
+            self.handle(conn, meta, &mut events);
         }
         let reply_dir = if conn.swapped.unwrap_or(false) {
             Dir::ToServer
@@ -679,7 +687,7 @@ impl StreamSink for HttpAnalyzer {
             conn.parsers[dir.flip() as usize].end(ts, &mut self.stats, &mut events);
         }
         if !events.is_empty() {
-            self.handle(conn, meta, events);
+            self.handle(conn, meta, &mut events);
         }
     }
 
@@ -689,7 +697,7 @@ impl StreamSink for HttpAnalyzer {
             p.end(ts, &mut self.stats, &mut events);
         }
         if !events.is_empty() {
-            self.handle(&mut conn, meta, events);
+            self.handle(&mut conn, meta, &mut events);
         }
         let swapped = conn.swapped.unwrap_or(false);
         while let Some((req, interim)) = conn.pending.pop_front() {
