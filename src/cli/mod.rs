@@ -202,7 +202,8 @@ pub(crate) struct PcapArgs {
     #[arg(long)]
     headers: bool,
     /// Threads for transaction output: 1 does everything on one thread; 2 or more
-    /// leave the output's system calls to a second one (the output is the same).
+    /// leave reading (and gzip decompression) and the output's system calls to others
+    /// (the output is the same).
     /// Default: the machine's cores. (--paths always reads on one thread and
     /// correlates on another.)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -397,6 +398,12 @@ struct Opened {
 
 /// Opens the captures; `keep_segments`: record segment summaries for diagrams.
 fn open(args: &CaptureArgs, keep_segments: bool) -> Result<Opened> {
+    open_with(args, keep_segments, false)
+}
+
+/// As [`open`]; `read_ahead`: each file is read (and decompressed) on a thread of its
+/// own.
+fn open_with(args: &CaptureArgs, keep_segments: bool, read_ahead: bool) -> Result<Opened> {
     if args.files.is_empty() {
         bail!("no capture file given: name one or more (`-` reads standard input)");
     }
@@ -405,7 +412,11 @@ fn open(args: &CaptureArgs, keep_segments: bool) -> Result<Opened> {
     }
     let offsets = parse_offsets(args)?;
     let links = load_links(args)?;
-    let source = FileSource::open(&args.files)?;
+    let source = if read_ahead {
+        FileSource::open_reading_ahead(&args.files)?
+    } else {
+        FileSource::open(&args.files)?
+    };
     let pipeline = Pipeline::new(PipelineConfig {
         tcp: TcpConfig {
             idle_timeout_ns: (args.idle_timeout * 1e9) as i64,
@@ -496,11 +507,11 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
     if args.paths || args.truth.is_some() || args.svg.is_some() || args.html.is_some() {
         return paths(args, format);
     }
-    let mut opened = open(&args.capture, false)?;
     let threads = args.threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         usize::from,
     );
+    let mut opened = open_with(&args.capture, false, threads > 1)?;
     let out = output_raw(&args.output)?;
     if threads > 1 {
         write_behind(out, |chunks| {
