@@ -79,6 +79,15 @@ counters! {
     vrrp_malformed,
     /// IP packets of other protocols.
     other_ip_protocol,
+    /// Frames found inside GRE (ERSPAN types I to III, bridged Ethernet, IP) and
+    /// decoded as if captured directly; their outer and inner IP headers are both
+    /// counted in `ipv4`/`ipv6`.
+    gre_decapsulated,
+    /// GRE or ERSPAN headers that could not be followed (cut off, version, protocol
+    /// type or frame type flowtrace does not decode, or nested too deep).
+    tunnel_malformed,
+    /// NFLOG records without a packet (a rule that logs only metadata).
+    nflog_no_payload,
     /// TCP segments.
     tcp_segments,
     /// TCP headers cut off or with an impossible data offset.

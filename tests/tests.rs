@@ -5,6 +5,7 @@ mod cli;
 mod corpus;
 mod correlate;
 mod diagram;
+mod encap;
 mod html;
 mod regression;
 mod util;
