@@ -163,6 +163,11 @@ counters! {
     http_resyncs,
     /// Bytes skipped that way.
     http_skipped_bytes,
+    /// Connections that started with a SOCKS 4/4a/5 handshake (HTTP parsed after it).
+    socks_handshakes,
+    /// SOCKS handshakes that did not end in a connected CONNECT (refused, another
+    /// command, malformed, or over the length bound): no HTTP on that connection.
+    socks_refused,
 }
 
 /// One anomaly worth showing individually.

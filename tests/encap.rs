@@ -449,3 +449,146 @@ fn request_after_gap_with_request_line_longer_than_a_segment() {
         }
     }
 }
+
+const PROXY: ([u8; 4], u16) = ([10, 3, 0, 1], 1080);
+
+/// One handshake step: the client's message and the proxy's answer.
+type Message<'a> = (&'a [u8], &'a [u8]);
+
+/// A client's HTTP through a SOCKS proxy: the handshake as (client, proxy) message
+/// pairs, each message in segments of `mss` bytes, the client waiting for each answer
+/// as real clients do; then two keep-alive exchanges.
+fn socks_connection(handshake: &[Message], mss: usize) -> Vec<Vec<u8>> {
+    let mut c = Conn::new(CLIENT, PROXY);
+    for (hello, reply) in handshake {
+        c.send(true, hello, mss).send(false, reply, mss);
+    }
+    c.send(
+        true,
+        b"GET /via-proxy/1 HTTP/1.1\r\nHost: intranet.example\r\n\r\n",
+        1400,
+    )
+    .send(
+        false,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        1400,
+    )
+    .send(
+        true,
+        b"GET /via-proxy/2 HTTP/1.1\r\nHost: intranet.example\r\n\r\n",
+        1400,
+    )
+    .send(
+        false,
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        1400,
+    );
+    c.close()
+}
+
+/// SOCKS 4, 4a and 5 (with and without user/password, whole messages or one byte per
+/// segment): the HTTP after the handshake is parsed on the same connection, the
+/// target is recorded, and tshark (which dissects SOCKS on port 1080 and the HTTP it
+/// carries) reports the same requests. tshark 4.0 does not reassemble a handshake
+/// split across segments and finds no HTTP then (docs/parity.md); that case is
+/// checked against what the capture holds only. A refused handshake is counted and its
+/// connection yields nothing.
+#[test]
+fn http_inside_socks_4_4a_5() {
+    let mut socks4 = vec![4, 1, 0, 80, 192, 168, 7, 7];
+    socks4.extend_from_slice(b"alice\0");
+    let mut socks4a = vec![4, 1, 0, 80, 0, 0, 0, 1];
+    socks4a.extend_from_slice(b"alice\0intranet.example\0");
+    let reply4: &[u8] = &[0, 90, 0, 0, 0, 0, 0, 0];
+    let greet: &[u8] = &[5, 1, 0];
+    let greet_auth: &[u8] = &[5, 2, 0, 2];
+    let mut auth = vec![1, 5];
+    auth.extend_from_slice(b"alice\x06secret");
+    let mut connect_name = vec![5, 1, 0, 3, 16];
+    connect_name.extend_from_slice(b"intranet.example\x00\x50");
+    let connect_ip: &[u8] = &[5, 1, 0, 1, 192, 168, 7, 7, 0, 80];
+    let connected: &[u8] = &[5, 0, 0, 1, 10, 3, 0, 1, 0x9c, 0x40];
+    let no_auth: &[u8] = &[5, 0];
+    let cases: Vec<(&str, Vec<Message>, usize, &str)> = vec![
+        ("socks4", vec![(&socks4, reply4)], 1400, "192.168.7.7:80"),
+        (
+            "socks4a",
+            vec![(&socks4a, reply4)],
+            1400,
+            "intranet.example:80",
+        ),
+        (
+            "socks5",
+            vec![(greet, no_auth), (&connect_name, connected)],
+            1400,
+            "intranet.example:80",
+        ),
+        (
+            "socks5-split",
+            vec![(greet, no_auth), (&connect_name, connected)],
+            1,
+            "intranet.example:80",
+        ),
+        (
+            "socks5-auth",
+            vec![
+                (greet_auth, &[5, 2]),
+                (&auth, &[1, 0]),
+                (connect_ip, connected),
+            ],
+            1400,
+            "192.168.7.7:80",
+        ),
+    ];
+    let (c, s) = ("10.1.0.5:41000".to_string(), "10.3.0.1:1080".to_string());
+    let expected = Messages {
+        requests: vec![
+            (c.clone(), s.clone(), "GET".into(), "/via-proxy/1".into()),
+            (c.clone(), s.clone(), "GET".into(), "/via-proxy/2".into()),
+        ],
+        responses: vec![(c.clone(), s.clone(), 200), (c.clone(), s.clone(), 404)],
+    }
+    .sorted();
+    for (name, handshake, mss, target) in cases {
+        let mut pcap = Pcap::new(1);
+        for p in socks_connection(&handshake, mss) {
+            pcap.push(ethernet(&p));
+        }
+        let path = file(name, &format!("{name}.pcap"));
+        pcap.write(&path);
+        let doc = if name == "socks5-split" {
+            let (found, doc) = flowtrace_messages(&path);
+            assert_eq!(found, expected, "{name}");
+            doc
+        } else {
+            check(&path, &expected, &[])
+        };
+        assert_eq!(doc.stat("socks_handshakes"), 1, "{name}");
+        assert_eq!(doc.stat("socks_refused"), 0, "{name}");
+        assert_eq!(doc.stat("http_non_http_streams"), 0, "{name}");
+        let run = flowtrace([
+            "pcap".as_ref(),
+            "--format".as_ref(),
+            "json".as_ref(),
+            path.as_os_str(),
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        for t in v["transactions"].as_array().unwrap() {
+            assert_eq!(t["socks_target"], target, "{name}");
+        }
+    }
+    // The proxy refuses (SOCKS 5 reply 5: connection refused): nothing is reported.
+    let mut pcap = Pcap::new(1);
+    let refused: &[u8] = &[5, 5, 0, 1, 0, 0, 0, 0, 0, 0];
+    for p in socks_connection(&[(greet, no_auth), (&connect_name, refused)], 1400) {
+        pcap.push(ethernet(&p));
+    }
+    let path = file("socks5-refused", "socks5-refused.pcap");
+    pcap.write(&path);
+    let (found, doc) = flowtrace_messages(&path);
+    assert_eq!(found, Messages::default());
+    assert_eq!(
+        (doc.stat("socks_handshakes"), doc.stat("socks_refused")),
+        (1, 1)
+    );
+}
