@@ -113,10 +113,14 @@ counters! {
     tcp_gap_bytes,
     /// Times a direction's out-of-order buffer hit its bound and was flushed as a gap.
     tcp_reassembly_overflows,
-    /// Connections freed because they were idle or the table was full.
+    /// Connections freed because they were idle (unclosed) past the timeout.
     tcp_evicted,
-    /// Segments of new connections not tracked because the table was full.
+    /// Segments of new connections not tracked because the table was full of
+    /// connections that are not half-open.
     tcp_untracked,
+    /// Half-open connections (a handshake never completed, no data) freed, oldest
+    /// first, to make room for a new connection in a full table (a SYN flood).
+    tcp_evicted_half_open,
     /// Segments with RST.
     tcp_rst,
     /// HTTP requests parsed.

@@ -6,6 +6,7 @@ mod corpus;
 mod correlate;
 mod diagram;
 mod encap;
+mod hostile;
 mod html;
 mod regression;
 mod util;

@@ -572,6 +572,7 @@ fn draw_from_saved(args: &LiveArgs, saved: &std::path::Path, dir: &std::path::Pa
             offset: Vec::new(),
             names: args.names.clone(),
             idle_timeout: args.idle_timeout,
+            max_connections: 1_000_000,
             verify_checksums: false,
             no_progress: true,
             max_proxy_delay: args.max_proxy_delay,
