@@ -105,6 +105,10 @@ counters! {
     tcp_retransmitted,
     /// Segments partly overlapping data already delivered.
     tcp_overlapping,
+    /// Overlapping copies of stream bytes that disagree (a retransmission with other
+    /// content than the original, or buffered segments that overlap with different
+    /// bytes): flowtrace keeps the first copy; a host may have kept the last.
+    tcp_conflicting_overlaps,
     /// Segments that arrived ahead of a hole and were buffered.
     tcp_out_of_order,
     /// Holes in a stream that were never filled (missing from the capture).

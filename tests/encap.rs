@@ -67,6 +67,8 @@ pub struct Conn {
     client: ([u8; 4], u16),
     server: ([u8; 4], u16),
     seq: [u32; 2],
+    /// Where each side's last segment started (for retransmissions).
+    last_start: [u32; 2],
     pub packets: Vec<Vec<u8>>,
 }
 
@@ -76,6 +78,7 @@ impl Conn {
             client,
             server,
             seq: [1000, 5000],
+            last_start: [1000, 5000],
             packets: Vec::new(),
         };
         c.packet(true, "S", b"", true);
@@ -104,6 +107,7 @@ impl Conn {
         }
         let mut pkt = Vec::new();
         b.write(&mut pkt, payload).unwrap();
+        self.last_start[me] = self.seq[me];
         let consumed = payload.len() as u32 + u32::from(flags.contains('S') || flags.contains('F'));
         self.seq[me] = self.seq[me].wrapping_add(consumed);
         if captured {
@@ -116,6 +120,17 @@ impl Conn {
         for part in data.chunks(mss) {
             self.packet(from_client, "PA", part, true);
         }
+        self
+    }
+
+    /// A copy of one side's last segment, with `data` as its payload (the same
+    /// bytes, or conflicting ones).
+    pub fn retransmit(&mut self, from_client: bool, data: &[u8]) -> &mut Conn {
+        let me = usize::from(!from_client);
+        let after = self.seq[me];
+        self.seq[me] = self.last_start[me];
+        self.packet(from_client, "PA", data, true);
+        self.seq[me] = after;
         self
     }
 

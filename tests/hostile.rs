@@ -93,3 +93,28 @@ fn syn_flood_evicts_half_open_and_keeps_real_connections() {
     assert_eq!(roomy.stat("tcp_evicted_half_open"), 0);
     assert_eq!(messages.requests.len(), 20);
 }
+
+/// A request retransmitted once with the same bytes and once with other bytes of
+/// the same length (an evasion attempt: which copy a host keeps depends on its
+/// stack): flowtrace reports the first copy and counts one conflict.
+#[test]
+fn conflicting_retransmission_is_counted_and_first_copy_wins() {
+    let real = b"GET /real HTTP/1.1\r\nHost: app\r\n\r\n";
+    let evil = b"GET /evil HTTP/1.1\r\nHost: app\r\n\r\n";
+    let mut conn = Conn::new(([10, 1, 0, 5], 40000), ([10, 2, 0, 9], 80));
+    conn.send(true, real, 1400)
+        .retransmit(true, real)
+        .retransmit(true, evil)
+        .send(false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1400);
+    let mut pcap = Pcap::new(1);
+    for p in conn.close() {
+        pcap.push(ethernet(&p));
+    }
+    let path = temp_dir("conflicting-retransmission").join("conflict.pcap");
+    pcap.write(&path);
+    let (found, doc) = flowtrace_messages(&path);
+    let uris: Vec<&str> = found.requests.iter().map(|r| r.3.as_str()).collect();
+    assert_eq!(uris, vec!["/real"]);
+    assert_eq!(doc.stat("tcp_retransmitted"), 2);
+    assert_eq!(doc.stat("tcp_conflicting_overlaps"), 1);
+}
