@@ -79,6 +79,15 @@ counters! {
     vrrp_malformed,
     /// IP packets of other protocols.
     other_ip_protocol,
+    /// Frames found inside GRE (ERSPAN types I to III, bridged Ethernet, IP) and
+    /// decoded as if captured directly; their outer and inner IP headers are both
+    /// counted in `ipv4`/`ipv6`.
+    gre_decapsulated,
+    /// GRE or ERSPAN headers that could not be followed (cut off, version, protocol
+    /// type or frame type flowtrace does not decode, or nested too deep).
+    tunnel_malformed,
+    /// NFLOG records without a packet (a rule that logs only metadata).
+    nflog_no_payload,
     /// TCP segments.
     tcp_segments,
     /// TCP headers cut off or with an impossible data offset.
@@ -96,6 +105,10 @@ counters! {
     tcp_retransmitted,
     /// Segments partly overlapping data already delivered.
     tcp_overlapping,
+    /// Overlapping copies of stream bytes that disagree (a retransmission with other
+    /// content than the original, or buffered segments that overlap with different
+    /// bytes): flowtrace keeps the first copy; a host may have kept the last.
+    tcp_conflicting_overlaps,
     /// Segments that arrived ahead of a hole and were buffered.
     tcp_out_of_order,
     /// Holes in a stream that were never filled (missing from the capture).
@@ -104,10 +117,14 @@ counters! {
     tcp_gap_bytes,
     /// Times a direction's out-of-order buffer hit its bound and was flushed as a gap.
     tcp_reassembly_overflows,
-    /// Connections freed because they were idle or the table was full.
+    /// Connections freed because they were idle (unclosed) past the timeout.
     tcp_evicted,
-    /// Segments of new connections not tracked because the table was full.
+    /// Segments of new connections not tracked because the table was full of
+    /// connections that are not half-open.
     tcp_untracked,
+    /// Half-open connections (a handshake never completed, no data) freed, oldest
+    /// first, to make room for a new connection in a full table (a SYN flood).
+    tcp_evicted_half_open,
     /// Segments with RST.
     tcp_rst,
     /// HTTP requests parsed.
@@ -154,6 +171,11 @@ counters! {
     http_resyncs,
     /// Bytes skipped that way.
     http_skipped_bytes,
+    /// Connections that started with a SOCKS 4/4a/5 handshake (HTTP parsed after it).
+    socks_handshakes,
+    /// SOCKS handshakes that did not end in a connected CONNECT (refused, another
+    /// command, malformed, or over the length bound): no HTTP on that connection.
+    socks_refused,
 }
 
 /// One anomaly worth showing individually.

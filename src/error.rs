@@ -40,6 +40,14 @@ pub enum CaptureError {
         /// libpcap's message and what to do about it.
         detail: String,
     },
+    /// Privileges could not be dropped to a user after opening the interfaces.
+    #[error("cannot drop privileges to user {user}: {detail}")]
+    Privileges {
+        /// The user asked for (`-Z`).
+        user: String,
+        /// What failed.
+        detail: String,
+    },
     /// The header was recognised but is unusable (unsupported version, bad lengths).
     #[error("{path}: bad {format} header: {detail}")]
     BadHeader {

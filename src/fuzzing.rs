@@ -417,6 +417,7 @@ fn transaction(h: &[u8], id: u64, base: &mut i64) -> HttpTransaction {
         },
         conn_ttl: [Some(64 - (h[19] & 3)), Some(64 - (h[19] >> 6))],
         segments: Vec::new(),
+        socks_target: None,
     }
 }
 

@@ -306,6 +306,113 @@ mod live {
     }
 }
 
+/// Issue 17: `flowtrace live -Z USER` opens the interfaces as root, then runs as
+/// USER: its ids (all four: real, effective, saved, file system) and groups are
+/// USER's while it captures, and the -w file is created as USER (in a directory
+/// only root may write to, it cannot be).
+#[cfg(all(target_os = "linux", feature = "live"))]
+#[test]
+fn live_drops_privileges_after_opening() {
+    use std::process::{Command, Stdio};
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let nobody = Command::new("id").args(["-u", "nobody"]).output();
+    if !root || !nobody.is_ok_and(|o| o.stdout.starts_with(b"65534\n")) {
+        eprintln!("\n*** SKIPPED: -Z needs root and the user nobody (65534) ***\n");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("flowtrace-dropz-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(dir.join("mine")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(dir.join("mine"), fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(dir.join("mine"), Some(65534), Some(65534)).unwrap();
+    }
+    let saved = dir.join("mine").join("run.pcapng");
+    let child = Command::new(env!("CARGO_BIN_EXE_flowtrace"))
+        .args([
+            "live",
+            "-i",
+            "lo",
+            "-Z",
+            "nobody",
+            "--duration",
+            "2",
+            "--no-progress",
+            "-w",
+        ])
+        .arg(&saved)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let status = fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| {
+                l[name.len()..]
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid:"), "65534 65534 65534 65534", "{status}");
+    assert_eq!(field("Gid:"), "65534 65534 65534 65534", "{status}");
+    assert_eq!(field("Groups:"), "65534", "{status}");
+    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    assert!(
+        stderr.contains("running as nobody (uid 65534, gid 65534)"),
+        "{stderr}"
+    );
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(&saved).unwrap().uid(), 65534);
+    }
+    // Where only root may write, the -w file cannot be created once root is gone.
+    let run = flowtrace([
+        "live".as_ref(),
+        "-i".as_ref(),
+        "lo".as_ref(),
+        "-Z".as_ref(),
+        "nobody".as_ref(),
+        "--duration".as_ref(),
+        "1".as_ref(),
+        "--no-progress".as_ref(),
+        "-w".as_ref(),
+        dir.join("denied.pcapng").as_os_str(),
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(!dir.join("denied.pcapng").exists());
+    let run = flowtrace([
+        "live",
+        "-i",
+        "lo",
+        "-Z",
+        "no-such-user-x",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("cannot drop privileges to user no-such-user-x: no such user"),
+        "{}",
+        run.stderr
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
 /// Issue 14: completions and man pages come from the clap definition.
 #[test]
 fn completions_and_man_pages() {

@@ -5,6 +5,8 @@ mod cli;
 mod corpus;
 mod correlate;
 mod diagram;
+mod encap;
+mod hostile;
 mod html;
 mod regression;
 mod util;

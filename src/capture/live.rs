@@ -309,3 +309,43 @@ pub fn host_links() -> crate::links::HostLinks {
         links,
     }
 }
+
+/// Who the process runs as after [`drop_privileges`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// Becomes `user` for good, as tcpdump's `-Z` does once its devices are open: the
+/// user's supplementary groups (initgroups), then its group, then its id, so that
+/// capture code parsing hostile packets runs without root (and, switching away
+/// from uid 0, without any capability). Open devices keep working. Afterwards,
+/// regaining root is checked to fail. Returns `None` when the process is not root
+/// (capabilities on the binary, the other set-up): there is nothing to drop.
+pub fn drop_privileges(user: &str) -> Result<Option<Dropped>, CaptureError> {
+    use nix::unistd::{geteuid, getuid, initgroups, setgid, setuid, Uid, User};
+    let fail = |detail: String| CaptureError::Privileges {
+        user: user.to_string(),
+        detail,
+    };
+    if !getuid().is_root() && !geteuid().is_root() {
+        return Ok(None);
+    }
+    let entry = User::from_name(user)
+        .map_err(|e| fail(format!("looking the user up: {e}")))?
+        .ok_or_else(|| fail("no such user".into()))?;
+    let name = std::ffi::CString::new(user).map_err(|_| fail("a NUL in the name".into()))?;
+    initgroups(&name, entry.gid).map_err(|e| fail(format!("initgroups: {e}")))?;
+    setgid(entry.gid).map_err(|e| fail(format!("setgid({}): {e}", entry.gid)))?;
+    setuid(entry.uid).map_err(|e| fail(format!("setuid({}): {e}", entry.uid)))?;
+    if !entry.uid.is_root() && setuid(Uid::from_raw(0)).is_ok() {
+        return Err(fail("root could be regained after setuid".into()));
+    }
+    Ok(Some(Dropped {
+        uid: entry.uid.as_raw(),
+        gid: entry.gid.as_raw(),
+    }))
+}

@@ -50,6 +50,11 @@ pub(crate) struct LiveArgs {
     /// Also save what was captured to FILE (pcapng, with interface names).
     #[arg(short = 'w', value_name = "FILE")]
     write: Option<PathBuf>,
+    /// After opening the interfaces, become USER (its groups, group and id) for
+    /// the rest of the run, as tcpdump's -Z; the -w file is created as USER.
+    /// Ignored, with a note, when not running as root (capabilities on the binary).
+    #[arg(short = 'Z', long = "relinquish-privileges", value_name = "USER")]
+    user: Option<String>,
     /// Stop after COUNT packets.
     #[arg(short = 'c', value_name = "COUNT")]
     count: Option<u64>,
@@ -319,6 +324,15 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
         buffer_kib: args.buffer_kib,
     };
     let source = LiveSource::open(&opts, stop.clone())?;
+    if let Some(user) = &args.user {
+        match flowtrace::capture::live::drop_privileges(user)? {
+            Some(d) => eprintln!(
+                "flowtrace: running as {user} (uid {}, gid {}) from now on",
+                d.uid, d.gid
+            ),
+            None => eprintln!("flowtrace: not running as root: -Z {user} has nothing to drop"),
+        }
+    }
     let host = hostname();
     let links = flowtrace::capture::live::host_links();
     let saver = match &args.write {
@@ -572,6 +586,7 @@ fn draw_from_saved(args: &LiveArgs, saved: &std::path::Path, dir: &std::path::Pa
             offset: Vec::new(),
             names: args.names.clone(),
             idle_timeout: args.idle_timeout,
+            max_connections: 1_000_000,
             verify_checksums: false,
             no_progress: true,
             max_proxy_delay: args.max_proxy_delay,

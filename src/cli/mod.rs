@@ -128,6 +128,11 @@ pub(crate) struct CaptureArgs {
     /// Close TCP connections idle this many seconds (capture time).
     #[arg(long, default_value_t = 300.0, value_name = "SECS")]
     idle_timeout: f64,
+    /// Most TCP connections tracked at once. When the table is full, the oldest
+    /// half-open connection (a SYN flood's) makes room; when none is left, new
+    /// connections are counted in `tcp_untracked` and not followed.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
     /// Verify TCP checksums and count mismatches (segments are used all the same:
     /// offloads make checksums on Linux captures look wrong).
     #[arg(long)]
@@ -420,6 +425,7 @@ fn open_with(args: &CaptureArgs, keep_segments: bool, read_ahead: bool) -> Resul
     let pipeline = Pipeline::new(PipelineConfig {
         tcp: TcpConfig {
             idle_timeout_ns: (args.idle_timeout * 1e9) as i64,
+            max_connections: args.max_connections as usize,
             ..TcpConfig::default()
         },
         links: links.clone(),

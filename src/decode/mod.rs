@@ -2,13 +2,17 @@
 //!
 //! etherparse's lax slicer does Ethernet, VLAN (802.1Q, QinQ), IPv4 with options, IPv6
 //! with extension headers, TCP, UDP and ICMP; this module adds the link layers and
-//! protocols it lacks ([`cooked`]: Linux SLL and SLL2, BSD loopback; [`vrrp`]), ARP
-//! gleaning, and bounded IP fragment reassembly.
+//! protocols it lacks ([`cooked`]: Linux SLL and SLL2, BSD loopback; [`vrrp`];
+//! [`nflog`]: the NFLOG link type; [`tunnel`]: GRE with ERSPAN, bridged Ethernet or
+//! IP inside, decoded down to the innermost packet), ARP gleaning, and bounded IP
+//! fragment reassembly.
 //!
 //! Contract: [`Decoder::decode`] never panics on any bytes; whatever does not decode is
 //! counted in [`Stats`] and the layers that did decode are kept.
 
 pub mod cooked;
+pub mod nflog;
+pub mod tunnel;
 pub mod vrrp;
 
 use crate::anomaly::{AnomalyLog, Stats};
@@ -232,6 +236,10 @@ const LINKTYPE_LINUX_SLL: i32 = 113;
 const LINKTYPE_IPV4: i32 = 228;
 const LINKTYPE_IPV6: i32 = 229;
 const LINKTYPE_LINUX_SLL2: i32 = 276;
+const LINKTYPE_NFLOG: i32 = 239;
+/// Tunnels inside tunnels followed at most: each level is one more decode on the
+/// stack, and a crafted packet can nest GRE as deep as its length allows.
+const MAX_TUNNEL_DEPTH: u8 = 4;
 
 impl Decoder {
     /// Creates a decoder.
@@ -250,6 +258,17 @@ impl Decoder {
     pub fn decode<'a>(
         &'a mut self,
         frame: &Frame<'a>,
+        stats: &mut Stats,
+        log: &mut AnomalyLog,
+    ) -> Decoded<'a> {
+        self.decode_at(frame, 0, stats, log)
+    }
+
+    /// Decodes a frame found `depth` tunnels deep.
+    fn decode_at<'a>(
+        &'a mut self,
+        frame: &Frame<'a>,
+        depth: u8,
         stats: &mut Stats,
         log: &mut AnomalyLog,
     ) -> Decoded<'a> {
@@ -305,6 +324,22 @@ impl Decoder {
                 Ok(p) => p,
                 Err(_) => return ip_malformed(stats, link),
             },
+            Linktype(LINKTYPE_NFLOG) => match nflog::payload(data) {
+                Ok(nflog::NflogRecord {
+                    payload: Some(ip), ..
+                }) => match LaxSlicedPacket::from_ip(ip) {
+                    Ok(p) => p,
+                    Err(_) => return ip_malformed(stats, link),
+                },
+                Ok(_) => {
+                    stats.nflog_no_payload += 1;
+                    return non_ip(stats, link);
+                }
+                Err(e) => {
+                    log.push("link_truncated", frame.ts, || format!("NFLOG: {e}"));
+                    return truncated_link(stats, link);
+                }
+            },
             _ => {
                 stats.unknown_linktype += 1;
                 return Decoded {
@@ -339,6 +374,13 @@ impl Decoder {
             }
             _ => sliced,
         };
+        if let Some(gre) = gre_payload(&sliced) {
+            match &sliced.net {
+                Some(LaxNetSlice::Ipv6(_)) => stats.ipv6 += 1,
+                _ => stats.ipv4 += 1,
+            }
+            return self.decapsulate(frame, gre, depth, link, stats, log);
+        }
         let net = match &sliced.net {
             Some(LaxNetSlice::Arp(arp)) => {
                 stats.arp += 1;
@@ -446,6 +488,51 @@ impl Decoder {
             }
         };
         Decoded { link, net }
+    }
+
+    /// Decodes the frame inside a GRE packet (ERSPAN, bridged Ethernet, IP) as if it
+    /// had been captured directly; what cannot be followed is counted in
+    /// `tunnel_malformed`.
+    fn decapsulate<'a>(
+        &'a mut self,
+        frame: &Frame<'a>,
+        gre: &'a [u8],
+        depth: u8,
+        link: LinkMeta,
+        stats: &mut Stats,
+        log: &mut AnomalyLog,
+    ) -> Decoded<'a> {
+        let malformed = |stats: &mut Stats, log: &mut AnomalyLog, why: String| {
+            stats.tunnel_malformed += 1;
+            log.push("tunnel_malformed", frame.ts, || why);
+            Decoded {
+                link,
+                net: Network::None,
+            }
+        };
+        if depth >= MAX_TUNNEL_DEPTH {
+            let why = format!("GRE nested deeper than {MAX_TUNNEL_DEPTH} tunnels");
+            return malformed(stats, log, why);
+        }
+        let inner = match tunnel::GrePacket::new_checked(gre).and_then(|g| tunnel::inner(&g)) {
+            Ok(i) => i,
+            Err(e) => return malformed(stats, log, e.to_string()),
+        };
+        let (linktype, bytes) = match inner {
+            tunnel::Inner::Ethernet(b) => (LINKTYPE_ETHERNET, b),
+            tunnel::Inner::Ip(b) => (LINKTYPE_RAW, b),
+        };
+        stats.gre_decapsulated += 1;
+        // What the snaplen cut from the outer frame is missing from the inner one.
+        let cut = frame.orig_len.saturating_sub(frame.data.len() as u32);
+        let inner_frame = Frame {
+            ts: frame.ts,
+            iface: frame.iface,
+            link: Linktype(linktype),
+            orig_len: (bytes.len() as u32).saturating_add(cut),
+            data: bytes,
+        };
+        self.decode_at(&inner_frame, depth + 1, stats, log)
     }
 
     /// The common case (untagged Ethernet, IPv4 without fragmentation, TCP, nothing
@@ -726,6 +813,16 @@ fn transport_of<'a>(
             Transport::Other(p)
         }
     }
+}
+
+/// The payload of an unfragmented IP packet of protocol GRE (47).
+fn gre_payload<'a>(sliced: &LaxSlicedPacket<'a>) -> Option<&'a [u8]> {
+    let payload = match &sliced.net {
+        Some(LaxNetSlice::Ipv4(ip)) => ip.payload(),
+        Some(LaxNetSlice::Ipv6(ip)) => ip.payload(),
+        _ => return None,
+    };
+    (payload.ip_number == IpNumber::GRE && !payload.fragmented).then_some(payload.payload)
 }
 
 fn ether_payload(protocol: u16, payload: &[u8]) -> Option<LaxSlicedPacket<'_>> {

@@ -190,12 +190,22 @@ fn ipv4_fragments_reassemble_into_tcp() {
 
 proptest! {
     #[test]
-    fn arbitrary_bytes_never_panic(link in prop::sample::select(vec![0, 1, 12, 101, 108, 113, 228, 229, 276]),
+    fn arbitrary_bytes_never_panic(link in prop::sample::select(vec![0, 1, 12, 101, 108, 113, 228, 229, 239, 276]),
                                    data in prop::collection::vec(any::<u8>(), 0..200)) {
         let mut d = Decoder::new();
         let mut stats = Stats::default();
         let f = frame(link, &data);
         let _ = d.decode(&f, &mut stats, &mut AnomalyLog::default());
+    }
+
+    /// ERSPAN type III around a TCP segment, one byte changed and cut anywhere.
+    #[test]
+    fn mutated_erspan_never_panics(pos in 0usize..120, byte in any::<u8>(), cut in 0usize..120) {
+        let mut pkt = gre_wrap(&[0x10, 0, 0x22, 0xeb, 0, 0, 0, 1, 0x20, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0], &eth_tcp(b"GET /x HTTP/1.1\r\n\r\n"));
+        let p = pos % pkt.len();
+        pkt[p] = byte;
+        let len = pkt.len().saturating_sub(cut);
+        let _ = decode_one(1, &pkt[..len]);
     }
 
     #[test]
@@ -276,4 +286,63 @@ fn ipv6_fragment_is_found_behind_other_extension_headers() {
     // A header cut short ends the walk with what was found before it.
     assert_eq!(ipv6_fragment(Some(IpNumber(60)), &exts[..12]), None);
     assert_eq!(ipv6_fragment(None, &exts), None);
+}
+
+/// An Ethernet/IPv4 frame of protocol GRE carrying `header` then `inner`.
+fn gre_wrap(header: &[u8], inner: &[u8]) -> Vec<u8> {
+    let mut payload = header.to_vec();
+    payload.extend_from_slice(inner);
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2([1, 1, 1, 1, 1, 1], [2, 2, 2, 2, 2, 2])
+        .ipv4([192, 0, 2, 1], [192, 0, 2, 2], 64)
+        .write(&mut out, IpNumber::GRE, &payload)
+        .unwrap();
+    out
+}
+
+#[test]
+fn erspan_ii_yields_the_inner_segment() {
+    let inner = eth_tcp(b"GET /mirrored HTTP/1.1\r\n\r\n");
+    let pkt = gre_wrap(
+        &[0x10, 0, 0x88, 0xbe, 0, 0, 0, 1, 0x10, 0, 0, 7, 0, 0, 0, 1],
+        &inner,
+    );
+    let (tcp, stats) = decode_one(1, &pkt);
+    let (src, dst, _, dp, payload, _) = tcp.unwrap();
+    assert_eq!(
+        (src.to_string(), dst.to_string(), dp),
+        ("198.18.0.2".into(), "198.18.1.231".into(), 8000)
+    );
+    assert_eq!(payload, b"GET /mirrored HTTP/1.1\r\n\r\n");
+    assert_eq!(
+        (stats.gre_decapsulated, stats.ipv4, stats.tunnel_malformed),
+        (1, 2, 0)
+    );
+}
+
+#[test]
+fn gre_nested_too_deep_is_counted() {
+    // Plain GRE (protocol 0x6558, bridged Ethernet) around itself six times.
+    let mut pkt = eth_tcp(b"GET / HTTP/1.1\r\n\r\n");
+    for _ in 0..6 {
+        pkt = gre_wrap(&[0, 0, 0x65, 0x58], &pkt);
+    }
+    let (tcp, stats) = decode_one(1, &pkt);
+    assert!(tcp.is_none());
+    assert_eq!((stats.gre_decapsulated, stats.tunnel_malformed), (4, 1));
+    // A snaplen cut of the outer frame reaches the inner one.
+    let pkt = gre_wrap(&[0, 0, 0x65, 0x58], &eth_tcp(b"GET / HTTP/1.1\r\n\r\n"));
+    let mut d = Decoder::new();
+    let mut stats = Stats::default();
+    let mut f = frame(1, &pkt[..pkt.len() - 10]);
+    f.orig_len = pkt.len() as u32;
+    let out = d.decode(&f, &mut stats, &mut AnomalyLog::default());
+    let Network::Ip(IpPacket {
+        transport: Transport::Tcp(t),
+        ..
+    }) = out.net
+    else {
+        panic!("no TCP inside")
+    };
+    assert_eq!(t.missing, 10);
 }

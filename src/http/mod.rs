@@ -9,11 +9,16 @@
 //! Interim 1xx responses are attached to their request; 101 and CONNECT end HTTP on
 //! the connection.
 //!
+//! A connection that starts with a SOCKS 4/4a/5 handshake ([`socks`]) is HTTP after
+//! it: the handshake is let through in each direction and its target recorded in
+//! [`HttpTransaction::socks_target`].
+//!
 //! Memory per connection is bounded: header blocks by [`MAX_HEADER_BLOCK`], kept
 //! headers by [`MAX_KEPT_HEADERS`] and [`MAX_HEADER_VALUE`], and requests awaiting a
 //! response by [`MAX_PENDING_REQUESTS`].
 
 mod parse;
+pub mod socks;
 
 use crate::anomaly::{AnomalyLog, Stats};
 use crate::tcp::{ConnMeta, Dir, End, StreamPos, StreamSink, VantageId};
@@ -270,6 +275,10 @@ pub struct HttpTransaction {
     /// Empty unless the pipeline keeps segments for diagrams
     /// (`PipelineConfig::keep_segments`).
     pub segments: Vec<crate::tcp::SegmentSummary>,
+    /// The target (`host:port`) a SOCKS client asked its proxy to connect to, when
+    /// the connection began with a SOCKS handshake: the destination the request
+    /// meant, while `server` is the proxy.
+    pub socks_target: Option<String>,
 }
 
 /// Requests awaiting their response, with the interim statuses received so far.
@@ -287,6 +296,9 @@ pub struct HttpConn {
     emitted: u32,
     /// Whether a segment was seen in each direction (indexed by [`Dir`]).
     seen: [bool; 2],
+    /// The SOCKS handshake in front of HTTP, when the connection starts with one
+    /// (boxed: rare, and the connection table holds an `HttpConn` per connection).
+    socks: Option<Box<socks::Handshake>>,
 }
 
 /// How long a request on a connection whose other direction was never seen holds
@@ -432,7 +444,15 @@ impl HttpAnalyzer {
         let swapped = conn.swapped.unwrap_or(false);
         while let Some((req, interim)) = conn.pending.pop_front() {
             self.stats.http_pending_one_way += 1;
-            self.emit(meta, swapped, &mut conn.emitted, Some(req), None, interim);
+            self.emit(
+                meta,
+                swapped,
+                &mut conn.emitted,
+                Some(req),
+                None,
+                interim,
+                target(&conn.socks),
+            );
         }
         self.one_way_conns.remove(&meta.id);
     }
@@ -446,12 +466,14 @@ impl HttpAnalyzer {
         request: Option<Request>,
         response: Option<Response>,
         interim: Vec<u16>,
+        socks_target: Option<&str>,
     ) {
         let (client, server) = if swapped {
             (meta.server, meta.client)
         } else {
             (meta.client, meta.server)
         };
+        let socks_target = socks_target.map(str::to_string);
         let (conn_seq, conn_ttl) = if swapped {
             (
                 [meta.first_seq[1], meta.first_seq[0]],
@@ -491,6 +513,7 @@ impl HttpAnalyzer {
             conn_ttl,
             handshake: meta.handshake,
             segments: Vec::new(),
+            socks_target,
         });
         self.next_id += 1;
     }
@@ -507,12 +530,28 @@ impl HttpAnalyzer {
                         // client sent the next request, so the earlier ones are done as
                         // far as this capture point can tell.
                         while let Some((old, interim)) = conn.pending.pop_front() {
-                            self.emit(meta, swapped, &mut conn.emitted, Some(old), None, interim);
+                            self.emit(
+                                meta,
+                                swapped,
+                                &mut conn.emitted,
+                                Some(old),
+                                None,
+                                interim,
+                                target(&conn.socks),
+                            );
                         }
                     }
                     if conn.pending.len() >= MAX_PENDING_REQUESTS {
                         let (old, interim) = conn.pending.pop_front().expect("non-empty");
-                        self.emit(meta, swapped, &mut conn.emitted, Some(old), None, interim);
+                        self.emit(
+                            meta,
+                            swapped,
+                            &mut conn.emitted,
+                            Some(old),
+                            None,
+                            interim,
+                            target(&conn.socks),
+                        );
                     }
                     let index = conn.emitted + conn.pending.len() as u32;
                     let key = (req.first_ts, meta.id, index);
@@ -557,7 +596,15 @@ impl HttpAnalyzer {
                     };
                     let connect_ok = req.as_ref().is_some_and(|r| r.method == "CONNECT")
                         && (200..300).contains(&resp.status);
-                    self.emit(meta, swapped, &mut conn.emitted, req, Some(resp), interim);
+                    self.emit(
+                        meta,
+                        swapped,
+                        &mut conn.emitted,
+                        req,
+                        Some(resp),
+                        interim,
+                        target(&conn.socks),
+                    );
                     if upgrade || connect_ok {
                         self.stats.http_upgrades += 1;
                         conn.upgraded = true;
@@ -585,6 +632,7 @@ impl StreamSink for HttpAnalyzer {
             upgraded: false,
             emitted: 0,
             seen: meta.first_seq.map(|s| s.is_some()),
+            socks: None,
         }
     }
 
@@ -619,6 +667,11 @@ impl StreamSink for HttpAnalyzer {
         if conn.upgraded {
             return false;
         }
+        let (data, pos) = match self.through_socks(conn, dir, ts, data, pos) {
+            SocksGate::Http(data, pos) => (data, pos),
+            SocksGate::Hold => return true,
+            SocksGate::Stop => return false,
+        };
         if conn.swapped.is_none() {
             // The first bytes decide which side speaks requests.
             let looks_like_response = data.starts_with(b"HTTP/");
@@ -650,6 +703,10 @@ impl StreamSink for HttpAnalyzer {
     }
 
     fn gap(&mut self, conn: &mut HttpConn, meta: &ConnMeta, dir: Dir, ts: Ts, len: u64) {
+        if let Some(h) = conn.socks.as_mut() {
+            // A handshake cut by a gap cannot be followed; HTTP resynchronises after.
+            h.sides[dir as usize].give_up();
+        }
         let mut events = Vec::new();
         conn.parsers[dir as usize].gap(ts, len, &conn.pending, &mut self.stats, &mut events);
         if !events.is_empty() {
@@ -701,9 +758,96 @@ impl StreamSink for HttpAnalyzer {
         }
         let swapped = conn.swapped.unwrap_or(false);
         while let Some((req, interim)) = conn.pending.pop_front() {
-            self.emit(meta, swapped, &mut conn.emitted, Some(req), None, interim);
+            self.emit(
+                meta,
+                swapped,
+                &mut conn.emitted,
+                Some(req),
+                None,
+                interim,
+                target(&conn.socks),
+            );
         }
     }
+}
+
+/// What a direction's bytes are with respect to a SOCKS handshake.
+enum SocksGate<'d> {
+    /// HTTP bytes (after the handshake, or no handshake), starting at this position.
+    Http(&'d [u8], StreamPos),
+    /// All handshake: nothing for HTTP yet.
+    Hold,
+    /// The handshake failed: no HTTP on this connection.
+    Stop,
+}
+
+impl HttpAnalyzer {
+    /// Lets a SOCKS handshake at the start of a connection through: detects it in
+    /// the client's first bytes, consumes each direction's part of it, and passes
+    /// on what follows.
+    fn through_socks<'d>(
+        &mut self,
+        conn: &mut HttpConn,
+        dir: Dir,
+        ts: Ts,
+        data: &'d [u8],
+        pos: StreamPos,
+    ) -> SocksGate<'d> {
+        if conn.socks.is_none() {
+            if conn.swapped.is_some() || dir != Dir::ToServer || !socks::starts_handshake(data) {
+                return SocksGate::Http(data, pos);
+            }
+            self.stats.socks_handshakes += 1;
+            conn.socks = Some(Box::new(socks::Handshake::new(data[0])));
+            conn.swapped = Some(false);
+        }
+        let Some(h) = conn.socks.as_mut() else {
+            return SocksGate::Http(data, pos);
+        };
+        let version = h.version;
+        let side = &mut h.sides[dir as usize];
+        if side.done {
+            return SocksGate::Http(data, pos);
+        }
+        let fed = match dir {
+            Dir::ToServer => side.feed(data, socks::client),
+            Dir::ToClient => side.feed(data, |b| socks::server(version, b)),
+        };
+        match fed {
+            socks::Fed::Consumed => SocksGate::Hold,
+            socks::Fed::Rest(used, target) => {
+                if target.is_some() {
+                    h.target = target;
+                }
+                let rest = &data[used..];
+                if rest.is_empty() {
+                    return SocksGate::Hold;
+                }
+                let pos = StreamPos {
+                    seq: pos.seq.wrapping_add(used as u32),
+                    ack: pos.ack,
+                };
+                SocksGate::Http(rest, pos)
+            }
+            socks::Fed::Refused(why) => {
+                self.stats.socks_refused += 1;
+                self.log
+                    .push("socks_refused", ts, || format!("SOCKS {version}: {why}"));
+                for s in &mut h.sides {
+                    s.give_up();
+                }
+                for p in &mut conn.parsers {
+                    p.stop();
+                }
+                SocksGate::Stop
+            }
+        }
+    }
+}
+
+/// The SOCKS target of a connection, if it began with a SOCKS handshake.
+fn target(socks: &Option<Box<socks::Handshake>>) -> Option<&str> {
+    socks.as_ref().and_then(|s| s.target.as_deref())
 }
 
 /// One request fewer waiting on connection `conn`.

@@ -853,6 +853,47 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
     u64::from_str_radix(text, 16).ok()
 }
 
+/// Methods a request line cut by the end of a chunk may start with (see
+/// [`starts_long_request_line`]).
+const KNOWN_METHODS: &[&[u8]] = &[
+    b"GET",
+    b"POST",
+    b"PUT",
+    b"HEAD",
+    b"DELETE",
+    b"OPTIONS",
+    b"PATCH",
+    b"CONNECT",
+    b"TRACE",
+    b"PROPFIND",
+    b"PROPPATCH",
+    b"MKCOL",
+    b"COPY",
+    b"MOVE",
+    b"LOCK",
+    b"UNLOCK",
+    b"REPORT",
+    b"SEARCH",
+];
+
+/// Whether `rest`, a line with no end in this chunk, starts a request: a known method,
+/// a space and the first byte of a request target (`/`, `*` or an absolute URI).
+///
+/// After a gap the parser looks for a complete request line with its ` HTTP/1.`; a
+/// request whose URI is longer than a segment has no such line in the first
+/// segment after the gap, and was skipped with its whole message (found with the
+/// corpus: `http/zero-length-bodies-with-drops.pcap` with one more client segment
+/// dropped, where tshark still reports the next request). The header parser that
+/// takes over confirms it or resynchronises again.
+fn starts_long_request_line(rest: &[u8]) -> bool {
+    KNOWN_METHODS.iter().any(|m| {
+        rest.len() > m.len() + 1
+            && rest.starts_with(m)
+            && rest[m.len()] == b' '
+            && matches!(rest[m.len() + 1], b'/' | b'*' | b'h')
+    })
+}
+
 /// Finds the start of a line that begins a message of `role` (after lost framing).
 fn find_message_start(role: Role, data: &[u8]) -> Option<usize> {
     let starts = std::iter::once(0).chain(
@@ -868,11 +909,13 @@ fn find_message_start(role: Role, data: &[u8]) -> Option<usize> {
         }
         let ok = match role {
             Role::Response => rest.starts_with(b"HTTP/1."),
-            Role::Request => {
-                let line_end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
-                let line = &rest[..line_end];
-                looks_like_request(line) && line.windows(8).any(|w| w == b" HTTP/1.")
-            }
+            Role::Request => match rest.iter().position(|b| *b == b'\n') {
+                Some(line_end) => {
+                    let line = &rest[..line_end];
+                    looks_like_request(line) && line.windows(8).any(|w| w == b" HTTP/1.")
+                }
+                None => starts_long_request_line(rest),
+            },
         };
         if ok {
             return Some(at);
@@ -911,5 +954,14 @@ mod tests {
             Some(3)
         );
         assert_eq!(find_message_start(Role::Response, b"no start here"), None);
+        // A request line cut by the end of the chunk: a known method and a target.
+        assert_eq!(
+            find_message_start(Role::Request, b"xx\nGET /very-long"),
+            Some(3)
+        );
+        assert_eq!(find_message_start(Role::Request, b"GET http://h/"), Some(0));
+        assert_eq!(find_message_start(Role::Request, b"GETS /x"), None);
+        assert_eq!(find_message_start(Role::Request, b"GET "), None);
+        assert_eq!(find_message_start(Role::Request, b"FOO /x"), None);
     }
 }

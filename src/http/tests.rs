@@ -537,3 +537,48 @@ fn silent_connection_releases_its_request_acknowledged_one_waits() {
         }
     }
 }
+
+/// After a gap, a request whose request line is longer than the segment that starts
+/// it (a long URI) is still found: its first segment has no ` HTTP/1.` to check.
+#[test]
+fn gap_then_request_line_longer_than_a_segment() {
+    let mut a = HttpAnalyzer::new();
+    let m = meta();
+    let mut c = a.open(&m);
+    a.data(
+        &mut c,
+        &m,
+        C,
+        Ts(1),
+        b"GET /a HTTP/1.1\r\n\r\n",
+        StreamPos::default(),
+    );
+    a.data(
+        &mut c,
+        &m,
+        S,
+        Ts(2),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        StreamPos::default(),
+    );
+    a.gap(&mut c, &m, C, Ts(3), 1200);
+    let uri = format!("/long?{}", "x".repeat(3000));
+    let line = format!("GET {uri} HTTP/1.1\r\nHost: h\r\n\r\n");
+    for (i, part) in line.as_bytes().chunks(1000).enumerate() {
+        a.data(&mut c, &m, C, Ts(4 + i as i64), part, StreamPos::default());
+    }
+    a.data(
+        &mut c,
+        &m,
+        S,
+        Ts(9),
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        StreamPos::default(),
+    );
+    a.close(c, &m, Ts(10));
+    let s: Vec<_> = a.completed.iter().map(summary).collect();
+    assert_eq!(
+        s,
+        vec!["GET /a -> 200".to_string(), format!("GET {uri} -> 204")]
+    );
+}

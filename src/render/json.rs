@@ -70,6 +70,10 @@ pub(super) fn write_record(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
     option(out, rec.response_body_bytes, integer);
     out.extend_from_slice(b",\"incomplete\":");
     out.extend_from_slice(if rec.incomplete { b"true" } else { b"false" });
+    if let Some(target) = rec.socks_target {
+        out.extend_from_slice(b",\"socks_target\":");
+        string(out, target);
+    }
     if let Some(h) = rec.request_headers {
         out.extend_from_slice(b",\"request_headers\":");
         serde(out, h);
@@ -246,6 +250,8 @@ mod tests {
             handshake: Default::default(),
             conn_ttl: [None, None],
             segments: Vec::new(),
+            // Present on some: a SOCKS target with text to escape now and then.
+            socks_target: (times[2] % 3 == 0).then(|| format!("{host}:1080")),
         }
     }
 

@@ -18,7 +18,9 @@
 //! statuses), `request_ts`, `request_end_ts`, `response_ts`, `response_end_ts` (epoch
 //! seconds, microsecond precision; null when absent), `duration_ms` (first request byte
 //! to last response byte), `request_body_bytes`, `response_body_bytes`, `incomplete`
-//! (part of a message was missing from the capture), and with `--headers`,
+//! (part of a message was missing from the capture), `socks_target` (only on a
+//! connection that began with a SOCKS handshake: the `host:port` the client asked the
+//! proxy for, while `server` is the proxy), and with `--headers`,
 //! `request_headers` and `response_headers` as `[name, value]` pairs.
 //!
 //! `--format jsonl` writes each transaction record as one line with `"type":
@@ -88,6 +90,8 @@ pub struct TransactionRecord<'a> {
     response_body_bytes: Option<u64>,
     incomplete: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    socks_target: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     request_headers: Option<&'a Headers>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_headers: Option<&'a Headers>,
@@ -128,6 +132,7 @@ impl<'a> TransactionRecord<'a> {
             request_body_bytes: req.map(|r| r.body_bytes),
             response_body_bytes: resp.map(|r| r.body_bytes),
             incomplete: req.is_some_and(|r| r.incomplete) || resp.is_some_and(|r| r.incomplete),
+            socks_target: t.socks_target.as_deref(),
             request_headers: headers.then(|| req.map(|r| &r.headers)).flatten(),
             response_headers: headers.then(|| resp.map(|r| &r.headers)).flatten(),
         }
@@ -256,9 +261,13 @@ impl<W: Write> Writer<W> {
         };
         writeln!(
             self.out,
-            "{ts}  {} -> {}  {} {}  {status}  {duration}  [{} {}]{}",
+            "{ts}  {} -> {}{}  {} {}  {status}  {duration}  [{} {}]{}",
             t.client,
             t.server,
+            match &t.socks_target {
+                Some(target) => format!(" (SOCKS to {})", sanitize(target)),
+                None => String::new(),
+            },
             sanitize(req.map(|r| r.method.as_str()).unwrap_or("-")),
             sanitize(req.map(|r| r.uri.as_str()).unwrap_or("-")),
             sanitize(&v.file),

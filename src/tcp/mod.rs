@@ -239,6 +239,16 @@ impl<C> Conn<C> {
     fn closed(&self) -> bool {
         self.reset || (self.halves[0].finished() && self.halves[1].finished())
     }
+
+    /// Whether the connection is a handshake that never completed: a SYN, perhaps a
+    /// SYN-ACK, but no client ACK after it and no byte in either direction (what a
+    /// SYN flood leaves behind).
+    fn half_open(&self) -> bool {
+        self.meta.syn_seen
+            && self.meta.handshake.ack.is_none()
+            && self.halves[0].delivered == 0
+            && self.halves[1].delivered == 0
+    }
 }
 
 /// Limits of the connection table.
@@ -263,11 +273,22 @@ impl Default for TcpConfig {
 }
 
 /// The connection table.
+///
+/// When it is full, a new connection takes the place of the oldest half-open one
+/// (a handshake that never completed, counted in `tcp_evicted_half_open`): a SYN
+/// flood then evicts its own SYNs, and the real connections around it, which
+/// complete their handshakes, keep being tracked. Only when no half-open
+/// connection is left is a new connection refused (`tcp_untracked`).
 pub struct TcpTable<C> {
     conns: FxHashMap<FlowKey, Conn<C>>,
     next_id: u64,
     config: TcpConfig,
     last_sweep: Ts,
+    /// Connections opened by a SYN, oldest first, as (key, id): the eviction
+    /// candidates. Entries whose connection is gone or no longer half-open are
+    /// skipped when met, and dropped in a compaction when the queue outgrows the
+    /// table, so it holds at most about twice as many entries as the table.
+    syn_order: std::collections::VecDeque<(FlowKey, u64)>,
 }
 
 impl<C> TcpTable<C> {
@@ -278,6 +299,50 @@ impl<C> TcpTable<C> {
             next_id: 0,
             config,
             last_sweep: Ts(i64::MIN),
+            syn_order: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Frees the oldest half-open connection; false when there is none.
+    fn evict_half_open<S: StreamSink<Conn = C>>(
+        &mut self,
+        sink: &mut S,
+        ts: Ts,
+        stats: &mut Stats,
+        log: &mut AnomalyLog,
+    ) -> bool {
+        while let Some((key, id)) = self.syn_order.pop_front() {
+            let Some(conn) = self.conns.get(&key) else {
+                continue;
+            };
+            if conn.meta.id != id || !conn.half_open() {
+                continue;
+            }
+            let conn = self.conns.remove(&key).expect("present");
+            stats.tcp_evicted_half_open += 1;
+            log.push("tcp_evicted_half_open", ts, || {
+                format!(
+                    "{} -> {}: half-open connection evicted, the table is full ({} connections)",
+                    conn.meta.client, conn.meta.server, self.config.max_connections
+                )
+            });
+            close(sink, conn, ts, stats);
+            return true;
+        }
+        false
+    }
+
+    /// Notes a connection opened by a SYN as an eviction candidate, keeping the
+    /// queue within about twice the table's size.
+    fn note_syn(&mut self, key: FlowKey, id: u64) {
+        self.syn_order.push_back((key, id));
+        if self.syn_order.len() > 2 * self.conns.len() + 1024 {
+            let conns = &self.conns;
+            self.syn_order.retain(|(k, id)| {
+                conns
+                    .get(k)
+                    .is_some_and(|c| c.meta.id == *id && c.half_open())
+            });
         }
     }
 
@@ -354,7 +419,9 @@ impl<C> TcpTable<C> {
         if !self.conns.contains_key(&key) {
             if self.conns.len() >= self.config.max_connections {
                 self.sweep(sink, ts, stats);
-                if self.conns.len() >= self.config.max_connections {
+                if self.conns.len() >= self.config.max_connections
+                    && !self.evict_half_open(sink, ts, stats, log)
+                {
                     stats.tcp_untracked += 1;
                     return;
                 }
@@ -376,6 +443,9 @@ impl<C> TcpTable<C> {
             stats.tcp_connections += 1;
             if !meta.syn_seen {
                 stats.tcp_midstream += 1;
+            }
+            if meta.syn_seen {
+                self.note_syn(key, meta.id);
             }
             let state = sink.open(&meta);
             self.conns.insert(

@@ -7,6 +7,17 @@
 //! the stream moves on) when the peer has acknowledged data past it (so the capture
 //! missed it, it will never be retransmitted), when the buffer is full, or when the
 //! connection ends.
+//!
+//! Overlaps are first-wins: the bytes that reached the capture point first are the
+//! ones delivered, and later copies only add what lies beyond them. When a later
+//! copy disagrees with the first, the hosts' own policies (first-wins or last-wins,
+//! depending on the stack and on where the data sat) may have read something else
+//! than flowtrace: that is counted in `tcp_conflicting_overlaps`. It is checked
+//! byte for byte between segments buffered ahead of a hole, and for a retransmission
+//! of delivered data against the fingerprints of the last [`RECENT_SEGMENTS`]
+//! segments delivered (same sequence number and length: a retransmission cut
+//! differently from its original is not compared; the fingerprint covers a
+//! segment's two ends, see [`fingerprint`]).
 
 use super::SeqNumber;
 use crate::anomaly::Stats;
@@ -15,6 +26,62 @@ use crate::anomaly::Stats;
 pub const MAX_BUFFERED_BYTES: usize = 256 << 10;
 /// Segments a direction may buffer ahead of a hole.
 pub const MAX_BUFFERED_SEGMENTS: usize = 128;
+/// Delivered segments whose fingerprint a direction keeps, to compare
+/// retransmissions with (12 bytes each).
+pub const RECENT_SEGMENTS: usize = 4;
+
+/// A delivered segment: where it sat and a fingerprint of its bytes.
+#[derive(Debug, Default, Clone, Copy)]
+struct Recent {
+    seq: u32,
+    len: u32,
+    fingerprint: u32,
+}
+
+/// Bytes at each end of a segment that its fingerprint covers.
+const FINGERPRINT_EDGE: usize = 32;
+
+/// A 32-bit fingerprint of a segment: its length and its first and last
+/// [`FINGERPRINT_EDGE`] bytes (all of it when shorter than both), hashed by four
+/// add-rotate lanes folded by a multiply.
+///
+/// Why not every byte: flowtrace otherwise never reads body bytes (HTTP bodies are
+/// counted, not scanned), and hashing all of a full-size segment measured 73-95 ns,
+/// about 6 % of the time to read a bulk-transfer capture (docs/hostile.md); the ends
+/// cost a few ns. A conflicting copy differs at its start in the cases seen (another
+/// request line, other headers, an evasion tool's filler); a change confined to the
+/// middle of a segment longer than 64 bytes is not detected. Each lane step is a
+/// bijection of its state, so any change within the covered bytes that is confined to
+/// one 8-byte word always changes the fingerprint. Not cryptographic.
+fn fingerprint(b: &[u8]) -> u32 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut lanes = [b.len() as u64, K, K.rotate_left(16), K.rotate_left(32)];
+    // Words in turn to the four lanes; a last partial word zero-padded.
+    let mut add = |part: &[u8]| {
+        let mut words = part.chunks_exact(8);
+        for (i, w) in (&mut words).enumerate() {
+            let lane = &mut lanes[i % 4];
+            let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
+            *lane = lane.wrapping_add(w).rotate_left(1);
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            lanes[(part.len() / 8) % 4] ^= u64::from_le_bytes(last);
+        }
+    };
+    if b.len() <= 2 * FINGERPRINT_EDGE {
+        add(b);
+    } else {
+        add(&b[..FINGERPRINT_EDGE]);
+        add(&b[b.len() - FINGERPRINT_EDGE..]);
+    }
+    let h = lanes
+        .iter()
+        .fold(0u64, |h, l| (h ^ l).wrapping_mul(K).rotate_left(27));
+    (h >> 32) as u32 ^ h as u32
+}
 
 /// Where delivered bytes sat on the wire: the sequence number of their first byte
 /// and the acknowledgement number of the segment that carried them. NAT changes
@@ -67,6 +134,9 @@ pub struct HalfStream {
     pending_bytes: usize,
     /// Bytes delivered (data and gaps).
     pub delivered: u64,
+    /// The last delivered segments, to compare retransmissions with (a ring).
+    recent: [Recent; RECENT_SEGMENTS],
+    recent_next: u8,
 }
 
 impl HalfStream {
@@ -104,6 +174,9 @@ impl HalfStream {
             let rel = seq - next;
             if rel as i64 + len as i64 <= 0 {
                 stats.tcp_retransmitted += 1;
+                if missing == 0 && self.conflicts_with_recent(seq, payload) {
+                    stats.tcp_conflicting_overlaps += 1;
+                }
             } else if rel <= 0 {
                 if rel < 0 {
                     stats.tcp_overlapping += 1;
@@ -117,7 +190,7 @@ impl HalfStream {
                 self.drain(stats, emit);
             } else {
                 stats.tcp_out_of_order += 1;
-                self.buffer(seq, ack, payload, missing);
+                self.buffer(seq, ack, payload, missing, stats);
                 if self.pending_bytes > MAX_BUFFERED_BYTES
                     || self.pending.len() > MAX_BUFFERED_SEGMENTS
                 {
@@ -174,9 +247,50 @@ impl HalfStream {
         self.check_fin(emit);
     }
 
-    fn buffer(&mut self, seq: SeqNumber, ack: u32, payload: &[u8], missing: u32) {
-        let at = self.pending.partition_point(|p| p.seq - seq < 0);
-        if let Some(p) = self.pending.get(at) {
+    /// Whether `payload` at `seq` repeats a recently delivered segment (same
+    /// sequence number and length) with other bytes.
+    fn conflicts_with_recent(&self, seq: SeqNumber, payload: &[u8]) -> bool {
+        let len = payload.len() as u32;
+        len > 0
+            && self
+                .recent
+                .iter()
+                .any(|r| r.seq == seq.0 && r.len == len && r.fingerprint != fingerprint(payload))
+    }
+
+    /// Whether `payload` at `seq` disagrees with a buffered segment where they
+    /// overlap (both are in hand: compared byte for byte).
+    fn conflicts_with_pending(&self, seq: SeqNumber, payload: &[u8]) -> bool {
+        let end = seq + payload.len() as u32;
+        self.pending.iter().any(|p| {
+            let p_end = p.seq + p.data.len() as u32;
+            if end - p.seq <= 0 || p_end - seq <= 0 {
+                return false;
+            }
+            let from = if seq - p.seq > 0 { seq } else { p.seq };
+            let to = if end - p_end < 0 { end } else { p_end };
+            let n = (to - from).max(0) as usize;
+            let a = (from - seq) as usize;
+            let b = (from - p.seq) as usize;
+            payload.get(a..a + n) != p.data.get(b..b + n)
+        })
+    }
+
+    fn buffer(
+        &mut self,
+        seq: SeqNumber,
+        ack: u32,
+        payload: &[u8],
+        missing: u32,
+        stats: &mut Stats,
+    ) {
+        if self.conflicts_with_pending(seq, payload) {
+            stats.tcp_conflicting_overlaps += 1;
+        }
+        // After the segments buffered at the same sequence number: the first copy
+        // is delivered first (first-wins).
+        let at = self.pending.partition_point(|p| p.seq - seq <= 0);
+        if let Some(p) = at.checked_sub(1).and_then(|i| self.pending.get(i)) {
             if p.seq == seq && p.data.len() + p.missing as usize >= payload.len() + missing as usize
             {
                 return; // a retransmission of a buffered segment
@@ -234,6 +348,15 @@ impl HalfStream {
                 seq: (seq + skip as u32).0,
                 ack,
             };
+            if skip == 0 {
+                let slot = usize::from(self.recent_next) % RECENT_SEGMENTS;
+                self.recent[slot] = Recent {
+                    seq: seq.0,
+                    len: payload.len() as u32,
+                    fingerprint: fingerprint(payload),
+                };
+                self.recent_next = self.recent_next.wrapping_add(1);
+            }
             emit(StreamEvent::Data(&payload[skip..], pos));
         }
         let missing_left = (total - skip).min(missing as usize) as u64;
@@ -350,6 +473,84 @@ mod tests {
         ]);
         assert_eq!(ev, vec![Ev::D(b"abcdef".to_vec())]);
         assert_eq!((stats.tcp_retransmitted, stats.tcp_overlapping), (1, 1));
+    }
+
+    /// A retransmission with other bytes than the delivered original is counted;
+    /// an identical one is not; the first copy is what was delivered.
+    #[test]
+    fn conflicting_retransmission_is_counted_first_wins() {
+        let (ev, stats) = run(&[
+            (0, true, false, b""),
+            (1, false, false, b"GET /a HTTP/1.1"),
+            (16, false, false, b"\r\n\r\n"),
+            (1, false, false, b"GET /a HTTP/1.1"),
+            (1, false, false, b"GET /b HTTP/1.1"),
+        ]);
+        assert_eq!(ev, vec![Ev::D(b"GET /a HTTP/1.1\r\n\r\n".to_vec())]);
+        assert_eq!(
+            (stats.tcp_retransmitted, stats.tcp_conflicting_overlaps),
+            (2, 1)
+        );
+    }
+
+    /// Segments buffered ahead of a hole that overlap with different bytes are
+    /// compared byte for byte; the first to arrive is delivered.
+    #[test]
+    fn conflicting_buffered_overlap_is_counted_first_wins() {
+        let (ev, stats) = run(&[
+            (0, true, false, b""),
+            (5, false, false, b"efgh"),
+            (5, false, false, b"EFGHIJ"),
+            (7, false, false, b"ghij"),
+            (1, false, false, b"abcd"),
+        ]);
+        // `IJ` came before `ij`; `EFGHIJ` and `ghij` each disagree with an earlier copy.
+        assert_eq!(ev, vec![Ev::D(b"abcdefghIJ".to_vec())]);
+        assert_eq!(stats.tcp_conflicting_overlaps, 2);
+        // The same overlaps with agreeing bytes count nothing.
+        let (ev, stats) = run(&[
+            (0, true, false, b""),
+            (5, false, false, b"efgh"),
+            (5, false, false, b"efghij"),
+            (7, false, false, b"ghij"),
+            (1, false, false, b"abcd"),
+        ]);
+        assert_eq!(ev, vec![Ev::D(b"abcdefghij".to_vec())]);
+        assert_eq!(stats.tcp_conflicting_overlaps, 0);
+    }
+
+    #[test]
+    fn fingerprint_sees_its_edges_and_the_length() {
+        let base = vec![7u8; 1460];
+        let f = fingerprint(&base);
+        for i in [0, 1, 7, 8, 15, 16, 31, 1428, 1443, 1444, 1459] {
+            let mut b = base.clone();
+            b[i] ^= 1;
+            assert_ne!(fingerprint(&b), f, "byte {i}");
+        }
+        assert_ne!(fingerprint(&base[..1459]), f);
+        // Short segments are covered whole.
+        let short = vec![9u8; 60];
+        for i in 0..60 {
+            let mut b = short.clone();
+            b[i] ^= 0x80;
+            assert_ne!(fingerprint(&b), fingerprint(&short), "byte {i}");
+        }
+    }
+    /// How long a full-size segment's fingerprint takes (run with `--ignored
+    /// --nocapture` in release): docs/hostile.md has the figure.
+    #[test]
+    #[ignore]
+    fn fingerprint_cost() {
+        let seg: Vec<u8> = (0..1460u32).map(|i| i as u8).collect();
+        let n = 2_000_000u32;
+        let t = std::time::Instant::now();
+        let mut acc = 0u32;
+        for i in 0..n {
+            acc ^= fingerprint(std::hint::black_box(&seg[..1460 - (i as usize & 1)]));
+        }
+        let ns = t.elapsed().as_nanos() as f64 / f64::from(n);
+        println!("fingerprint of 1460 bytes: {ns:.1} ns ({acc})");
     }
 
     #[test]

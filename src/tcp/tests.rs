@@ -279,3 +279,134 @@ fn seq_number_ordering_wraps() {
     assert_eq!(SeqNumber(u32::MAX) - SeqNumber(5), -6);
     assert_eq!(SeqNumber(u32::MAX) + 2, SeqNumber(1));
 }
+
+/// A full table makes room by evicting half-open connections, oldest first; real
+/// connections (handshake done, or carrying data) are never evicted for it, and a
+/// new connection is refused only when nothing half-open is left.
+#[test]
+fn full_table_evicts_half_open_oldest_first() {
+    let mut t = TcpTable::new(TcpConfig {
+        max_connections: 4,
+        ..TcpConfig::default()
+    });
+    let mut r = Recorder::default();
+    let (mut st, mut log) = (Stats::default(), AnomalyLog::default());
+    let server = ip("198.18.1.231");
+    let mut at = 0;
+    let mut send = |t: &mut TcpTable<()>,
+                    r: &mut Recorder,
+                    st: &mut Stats,
+                    from: &str,
+                    port: u16,
+                    to_server: bool,
+                    seq: u32,
+                    ack: u32,
+                    flags: u8,
+                    data: &[u8]| {
+        at += 1;
+        let (src, dst, sp, dp) = if to_server {
+            (ip(from), server, port, 80)
+        } else {
+            (server, ip(from), 80, port)
+        };
+        t.segment(
+            r,
+            Ts(at),
+            0,
+            src,
+            dst,
+            &seg(sp, dp, seq, ack, flags, data),
+            st,
+            &mut log,
+        );
+    };
+    // A real connection: handshake completed.
+    send(
+        &mut t, &mut r, &mut st, "10.0.0.1", 1000, true, 100, 0, SYN, b"",
+    );
+    send(
+        &mut t,
+        &mut r,
+        &mut st,
+        "10.0.0.1",
+        1000,
+        false,
+        500,
+        101,
+        SYN | ACK,
+        b"",
+    );
+    send(
+        &mut t, &mut r, &mut st, "10.0.0.1", 1000, true, 101, 501, ACK, b"",
+    );
+    // A flood of 50 SYNs (answered by SYN-ACKs, never completed).
+    for i in 0..50u16 {
+        send(
+            &mut t,
+            &mut r,
+            &mut st,
+            "203.0.113.9",
+            2000 + i,
+            true,
+            7,
+            0,
+            SYN,
+            b"",
+        );
+        send(
+            &mut t,
+            &mut r,
+            &mut st,
+            "203.0.113.9",
+            2000 + i,
+            false,
+            9,
+            8,
+            SYN | ACK,
+            b"",
+        );
+    }
+    assert_eq!(t.len(), 4);
+    assert_eq!(st.tcp_evicted_half_open, 47);
+    assert_eq!(st.tcp_untracked, 0);
+    // The oldest SYNs went first: the last three of the flood are the ones left.
+    assert_eq!(r.closed.len(), 47);
+    assert!(r.closed.windows(2).all(|w| w[0] < w[1]));
+    // A second real connection is tracked, and the first still delivers data.
+    send(
+        &mut t, &mut r, &mut st, "10.0.0.2", 1001, true, 300, 0, SYN, b"",
+    );
+    send(
+        &mut t,
+        &mut r,
+        &mut st,
+        "10.0.0.2",
+        1001,
+        false,
+        600,
+        301,
+        SYN | ACK,
+        b"",
+    );
+    send(
+        &mut t, &mut r, &mut st, "10.0.0.2", 1001, true, 301, 601, ACK, b"GET /b",
+    );
+    send(
+        &mut t, &mut r, &mut st, "10.0.0.1", 1000, true, 101, 501, ACK, b"GET /a",
+    );
+    let data: Vec<&str> = r.events.iter().map(|e| e.2.as_str()).collect();
+    assert_eq!(data, vec!["GET /b", "GET /a"]);
+    // Two more real connections fill the table with established ones, after which
+    // nothing half-open is left and a new connection is refused.
+    for (n, port) in [(3u32, 1002u16), (4, 1003)] {
+        let c = format!("10.0.0.{n}");
+        send(&mut t, &mut r, &mut st, &c, port, true, 10, 0, SYN, b"");
+        send(&mut t, &mut r, &mut st, &c, port, true, 11, 0, ACK, b"x");
+    }
+    assert_eq!(st.tcp_untracked, 0);
+    send(
+        &mut t, &mut r, &mut st, "10.0.0.9", 1009, true, 10, 0, SYN, b"",
+    );
+    assert_eq!((st.tcp_untracked, t.len()), (1, 4));
+    assert!(t.syn_order.len() <= 2 * t.len() + 1024);
+}

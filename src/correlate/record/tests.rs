@@ -161,6 +161,7 @@ impl Tx {
             },
             conn_ttl: [self.ttl, None],
             segments: Vec::new(),
+            socks_target: None,
         }
     }
 
