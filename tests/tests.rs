@@ -7,4 +7,5 @@ mod correlate;
 mod diagram;
 mod html;
 mod regression;
+mod remote;
 mod util;
