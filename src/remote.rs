@@ -899,6 +899,10 @@ impl Merger {
     pub fn check_lag(&mut self, wall: i64) -> Vec<HostEvent> {
         let mut events = Vec::new();
         for h in &mut self.hosts {
+            if h.arrival == i64::MIN {
+                // A host that has sent nothing yet: its lag counts from the first look.
+                h.arrival = wall;
+            }
             let silent = !h.finished && wall.saturating_sub(h.arrival) > self.max_host_lag_ns;
             if silent && !h.late {
                 h.late = true;
