@@ -6,6 +6,7 @@ mod corpus;
 mod correlate;
 mod diagram;
 mod html;
+mod nats;
 mod regression;
 mod remote;
 mod util;

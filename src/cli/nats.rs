@@ -554,10 +554,7 @@ fn save_checkpoint(path: &Path, c: &Checkpoint) -> Result<()> {
 }
 
 /// The hosts that announced themselves, in name order, with their interfaces.
-async fn hosts(
-    js: &jetstream::Context,
-    stream: &mut stream::Stream,
-) -> Result<Vec<(String, Option<HostLinks>)>> {
+async fn hosts(stream: &mut stream::Stream) -> Result<Vec<(String, Option<HostLinks>)>> {
     let mut subjects = stream
         .info_with_subjects(HELLO)
         .await
@@ -573,7 +570,6 @@ async fn hosts(
         }
     }
     names.sort();
-    let _ = js;
     let mut out = Vec::new();
     for host in names {
         let links = match stream
@@ -630,7 +626,7 @@ async fn collect_async(
     let mut stream = ensure_stream(&js, &args.nats.stream, 86_400.0).await?;
     let started = Instant::now();
     let hosts = loop {
-        let h = hosts(&js, &mut stream).await?;
+        let h = hosts(&mut stream).await?;
         if !h.is_empty() {
             break h;
         }
