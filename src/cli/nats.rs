@@ -5,7 +5,9 @@
 //! **Stream.** One JetStream stream per deployment (`--stream`, default `FLOWTRACE`)
 //! with subjects per host: `flowtrace.<host>.records` (the envelopes of
 //! `flowtrace::remote`) and `flowtrace.<host>.hello` (the host's interfaces, read by
-//! the collector when it starts). File storage, so records survive a server restart.
+//! the collector when it starts); the first token is the stream's name in lower case,
+//! since two streams on one server may not share subjects. File storage, so records
+//! survive a server restart.
 //!
 //! **Delivery.** The agent publishes one envelope at a time and waits for the
 //! server's acknowledgement; a failed publish is retried with the same `Nats-Msg-Id`,
@@ -72,9 +74,30 @@ pub(crate) struct NatsArgs {
     stream: String,
 }
 
-/// Subjects of the deployment's stream.
-const RECORDS: &str = "flowtrace.*.records";
-const HELLO: &str = "flowtrace.*.hello";
+impl NatsArgs {
+    /// The subjects' first token: the stream's name in lower case (`FLOWTRACE` ->
+    /// `flowtrace.<host>.records`), so that two deployments on one server, whose
+    /// streams may not share subjects, differ by `--stream` alone.
+    fn prefix(&self) -> Result<String> {
+        let name = &self.stream;
+        if name.is_empty()
+            || name.len() > 32
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            bail!(
+                "--stream {:?}: use 1 to 32 letters, digits, '-' or '_'",
+                sanitize(name)
+            );
+        }
+        Ok(name.to_ascii_lowercase())
+    }
+
+    fn subject(&self, host: &str, kind: &str) -> Result<String> {
+        Ok(format!("{}.{host}.{kind}", self.prefix()?))
+    }
+}
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct AgentArgs {
@@ -224,12 +247,13 @@ async fn connect(args: &NatsArgs, name: &str) -> Result<jetstream::Context> {
 /// The deployment's stream, created when missing.
 async fn ensure_stream(
     js: &jetstream::Context,
-    name: &str,
+    args: &NatsArgs,
     retention: f64,
 ) -> Result<stream::Stream> {
+    let name = &args.stream;
     js.get_or_create_stream(stream::Config {
         name: name.to_string(),
-        subjects: vec![RECORDS.into(), HELLO.into()],
+        subjects: vec![args.subject("*", "records")?, args.subject("*", "hello")?],
         storage: stream::StorageType::File,
         max_age: Duration::from_secs_f64(retention),
         // A re-sent envelope (a publish retried after a lost acknowledgement, a
@@ -286,12 +310,13 @@ impl BatchSink for Outbox {
 fn publish_all(
     rt: &tokio::runtime::Runtime,
     js: &jetstream::Context,
+    nats: &NatsArgs,
     rx: Receiver<Envelope>,
     stop: &AtomicBool,
 ) -> Result<u64> {
     let mut sent = 0u64;
     while let Ok(env) = rx.recv() {
-        let subject = format!("flowtrace.{}.records", env.host);
+        let subject = nats.subject(&env.host, "records")?;
         let id = remote::message_id(&env);
         let payload = remote::encode(&env)?;
         let mut delay = Duration::from_millis(100);
@@ -365,14 +390,14 @@ pub(crate) fn agent(args: AgentArgs) -> Result<ExitCode> {
     let rt = runtime()?;
     let js = rt.block_on(async {
         let js = connect(&args.nats, &format!("flowtrace agent {}", args.host)).await?;
-        ensure_stream(&js, &args.nats.stream, args.retention).await?;
+        ensure_stream(&js, &args.nats, args.retention).await?;
         Ok::<_, anyhow::Error>(js)
     })?;
     let (tx, rx) = sync_channel::<Envelope>(args.buffer);
     let dropped = Arc::new(AtomicU64::new(0));
     let max_wait = 30_000_000_000;
     let (sent, dropped_n) = std::thread::scope(|scope| -> Result<(u64, u64)> {
-        let publisher = scope.spawn(|| publish_all(&rt, &js, rx, &stop));
+        let publisher = scope.spawn(|| publish_all(&rt, &js, &args.nats, rx, &stop));
         let captured = (|| -> Result<()> {
             match &args.read {
                 Some(path) => {
@@ -390,7 +415,12 @@ pub(crate) fn agent(args: AgentArgs) -> Result<ExitCode> {
                         max_wait,
                         segments,
                     );
-                    hello(&rt, &js, &batcher_hello(&args.host, run, links.clone()))?;
+                    hello(
+                        &rt,
+                        &js,
+                        &args.nats,
+                        &batcher_hello(&args.host, run, links.clone()),
+                    )?;
                     let txr = tx.clone();
                     let config = PipelineConfig {
                         tcp: TcpConfig {
@@ -450,12 +480,16 @@ fn batcher_hello(host: &str, run: u64, links: Option<HostLinks>) -> Envelope {
 
 /// Publishes the host's interfaces on its hello subject (the collector reads the
 /// latest when it starts).
-fn hello(rt: &tokio::runtime::Runtime, js: &jetstream::Context, env: &Envelope) -> Result<()> {
+fn hello(
+    rt: &tokio::runtime::Runtime,
+    js: &jetstream::Context,
+    nats: &NatsArgs,
+    env: &Envelope,
+) -> Result<()> {
     let payload = remote::encode(env)?;
+    let subject = nats.subject(&env.host, "hello")?;
     rt.block_on(async {
-        js.publish(format!("flowtrace.{}.hello", env.host), payload.into())
-            .await?
-            .await?;
+        js.publish(subject, payload.into()).await?.await?;
         Ok::<_, anyhow::Error>(())
     })
     .context("cannot publish this host's interfaces")
@@ -485,7 +519,12 @@ fn live_agent(
     )?;
     // A live run is new every time: its start names it.
     let run = wall().0 as u64;
-    hello(rt, js, &batcher_hello(&args.host, run, Some(links.clone())))?;
+    hello(
+        rt,
+        js,
+        &args.nats,
+        &batcher_hello(&args.host, run, Some(links.clone())),
+    )?;
     let mut out = Outbox {
         batcher: AgentBatcher::new(&args.host, run, links, 30_000_000_000, segments),
         tx,
@@ -554,16 +593,19 @@ fn save_checkpoint(path: &Path, c: &Checkpoint) -> Result<()> {
 }
 
 /// The hosts that announced themselves, in name order, with their interfaces.
-async fn hosts(stream: &mut stream::Stream) -> Result<Vec<(String, Option<HostLinks>)>> {
+async fn hosts(
+    nats: &NatsArgs,
+    stream: &mut stream::Stream,
+) -> Result<Vec<(String, Option<HostLinks>)>> {
     let mut subjects = stream
-        .info_with_subjects(HELLO)
+        .info_with_subjects(nats.subject("*", "hello")?)
         .await
         .context("cannot list the hosts of the stream")?;
     let mut names = Vec::new();
     while let Some(s) = subjects.next().await {
         let (subject, _) = s.context("cannot list the hosts of the stream")?;
         if let Some(host) = subject
-            .strip_prefix("flowtrace.")
+            .strip_prefix(&format!("{}.", nats.prefix()?))
             .and_then(|s| s.strip_suffix(".hello"))
         {
             names.push(host.to_string());
@@ -573,7 +615,7 @@ async fn hosts(stream: &mut stream::Stream) -> Result<Vec<(String, Option<HostLi
     let mut out = Vec::new();
     for host in names {
         let links = match stream
-            .get_last_raw_message_by_subject(&format!("flowtrace.{host}.hello"))
+            .get_last_raw_message_by_subject(&nats.subject(&host, "hello")?)
             .await
         {
             Ok(m) => match remote::decode(&m.payload) {
@@ -623,10 +665,10 @@ async fn collect_async(
     stop: Arc<AtomicBool>,
 ) -> Result<ExitCode> {
     let js = connect(&args.nats, "flowtrace collect").await?;
-    let mut stream = ensure_stream(&js, &args.nats.stream, 86_400.0).await?;
+    let mut stream = ensure_stream(&js, &args.nats, 86_400.0).await?;
     let started = Instant::now();
     let hosts = loop {
-        let h = hosts(&mut stream).await?;
+        let h = hosts(&args.nats, &mut stream).await?;
         if !h.is_empty() {
             break h;
         }
@@ -696,7 +738,7 @@ async fn collect_async(
     let mut engine = Engine::new(EngineConfig::default(), merger.files(), merger.links());
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
-            filter_subject: RECORDS.into(),
+            filter_subject: args.nats.subject("*", "records")?,
             deliver_policy: jetstream::consumer::DeliverPolicy::All,
             ..Default::default()
         })
