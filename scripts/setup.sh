@@ -6,8 +6,9 @@ set -euo pipefail
 need=()
 # chromium: the tests render every kind of SVG diagram and the HTML report in it (the
 # report test fails without it when scripts/test.sh runs as root); libcap2-bin (setcap):
-# a test grants flowtrace capture capabilities instead of root.
-for pkg in libpcap-dev pkg-config tcpdump chromium libcap2-bin; do
+# a test grants flowtrace capture capabilities instead of root; nats-server: the
+# agent/collect tests (tests/nats.rs) start their own JetStream server.
+for pkg in libpcap-dev pkg-config tcpdump chromium libcap2-bin nats-server; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${FLOWTRACE_BENCH:-0}" = 1 ]; then

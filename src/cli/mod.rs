@@ -3,6 +3,8 @@
 mod html;
 #[cfg(feature = "live")]
 mod live;
+#[cfg(feature = "nats")]
+mod nats;
 mod stream;
 
 use stream::stream_paths;
@@ -44,6 +46,14 @@ enum Command {
     /// Capture on live interfaces and print each request path as it completes.
     #[cfg(feature = "live")]
     Live(live::LiveArgs),
+    /// Capture on this host (or replay a capture file) and publish compact records of
+    /// its HTTP exchanges to NATS JetStream for `flowtrace collect`.
+    #[cfg(feature = "nats")]
+    Agent(nats::AgentArgs),
+    /// Read every agent's records from NATS JetStream and write the request paths
+    /// across all hosts, as `flowtrace pcap --paths` writes them.
+    #[cfg(feature = "nats")]
+    Collect(nats::CollectArgs),
     /// Print a shell completion script (e.g. `flowtrace completions bash >
     /// /etc/bash_completion.d/flowtrace`).
     Completions {
@@ -298,6 +308,10 @@ pub fn run() -> Result<ExitCode> {
         Command::Check(args) => check_cmd(args),
         #[cfg(feature = "live")]
         Command::Live(args) => live::run(args),
+        #[cfg(feature = "nats")]
+        Command::Agent(args) => nats::agent(args),
+        #[cfg(feature = "nats")]
+        Command::Collect(args) => nats::collect(args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "flowtrace", &mut io::stdout().lock());
@@ -682,7 +696,7 @@ pub(crate) fn correlated(args: &CaptureArgs) -> Result<Correlated> {
 /// With `--html` and no choice, the report keeps the packets of the 10 slowest paths
 /// and of the failed ones (at most [`flowtrace::diagram::MAX_PATHS`] in all), so that
 /// the paths a reader opens first have their ladder and swimlanes.
-fn selection(args: &PcapArgs) -> flowtrace::diagram::Selection {
+pub(crate) fn selection(args: &PcapArgs) -> flowtrace::diagram::Selection {
     let nothing_asked =
         args.path_ids.is_empty() && args.uri.is_none() && args.slowest.is_none() && !args.failed;
     if nothing_asked && args.html.is_some() {
@@ -703,8 +717,8 @@ fn selection(args: &PcapArgs) -> flowtrace::diagram::Selection {
 
 /// Draws the paths `keeper` kept and the topology into `dir`, and says which files
 /// it wrote. `tail` gives the address book, the clock offsets and the VIP holders.
-fn draw(
-    args: &PcapArgs,
+pub(crate) fn draw(
+    args: &DrawArgs,
     dir: &std::path::Path,
     keeper: flowtrace::diagram::Keeper,
     tail: Tail,
@@ -767,6 +781,21 @@ fn draw(
     Ok(())
 }
 
+/// What `draw` takes of the flags.
+pub(crate) struct DrawArgs {
+    pub(crate) dot: bool,
+    pub(crate) mermaid: bool,
+}
+
+impl PcapArgs {
+    fn draw_args(&self) -> DrawArgs {
+        DrawArgs {
+            dot: self.dot,
+            mermaid: self.mermaid,
+        }
+    }
+}
+
 /// Correlates `args`' captures in one pass and draws the diagrams into `dir`,
 /// printing nothing else (`flowtrace live --svg` over its `-w` file).
 pub(crate) fn diagrams_only(args: &PcapArgs, dir: &std::path::Path) -> Result<()> {
@@ -775,7 +804,7 @@ pub(crate) fn diagrams_only(args: &PcapArgs, dir: &std::path::Path) -> Result<()
         keeper.offer(&p);
         Ok(())
     })?;
-    draw(args, dir, keeper, s.tail, &s.vantages)
+    draw(&args.draw_args(), dir, keeper, s.tail, &s.vantages)
 }
 
 fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
@@ -834,7 +863,7 @@ fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
         html::finish(file, page, keeper.clone(), &s)?;
     }
     if let (Some(dir), Some(keeper)) = (&args.svg, keeper) {
-        draw(&args, dir, keeper, s.tail, &s.vantages)?;
+        draw(&args.draw_args(), dir, keeper, s.tail, &s.vantages)?;
     }
     Ok(ExitCode::SUCCESS)
 }
