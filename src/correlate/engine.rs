@@ -1289,35 +1289,7 @@ impl Engine {
                 })
                 .collect();
             hops.push(hop);
-            // Translations between consecutive views with different addresses.
-            let mut prev = first;
-            for v in &ex.views[1..] {
-                if (v.client, v.server) != (prev.client, prev.server) {
-                    let kind = match (v.client != prev.client, v.server != prev.server) {
-                        (true, true) => Translation::SnatDnat,
-                        (true, false) => Translation::Snat,
-                        _ => Translation::Dnat,
-                    };
-                    let mut nat = Hop::new(hops.len(), Some(hop_id), HopKind::Nat);
-                    nat.host = Some(ctx.host(v.file));
-                    nat.confidence = Some(1.0);
-                    nat.evidence = vec!["same TCP sequence numbers on both sides".into()];
-                    nat.translation = Some(kind);
-                    nat.before = Some(Endpoints {
-                        client: prev.client,
-                        server: prev.server,
-                    });
-                    nat.after = Some(Endpoints {
-                        client: v.client,
-                        server: v.server,
-                    });
-                    nat.capture_before = Some(ctx.capture_ref(prev.vantage));
-                    nat.capture_after = Some(ctx.capture_ref(v.vantage));
-                    nat.ts = Some(v.req);
-                    hops.push(nat);
-                }
-                prev = v;
-            }
+            nat_hops(ctx, ex, hop_id, &mut hops);
             let mut children = ex.children.clone();
             children.sort_unstable();
             for &c in children.iter().rev() {
@@ -1346,17 +1318,7 @@ impl Engine {
             });
         if status == PathStatus::Failed {
             if self.anomalies.len() < MAX_ANOMALIES_KEPT {
-                let m = &rfirst.msg;
-                self.anomalies.push(format!(
-                    "path {id}: {} {} from {} failed ({})",
-                    if m.method.is_empty() { "-" } else { &m.method },
-                    if m.uri.is_empty() { "-" } else { &m.uri },
-                    rfirst.client,
-                    match rresp {
-                        None => "no response".to_string(),
-                        Some(r) => format!("status {}", r.status),
-                    }
-                ));
+                self.anomalies.push(failure_note(id, rfirst));
             } else {
                 self.anomalies_not_kept += 1;
             }
@@ -1454,6 +1416,54 @@ impl Tail {
             summary: self.summary,
         }
     }
+}
+
+/// The NAT hops of exchange `ex` (hop `hop_id`): one for each pair of consecutive
+/// views whose addresses differ.
+fn nat_hops(ctx: &Context<'_>, ex: &Exchange, hop_id: usize, hops: &mut Vec<Hop>) {
+    let mut prev = ex.first();
+    for v in &ex.views[1..] {
+        if (v.client, v.server) != (prev.client, prev.server) {
+            let kind = match (v.client != prev.client, v.server != prev.server) {
+                (true, true) => Translation::SnatDnat,
+                (true, false) => Translation::Snat,
+                _ => Translation::Dnat,
+            };
+            let mut nat = Hop::new(hops.len(), Some(hop_id), HopKind::Nat);
+            nat.host = Some(ctx.host(v.file));
+            nat.confidence = Some(1.0);
+            nat.evidence = vec!["same TCP sequence numbers on both sides".into()];
+            nat.translation = Some(kind);
+            nat.before = Some(Endpoints {
+                client: prev.client,
+                server: prev.server,
+            });
+            nat.after = Some(Endpoints {
+                client: v.client,
+                server: v.server,
+            });
+            nat.capture_before = Some(ctx.capture_ref(prev.vantage));
+            nat.capture_after = Some(ctx.capture_ref(v.vantage));
+            nat.ts = Some(v.req);
+            hops.push(nat);
+        }
+        prev = v;
+    }
+}
+
+/// What the anomaly list says about failed path `id` whose first view is `rfirst`.
+fn failure_note(id: usize, rfirst: &View) -> String {
+    let m = &rfirst.msg;
+    format!(
+        "path {id}: {} {} from {} failed ({})",
+        if m.method.is_empty() { "-" } else { &m.method },
+        if m.uri.is_empty() { "-" } else { &m.uri },
+        rfirst.client,
+        match m.resp.as_ref() {
+            None => "no response".to_string(),
+            Some(r) => format!("status {}", r.status),
+        }
+    )
 }
 
 #[cfg(test)]
