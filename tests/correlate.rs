@@ -112,6 +112,7 @@ fn realistic_floors(scenarios: &[(&str, u64)]) {
             exact >= measured,
             "{name}: {exact} whole paths right, {measured} when shipped"
         );
+        assert_eq!(v["paths"], 2000, "{name}: one path per request");
         let b = &v["baseline"];
         assert!(
             b["paths_exact"]["correct"].as_u64().is_some(),
@@ -145,8 +146,8 @@ fn realistic_unpaced_scenarios_keep_their_measured_accuracy() {
     realistic_floors(&[
         ("real-seed-max", 1713),
         ("real-stock-max", 1663),
-        ("real-haproxy-stock-max", 527),
-        ("real-seed-userland-max", 1544),
+        ("real-haproxy-stock-max", 1280),
+        ("real-seed-userland-max", 1780),
     ]);
 }
 
