@@ -1,19 +1,31 @@
 #!/usr/bin/env python3
 """Times flowtrace against tshark's HTTP pass, tcpdump's read and a bare read loop on
-the same capture, in one run, and prints packets/s, MB/s, peak RSS and the ratios.
+two capture shapes, in one run, and prints seconds, packets/s, peak RSS and the ratios.
 
-    bench/bench.py [--size 1G] [--file F] [--json OUT] [--skip-tshark]
+    bench/bench.py [--shape large|small|both] [--runs 3] [--json OUT]
+                   [--baseline-bin OLD_FLOWTRACE] [--skip-tshark] [--threads N]
 
-Without --file, a deterministic capture of --size is generated into bench-data/ with
-`flowtrace-bench gen` (reused when present). Each tool runs once per --runs; the
-fastest wall time is reported, with the peak RSS of that run (os.wait4). The
-benchmark checks it did the work: the bare loop must read every generated packet,
-and flowtrace must find as many HTTP requests as tshark does. flowtrace is timed
-writing its full JSON lines to /dev/null (one extra run keeps them, for the check).
+Shapes (both by default):
+- large: a deterministic 1 GiB capture written by `flowtrace-bench gen` (512
+  keep-alive connections at a time, bodies of 100 B to 12 kB cut at the MSS);
+- small: small-packet API traffic, `../shared/bench/genpcap.py OUT --size-mb 300
+  --seed 1` (1.41 M packets, 441,078 keep-alive transactions on 13,880 connections),
+  when that script exists (it is a benchmark input, not a test input).
+
+Each tool runs once as a warm-up, then --runs times; the median wall time is
+reported, with the peak RSS (os.wait4) of the median run. flowtrace writes its JSON
+lines to a real file in bench-data/ (as a user would), and the benchmark checks the
+work from that file: every frame read (the bare loop counts them) and, for the small
+shape, exactly the generated transaction count; tshark's requests must equal
+flowtrace's. --baseline-bin times an older flowtrace build the same way (e.g. the
+commit before a change), so that a change is judged against it in the same session.
 """
-import argparse, json, os, shutil, subprocess, sys, time
+import argparse, json, os, shutil, statistics, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GENPCAP = os.path.join(os.path.dirname(ROOT), "shared", "bench", "genpcap.py")
+TSHARK = ["tshark", "-Y", "http", "-T", "fields", "-e", "frame.time_epoch",
+          "-e", "http.request.method", "-e", "http.response.code"]
 
 
 def run(cmd, stdout=subprocess.DEVNULL):
@@ -25,20 +37,125 @@ def run(cmd, stdout=subprocess.DEVNULL):
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         sys.exit(f"bench: {' '.join(cmd)} exited {code}: {err.strip()}")
-    return wall, rusage.ru_maxrss * 1024
+    return wall, rusage.ru_maxrss * 1024, rusage.ru_utime + rusage.ru_stime
 
 
-def best(cmd, runs, stdout=subprocess.DEVNULL):
-    results = [run(cmd, stdout) for _ in range(runs)]
-    return min(results)
+def median_run(cmd, runs, stdout_path=None):
+    """A warm-up run, then `runs` timed ones; the median by wall time."""
+    def once():
+        if stdout_path:
+            with open(stdout_path, "wb") as out:
+                return run(cmd, stdout=out)
+        return run(cmd)
+    once()
+    results = sorted((once() for _ in range(runs)), key=lambda r: r[0])
+    return results[len(results) // 2], [round(r[0], 3) for r in results]
+
+
+def flowtrace_cmd(binary, path, out, threads):
+    cmd = [binary, "pcap", path, "--format", "jsonl", "-o", out, "--no-progress"]
+    if threads is not None and "--threads" in subprocess.run(
+            [binary, "pcap", "--help"], capture_output=True, text=True).stdout:
+        cmd += ["--threads", str(threads)]
+    return cmd
+
+
+def count_jsonl(out):
+    """Transactions and the summary of a `--format jsonl` file."""
+    transactions = 0
+    summary = None
+    with open(out, "rb") as f:
+        for line in f:
+            if line.startswith(b'{"type":"transaction"'):
+                transactions += 1
+            elif b'"type":"summary"' in line:
+                summary = json.loads(line)
+    return transactions, summary
+
+
+def prepare(shape, args, helper, data):
+    """The capture of `shape`, generated once; (path, expected transactions or None)."""
+    if shape == "large":
+        path = os.path.join(data, f"bench-{args.size}.pcap")
+        if not os.path.exists(path):
+            print(f"generating {path} ({args.size}) ...", file=sys.stderr)
+            subprocess.run([helper, "gen", path, "--size", args.size], check=True,
+                           stdout=subprocess.DEVNULL)
+        return path, None
+    path = os.path.join(data, "small-300.pcap")
+    meta = path + ".meta.json"
+    if not (os.path.exists(path) and os.path.exists(meta)):
+        print(f"generating {path} with {GENPCAP} ...", file=sys.stderr)
+        subprocess.run([sys.executable, GENPCAP, path, "--size-mb", "300", "--seed", "1"],
+                       check=True, stdout=subprocess.DEVNULL)
+    with open(meta) as f:
+        return path, json.load(f)["transactions"]
+
+
+def bench_shape(shape, args, flowtrace, helper, data):
+    path, expected = prepare(shape, args, helper, data)
+    size = os.path.getsize(path)
+    out = subprocess.run([helper, "read", path], check=True, capture_output=True, text=True)
+    packets = json.loads(out.stdout)["frames"]
+    rows = []
+
+    def add(name, cmd, stdout_path=None):
+        (wall, rss, cpu), walls = median_run(cmd, args.runs, stdout_path)
+        rows.append({"tool": name, "seconds": wall, "cpu_seconds": cpu, "peak_rss_bytes": rss,
+                     "runs": walls, "packets_per_s": packets / wall, "mb_per_s": size / wall / 1e6})
+        print(f"  {name}: {wall:.3f} s (runs {walls})", file=sys.stderr)
+
+    print(f"{shape}: {path}", file=sys.stderr)
+    add("bare pcap-parser loop", [helper, "read", path])
+    if shutil.which("tcpdump"):
+        add("tcpdump -r F -w /dev/null", ["tcpdump", "-r", path, "-w", "/dev/null"])
+    jsonl = os.path.join(data, f"flowtrace-{shape}.jsonl")
+    add("flowtrace pcap F --format jsonl -o FILE", flowtrace_cmd(flowtrace, path, jsonl, args.threads))
+    transactions, summary = count_jsonl(jsonl)
+    assert summary is not None, f"no summary line in {jsonl}"
+    assert summary["stats"]["frames"] == packets, "flowtrace did not read every packet"
+    if expected is not None:
+        assert transactions == expected, \
+            f"flowtrace wrote {transactions} transactions, the generator made {expected}"
+    requests = summary["stats"]["http_requests"]
+    if args.baseline_bin:
+        base_out = os.path.join(data, f"baseline-{shape}.jsonl")
+        add("baseline flowtrace (--baseline-bin)", flowtrace_cmd(args.baseline_bin, path, base_out, None))
+        base_transactions, _ = count_jsonl(base_out)
+        assert base_transactions == transactions, \
+            f"baseline wrote {base_transactions} transactions, this build {transactions}"
+    tshark_requests = None
+    if shutil.which("tshark") and not args.skip_tshark:
+        tsv = os.path.join(data, f"tshark-{shape}.tsv")
+        add("tshark -r F -Y http -T fields (3 fields)", TSHARK[:1] + ["-r", path] + TSHARK[1:], tsv)
+        with open(tsv, "rb") as f:
+            tshark_requests = sum(1 for line in f if line.split(b"\t")[1].strip())
+        assert tshark_requests == requests, f"tshark found {tshark_requests} requests, flowtrace {requests}"
+
+    ft = next(r for r in rows if r["tool"].startswith("flowtrace"))
+    print(f"\n{shape}: {path}: {size / 1e6:.1f} MB, {packets} packets, {transactions} transactions "
+          f"({requests} requests" + (f"; tshark: {tshark_requests}" if tshark_requests is not None else "")
+          + (f"; generated: {expected}" if expected is not None else "") + ")")
+    print(f"{'tool':42} {'seconds':>8} {'cpu s':>7} {'packets/s':>11} {'MB/s':>8} {'peak RSS MiB':>13} {'flowtrace is':>16}")
+    for r in rows:
+        ratio = r["seconds"] / ft["seconds"]
+        r["time_relative_to_flowtrace"] = ratio
+        rel = "-" if r is ft else (f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower")
+        print(f"{r['tool']:42} {r['seconds']:8.3f} {r['cpu_seconds']:7.2f} {r['packets_per_s']:11.0f} "
+              f"{r['mb_per_s']:8.1f} {r['peak_rss_bytes'] / 2**20:13.1f} {rel:>16}")
+    return {"shape": shape, "capture": path, "bytes": size, "packets": packets,
+            "transactions": transactions, "http_requests": requests,
+            "generated_transactions": expected, "tshark_requests": tshark_requests, "tools": rows}
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--size", default="1G")
-    ap.add_argument("--file")
+    ap.add_argument("--shape", choices=["large", "small", "both"], default="both")
+    ap.add_argument("--size", default="1G", help="size of the large shape's capture")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json")
+    ap.add_argument("--baseline-bin", help="an older flowtrace binary to time the same way")
+    ap.add_argument("--threads", type=int, help="flowtrace --threads (default: its own)")
     ap.add_argument("--skip-tshark", action="store_true")
     args = ap.parse_args()
 
@@ -47,60 +164,16 @@ def main():
     helper = os.path.join(ROOT, "target/release/flowtrace-bench")
     data = os.path.join(ROOT, "bench-data")
     os.makedirs(data, exist_ok=True)
-    path = args.file or os.path.join(data, f"bench-{args.size}.pcap")
-    if not os.path.exists(path):
-        print(f"generating {path} ({args.size}) ...", file=sys.stderr)
-        subprocess.run([helper, "gen", path, "--size", args.size], check=True, stdout=subprocess.DEVNULL)
-    size = os.path.getsize(path)
-
-    # The bare loop also tells how many packets there are.
-    out = subprocess.run([helper, "read", path], check=True, capture_output=True, text=True)
-    packets = json.loads(out.stdout)["frames"]
-
-    rows = []
-    wall, rss = best([helper, "read", path], args.runs)
-    rows.append(("bare pcap-parser loop", wall, rss))
-    if shutil.which("tcpdump"):
-        wall, rss = best(["tcpdump", "-r", path, "-w", "/dev/null"], args.runs)
-        rows.append(("tcpdump -r F -w /dev/null", wall, rss))
-    # Timed with the full JSON lines written to /dev/null; one more run keeps them to
-    # check the counts.
-    wall, rss = best([flowtrace, "pcap", path, "--format", "jsonl", "-o", "/dev/null", "--no-progress"], args.runs)
-    rows.append(("flowtrace pcap F --format jsonl", wall, rss))
-    jsonl = os.path.join(data, "flowtrace-out.jsonl")
-    run([flowtrace, "pcap", path, "--format", "jsonl", "-o", jsonl, "--no-progress"])
-    with open(jsonl, "rb") as f:
-        f.seek(max(0, os.path.getsize(jsonl) - 65536))
-        summary = json.loads(f.read().splitlines()[-1])
-    requests = summary["stats"]["http_requests"]
-    assert summary["stats"]["frames"] == packets, "flowtrace did not read every packet"
-    tshark_requests = None
-    if shutil.which("tshark") and not args.skip_tshark:
-        cmd = ["tshark", "-r", path, "-Y", "http.request", "-T", "fields", "-e", "frame.number",
-               "-e", "http.request.method", "-e", "http.request.uri"]
-        out_path = os.path.join(data, "tshark-out.tsv")
-        with open(out_path, "wb") as out_file:
-            wall, rss = run(cmd, stdout=out_file)  # once: it is slow; its output is small
-        rows.append(("tshark -r F -Y http.request -T fields", wall, rss))
-        with open(out_path, "rb") as f:
-            tshark_requests = sum(1 for _ in f)
-        assert tshark_requests == requests, f"tshark found {tshark_requests} requests, flowtrace {requests}"
-
-    ft = next(r for r in rows if r[0].startswith("flowtrace"))
-    print(f"capture: {path}: {size / 1e6:.1f} MB, {packets} packets, {requests} HTTP requests"
-          + (f" (tshark: {tshark_requests})" if tshark_requests is not None else ""))
-    print(f"{'tool':42} {'seconds':>9} {'packets/s':>12} {'MB/s':>9} {'peak RSS MB':>12} {'flowtrace is':>14}")
-    result = {"capture": path, "bytes": size, "packets": packets, "http_requests": requests, "tools": []}
-    for name, wall, rss in rows:
-        ratio = wall / ft[1]
-        rel = "-" if name == ft[0] else (f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower")
-        print(f"{name:42} {wall:9.3f} {packets / wall:12.0f} {size / wall / 1e6:9.1f} {rss / 1e6:12.1f} {rel:>14}")
-        result["tools"].append({"tool": name, "seconds": wall, "packets_per_s": packets / wall,
-                                "mb_per_s": size / wall / 1e6, "peak_rss_bytes": rss,
-                                "time_relative_to_flowtrace": ratio})
+    shapes = ["large", "small"] if args.shape == "both" else [args.shape]
+    if "small" in shapes and not os.path.exists(GENPCAP) \
+            and not os.path.exists(os.path.join(data, "small-300.pcap.meta.json")):
+        print(f"bench: {GENPCAP} not found: skipping the small-packet shape", file=sys.stderr)
+        shapes.remove("small")
+    results = {"cores": os.cpu_count(), "runs": args.runs,
+               "shapes": [bench_shape(s, args, flowtrace, helper, data) for s in shapes]}
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+            json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ set -euo pipefail
 need=()
 # chromium: the tests render every kind of SVG diagram and the HTML report in it (the
 # report test fails without it when scripts/test.sh runs as root); libcap2-bin (setcap):
-# a test grants flowtrace capture capabilities instead of root; tshark: tests/encap.rs
-# checks ERSPAN, NFLOG, SOCKS and after-gap parity against it (skipped without it).
-for pkg in libpcap-dev pkg-config tcpdump chromium libcap2-bin tshark; do
+# a test grants flowtrace capture capabilities instead of root; nats-server: the
+# agent/collect tests (tests/nats.rs) start their own JetStream server; tshark:
+# tests/encap.rs checks ERSPAN, NFLOG, SOCKS and after-gap parity against it (skipped
+# without it).
+for pkg in libpcap-dev pkg-config tcpdump chromium libcap2-bin nats-server tshark; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-# The HTML report test must run Chromium, not skip it, where setup.sh could install it.
-if [ "$(id -u)" -eq 0 ]; then export FLOWTRACE_REQUIRE_CHROMIUM=1; fi
+# The HTML report test must run Chromium, and the agent/collect tests nats-server, not
+# skip them, where setup.sh could install them.
+if [ "$(id -u)" -eq 0 ]; then export FLOWTRACE_REQUIRE_CHROMIUM=1 FLOWTRACE_REQUIRE_NATS=1; fi
 cargo test --release
 # Regression checks: every shipped scenario against its expectation in fixtures/.
 for expect in fixtures/*/expect.toml; do

@@ -14,6 +14,8 @@
 //!   into a [`tcp::StreamSink`].
 //! - [`http`]: HTTP/1.x transactions parsed from reassembled streams.
 //! - [`pipeline`]: pushes frames through all stages.
+//! - [`remote`]: records an agent publishes from one host, merged by a collector
+//!   into the engine (`flowtrace agent` / `flowtrace collect`).
 //! - [`correlate`]: joins the transactions of every capture point into request paths
 //!   (NAT, proxies, clocks, the VRRP virtual address).
 //! - [`render`]: text and JSON output.
@@ -38,6 +40,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod links;
 pub mod pipeline;
+pub mod remote;
 pub mod render;
 pub mod score;
 pub mod tcp;

@@ -8,12 +8,12 @@
 //! taken off the capture's name).
 
 use crate::error::LinksError;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// One interface of the capturing host.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Link {
     /// Interface index.
     pub ifindex: u32,
@@ -28,7 +28,7 @@ pub struct Link {
 }
 
 /// Every interface of one capturing host.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HostLinks {
     /// Where the sidecar came from.
     pub path: String,

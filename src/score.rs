@@ -742,6 +742,152 @@ fn assign_one(rows: usize, pairs: &[(usize, usize, i64)]) -> Vec<(usize, usize)>
         .collect()
 }
 
+/// Counts the links flowtrace produced, over all paths, by kind.
+fn count_produced(paths: &[RequestPath], links: &mut BTreeMap<&'static str, Score>) {
+    for p in paths {
+        let root = &p.hops[0];
+        if root.role.is_some() && p.hops.len() > 1 {
+            links.get_mut("gateway_host").expect("known").produced += 1;
+        }
+        for g in p.http_children(0) {
+            links.get_mut("gateway_upstream").expect("known").produced += 1;
+            links.get_mut("nginx_host").expect("known").produced += 1;
+            for n in p.http_children(g.id) {
+                // a hop between the gateway's and Nginx's upstream: a userland proxy
+                let below = p.http_children(n.id);
+                if !below.is_empty() {
+                    links.entry("userland_proxy").or_default().produced += 1;
+                }
+                for _ in 0..below.len().max(1) {
+                    links.get_mut("nginx_upstream").expect("known").produced += 1;
+                    links.get_mut("backend").expect("known").produced += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Checks path `p` against truth `t`, counting its right links into `links`; what is
+/// wrong about it (empty when it is exact).
+fn check_path(
+    t: &Truth,
+    p: &RequestPath,
+    links: &mut BTreeMap<&'static str, Score>,
+) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let root = &p.hops[0];
+    let http_hops = p.hops.iter().filter(|h| h.kind == HopKind::Http).count();
+    let gw = p.http_children(0);
+    let gw = (gw.len() == 1).then(|| gw[0]);
+    let only_child = |h: &Hop| {
+        let c = p.http_children(h.id);
+        (c.len() == 1).then(|| c[0])
+    };
+    // with a userland proxy, Nginx's upstream hangs below the relay's hop
+    let relay = gw.filter(|_| t.relay.is_some()).and_then(only_child);
+    let ng = if t.relay.is_some() {
+        relay.and_then(only_child)
+    } else {
+        gw.and_then(only_child)
+    };
+    let mut check = |name: &'static str, ok: bool, expected: bool, what: String| {
+        if ok {
+            links.entry(name).or_default().correct += 1;
+        } else if expected {
+            wrong.push(what);
+        }
+    };
+    if let Some(h) = &t.gateway_host {
+        check(
+            "gateway_host",
+            root.host.as_deref() == Some(h.as_str()) && gw.is_some(),
+            true,
+            format!("gateway on {:?}, truth {h}", root.host),
+        );
+    }
+    if let Some((src, dst)) = t.gateway_upstream {
+        let ok = gw.is_some_and(|g| {
+            g.client == Some(src)
+                && g.server == Some(dst)
+                && (t.gateway_host.is_none()
+                    || g.capture.as_ref().map(|r| host_of(&r.file)) == t.gateway_host)
+        });
+        check(
+            "gateway_upstream",
+            ok,
+            true,
+            format!(
+                "gateway upstream {:?}, truth {src} -> {dst}",
+                gw.map(|g| (g.client, g.server))
+            ),
+        );
+    }
+    if let Some(h) = &t.nginx_host {
+        let ok = gw.is_some_and(|g| g.host.as_deref() == Some(h.as_str()));
+        check(
+            "nginx_host",
+            ok,
+            true,
+            format!("nginx on {:?}, truth {h}", gw.and_then(|g| g.host.clone())),
+        );
+    }
+    if let Some((src, dst)) = t.relay {
+        let ok = relay.is_some_and(|r| r.client == Some(src) && r.server == Some(dst));
+        check(
+            "userland_proxy",
+            ok,
+            true,
+            format!(
+                "userland proxy {:?}, truth {src} -> {dst}",
+                relay.map(|r| (r.client, r.server))
+            ),
+        );
+    }
+    if let Some((src, dst)) = t.nginx_upstream {
+        // the replica's host too: with the same container subnets on every
+        // host, the addresses alone do not name the connection
+        let ok = ng.is_some_and(|n| {
+            n.client == Some(src)
+                && n.server == Some(dst)
+                && (t.backend_host.is_none() || n.host == t.backend_host)
+        });
+        check(
+            "nginx_upstream",
+            ok,
+            true,
+            format!(
+                "nginx upstream {:?}, truth {src} -> {dst}",
+                ng.map(|n| (n.client, n.server))
+            ),
+        );
+    }
+    if let Some(b) = t.backend {
+        let ok = ng.is_some_and(|n| {
+            n.seen_at.last().map(|s| s.server) == Some(b)
+                && (t.backend_host.is_none() || n.host == t.backend_host)
+        });
+        check(
+            "backend",
+            ok,
+            true,
+            format!(
+                "backend {:?}, truth {b}",
+                ng.and_then(|n| n.seen_at.last().map(|s| s.server))
+            ),
+        );
+    }
+    let failed_truth = t.gateway_host.is_none();
+    let shape_ok = if failed_truth {
+        http_hops == 1 && root.status.is_none()
+    } else {
+        http_hops == 3 + usize::from(t.relay.is_some())
+    };
+    if !shape_ok {
+        wrong.push(format!("{http_hops} HTTP hops"));
+    }
+    wrong
+}
+
 /// Scores `paths` against `truth` (the engine's or the baseline's).
 fn score_paths(paths: &[RequestPath], truth: &[Truth]) -> ScoreReport {
     // Paths by the client's connection, in time order.
@@ -774,28 +920,7 @@ fn score_paths(paths: &[RequestPath], truth: &[Truth]) -> ScoreReport {
         expected: truth.len(),
         ..Score::default()
     };
-    // Links flowtrace produced, over all paths.
-    for p in paths {
-        let root = &p.hops[0];
-        if root.role.is_some() && p.hops.len() > 1 {
-            links.get_mut("gateway_host").expect("known").produced += 1;
-        }
-        for g in p.http_children(0) {
-            links.get_mut("gateway_upstream").expect("known").produced += 1;
-            links.get_mut("nginx_host").expect("known").produced += 1;
-            for n in p.http_children(g.id) {
-                // a hop between the gateway's and Nginx's upstream: a userland proxy
-                let below = p.http_children(n.id);
-                if !below.is_empty() {
-                    links.entry("userland_proxy").or_default().produced += 1;
-                }
-                for _ in 0..below.len().max(1) {
-                    links.get_mut("nginx_upstream").expect("known").produced += 1;
-                    links.get_mut("backend").expect("known").produced += 1;
-                }
-            }
-        }
-    }
+    count_produced(paths, &mut links);
     let mut mistakes = Vec::new();
     for (key, mut ts) in truth_by_client {
         ts.sort_by(|a, b| a.t_start.total_cmp(&b.t_start));
@@ -819,117 +944,7 @@ fn score_paths(paths: &[RequestPath], truth: &[Truth]) -> ScoreReport {
                 }
                 continue;
             };
-            let mut wrong = Vec::new();
-            let root = &p.hops[0];
-            let http_hops = p.hops.iter().filter(|h| h.kind == HopKind::Http).count();
-            let gw = p.http_children(0);
-            let gw = (gw.len() == 1).then(|| gw[0]);
-            let only_child = |h: &Hop| {
-                let c = p.http_children(h.id);
-                (c.len() == 1).then(|| c[0])
-            };
-            // with a userland proxy, Nginx's upstream hangs below the relay's hop
-            let relay = gw.filter(|_| t.relay.is_some()).and_then(only_child);
-            let ng = if t.relay.is_some() {
-                relay.and_then(only_child)
-            } else {
-                gw.and_then(only_child)
-            };
-            let mut check = |name: &'static str, ok: bool, expected: bool, what: String| {
-                if ok {
-                    links.entry(name).or_default().correct += 1;
-                } else if expected {
-                    wrong.push(what);
-                }
-            };
-            if let Some(h) = &t.gateway_host {
-                check(
-                    "gateway_host",
-                    root.host.as_deref() == Some(h.as_str()) && gw.is_some(),
-                    true,
-                    format!("gateway on {:?}, truth {h}", root.host),
-                );
-            }
-            if let Some((src, dst)) = t.gateway_upstream {
-                let ok = gw.is_some_and(|g| {
-                    g.client == Some(src)
-                        && g.server == Some(dst)
-                        && (t.gateway_host.is_none()
-                            || g.capture.as_ref().map(|r| host_of(&r.file)) == t.gateway_host)
-                });
-                check(
-                    "gateway_upstream",
-                    ok,
-                    true,
-                    format!(
-                        "gateway upstream {:?}, truth {src} -> {dst}",
-                        gw.map(|g| (g.client, g.server))
-                    ),
-                );
-            }
-            if let Some(h) = &t.nginx_host {
-                let ok = gw.is_some_and(|g| g.host.as_deref() == Some(h.as_str()));
-                check(
-                    "nginx_host",
-                    ok,
-                    true,
-                    format!("nginx on {:?}, truth {h}", gw.and_then(|g| g.host.clone())),
-                );
-            }
-            if let Some((src, dst)) = t.relay {
-                let ok = relay.is_some_and(|r| r.client == Some(src) && r.server == Some(dst));
-                check(
-                    "userland_proxy",
-                    ok,
-                    true,
-                    format!(
-                        "userland proxy {:?}, truth {src} -> {dst}",
-                        relay.map(|r| (r.client, r.server))
-                    ),
-                );
-            }
-            if let Some((src, dst)) = t.nginx_upstream {
-                // the replica's host too: with the same container subnets on every
-                // host, the addresses alone do not name the connection
-                let ok = ng.is_some_and(|n| {
-                    n.client == Some(src)
-                        && n.server == Some(dst)
-                        && (t.backend_host.is_none() || n.host == t.backend_host)
-                });
-                check(
-                    "nginx_upstream",
-                    ok,
-                    true,
-                    format!(
-                        "nginx upstream {:?}, truth {src} -> {dst}",
-                        ng.map(|n| (n.client, n.server))
-                    ),
-                );
-            }
-            if let Some(b) = t.backend {
-                let ok = ng.is_some_and(|n| {
-                    n.seen_at.last().map(|s| s.server) == Some(b)
-                        && (t.backend_host.is_none() || n.host == t.backend_host)
-                });
-                check(
-                    "backend",
-                    ok,
-                    true,
-                    format!(
-                        "backend {:?}, truth {b}",
-                        ng.and_then(|n| n.seen_at.last().map(|s| s.server))
-                    ),
-                );
-            }
-            let failed_truth = t.gateway_host.is_none();
-            let shape_ok = if failed_truth {
-                http_hops == 1 && root.status.is_none()
-            } else {
-                http_hops == 3 + usize::from(t.relay.is_some())
-            };
-            if !shape_ok {
-                wrong.push(format!("{http_hops} HTTP hops"));
-            }
+            let wrong = check_path(t, p, &mut links);
             if wrong.is_empty() {
                 exact.correct += 1;
             } else if mistakes.len() < 20 {

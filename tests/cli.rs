@@ -523,3 +523,38 @@ fn time_formats() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert!(v["transactions"][0]["request_ts"].as_f64().unwrap() > 1e9);
 }
+
+/// `--threads` changes how the work is spread, never the output: every format, with
+/// headers, over several captures merged (transaction ids and order included).
+#[test]
+fn threads_change_nothing_in_the_output() {
+    let dir = repo().join("captures/highconc-2000");
+    let files: Vec<String> = ["A", "B", "client", "router"]
+        .iter()
+        .map(|h| dir.join(format!("{h}.pcap.gz")).display().to_string())
+        .collect();
+    for format in [
+        &["--format", "text"][..],
+        &["--format", "json"],
+        &["--format", "jsonl", "--headers"],
+    ] {
+        let run = |threads: &str| {
+            let mut args = vec!["pcap", "--threads", threads];
+            args.extend(files.iter().map(String::as_str));
+            args.extend(format);
+            let r = flowtrace(args);
+            assert_eq!(r.code, 0, "{}", r.stderr);
+            r.stdout
+        };
+        let one = run("1");
+        assert!(
+            one.lines().count() > 10_000,
+            "{format:?}: {} lines",
+            one.lines().count()
+        );
+        assert!(one == run("2"), "{format:?}: --threads 2 differs from 1");
+        assert!(one == run("3"), "{format:?}: --threads 3 differs from 1");
+    }
+    let zero = flowtrace(["pcap", "--threads", "0", files[0].as_str()]);
+    assert_eq!(zero.code, 2, "{}", zero.stderr);
+}

@@ -146,24 +146,12 @@ fn golden_diagrams_of_every_scenario() {
     }
 }
 
-fn chromium() -> Option<PathBuf> {
-    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("chromium is missing: scripts/setup.sh installs it");
-        }
-        eprintln!("\n*** SKIPPED: chromium not installed; SVGs were not rendered ***\n");
-    }
-    found
-}
-
 /// Each kind of diagram opens in headless Chromium and renders to a PNG.
 #[test]
 fn diagrams_render_in_chromium() {
-    let Some(chromium) = chromium() else { return };
+    let Some(chromium) = crate::util::chromium("SVGs were not rendered") else {
+        return;
+    };
     let dir = temp_dir("chromium");
     for svg in [
         "topology.svg",

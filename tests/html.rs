@@ -11,23 +11,6 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Debian's Chromium, or `None` (said on stderr) when it is missing and
-/// FLOWTRACE_REQUIRE_CHROMIUM is unset; with it set (scripts/test.sh as root, CI), a
-/// missing Chromium fails the test.
-fn chromium() -> Option<PathBuf> {
-    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        if std::env::var_os("FLOWTRACE_REQUIRE_CHROMIUM").is_some() {
-            panic!("chromium is missing and FLOWTRACE_REQUIRE_CHROMIUM is set: scripts/setup.sh installs it");
-        }
-        eprintln!("\n*** SKIPPED: chromium not installed; the HTML report was not tested in a browser ***\n");
-    }
-    found
-}
-
 /// Chromium headless with a fresh profile in `dir`, no network services, and `extra`
 /// flags, on `url`; returns its standard output.
 fn run_chromium(chromium: &Path, dir: &Path, extra: &[String], url: &str) -> String {
@@ -266,7 +249,10 @@ fn html_report_of_failover_in_chromium() {
     let dir = temp_dir("html-failover");
     let (page, doc) = report("failover", &dir, &[]);
     assert_self_contained(&page);
-    let Some(chromium) = chromium() else { return };
+    let Some(chromium) = crate::util::chromium("the HTML report was not tested in a browser")
+    else {
+        return;
+    };
     let uri = "/API/items/18";
     let (v, images) = selftest(&chromium, &dir, &page, &format!("&uri={uri}&role=backend"));
     check(&v, &images, &doc, uri, None);
@@ -282,7 +268,10 @@ fn html_report_of_highconc_in_chromium() {
     let dir = temp_dir("html-highconc");
     // Kept: the three slowest and every failed (none here).
     let (page, doc) = report("highconc-2000", &dir, &["--slowest", "3", "--failed"]);
-    let Some(chromium) = chromium() else { return };
+    let Some(chromium) = crate::util::chromium("the HTML report was not tested in a browser")
+    else {
+        return;
+    };
     let server = "198.19.12.3:";
     let (v, images) = selftest(
         &chromium,
@@ -334,7 +323,10 @@ fn html_report_escapes_wire_text() {
     // The page's own four scripts, and no other element closes.
     assert_eq!(text.matches("</script>").count(), 4);
     assert!(text.contains("\\u003c/script\\u003e\\u003csvg/onload=alert(1)\\u003e"));
-    let Some(chromium) = chromium() else { return };
+    let Some(chromium) = crate::util::chromium("the HTML report was not tested in a browser")
+    else {
+        return;
+    };
     let dom = run_chromium(
         &chromium,
         &dir,
@@ -364,7 +356,10 @@ fn html_report_escapes_wire_text() {
 /// to docs/img/report.png.
 #[test]
 fn html_report_screenshots() {
-    let Some(chromium) = chromium() else { return };
+    let Some(chromium) = crate::util::chromium("the HTML report was not tested in a browser")
+    else {
+        return;
+    };
     let dir = temp_dir("html-screens");
     let (page, doc) = report("failover", &dir, &[]);
     let failed = doc["paths"]

@@ -8,5 +8,7 @@ mod diagram;
 mod encap;
 mod hostile;
 mod html;
+mod nats;
 mod regression;
+mod remote;
 mod util;

@@ -296,3 +296,23 @@ pub fn exchange_pcap(path: &Path, request: &[u8], response: &[u8]) {
     push(false, 501 + response.len() as u32, after_req + 1, "FA", b"");
     std::fs::write(path, out).unwrap();
 }
+
+/// Debian's Chromium, or `None` (said on stderr, naming `what` was not tested) when it
+/// is missing. A missing Chromium fails the test in CI and when
+/// FLOWTRACE_REQUIRE_CHROMIUM is set (scripts/test.sh as root): scripts/setup.sh
+/// installs it there.
+pub fn chromium(what: &str) -> Option<PathBuf> {
+    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        if std::env::var_os("CI").is_some()
+            || std::env::var_os("FLOWTRACE_REQUIRE_CHROMIUM").is_some()
+        {
+            panic!("chromium is missing: scripts/setup.sh installs it");
+        }
+        eprintln!("\n*** SKIPPED: chromium not installed; {what} ***\n");
+    }
+    found
+}

@@ -11,6 +11,7 @@ mod file;
 #[cfg(feature = "live")]
 pub mod live;
 pub mod pcapng_writer;
+mod read_ahead;
 
 pub use file::{FileSource, Warning};
 pub use pcap_parser::Linktype;

@@ -27,40 +27,51 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How live capture reads interfaces: shared by `flowtrace live` and `flowtrace
+/// agent` (tcpdump's option names).
+#[derive(clap::Args, Debug)]
+pub(crate) struct LiveCaptureArgs {
+    /// Interface to capture on (repeatable; `any` for all). Default: any.
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    pub(crate) interfaces: Vec<String>,
+    /// BPF filter, as tcpdump takes it (e.g. 'tcp port 8000 or vrrp').
+    #[arg(short = 'f', long = "filter", value_name = "BPF")]
+    pub(crate) filter: Option<String>,
+    /// Snap length in bytes.
+    #[arg(short = 's', long = "snapshot-length", default_value_t = 262_144)]
+    pub(crate) snaplen: i32,
+    /// Do not put the interfaces into promiscuous mode.
+    #[arg(short = 'p', long = "no-promiscuous-mode")]
+    pub(crate) no_promisc: bool,
+    /// Kernel buffer size, KiB.
+    #[arg(short = 'B', long = "buffer-size", default_value_t = 8192)]
+    pub(crate) buffer_kib: i32,
+    /// Also save what was captured to FILE (pcapng, with interface names).
+    #[arg(short = 'w', value_name = "FILE")]
+    pub(crate) write: Option<PathBuf>,
+    /// After opening the interfaces, become USER (its groups, group and id) for
+    /// the rest of the run, as tcpdump's -Z; the -w file is created as USER.
+    /// Ignored, with a note, when not running as root (capabilities on the binary).
+    #[arg(short = 'Z', long = "relinquish-privileges", value_name = "USER")]
+    pub(crate) user: Option<String>,
+    /// Stop after COUNT packets.
+    #[arg(short = 'c', value_name = "COUNT")]
+    pub(crate) count: Option<u64>,
+    /// Stop after SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    pub(crate) duration: Option<f64>,
+    /// Close TCP connections idle this many seconds.
+    #[arg(long, default_value_t = 120.0, value_name = "SECS")]
+    pub(crate) idle_timeout: f64,
+}
+
 #[derive(clap::Args, Debug)]
 pub(crate) struct LiveArgs {
     /// Interfaces, as `flowtrace live eth0 br-x` (or with -i).
     #[arg(value_name = "IFACE")]
     positional: Vec<String>,
-    /// Interface to capture on (repeatable; `any` for all). Default: any.
-    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    interfaces: Vec<String>,
-    /// BPF filter, as tcpdump takes it (e.g. 'tcp port 8000 or vrrp').
-    #[arg(short = 'f', long = "filter", value_name = "BPF")]
-    filter: Option<String>,
-    /// Snap length in bytes.
-    #[arg(short = 's', long = "snapshot-length", default_value_t = 262_144)]
-    snaplen: i32,
-    /// Do not put the interfaces into promiscuous mode.
-    #[arg(short = 'p', long = "no-promiscuous-mode")]
-    no_promisc: bool,
-    /// Kernel buffer size, KiB.
-    #[arg(short = 'B', long = "buffer-size", default_value_t = 8192)]
-    buffer_kib: i32,
-    /// Also save what was captured to FILE (pcapng, with interface names).
-    #[arg(short = 'w', value_name = "FILE")]
-    write: Option<PathBuf>,
-    /// After opening the interfaces, become USER (its groups, group and id) for
-    /// the rest of the run, as tcpdump's -Z; the -w file is created as USER.
-    /// Ignored, with a note, when not running as root (capabilities on the binary).
-    #[arg(short = 'Z', long = "relinquish-privileges", value_name = "USER")]
-    user: Option<String>,
-    /// Stop after COUNT packets.
-    #[arg(short = 'c', value_name = "COUNT")]
-    count: Option<u64>,
-    /// Stop after SECS seconds.
-    #[arg(long, value_name = "SECS")]
-    duration: Option<f64>,
+    #[command(flatten)]
+    pub(crate) capture: LiveCaptureArgs,
     /// One line per path (text), or one JSON object per line (jsonl).
     #[arg(long, value_enum, default_value_t = FormatArg::Text)]
     format: FormatArg,
@@ -92,9 +103,6 @@ pub(crate) struct LiveArgs {
         default_missing_value = super::DEFAULT_SVG_DIR
     )]
     svg: Option<PathBuf>,
-    /// Close TCP connections idle this many seconds.
-    #[arg(long, default_value_t = 120.0, value_name = "SECS")]
-    idle_timeout: f64,
     /// Topology file (TOML): host and service names, roles (docs/correlation.md).
     #[arg(long, value_name = "FILE")]
     names: Option<PathBuf>,
@@ -304,6 +312,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
         bail!("--max-open-exchanges must be at least 1");
     }
     let mut interfaces: Vec<String> = args
+        .capture
         .interfaces
         .iter()
         .chain(&args.positional)
@@ -316,53 +325,15 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("cannot install the Ctrl-C handler")?;
-    let opts = LiveOptions {
-        interfaces,
-        filter: args.filter.clone(),
-        snaplen: args.snaplen,
-        promisc: !args.no_promisc,
-        buffer_kib: args.buffer_kib,
-    };
-    let source = LiveSource::open(&opts, stop.clone())?;
-    if let Some(user) = &args.user {
-        match flowtrace::capture::live::drop_privileges(user)? {
-            Some(d) => eprintln!(
-                "flowtrace: running as {user} (uid {}, gid {}) from now on",
-                d.uid, d.gid
-            ),
-            None => eprintln!("flowtrace: not running as root: -Z {user} has nothing to drop"),
-        }
-    }
     let host = hostname();
-    let links = flowtrace::capture::live::host_links();
-    let saver = match &args.write {
-        Some(path) => Some(open_saver(path, &source, args.snaplen, &links)?),
-        None => None,
-    };
-    // Name the capture points after this host, as `flowtrace pcap` names them after
-    // the capture file.
-    let mut ifaces = source.interfaces().clone();
-    for d in &mut ifaces.0 {
-        d.file_name = host.clone();
-    }
-    let mut capture = Capture {
-        pipeline: Pipeline::new(PipelineConfig {
-            tcp: TcpConfig {
-                idle_timeout_ns: (args.idle_timeout * 1e9) as i64,
-                ..TcpConfig::default()
-            },
-            links: vec![Some(links.clone())],
-            verify_checksums: false,
-            keep_segments: false,
-        }),
-        source,
-        ifaces,
-        saver,
-        status: (!args.no_progress && io::stderr().is_terminal())
-            .then(|| ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())),
-        packets: 0,
-        latest: Ts(0),
-    };
+    let (mut capture, links) = Capture::open(
+        &args.capture,
+        interfaces,
+        &host,
+        false,
+        stop.clone(),
+        !args.no_progress,
+    )?;
     let mut emitter = Emitter::new(&args)?;
     let names = super::load_names(&args.names)?;
     let files = vec![host];
@@ -402,7 +373,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
                     emitter.out.flush()?;
                     end.map(|e| (e, emitter))
                 })?;
-            let hung_up = capture.read(&args, &stop, &mut batcher, paths_out)?;
+            let hung_up = capture.read(&args.capture, &stop, &mut batcher, paths_out)?;
             capture.pipeline.finish();
             if !hung_up {
                 batcher.send(&mut capture.pipeline, capture.latest, true);
@@ -435,7 +406,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     for e in &errors {
         eprintln!("flowtrace: warning: a capture ended: {e:#}");
     }
-    if let (Some(dir), Some(saved)) = (&args.svg, &args.write) {
+    if let (Some(dir), Some(saved)) = (&args.svg, &args.capture.write) {
         draw_from_saved(&args, saved, dir)?;
     }
     Ok(ExitCode::SUCCESS)
@@ -481,26 +452,85 @@ type Saver = PcapngWriter<BufWriter<File>>;
 
 /// The capture side of a live run: packets through the pipeline (and into `-w`),
 /// batches to the correlation thread.
-struct Capture {
-    source: LiveSource,
-    pipeline: Pipeline,
+pub(crate) struct Capture {
+    pub(crate) source: LiveSource,
+    pub(crate) pipeline: Pipeline,
     /// The interfaces, named after this host.
     ifaces: Interfaces,
-    saver: Option<Saver>,
+    pub(crate) saver: Option<Saver>,
     status: Option<ProgressBar>,
-    packets: u64,
+    pub(crate) packets: u64,
     /// The newest packet time.
-    latest: Ts,
+    pub(crate) latest: Ts,
 }
 
 impl Capture {
+    /// Opens `interfaces` as `args` say (and the `-w` file), with a pipeline whose
+    /// capture points are named after `host`; returns this host's interfaces too.
+    pub(crate) fn open(
+        args: &LiveCaptureArgs,
+        interfaces: Vec<String>,
+        host: &str,
+        keep_segments: bool,
+        stop: Arc<AtomicBool>,
+        progress: bool,
+    ) -> Result<(Capture, HostLinks)> {
+        let opts = LiveOptions {
+            interfaces,
+            filter: args.filter.clone(),
+            snaplen: args.snaplen,
+            promisc: !args.no_promisc,
+            buffer_kib: args.buffer_kib,
+        };
+        let source = LiveSource::open(&opts, stop)?;
+        if let Some(user) = &args.user {
+            match flowtrace::capture::live::drop_privileges(user)? {
+                Some(d) => eprintln!(
+                    "flowtrace: running as {user} (uid {}, gid {}) from now on",
+                    d.uid, d.gid
+                ),
+                None => eprintln!("flowtrace: not running as root: -Z {user} has nothing to drop"),
+            }
+        }
+        let links = flowtrace::capture::live::host_links();
+        let saver = match &args.write {
+            Some(path) => Some(open_saver(path, &source, args.snaplen, &links)?),
+            None => None,
+        };
+        // Name the capture points after this host, as `flowtrace pcap` names them
+        // after the capture file.
+        let mut ifaces = source.interfaces().clone();
+        for d in &mut ifaces.0 {
+            d.file_name = host.to_string();
+        }
+        let capture = Capture {
+            pipeline: Pipeline::new(PipelineConfig {
+                tcp: TcpConfig {
+                    idle_timeout_ns: (args.idle_timeout * 1e9) as i64,
+                    ..TcpConfig::default()
+                },
+                links: vec![Some(links.clone())],
+                verify_checksums: false,
+                keep_segments,
+            }),
+            source,
+            ifaces,
+            saver,
+            status: (progress && io::stderr().is_terminal())
+                .then(|| ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())),
+            packets: 0,
+            latest: Ts(0),
+        };
+        Ok((capture, links))
+    }
+
     /// Reads until stopped (Ctrl-C or SIGTERM, `-c`, `--duration`) and the queue is
     /// drained, or until the correlation side hangs up (returns true then).
-    fn read(
+    pub(crate) fn read(
         &mut self,
-        args: &LiveArgs,
+        args: &LiveCaptureArgs,
         stop: &AtomicBool,
-        batcher: &mut stream::Batcher,
+        batcher: &mut impl stream::BatchSink,
         paths_out: &AtomicUsize,
     ) -> Result<bool> {
         let started = Instant::now();
@@ -585,7 +615,7 @@ fn draw_from_saved(args: &LiveArgs, saved: &std::path::Path, dir: &std::path::Pa
             links: Vec::new(),
             offset: Vec::new(),
             names: args.names.clone(),
-            idle_timeout: args.idle_timeout,
+            idle_timeout: args.capture.idle_timeout,
             max_connections: 1_000_000,
             verify_checksums: false,
             no_progress: true,
@@ -596,6 +626,7 @@ fn draw_from_saved(args: &LiveArgs, saved: &std::path::Path, dir: &std::path::Pa
         format: FormatArg::Text,
         output: None,
         headers: false,
+        threads: None,
         times: args.times.clone(),
         paths: true,
         all: true,

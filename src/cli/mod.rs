@@ -3,6 +3,8 @@
 mod html;
 #[cfg(feature = "live")]
 mod live;
+#[cfg(feature = "nats")]
+mod nats;
 mod stream;
 
 use stream::stream_paths;
@@ -44,6 +46,14 @@ enum Command {
     /// Capture on live interfaces and print each request path as it completes.
     #[cfg(feature = "live")]
     Live(live::LiveArgs),
+    /// Capture on this host (or replay a capture file) and publish compact records of
+    /// its HTTP exchanges to NATS JetStream for `flowtrace collect`.
+    #[cfg(feature = "nats")]
+    Agent(nats::AgentArgs),
+    /// Read every agent's records from NATS JetStream and write the request paths
+    /// across all hosts, as `flowtrace pcap --paths` writes them.
+    #[cfg(feature = "nats")]
+    Collect(nats::CollectArgs),
     /// Print a shell completion script (e.g. `flowtrace completions bash >
     /// /etc/bash_completion.d/flowtrace`).
     Completions {
@@ -206,6 +216,13 @@ pub(crate) struct PcapArgs {
     /// Include request and response headers in JSON records.
     #[arg(long)]
     headers: bool,
+    /// Threads for transaction output: 1 does everything on one thread; 2 or more
+    /// leave reading (and gzip decompression) and the output's system calls to others
+    /// (the output is the same).
+    /// Default: the machine's cores. (--paths always reads on one thread and
+    /// correlates on another.)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     #[command(flatten)]
     times: TimeArgs,
     /// Print request paths (correlated across captures, NAT, proxies and the VIP)
@@ -291,6 +308,10 @@ pub fn run() -> Result<ExitCode> {
         Command::Check(args) => check_cmd(args),
         #[cfg(feature = "live")]
         Command::Live(args) => live::run(args),
+        #[cfg(feature = "nats")]
+        Command::Agent(args) => nats::agent(args),
+        #[cfg(feature = "nats")]
+        Command::Collect(args) => nats::collect(args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "flowtrace", &mut io::stdout().lock());
@@ -396,6 +417,12 @@ struct Opened {
 
 /// Opens the captures; `keep_segments`: record segment summaries for diagrams.
 fn open(args: &CaptureArgs, keep_segments: bool) -> Result<Opened> {
+    open_with(args, keep_segments, false)
+}
+
+/// As [`open`]; `read_ahead`: each file is read (and decompressed) on a thread of its
+/// own.
+fn open_with(args: &CaptureArgs, keep_segments: bool, read_ahead: bool) -> Result<Opened> {
     if args.files.is_empty() {
         bail!("no capture file given: name one or more (`-` reads standard input)");
     }
@@ -404,7 +431,11 @@ fn open(args: &CaptureArgs, keep_segments: bool) -> Result<Opened> {
     }
     let offsets = parse_offsets(args)?;
     let links = load_links(args)?;
-    let source = FileSource::open(&args.files)?;
+    let source = if read_ahead {
+        FileSource::open_reading_ahead(&args.files)?
+    } else {
+        FileSource::open(&args.files)?
+    };
     let pipeline = Pipeline::new(PipelineConfig {
         tcp: TcpConfig {
             idle_timeout_ns: (args.idle_timeout * 1e9) as i64,
@@ -474,13 +505,17 @@ fn read_all(
 }
 
 fn output(path: &Option<PathBuf>) -> Result<BufWriter<Box<dyn Write>>> {
-    let out: Box<dyn Write> = match path {
+    Ok(BufWriter::with_capacity(1 << 16, output_raw(path)?))
+}
+
+/// `-o FILE` or standard output, unbuffered.
+fn output_raw(path: &Option<PathBuf>) -> Result<Box<dyn Write>> {
+    Ok(match path {
         Some(p) => {
             Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
         }
         None => Box::new(io::stdout().lock()),
-    };
-    Ok(BufWriter::with_capacity(1 << 16, out))
+    })
 }
 
 fn pcap(args: PcapArgs) -> Result<ExitCode> {
@@ -492,11 +527,37 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
     if args.paths || args.truth.is_some() || args.svg.is_some() || args.html.is_some() {
         return paths(args, format);
     }
-    let mut opened = open(&args.capture, false)?;
-    let mut writer =
-        Writer::new(output(&args.output)?, format, args.headers)?.with_times(args.times.format());
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    let mut opened = open_with(&args.capture, false, threads > 1)?;
+    let out = output_raw(&args.output)?;
+    if threads > 1 {
+        write_behind(out, |chunks| {
+            write_transactions(&args, format, &mut opened, chunks)
+        })?;
+    } else {
+        write_transactions(
+            &args,
+            format,
+            &mut opened,
+            BufWriter::with_capacity(1 << 16, out),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every transaction of the captures, then the summary, written to `out`.
+fn write_transactions<W: Write>(
+    args: &PcapArgs,
+    format: Format,
+    opened: &mut Opened,
+    out: W,
+) -> Result<()> {
+    let mut writer = Writer::new(out, format, args.headers)?.with_times(args.times.format());
     let mut stats = Stats::default();
-    read_all(&mut opened, &mut stats, |p| {
+    read_all(opened, &mut stats, |p| {
         Ok(p.emit(|t, v| writer.transaction(t, v))?)
     })?;
     let pipeline = &opened.pipeline;
@@ -515,7 +576,102 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
         gratuitous_arp: pipeline.gratuitous_arps(),
     };
     writer.finish(&summary)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// Bytes handed to the writing thread at a time.
+const WRITE_CHUNK: usize = 1 << 18;
+/// Chunks in flight: a slow output (a full disk, a slow pipe) makes the work wait
+/// instead of letting output pile up in memory (at most 2 MiB).
+const WRITE_CHUNKS_IN_FLIGHT: usize = 8;
+
+/// Output gathered into large chunks that another thread writes.
+struct ChunkWriter {
+    buf: Vec<u8>,
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+impl ChunkWriter {
+    fn ship(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(WRITE_CHUNK));
+        let full = std::mem::replace(&mut self.buf, next);
+        // A closed channel means the writing thread stopped on an error, which it
+        // reports itself.
+        self.tx
+            .send(full)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the output stopped"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= WRITE_CHUNK {
+            self.ship()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.ship()
+    }
+}
+
+/// Runs `work` on a second thread, writing what it writes to `out` on this one
+/// (standard output's lock cannot move between threads): the output's system calls
+/// (copying every byte into the page cache, or waiting for a pipe's reader) leave the
+/// thread that reads, parses and formats. The bytes and their order are the same as
+/// with one thread.
+///
+/// What crosses is large byte chunks, recycled: handing the transactions themselves
+/// to a formatting thread was measured slower than one thread on small-packet traffic
+/// (their memory, allocated on one core and read and freed on the other, made every
+/// allocation a cache miss; docs/PERFORMANCE.md).
+fn write_behind(
+    mut out: Box<dyn Write>,
+    work: impl FnOnce(&mut ChunkWriter) -> Result<()> + Send,
+) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(WRITE_CHUNKS_IN_FLIGHT);
+    let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(move || {
+            let mut chunks = ChunkWriter {
+                buf: Vec::with_capacity(WRITE_CHUNK),
+                tx,
+                spare: spare_rx,
+            };
+            work(&mut chunks)?;
+            chunks.ship()?;
+            Ok::<(), anyhow::Error>(())
+        });
+        let mut written: io::Result<()> = Ok(());
+        for mut chunk in rx.iter() {
+            written = out.write_all(&chunk);
+            if written.is_err() {
+                break;
+            }
+            chunk.clear();
+            // The worker may have finished: then the chunk is dropped here.
+            let _ = spare_tx.send(chunk);
+        }
+        drop(rx);
+        if written.is_ok() {
+            written = out.flush();
+        }
+        let worked = worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("the reading thread panicked"))?;
+        // The output's error first: the worker's is then only "the output stopped".
+        written?;
+        worked
+    })
 }
 
 /// A whole run correlated into request paths (all kept: for checks, the scorer and
@@ -540,7 +696,7 @@ pub(crate) fn correlated(args: &CaptureArgs) -> Result<Correlated> {
 /// With `--html` and no choice, the report keeps the packets of the 10 slowest paths
 /// and of the failed ones (at most [`flowtrace::diagram::MAX_PATHS`] in all), so that
 /// the paths a reader opens first have their ladder and swimlanes.
-fn selection(args: &PcapArgs) -> flowtrace::diagram::Selection {
+pub(crate) fn selection(args: &PcapArgs) -> flowtrace::diagram::Selection {
     let nothing_asked =
         args.path_ids.is_empty() && args.uri.is_none() && args.slowest.is_none() && !args.failed;
     if nothing_asked && args.html.is_some() {
@@ -561,8 +717,8 @@ fn selection(args: &PcapArgs) -> flowtrace::diagram::Selection {
 
 /// Draws the paths `keeper` kept and the topology into `dir`, and says which files
 /// it wrote. `tail` gives the address book, the clock offsets and the VIP holders.
-fn draw(
-    args: &PcapArgs,
+pub(crate) fn draw(
+    args: &DrawArgs,
     dir: &std::path::Path,
     keeper: flowtrace::diagram::Keeper,
     tail: Tail,
@@ -625,6 +781,21 @@ fn draw(
     Ok(())
 }
 
+/// What `draw` takes of the flags.
+pub(crate) struct DrawArgs {
+    pub(crate) dot: bool,
+    pub(crate) mermaid: bool,
+}
+
+impl PcapArgs {
+    fn draw_args(&self) -> DrawArgs {
+        DrawArgs {
+            dot: self.dot,
+            mermaid: self.mermaid,
+        }
+    }
+}
+
 /// Correlates `args`' captures in one pass and draws the diagrams into `dir`,
 /// printing nothing else (`flowtrace live --svg` over its `-w` file).
 pub(crate) fn diagrams_only(args: &PcapArgs, dir: &std::path::Path) -> Result<()> {
@@ -633,7 +804,7 @@ pub(crate) fn diagrams_only(args: &PcapArgs, dir: &std::path::Path) -> Result<()
         keeper.offer(&p);
         Ok(())
     })?;
-    draw(args, dir, keeper, s.tail, &s.vantages)
+    draw(&args.draw_args(), dir, keeper, s.tail, &s.vantages)
 }
 
 fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
@@ -692,7 +863,7 @@ fn paths(args: PcapArgs, format: Format) -> Result<ExitCode> {
         html::finish(file, page, keeper.clone(), &s)?;
     }
     if let (Some(dir), Some(keeper)) = (&args.svg, keeper) {
-        draw(&args, dir, keeper, s.tail, &s.vantages)?;
+        draw(&args.draw_args(), dir, keeper, s.tail, &s.vantages)?;
     }
     Ok(ExitCode::SUCCESS)
 }

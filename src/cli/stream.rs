@@ -115,6 +115,19 @@ impl Batcher {
     }
 }
 
+/// Where a capture loop sends what its pipeline completed: the correlation thread
+/// (`flowtrace live`) or the publisher (`flowtrace agent`).
+pub(crate) trait BatchSink {
+    /// Sends one batch; false when the other side has hung up.
+    fn send(&mut self, p: &mut Pipeline, now: Ts, last: bool) -> bool;
+}
+
+impl BatchSink for Batcher {
+    fn send(&mut self, p: &mut Pipeline, now: Ts, last: bool) -> bool {
+        Batcher::send(self, p, now, last)
+    }
+}
+
 /// A channel between the reader and the engine, bounded so that a slow engine
 /// makes the reader wait instead of letting transactions pile up.
 pub(crate) fn channel() -> (SyncSender<Batch>, Receiver<Batch>) {

@@ -32,7 +32,7 @@ use super::assign;
 use super::clock::ClockEstimator;
 use super::link::{self, Inbound, Rarity, Upstream, UriHabits};
 use super::names::Names;
-use super::record::{order_views, Msg, NameBook, View};
+use super::record::{order_views, Msg, NameBook, View, ViewIn};
 use super::report::*;
 use super::roles::product_and_role;
 use super::summary::SummaryBuilder;
@@ -439,21 +439,62 @@ impl Engine {
     /// The transaction's segment summaries (`HttpTransaction::segments`, kept for
     /// diagrams) are moved into the engine, not copied.
     pub fn ingest(&mut self, t: &mut HttpTransaction, vantages: &[Vantage], now: Ts) {
-        let Some(req) = &t.request else {
+        let Some(v) = ViewIn::of(t) else {
             self.stats.views_without_request += 1;
             return;
         };
+        let segments = std::mem::take(&mut t.segments);
+        let t = &*t;
+        self.ingest_view(
+            v,
+            |names| Msg::from_transaction(t, names),
+            segments,
+            vantages,
+            now,
+        );
+    }
+
+    /// Takes one exchange an agent recorded on another host (`crate::remote`): the
+    /// same as [`Engine::ingest`] of the transaction it was made from.
+    pub fn ingest_remote(
+        &mut self,
+        x: crate::remote::ExchangeRec,
+        msg: crate::remote::MsgRec,
+        vantage: usize,
+        vantages: &[Vantage],
+        now: Ts,
+    ) {
+        let (v, _, segments) = x.into_parts(vantage);
+        self.ingest_view(v, |names| msg.into_msg(names), segments, vantages, now);
+    }
+
+    /// Learns the names of header hashes (agents send each name once), for the
+    /// evidence sentences.
+    pub fn learn_header_names(&mut self, names: &[(u64, String)]) {
+        for (h, n) in names {
+            self.names.learn(*h, n);
+        }
+    }
+
+    fn ingest_view(
+        &mut self,
+        t: ViewIn,
+        make_msg: impl FnOnce(&mut NameBook) -> Msg,
+        segments: Vec<crate::tcp::SegmentSummary>,
+        vantages: &[Vantage],
+        now: Ts,
+    ) {
         self.stats.views += 1;
         if self.started.is_none() {
-            self.started = Some(req.first_ts);
+            self.started = Some(t.req_first);
         }
-        let file = vantages.get(t.vantage as usize).map_or(0, |v| v.file_index);
+        let file = vantages.get(t.vantage).map_or(0, |v| v.file_index);
         let shift = self.shift(file);
-        let corrected_req = Ts(req.first_ts.0 - shift);
+        let corrected_req = Ts(t.req_first.0 - shift);
         if corrected_req < self.floor {
             self.stats.late_views += 1;
         }
-        let found = match req.wire_pos {
+        let found = match t.wire_pos {
             Some(pos) => self.by_pos.get(&(pos.seq, pos.ack)).copied().or_else(|| {
                 let same_seq: Vec<u64> = self
                     .by_seq
@@ -474,13 +515,13 @@ impl Engine {
                 _ => None,
             },
         };
-        if found.is_none() && corrected_req < self.floor && t.response.is_none() {
+        if found.is_none() && corrected_req < self.floor && t.resp.is_none() {
             // An unanswered request seen after its exchange was decided (its
             // connection's replies are elsewhere): it would only make a false path.
             self.stats.late_views_dropped += 1;
             return;
         }
-        let msg = Msg::from_transaction(t, &mut self.names);
+        let msg = make_msg(&mut self.names);
         let (id, msg) = match found {
             Some(id) => {
                 let ex = self.exchanges.get(&id).expect("indexed exchanges exist");
@@ -514,10 +555,8 @@ impl Engine {
                 (id, Rc::new(msg))
             }
         };
-        let Some(mut view) = View::new(t, file, now, shift, msg) else {
-            return;
-        };
-        view.segments = std::mem::take(&mut t.segments);
+        let mut view = View::from_in(&t, file, now, shift, msg);
+        view.segments = segments;
         // Clock samples: this view against the earliest answered view of every other
         // capture that saw the exchange.
         if let Some(resp) = view.resp {
@@ -542,7 +581,7 @@ impl Engine {
             }
         }
         let ex = self.exchanges.get_mut(&id).expect("just found or made");
-        if let Some(pos) = req.wire_pos {
+        if let Some(pos) = t.wire_pos {
             if let std::collections::hash_map::Entry::Vacant(e) =
                 self.by_pos.entry((pos.seq, pos.ack))
             {

@@ -81,15 +81,35 @@ fn pairs(headers: &Headers, names: &mut NameBook) -> Vec<Pair> {
 #[derive(Default)]
 pub(crate) struct NameBook {
     names: FxHashMap<u64, Box<str>>,
+    /// An agent's book (`crate::remote`) lists the names it learns, to send each
+    /// once; the engine's does not.
+    fresh: Option<Vec<(u64, String)>>,
 }
 
 impl NameBook {
     const CAPACITY: usize = 4096;
 
-    fn learn(&mut self, hash: u64, name: &str) {
-        if self.names.len() < Self::CAPACITY && !self.names.contains_key(&hash) {
-            self.names.insert(hash, cut(name, 128));
+    /// A book that lists what it learns ([`NameBook::take_fresh`]).
+    pub(crate) fn tracking() -> NameBook {
+        NameBook {
+            names: FxHashMap::default(),
+            fresh: Some(Vec::new()),
         }
+    }
+
+    pub(crate) fn learn(&mut self, hash: u64, name: &str) {
+        if self.names.len() < Self::CAPACITY && !self.names.contains_key(&hash) {
+            let name = cut(name, 128);
+            if let Some(f) = &mut self.fresh {
+                f.push((hash, name.to_string()));
+            }
+            self.names.insert(hash, name);
+        }
+    }
+
+    /// The names learned since the last call (a tracking book only).
+    pub(crate) fn take_fresh(&mut self) -> Vec<(u64, String)> {
+        self.fresh.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     pub fn name(&self, hash: u64) -> String {
@@ -298,7 +318,48 @@ pub(crate) struct View {
     pub segments: Vec<crate::tcp::SegmentSummary>,
 }
 
+/// What a view is made of, whether it comes from a transaction of this run's
+/// pipeline or from an agent's record (`crate::remote`): the same fields either way,
+/// so that both feed the engine identically.
+#[derive(Clone, Debug)]
+pub(crate) struct ViewIn {
+    pub tx: u64,
+    pub vantage: usize,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub req_first: Ts,
+    pub req_last: Ts,
+    pub wire_pos: Option<crate::tcp::StreamPos>,
+    pub resp: Option<(Ts, Ts)>,
+    pub syn: Option<Ts>,
+    pub index_in_conn: u32,
+    pub conn_seq: [Option<u32>; 2],
+    pub ttl: Option<u8>,
+}
+
+impl ViewIn {
+    /// The view fields of `t`; `None` without a request.
+    pub fn of(t: &HttpTransaction) -> Option<ViewIn> {
+        let req = t.request.as_ref()?;
+        Some(ViewIn {
+            tx: t.id,
+            vantage: t.vantage as usize,
+            client: t.client,
+            server: t.server,
+            req_first: req.first_ts,
+            req_last: req.last_ts,
+            wire_pos: req.wire_pos,
+            resp: t.response.as_ref().map(|r| (r.first_ts, r.last_ts)),
+            syn: t.handshake.syn,
+            index_in_conn: t.index_in_conn,
+            conn_seq: t.conn_seq,
+            ttl: t.conn_ttl[0],
+        })
+    }
+}
+
 impl View {
+    #[cfg(test)]
     pub fn new(
         t: &HttpTransaction,
         file: usize,
@@ -306,29 +367,32 @@ impl View {
         shift: i64,
         msg: Rc<Msg>,
     ) -> Option<View> {
-        let req = t.request.as_ref()?;
-        let start = match t.handshake.syn {
-            Some(syn) if t.index_in_conn == 0 && syn <= req.first_ts => syn,
-            _ => req.first_ts,
+        Some(View::from_in(&ViewIn::of(t)?, file, arrived, shift, msg))
+    }
+
+    pub fn from_in(t: &ViewIn, file: usize, arrived: Ts, shift: i64, msg: Rc<Msg>) -> View {
+        let start = match t.syn {
+            Some(syn) if t.index_in_conn == 0 && syn <= t.req_first => syn,
+            _ => t.req_first,
         };
         let s = |ts: Ts| Ts(ts.0 - shift);
-        Some(View {
-            tx: t.id,
+        View {
+            tx: t.tx,
             file,
-            vantage: t.vantage as usize,
+            vantage: t.vantage,
             client: t.client,
             server: t.server,
-            req: s(req.first_ts),
-            req_end: s(req.last_ts),
-            resp: t.response.as_ref().map(|r| s(r.first_ts)),
-            resp_end: t.response.as_ref().map(|r| s(r.last_ts)),
+            req: s(t.req_first),
+            req_end: s(t.req_last),
+            resp: t.resp.map(|r| s(r.0)),
+            resp_end: t.resp.map(|r| s(r.1)),
             start: s(start),
-            arrived: s(arrived.max(req.last_ts)),
-            ttl: t.conn_ttl[0].unwrap_or(0),
+            arrived: s(arrived.max(t.req_last)),
+            ttl: t.ttl.unwrap_or(0),
             shift,
             msg,
             segments: Vec::new(),
-        })
+        }
     }
 
     /// Moves this view's times to offset `shift`.

@@ -145,9 +145,13 @@ impl Headers {
 
     /// The first value of `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        // Names compared as bytes: slicing the text for each name checks character
+        // boundaries, and this runs once per transaction written (`host`).
+        let bytes = self.text.as_bytes();
+        self.spans
+            .iter()
+            .find(|[a, b, _]| bytes[*a as usize..*b as usize].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|[_, b, c]| &self.text[*b as usize..*c as usize])
     }
 
     /// How many headers are kept.
@@ -158,6 +162,77 @@ impl Headers {
     /// Whether none are kept.
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
+    }
+}
+
+/// Builds [`Headers`] from raw bytes with one UTF-8 check for the whole block when it
+/// is done, instead of one per name and per value: on small-packet API traffic those
+/// short checks were 5 % of the run.
+#[derive(Debug, Default)]
+pub struct HeadersBuilder {
+    bytes: Vec<u8>,
+    spans: Vec<[u32; 3]>,
+}
+
+impl HeadersBuilder {
+    /// Room for `count` headers of `bytes` bytes in all.
+    pub fn with_capacity(count: usize, bytes: usize) -> HeadersBuilder {
+        HeadersBuilder {
+            bytes: Vec::with_capacity(bytes),
+            spans: Vec::with_capacity(count),
+        }
+    }
+
+    /// Appends a header.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(name);
+        let mid = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(value);
+        self.spans.push([start, mid, self.bytes.len() as u32]);
+    }
+
+    /// How many headers are kept.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether none are kept.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The headers; names and values that are not UTF-8 each are kept lossily, as
+    /// [`Headers::push`] keeps them.
+    pub fn finish(self) -> Headers {
+        match String::from_utf8(self.bytes) {
+            // Each name and value must be UTF-8 on its own, not only all of them
+            // together (a character may not straddle two of them).
+            Ok(text)
+                if self
+                    .spans
+                    .iter()
+                    .flatten()
+                    .all(|&i| text.is_char_boundary(i as usize)) =>
+            {
+                Headers {
+                    text,
+                    spans: self.spans,
+                }
+            }
+            other => {
+                let bytes = match other {
+                    Ok(text) => text.into_bytes(),
+                    Err(e) => e.into_bytes(),
+                };
+                let mut headers = Headers::with_capacity(self.spans.len(), bytes.len());
+                for [a, b, c] in self.spans {
+                    let (a, b, c) = (a as usize, b as usize, c as usize);
+                    headers.push(&bytes[a..b], &bytes[b..c]);
+                }
+                headers
+            }
+        }
     }
 }
 
@@ -259,6 +334,8 @@ pub struct HttpAnalyzer {
     /// Where the connections of `pending_starts` are, and how many of their requests
     /// are in it (to look a connection up in the TCP table).
     waiting_conns: rustc_hash::FxHashMap<u64, (OneWayConn, u32)>,
+    /// The parser's events of one call, reused (no allocation per message).
+    events: Vec<parse::Event>,
 }
 
 impl HttpAnalyzer {
@@ -441,9 +518,10 @@ impl HttpAnalyzer {
         self.next_id += 1;
     }
 
-    fn handle(&mut self, conn: &mut HttpConn, meta: &ConnMeta, events: Vec<parse::Event>) {
+    /// Acts on `events` (drained: the vector is kept for reuse).
+    fn handle(&mut self, conn: &mut HttpConn, meta: &ConnMeta, events: &mut Vec<parse::Event>) {
         let swapped = conn.swapped.unwrap_or(false);
-        for ev in events {
+        for ev in events.drain(..) {
             match ev {
                 parse::Event::Request(req) => {
                     self.stats.http_requests += 1;
@@ -607,7 +685,7 @@ impl StreamSink for HttpAnalyzer {
             conn.swapped = Some(swapped);
         }
         let parser = &mut conn.parsers[dir as usize];
-        let mut events = Vec::new();
+        let mut events = std::mem::take(&mut self.events);
         let keep = parser.data(
             ts,
             data,
@@ -618,8 +696,9 @@ impl StreamSink for HttpAnalyzer {
             &mut events,
         );
         if !events.is_empty() {
-            self.handle(conn, meta, events);
+            self.handle(conn, meta, &mut events);
         }
+        self.events = events;
         keep && !conn.upgraded
     }
 
@@ -631,7 +710,7 @@ impl StreamSink for HttpAnalyzer {
         let mut events = Vec::new();
         conn.parsers[dir as usize].gap(ts, len, &conn.pending, &mut self.stats, &mut events);
         if !events.is_empty() {
-            self.handle(conn, meta, events);
+            self.handle(conn, meta, &mut events);
         }
         let reply_dir = if conn.swapped.unwrap_or(false) {
             Dir::ToServer
@@ -665,7 +744,7 @@ impl StreamSink for HttpAnalyzer {
             conn.parsers[dir.flip() as usize].end(ts, &mut self.stats, &mut events);
         }
         if !events.is_empty() {
-            self.handle(conn, meta, events);
+            self.handle(conn, meta, &mut events);
         }
     }
 
@@ -675,7 +754,7 @@ impl StreamSink for HttpAnalyzer {
             p.end(ts, &mut self.stats, &mut events);
         }
         if !events.is_empty() {
-            self.handle(&mut conn, meta, events);
+            self.handle(&mut conn, meta, &mut events);
         }
         let swapped = conn.swapped.unwrap_or(false);
         while let Some((req, interim)) = conn.pending.pop_front() {

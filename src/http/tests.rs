@@ -351,6 +351,31 @@ mod props {
     use super::*;
     use proptest::prelude::*;
 
+    /// Bytes that are often UTF-8 and sometimes not, with multi-byte characters that
+    /// a cut between two headers may split.
+    fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            any::<String>().prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..12),
+            proptest::collection::vec(prop_oneof![Just(0xC3u8), Just(0xA9), Just(b'a')], 0..6),
+        ]
+    }
+
+    proptest! {
+        /// One UTF-8 check for the block keeps exactly what one check per name and
+        /// value keeps.
+        #[test]
+        fn headers_builder_equals_push(pairs in proptest::collection::vec((header_bytes(), header_bytes()), 0..8)) {
+            let mut one_by_one = crate::http::Headers::default();
+            let mut built = crate::http::HeadersBuilder::default();
+            for (name, value) in &pairs {
+                one_by_one.push(name, value);
+                built.push(name, value);
+            }
+            prop_assert_eq!(built.finish(), one_by_one);
+        }
+    }
+
     const CONVERSATION: (&[u8], &[u8]) = (
         b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody\
 GET /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",

@@ -29,6 +29,7 @@
 
 pub mod clock;
 pub mod html;
+mod json;
 pub mod paths;
 
 pub use clock::{TimeFormat, TimeStyle};
@@ -160,6 +161,8 @@ pub struct Summary<'a> {
 /// Writes transactions as they complete, then the summary.
 pub struct Writer<W: Write> {
     out: W,
+    /// One JSON record at a time, written whole (reused: no allocation per record).
+    record: Vec<u8>,
     format: Format,
     headers: bool,
     count: u64,
@@ -189,6 +192,7 @@ impl<W: Write> Writer<W> {
     pub fn new(out: W, format: Format, headers: bool) -> Result<Self, RenderError> {
         let mut w = Writer {
             out,
+            record: Vec::new(),
             format,
             headers,
             count: 0,
@@ -214,21 +218,22 @@ impl<W: Write> Writer<W> {
     ) -> Result<(), RenderError> {
         match self.format {
             Format::Text => self.text_line(t, vantages)?,
-            Format::Json => {
-                if self.count > 0 {
-                    self.out.write_all(b",")?;
-                }
-                self.out.write_all(b"\n")?;
-                serde_json::to_writer(
-                    &mut self.out,
-                    &TransactionRecord::new(t, vantages, self.headers),
-                )?;
-            }
-            Format::Jsonl => {
+            Format::Json | Format::Jsonl => {
                 let mut rec = TransactionRecord::new(t, vantages, self.headers);
-                rec.kind = Some("transaction");
-                serde_json::to_writer(&mut self.out, &rec)?;
-                self.out.write_all(b"\n")?;
+                self.record.clear();
+                if self.format == Format::Jsonl {
+                    rec.kind = Some("transaction");
+                } else {
+                    if self.count > 0 {
+                        self.record.push(b',');
+                    }
+                    self.record.push(b'\n');
+                }
+                json::write_record(&mut self.record, &rec);
+                if self.format == Format::Jsonl {
+                    self.record.push(b'\n');
+                }
+                self.out.write_all(&self.record)?;
             }
         }
         self.count += 1;

@@ -404,6 +404,19 @@ impl<W: Write> PathWriter<W> {
         })
     }
 
+    /// A writer that goes on after `written` paths already in `out` (a collector
+    /// restarted on its output file): the JSON document's head is not written again.
+    pub fn resume(out: W, format: Format, written: usize) -> Self {
+        PathWriter {
+            out,
+            format,
+            written,
+            times: TimeFormat::default(),
+            min_confidence: None,
+            below_min_confidence: 0,
+        }
+    }
+
     /// Shows times in text output as `times` says (default: wall clock, local zone).
     pub fn with_times(mut self, times: TimeFormat) -> Self {
         self.times = times;

@@ -1,0 +1,322 @@
+//! The transaction record written as JSON by hand, byte for byte what serde_json
+//! writes for [`TransactionRecord`]'s derived `Serialize` (the tests compare the two
+//! on arbitrary records).
+//!
+//! Why by hand: on small-packet API traffic formatting the records was a third of the
+//! run (docs/PERFORMANCE.md): serde_json escapes strings a byte at a time, formats
+//! socket addresses through `fmt`, and prints each timestamp through the shortest
+//! float algorithm. Here strings without anything to escape are copied whole,
+//! addresses and integers go through `itoa`, and a timestamp (an integer number of
+//! microseconds) is printed as digits. Anything unusual (escapes, IPv6, dates outside
+//! 1970..2106, headers) goes through serde_json itself, so the output cannot drift.
+
+use super::TransactionRecord;
+use crate::time::Ts;
+use serde_json::ser::{CompactFormatter, Formatter};
+use std::net::SocketAddr;
+
+/// Appends `rec` as one compact JSON object (no newline).
+pub(super) fn write_record(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
+    out.push(b'{');
+    if let Some(kind) = rec.kind {
+        out.extend_from_slice(b"\"type\":");
+        string(out, kind);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"id\":");
+    integer(out, rec.id);
+    out.extend_from_slice(b",\"conn_id\":");
+    integer(out, rec.conn_id);
+    out.extend_from_slice(b",\"capture\":{\"file\":");
+    string(out, rec.capture.file);
+    out.extend_from_slice(b",\"interface\":");
+    string(out, rec.capture.interface);
+    out.extend_from_slice(b"},\"client\":");
+    socket_addr(out, rec.client);
+    out.extend_from_slice(b",\"server\":");
+    socket_addr(out, rec.server);
+    out.extend_from_slice(b",\"method\":");
+    option(out, rec.method, string);
+    out.extend_from_slice(b",\"uri\":");
+    option(out, rec.uri, string);
+    out.extend_from_slice(b",\"version\":");
+    option(out, rec.version, string);
+    out.extend_from_slice(b",\"host\":");
+    option(out, rec.host, string);
+    out.extend_from_slice(b",\"status\":");
+    option(out, rec.status, |o, s| integer(o, u64::from(s)));
+    out.extend_from_slice(b",\"reason\":");
+    option(out, rec.reason, string);
+    out.extend_from_slice(b",\"interim\":[");
+    for (i, s) in rec.interim.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        integer(out, u64::from(*s));
+    }
+    out.extend_from_slice(b"],\"request_ts\":");
+    option(out, rec.request_ts, timestamp);
+    out.extend_from_slice(b",\"request_end_ts\":");
+    option(out, rec.request_end_ts, timestamp);
+    out.extend_from_slice(b",\"response_ts\":");
+    option(out, rec.response_ts, timestamp);
+    out.extend_from_slice(b",\"response_end_ts\":");
+    option(out, rec.response_end_ts, timestamp);
+    out.extend_from_slice(b",\"duration_ms\":");
+    option(out, rec.duration_ms, float);
+    out.extend_from_slice(b",\"request_body_bytes\":");
+    option(out, rec.request_body_bytes, integer);
+    out.extend_from_slice(b",\"response_body_bytes\":");
+    option(out, rec.response_body_bytes, integer);
+    out.extend_from_slice(b",\"incomplete\":");
+    out.extend_from_slice(if rec.incomplete { b"true" } else { b"false" });
+    if let Some(target) = rec.socks_target {
+        out.extend_from_slice(b",\"socks_target\":");
+        string(out, target);
+    }
+    if let Some(h) = rec.request_headers {
+        out.extend_from_slice(b",\"request_headers\":");
+        serde(out, h);
+    }
+    if let Some(h) = rec.response_headers {
+        out.extend_from_slice(b",\"response_headers\":");
+        serde(out, h);
+    }
+    out.push(b'}');
+}
+
+fn option<T>(out: &mut Vec<u8>, v: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
+    match v {
+        Some(v) => write(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Anything else, through serde_json (writing to a `Vec` cannot fail).
+fn serde<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    serde_json::to_writer(&mut *out, v).expect("serialising to a Vec cannot fail");
+}
+
+fn integer(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+fn float(out: &mut Vec<u8>, v: f64) {
+    CompactFormatter
+        .write_f64(out, v)
+        .expect("writing to a Vec cannot fail");
+}
+
+/// A JSON string: copied whole unless it holds a byte JSON escapes (control
+/// characters, `"` and `\`: serde_json escapes exactly those).
+fn string(out: &mut Vec<u8>, s: &str) {
+    // No early exit: the loop vectorises, and most strings are short.
+    let needs_escape = s.bytes().fold(false, |acc, b| {
+        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if needs_escape {
+        serde(out, s);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+fn socket_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            let mut digits = itoa::Buffer::new();
+            out.push(b'"');
+            for (i, octet) in a.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(digits.format(*octet).as_bytes());
+            }
+            out.push(b':');
+            out.extend_from_slice(digits.format(a.port()).as_bytes());
+            out.push(b'"');
+        }
+        SocketAddr::V6(_) => serde(out, addr),
+    }
+}
+
+/// Epoch seconds with microsecond precision, as [`Ts`]'s `Serialize` writes them:
+/// the microseconds are computed the same way, then printed as digits, with
+/// trailing zeros dropped (`1700000000.5`, `1700000000.0`). That is exactly the
+/// shortest float text while a microsecond is more than one unit in the last
+/// place, i.e. below 2^32 seconds; 1 s and later keeps the float printer from
+/// choosing an exponent. Other times go through the float printer.
+fn timestamp(out: &mut Vec<u8>, ts: Ts) {
+    let micros = (ts.0 as f64 / 1000.0).round();
+    if !(1e6..4_294_967_296e6).contains(&micros) {
+        serde(out, &ts);
+        return;
+    }
+    let micros = micros as u64;
+    let (secs, frac) = (micros / 1_000_000, micros % 1_000_000);
+    integer(out, secs);
+    out.push(b'.');
+    if frac == 0 {
+        out.push(b'0');
+        return;
+    }
+    let mut digits = [b'0'; 6];
+    let mut rest = frac;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    let len = digits.iter().rposition(|d| *d != b'0').map_or(1, |i| i + 1);
+    out.extend_from_slice(&digits[..len]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{HttpTransaction, Request, Response};
+    use crate::pipeline::Vantage;
+    use proptest::prelude::*;
+
+    fn vantages() -> Vec<Vantage> {
+        vec![Vantage {
+            file: "a \"b\"\\c\u{1}.pcap".into(),
+            file_index: 0,
+            interface: "eth0".into(),
+            ifindex: None,
+        }]
+    }
+
+    /// Both writers on one transaction; panics when they differ.
+    fn same(t: &HttpTransaction, headers: bool, kind: Option<&'static str>) {
+        let v = vantages();
+        let mut rec = TransactionRecord::new(t, &v, headers);
+        rec.kind = kind;
+        let mut ours = Vec::new();
+        write_record(&mut ours, &rec);
+        let theirs = serde_json::to_vec(&rec).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs)
+        );
+    }
+
+    fn transaction(
+        addrs: (SocketAddr, SocketAddr),
+        texts: [String; 4],
+        times: [i64; 4],
+        status: Option<u16>,
+        request: bool,
+    ) -> HttpTransaction {
+        let [method, uri, reason, host] = texts;
+        let mut headers = crate::http::Headers::default();
+        headers.push(b"Host", host.as_bytes());
+        headers.push(b"X-\"q\"", b"v\\1");
+        HttpTransaction {
+            id: times[0].unsigned_abs(),
+            conn_id: 7,
+            vantage: 0,
+            client: addrs.0,
+            server: addrs.1,
+            request: request.then(|| Request {
+                method,
+                uri,
+                version: "HTTP/1.1",
+                headers: headers.clone(),
+                body_bytes: 12,
+                first_ts: Ts(times[0]),
+                last_ts: Ts(times[1]),
+                incomplete: false,
+                wire_pos: None,
+            }),
+            response: status.map(|status| Response {
+                status,
+                reason,
+                version: "HTTP/1.0",
+                headers,
+                body_bytes: 0,
+                first_ts: Ts(times[2]),
+                last_ts: Ts(times[3]),
+                incomplete: true,
+            }),
+            interim: if times[1] % 2 == 0 {
+                vec![100, 103]
+            } else {
+                Vec::new()
+            },
+            index_in_conn: 0,
+            conn_seq: [None, None],
+            handshake: Default::default(),
+            conn_ttl: [None, None],
+            segments: Vec::new(),
+            // Present on some: a SOCKS target with text to escape now and then.
+            socks_target: (times[2] % 3 == 0).then(|| format!("{host}:1080")),
+        }
+    }
+
+    fn addr() -> impl Strategy<Value = SocketAddr> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::from((ip, p))),
+            (any::<[u16; 8]>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::from((ip, p))),
+        ]
+    }
+
+    fn time() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            // Capture times of today, at every precision.
+            1_600_000_000_000_000_000i64..1_900_000_000_000_000_000,
+            (1_600_000_000i64..1_900_000_000).prop_map(|s| s * 1_000_000_000),
+            (1_600_000_000_000i64..1_900_000_000_000).prop_map(|ms| ms * 1_000_000),
+            // Near the fast path's edges, and outside it.
+            0i64..3_000_000_000,
+            4_294_967_000_000_000_000i64..4_294_968_000_000_000_000,
+            any::<i64>(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn same_bytes_as_serde_json(
+            addrs in (addr(), addr()),
+            texts in any::<[String; 4]>(),
+            times in [time(), time(), time(), time()],
+            status in proptest::option::of(any::<u16>()),
+            request in any::<bool>(),
+            headers in any::<bool>(),
+            jsonl in any::<bool>(),
+        ) {
+            let t = transaction(addrs, texts, times, status, request);
+            same(&t, headers, jsonl.then_some("transaction"));
+        }
+    }
+
+    #[test]
+    fn timestamps_print_as_serde_json_does() {
+        let base = 1_700_000_000_000_000_000i64;
+        let addrs = (
+            "10.0.0.1:80".parse().unwrap(),
+            "[::1]:8080".parse().unwrap(),
+        );
+        for offset in [
+            0,
+            1,
+            499,
+            500,
+            1_000,
+            10_000,
+            120_000,
+            999_999_499,
+            999_999_500,
+        ] {
+            let t = transaction(
+                addrs,
+                ["GET".into(), "/".into(), "OK".into(), "h".into()],
+                [base + offset, base - offset, 1_000_000_000 + offset, offset],
+                Some(200),
+                true,
+            );
+            same(&t, false, None);
+        }
+    }
+}
