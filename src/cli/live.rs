@@ -66,7 +66,7 @@ pub(crate) struct LiveCaptureArgs {
     /// Most TCP connections tracked at once. When the table is full, the oldest
     /// half-open connection (a SYN flood's) makes room; when none is left, new
     /// connections are counted in `tcp_untracked` and not followed. Each takes
-    /// about 3 KiB at peak under a flood (docs/hostile.md).
+    /// 3 to 4 KiB at peak under a flood (docs/hostile.md).
     #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_connections: u64,
 }
