@@ -591,6 +591,10 @@ fn http_inside_socks_4_4a_5() {
         for t in v["transactions"].as_array().unwrap() {
             assert_eq!(t["socks_target"], target, "{name}");
         }
+        let text = flowtrace(["pcap".as_ref(), path.as_os_str()]);
+        let shown =
+            format!("10.1.0.5:41000 -> 10.3.0.1:1080 (SOCKS to {target})  GET /via-proxy/1");
+        assert!(text.stdout.contains(&shown), "{name}: {}", text.stdout);
     }
     // The proxy refuses (SOCKS 5 reply 5: connection refused): nothing is reported.
     let mut pcap = Pcap::new(1);

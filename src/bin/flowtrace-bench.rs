@@ -8,6 +8,10 @@
 //!   Prints the counts it wrote as JSON.
 //! - `flowtrace-bench read FILE`: the bare read loop: pcap-parser over the file,
 //!   counting frames and bytes, nothing else. Prints them as JSON.
+//! - `flowtrace-bench hostile KIND OUT N`: one of issue 17's hostile captures
+//!   (`syn-flood`, `endless-headers`, `endless-chunked`, `pipelined`,
+//!   `gap-never-fills`; N is SYNs, bytes or requests) between 20 real requests
+//!   (`GET /real/K`, answered 200), for `bench/hostile.py`.
 
 use etherparse::PacketBuilder;
 use pcap_parser::traits::PcapReaderIterator;
@@ -276,6 +280,190 @@ fn read(path: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// A real request on its own connection (client 10.9.K.K), answered 200.
+fn real_request(w: &mut Writer, k: u16) {
+    let c = ([10, 9, (k >> 8) as u8, k as u8], 50000 + k);
+    let s = ([192, 0, 2, 80], 80);
+    let req = format!("GET /real/{k} HTTP/1.1\r\nHost: app\r\n\r\n");
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let (cs, ss) = (1000u32, 9000u32);
+    w.packet(c, s, cs, 0, "S", b"");
+    w.packet(s, c, ss, cs + 1, "SA", b"");
+    w.packet(c, s, cs + 1, ss + 1, "A", b"");
+    w.packet(c, s, cs + 1, ss + 1, "PA", req.as_bytes());
+    let cend = cs + 1 + req.len() as u32;
+    w.packet(s, c, ss + 1, cend, "PA", resp);
+    let send = ss + 1 + resp.len() as u32;
+    w.packet(c, s, cend, send, "FA", b"");
+    w.packet(s, c, send, cend + 1, "FA", b"");
+    w.packet(c, s, cend + 1, send + 1, "A", b"");
+    w.counts.connections += 1;
+    w.counts.transactions += 1;
+}
+
+/// Writes `data` from `src` to `dst` in MSS segments starting at `*seq`.
+fn stream(
+    w: &mut Writer,
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+    seq: &mut u32,
+    ack: u32,
+    data: &[u8],
+) {
+    for part in data.chunks(MSS) {
+        w.packet(src, dst, *seq, ack, "PA", part);
+        *seq = seq.wrapping_add(part.len() as u32);
+    }
+}
+
+/// Issue 17's hostile captures, each between 10 real requests before and 10 after.
+fn hostile(kind: &str, out: &str, n: u64) -> ExitCode {
+    let file = match File::create(out) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("flowtrace-bench: cannot create {out}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut w = Writer {
+        out: BufWriter::with_capacity(1 << 20, file),
+        ts_us: 1_700_000_000_000_000,
+        counts: Counts::default(),
+        buf: Vec::with_capacity(2048),
+    };
+    let header: [u8; 24] = [
+        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
+    ];
+    w.out.write_all(&header).expect("write");
+    for k in 0..10 {
+        real_request(&mut w, k);
+    }
+    let c = ([10, 66, 0, 1], 40000);
+    let s = ([192, 0, 2, 80], 80);
+    let (mut cseq, mut sseq) = (5000u32, 7000u32);
+    let mut handshake = |w: &mut Writer| {
+        w.packet(c, s, cseq, 0, "S", b"");
+        w.packet(s, c, sseq, cseq + 1, "SA", b"");
+        cseq += 1;
+        sseq += 1;
+        w.packet(c, s, cseq, sseq, "A", b"");
+        (cseq, sseq)
+    };
+    match kind {
+        "syn-flood" => {
+            // Real requests inside the flood too: one every n/10 SYNs.
+            let mut real = 10;
+            for i in 0..n {
+                let src = (
+                    [
+                        198,
+                        18 + (i >> 24) as u8 % 2,
+                        (i >> 16) as u8,
+                        (i >> 8) as u8,
+                    ],
+                    1024 + (i % 64000) as u16,
+                );
+                w.packet(src, s, (i as u32).wrapping_mul(2_654_435_761), 0, "S", b"");
+                if n >= 10 && i % (n / 10) == n / 20 && real < 20 {
+                    real_request(&mut w, real);
+                    real += 1;
+                }
+            }
+        }
+        "endless-headers" => {
+            let (mut cs, ss) = handshake(&mut w);
+            let mut block = b"GET /endless-headers HTTP/1.1\r\nHost: app\r\n".to_vec();
+            let mut i = 0u64;
+            while (block.len() as u64) < n {
+                block.extend_from_slice(
+                    format!("X-Filler-{i:08}: {}\r\n", "a".repeat(2000)).as_bytes(),
+                );
+                i += 1;
+            }
+            stream(&mut w, c, s, &mut cs, ss, &block);
+        }
+        "endless-chunked" => {
+            let (cs, mut ss) = handshake(&mut w);
+            let req = b"GET /endless-chunked HTTP/1.1\r\nHost: app\r\n\r\n";
+            let mut cs2 = cs;
+            stream(&mut w, c, s, &mut cs2, ss, req);
+            let mut body = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            while (body.len() as u64) < n {
+                body.extend_from_slice(b"400\r\n");
+                body.extend_from_slice(&[b'c'; 1024]);
+                body.extend_from_slice(b"\r\n");
+            }
+            stream(&mut w, s, c, &mut ss, cs2, &body);
+        }
+        "pipelined" => {
+            // n tiny requests in batches of 500 (within the per-connection bound of
+            // requests awaiting a response), each batch then answered.
+            let (mut cs, mut ss) = handshake(&mut w);
+            let mut sent = 0u64;
+            while sent < n {
+                let batch = (n - sent).min(500);
+                let mut reqs = Vec::new();
+                let mut resps = Vec::new();
+                for j in 0..batch {
+                    reqs.extend_from_slice(
+                        format!("GET /p/{} HTTP/1.1\r\n\r\n", sent + j).as_bytes(),
+                    );
+                    resps.extend_from_slice(b"HTTP/1.1 204 No Content\r\n\r\n");
+                }
+                stream(&mut w, c, s, &mut cs, ss, &reqs);
+                stream(&mut w, s, c, &mut ss, cs, &resps);
+                sent += batch;
+            }
+            w.counts.transactions += n;
+        }
+        "gap-never-fills" => {
+            // A response whose first body segment is lost and never retransmitted
+            // in the capture, and which the client never acknowledges past.
+            let (mut cs, mut ss) = handshake(&mut w);
+            let req = b"GET /big HTTP/1.1\r\nHost: app\r\n\r\n";
+            stream(&mut w, c, s, &mut cs, ss, req);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
+            stream(&mut w, s, c, &mut ss, cs, head.as_bytes());
+            let hole = ss;
+            ss = ss.wrapping_add(MSS as u32);
+            let mut left = n.saturating_sub(MSS as u64);
+            let chunk = [b'g'; MSS];
+            while left > 0 {
+                let k = left.min(MSS as u64) as usize;
+                w.packet(s, c, ss, cs, "PA", &chunk[..k]);
+                ss = ss.wrapping_add(k as u32);
+                left -= k as u64;
+                if left.is_multiple_of(64 * MSS as u64) {
+                    w.packet(c, s, cs, hole, "A", b"");
+                }
+            }
+        }
+        _ => {
+            eprintln!("flowtrace-bench: unknown hostile kind {kind}");
+            return ExitCode::from(2);
+        }
+    }
+    for k in 10..20 {
+        if kind != "syn-flood" || k >= 20 {
+            real_request(&mut w, k);
+        }
+    }
+    if kind == "syn-flood" {
+        for k in 20..30 {
+            real_request(&mut w, k);
+        }
+    }
+    w.out.flush().expect("write");
+    let c = &w.counts;
+    println!(
+        "{{\"file\":\"{out}\",\"kind\":\"{kind}\",\"packets\":{},\"bytes\":{},\"real_requests\":{}}}",
+        c.packets,
+        c.bytes,
+        if kind == "syn-flood" { 30 } else { 20 }
+    );
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -295,8 +483,15 @@ fn main() -> ExitCode {
             gen(&args[2], size, connections)
         }
         Some("read") if args.len() == 3 => read(&args[2]),
+        Some("hostile") if args.len() == 5 => match parse_size(&args[4]) {
+            Some(n) => hostile(&args[2], &args[3], n),
+            None => {
+                eprintln!("flowtrace-bench: N must be a number (K, M, G allowed)");
+                ExitCode::from(2)
+            }
+        },
         _ => {
-            eprintln!("usage: flowtrace-bench gen OUT [--size BYTES|64M|1G] [--connections N] | flowtrace-bench read FILE");
+            eprintln!("usage: flowtrace-bench gen OUT [--size BYTES|64M|1G] [--connections N] | flowtrace-bench read FILE | flowtrace-bench hostile KIND OUT N");
             ExitCode::from(2)
         }
     }

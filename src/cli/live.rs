@@ -63,6 +63,12 @@ pub(crate) struct LiveCaptureArgs {
     /// Close TCP connections idle this many seconds.
     #[arg(long, default_value_t = 120.0, value_name = "SECS")]
     pub(crate) idle_timeout: f64,
+    /// Most TCP connections tracked at once. When the table is full, the oldest
+    /// half-open connection (a SYN flood's) makes room; when none is left, new
+    /// connections are counted in `tcp_untracked` and not followed. Each takes
+    /// 3 to 4 KiB at peak under a flood (docs/hostile.md).
+    #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_connections: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -507,6 +513,7 @@ impl Capture {
             pipeline: Pipeline::new(PipelineConfig {
                 tcp: TcpConfig {
                     idle_timeout_ns: (args.idle_timeout * 1e9) as i64,
+                    max_connections: args.max_connections as usize,
                     ..TcpConfig::default()
                 },
                 links: vec![Some(links.clone())],
@@ -616,7 +623,7 @@ fn draw_from_saved(args: &LiveArgs, saved: &std::path::Path, dir: &std::path::Pa
             offset: Vec::new(),
             names: args.names.clone(),
             idle_timeout: args.capture.idle_timeout,
-            max_connections: 1_000_000,
+            max_connections: args.capture.max_connections,
             verify_checksums: false,
             no_progress: true,
             max_proxy_delay: args.max_proxy_delay,

@@ -425,6 +425,7 @@ pub(crate) fn agent(args: AgentArgs) -> Result<ExitCode> {
                     let config = PipelineConfig {
                         tcp: TcpConfig {
                             idle_timeout_ns: (args.capture.idle_timeout * 1e9) as i64,
+                            max_connections: args.capture.max_connections as usize,
                             ..TcpConfig::default()
                         },
                         links: vec![links],

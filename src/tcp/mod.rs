@@ -417,14 +417,15 @@ impl<C> TcpTable<C> {
             }
         }
         if !self.conns.contains_key(&key) {
-            if self.conns.len() >= self.config.max_connections {
-                self.sweep(sink, ts, stats);
-                if self.conns.len() >= self.config.max_connections
-                    && !self.evict_half_open(sink, ts, stats, log)
-                {
-                    stats.tcp_untracked += 1;
-                    return;
-                }
+            // No sweep here: the periodic one above freed what was idle or closed
+            // within the last second of capture time, and sweeping the whole table
+            // for every new connection made a full table quadratic (a flood of 5 M
+            // SYNs against 1 M connections did not finish).
+            if self.conns.len() >= self.config.max_connections
+                && !self.evict_half_open(sink, ts, stats, log)
+            {
+                stats.tcp_untracked += 1;
+                return;
             }
             let (client, server) = orient(src, dst, seg);
             let meta = ConnMeta {

@@ -17,7 +17,7 @@
 //! of delivered data against the fingerprints of the last [`RECENT_SEGMENTS`]
 //! segments delivered (same sequence number and length: a retransmission cut
 //! differently from its original is not compared; the fingerprint covers a
-//! segment's two ends, see [`fingerprint`]).
+//! segment's length and its first and last 32 bytes, docs/hostile.md).
 
 use super::SeqNumber;
 use crate::anomaly::Stats;

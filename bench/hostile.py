@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Issue 17's hostile captures: peak memory, time and anomalies, in one table.
+
+    bench/hostile.py [--quick] [--keep DIR]
+
+Builds each capture with `flowtrace-bench hostile` (a SYN flood of 5 M half-open
+connections, one connection with endless headers, one with an endless chunked body,
+a million tiny pipelined requests, a reassembly gap that never fills; each between
+real requests `GET /real/K`), runs `flowtrace pcap --format jsonl` on it under
+`/usr/bin/time`, and prints a Markdown table: frames, seconds, peak RSS, how many of
+the real requests were reported with their response, and the counters that show
+what the attack cost. `--quick` uses sizes a tenth as large. Needs the release
+build (`cargo build --release`).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")
+
+# kind, N (SYNs, bytes or requests), what it is, the counters worth showing, extra
+# flowtrace options.
+CASES = [
+    ("syn-flood", 5_000_000, "5 M half-open SYNs, 30 real connections inside",
+     ["tcp_connections", "tcp_evicted_half_open", "tcp_untracked"], []),
+    ("syn-flood", 5_000_000, "the same, `--max-connections 100000`",
+     ["tcp_connections", "tcp_evicted_half_open", "tcp_untracked"],
+     ["--max-connections", "100000"]),
+    ("endless-headers", 200 << 20, "one request whose header block never ends (200 MiB of 2 kB lines)",
+     ["http_header_overflows", "http_parse_errors", "http_resyncs"], []),
+    ("endless-chunked", 200 << 20, "one chunked response that never ends (200 MiB)",
+     ["http_incomplete", "http_transactions"], []),
+    ("pipelined", 1_000_000, "1 M tiny pipelined requests on one connection",
+     ["http_requests", "http_responses", "http_unanswered"], []),
+    ("gap-never-fills", 200 << 20, "a 200 MiB body behind a hole never filled nor acked",
+     ["tcp_reassembly_overflows", "tcp_gaps", "tcp_gap_bytes", "http_incomplete"], []),
+]
+
+
+def run_case(kind, n, workdir, extra):
+    pcap = os.path.join(workdir, f"{kind}.pcap")
+    gen = subprocess.run([os.path.join(BIN, "flowtrace-bench"), "hostile", kind, pcap, str(n)],
+                         capture_output=True, text=True, check=True)
+    made = json.loads(gen.stdout)
+    out = os.path.join(workdir, f"{kind}.jsonl")
+    timed = subprocess.run(["/usr/bin/time", "-f", "%M %e", os.path.join(BIN, "flowtrace"),
+                            "pcap", pcap, "--format", "jsonl", "-o", out, "--no-progress",
+                            *extra],
+                           capture_output=True, text=True)
+    if timed.returncode != 0:
+        sys.exit(f"flowtrace failed on {kind}: {timed.stderr}")
+    rss_kib, secs = timed.stderr.strip().splitlines()[-1].split()
+    real, stats = 0, {}
+    with open(out) as f:
+        for line in f:
+            rec = json.loads(line)
+            if rec.get("type") == "transaction":
+                if (rec.get("uri") or "").startswith("/real/") and rec.get("status") == 200:
+                    real += 1
+            elif rec.get("type") == "summary":
+                stats = rec["stats"]
+    os.remove(pcap)
+    os.remove(out)
+    return made, int(rss_kib) / 1024, float(secs), real, stats
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="sizes a tenth as large")
+    ap.add_argument("--keep", help="work directory (default: a temporary one)")
+    args = ap.parse_args()
+    workdir = args.keep or tempfile.mkdtemp(prefix="flowtrace-hostile-")
+    os.makedirs(workdir, exist_ok=True)
+    print("| case | frames | capture MiB | seconds | peak RSS MiB | real requests reported | counters |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for kind, n, what, counters, extra in CASES:
+        if args.quick:
+            n //= 10
+        made, rss, secs, real, stats = run_case(kind, n, workdir, extra)
+        shown = ", ".join(f"`{c}` {stats.get(c, 0):,}" for c in counters)
+        print(f"| {kind}: {what} | {made['packets']:,} | {made['bytes'] / 2**20:,.0f} | "
+              f"{secs:.2f} | {rss:,.0f} | {real} of {made['real_requests']} | {shown} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
