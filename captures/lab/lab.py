@@ -1012,7 +1012,7 @@ class Agents:
         return self._start("collector", ROUTER["ns"],
                            [self.binary, "collect", "--nats", nats_url(), "--format", "jsonl",
                             "-o", os.path.join(self.run_dir, "collect.jsonl"),
-                            "--exit-when-idle", "8", "--max-host-lag", "5"])
+                            "--exit-when-idle", "8"])
 
     def begin(self):
         self.nats()

@@ -155,8 +155,8 @@ pub(crate) struct CollectArgs {
     /// Stop (and write the summary) after SECS without a new record.
     #[arg(long, value_name = "SECS")]
     exit_when_idle: Option<f64>,
-    /// A host silent this long (wall clock) stops holding the others' paths back
-    /// and is reported late.
+    /// A host silent this long (wall clock) while others are heard from stops
+    /// holding their paths back and is reported late.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     max_host_lag: f64,
     /// How long to wait at the start for a first host to announce itself.
@@ -330,9 +330,9 @@ fn publish_all(
                             .message_id(id.clone()),
                     )
                     .await?;
-                tokio::time::timeout(Duration::from_secs(5), ack)
+                tokio::time::timeout(Duration::from_secs(2), ack)
                     .await
-                    .map_err(|_| anyhow!("no acknowledgement within 5 s"))?
+                    .map_err(|_| anyhow!("no acknowledgement within 2 s"))?
                     .map_err(anyhow::Error::from)
             });
             match attempt {
