@@ -895,7 +895,11 @@ impl Merger {
         true
     }
 
-    /// Marks hosts late or back by wall clock `wall`; returns what changed.
+    /// Marks hosts late or back by wall clock `wall`; returns what changed. A host is
+    /// late when it has been silent for the allowed lag while another host was heard
+    /// from (or had ended): when every host is silent at once the cause is between
+    /// them and the collector (a NATS server restarting), not one host, and declaring
+    /// them all late would only make their records late when they come back.
     pub fn check_lag(&mut self, wall: i64) -> Vec<HostEvent> {
         let mut events = Vec::new();
         for h in &mut self.hosts {
@@ -903,7 +907,15 @@ impl Merger {
                 // A host that has sent nothing yet: its lag counts from the first look.
                 h.arrival = wall;
             }
-            let silent = !h.finished && wall.saturating_sub(h.arrival) > self.max_host_lag_ns;
+        }
+        let newest = self
+            .hosts
+            .iter()
+            .map(|h| if h.finished { wall } else { h.arrival })
+            .max()
+            .unwrap_or(wall);
+        for h in &mut self.hosts {
+            let silent = !h.finished && newest.saturating_sub(h.arrival) > self.max_host_lag_ns;
             if silent && !h.late {
                 h.late = true;
                 events.push(HostEvent::Late(h.name.clone()));

@@ -8,6 +8,9 @@
     lab.py run <scenario> --live-on A    also run `flowtrace live` in ftlab-a during
                                          the traffic (binary: $FLOWTRACE_BIN or
                                          <repo>/target/release/flowtrace)
+    lab.py run <scenario> --agents       also run `flowtrace agent` in A and B, and
+                                         nats-server and `flowtrace collect` in the
+                                         router, restarting each during the traffic
 
 Everything started is tracked by PID (state file /run/ftlab/state.json) and
 stopped by PID; namespaces all carry the prefix `ftlab-`.  See docs/lab.md.
@@ -950,6 +953,109 @@ def live_stop(run_dir, live, wait=120.0):
 
 
 # --------------------------------------------------------------------------
+# flowtrace agent + collect over NATS JetStream (--agents, issue 15)
+# --------------------------------------------------------------------------
+# nats-server and the collector run in the router's namespace, listening on its LAN
+# address; the agents in A's and B's. The agents leave the NATS connection out of
+# what they capture (-f 'not port 4222').
+NATS_PORT = 4222
+
+
+def nats_url():
+    return "nats://%s:%d" % (ROUTER["ip_lan"], NATS_PORT)
+
+
+class Agents:
+    """Every process of the --agents run, each start under its own name (so that a
+    restart is a new tracked PID), with the times of the restarts."""
+
+    def __init__(self, run_dir, binary):
+        self.run_dir, self.binary = run_dir, binary
+        self.n = {}
+        self.events = []
+
+    def _start(self, kind, ns, cmd):
+        self.n[kind] = self.n.get(kind, 0) + 1
+        name = "%s-%d" % (kind, self.n[kind])
+        base = os.path.join(self.run_dir, name)
+        start(name, nsx(ns, cmd), stdout=base + ".out", stderr=base + ".err")
+        self.events.append({"event": "start", "name": name, "t": time.time()})
+        return name
+
+    def _stop(self, name, sig, wait):
+        e = find_proc(name)
+        self.events.append({"event": "stop", "name": name, "signal": int(sig), "t": time.time()})
+        stop_pid(e, sig, wait=wait)
+        self.events.append({"event": "stopped", "name": name, "t": time.time()})
+
+    def nats(self):
+        nb = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        name = self._start("nats-server", ROUTER["ns"],
+                           [nb, "-js", "-a", ROUTER["ip_lan"], "-p", str(NATS_PORT),
+                            "-sd", os.path.join(self.run_dir, "jetstream")])
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            if nsrun(ROUTER["ns"], ["ss", "-ltn", "sport = :%d" % NATS_PORT],
+                     check=False).stdout.count("LISTEN"):
+                return name
+            time.sleep(0.05)
+        raise RuntimeError("nats-server did not listen in %s" % ROUTER["ns"])
+
+    def agent(self, host):
+        k = self.n.get("agent-" + host, 0) + 1
+        return self._start("agent-" + host, SERVERS[host]["ns"],
+                           [self.binary, "agent", "--nats", nats_url(), "--host", host,
+                            "-i", "any", "-f", "not port %d" % NATS_PORT,
+                            "-w", os.path.join(self.run_dir, "agent-%s-%d.pcapng" % (host, k))])
+
+    def collector(self):
+        return self._start("collector", ROUTER["ns"],
+                           [self.binary, "collect", "--nats", nats_url(), "--format", "jsonl",
+                            "-o", os.path.join(self.run_dir, "collect.jsonl"),
+                            "--exit-when-idle", "8"])
+
+    def begin(self):
+        self.nats()
+        self.agent("A")
+        self.agent("B")
+        time.sleep(1.5)   # the agents announce their hosts before the collector starts
+        self.collector()
+
+    def choreography(self, t0, seconds):
+        """During the traffic: kill -9 the collector and start it again, restart
+        nats-server, restart agent B."""
+        def at(frac):
+            time.sleep(max(0.0, t0 + frac * seconds - time.time()))
+        at(0.25)
+        self._stop("collector-1", signal.SIGKILL, 5)
+        time.sleep(1.0)
+        self.collector()
+        at(0.45)
+        self._stop("nats-server-1", signal.SIGTERM, 10)
+        time.sleep(1.0)
+        self.nats()
+        at(0.65)
+        self._stop("agent-B-1", signal.SIGINT, 30)
+        time.sleep(1.0)
+        self.agent("B")
+
+    def end(self):
+        for name in ("agent-A-%d" % self.n.get("agent-A", 1), "agent-B-%d" % self.n.get("agent-B", 1)):
+            self._stop(name, signal.SIGINT, 30)
+        # the collector ends by itself once no record came for --exit-when-idle
+        name = "collector-%d" % self.n["collector"]
+        p = POPENS.get(find_proc(name)["pid"])
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            self._stop(name, signal.SIGTERM, 10)
+        self.events.append({"event": "exited", "name": name, "code": p.returncode, "t": time.time()})
+        self._stop("nats-server-%d" % self.n["nats-server"], signal.SIGTERM, 10)
+        write(os.path.join(self.run_dir, "agents.json"), json.dumps(self.events, indent=1) + "\n")
+        log("agents run: %s" % " ".join("%s %s" % (e["event"], e["name"]) for e in self.events))
+
+
+# --------------------------------------------------------------------------
 # one scenario
 # --------------------------------------------------------------------------
 def output_names():
@@ -1076,9 +1182,14 @@ def run_scenario(name, out_dir, extra):
     live = None
     if live_bin:
         live = live_start(run_dir, extra.live_on, live_bin, traffic["max_seconds"] + LIVE_MARGIN)
+    agents = Agents(run_dir, flowtrace_bin()) if getattr(extra, "agents", False) else None
+    if agents is not None:
+        agents.begin()
     gen = start("traffic", cmd, stdout=os.path.join(run_dir, "traffic.out"),
                 stderr=os.path.join(run_dir, "traffic.err"))
     t_traffic = time.time()
+    if agents is not None:
+        agents.choreography(t_traffic, traffic.get("duration") or traffic["max_seconds"])
     fo = None
     if sc.get("failover_after"):
         time.sleep(sc["failover_after"])
@@ -1114,6 +1225,8 @@ def run_scenario(name, out_dir, extra):
         info["failures"].append("traffic generator exit code %s" % gen.returncode)
     # trailing FIN/ACKs; and at least ~3 s of the master's 1 s adverts in the capture
     time.sleep(max(1.5, 3.5 - (time.time() - t_vip_a)))
+    if agents is not None:
+        agents.end()
     if live is not None:
         live = live_stop(run_dir, live)
         info["live"] = {k: v for k, v in live.items() if k != "stderr_tail"}
@@ -1282,6 +1395,10 @@ def main():
                     help="also run `flowtrace live -i any` in HOST's namespace (client, router, "
                          "A, B) during the traffic: <run-dir>/live-HOST.{jsonl,pcapng,err,"
                          "result.json}; binary $FLOWTRACE_BIN or <repo>/target/release/flowtrace")
+    rp.add_argument("--agents", action="store_true",
+                    help="also run `flowtrace agent` in A and B and nats-server + `flowtrace "
+                         "collect` in the router, killing/restarting each during the traffic "
+                         "(<run-dir>/collect.jsonl, agent-HOST-N.pcapng, agents.json)")
     rp.add_argument("--duration", type=float,
                     help="duration mode: issue requests for this many seconds (at most --count)")
     rp.add_argument("--no-truth", action="store_true",
@@ -1301,7 +1418,7 @@ def main():
         fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         sys.exit("another lab run holds %s" % LOCK)
-    if a.cmd == "run" and a.live_on:
+    if a.cmd == "run" and (a.live_on or a.agents):
         flowtrace_bin()   # fail before anything is built
     if a.cmd == "run" and a.duration is not None and not (0 < a.duration <= 585):
         sys.exit("lab.py: --duration must be in (0, 585] seconds")
@@ -1314,6 +1431,8 @@ def main():
     STATE_OBJ = State()
     if a.cmd == "run" and (a.gateway or SCENARIOS[a.scenario].get("gateway")) == "haproxy":
         ensure_packages(("haproxy",))
+    elif a.cmd == "run" and a.agents:
+        ensure_packages(("nats-server",))
     else:
         ensure_packages()
     try:

@@ -443,7 +443,16 @@ fn open_saver(
     let sidecar: Vec<serde_json::Value> = links
         .links
         .iter()
-        .map(|l| serde_json::json!({"ifindex": l.ifindex, "ifname": l.ifname, "address": l.mac, "addr_info": []}))
+        // With the addresses: a replay of the file then names the host owning an
+        // address (the VRRP holder, a client) as the live run did.
+        .map(|l| {
+            let addrs: Vec<serde_json::Value> = l
+                .addresses
+                .iter()
+                .map(|a| serde_json::json!({"local": a.to_string()}))
+                .collect();
+            serde_json::json!({"ifindex": l.ifindex, "ifname": l.ifname, "address": l.mac, "master": l.master, "addr_info": addrs})
+        })
         .collect();
     let side = path.with_file_name(format!(
         "{}.links.json",

@@ -155,8 +155,8 @@ pub(crate) struct CollectArgs {
     /// Stop (and write the summary) after SECS without a new record.
     #[arg(long, value_name = "SECS")]
     exit_when_idle: Option<f64>,
-    /// A host silent this long (wall clock) stops holding the others' paths back
-    /// and is reported late.
+    /// A host silent this long (wall clock) while others are heard from stops
+    /// holding their paths back and is reported late.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     max_host_lag: f64,
     /// How long to wait at the start for a first host to announce itself.
@@ -330,9 +330,9 @@ fn publish_all(
                             .message_id(id.clone()),
                     )
                     .await?;
-                tokio::time::timeout(Duration::from_secs(5), ack)
+                tokio::time::timeout(Duration::from_secs(2), ack)
                     .await
-                    .map_err(|_| anyhow!("no acknowledgement within 5 s"))?
+                    .map_err(|_| anyhow!("no acknowledgement within 2 s"))?
                     .map_err(anyhow::Error::from)
             });
             match attempt {
@@ -737,18 +737,12 @@ async fn collect_async(
 
     let mut merger = Merger::new(&hosts, lag);
     let mut engine = Engine::new(EngineConfig::default(), merger.files(), merger.links());
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
-            filter_subject: args.nats.subject("*", "records")?,
-            deliver_policy: jetstream::consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .context("cannot read the stream")?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .context("cannot read the stream")?;
+    let filter = args.nats.subject("*", "records")?;
+    let mut messages = open_consumer(&stream, &filter, 1).await?;
+    // The stream sequence of the next record to read: after a server restart or a
+    // stalled consumer, reading goes on from there with a new consumer.
+    let mut next_seq: u64 = 1;
+    let mut quiet_since = Instant::now();
     let mut emitted = 0usize;
     let mut failure: Option<anyhow::Error> = None;
     let mut bad = 0u64;
@@ -780,6 +774,14 @@ async fn collect_async(
         match next {
             Ok(Some(Ok(m))) => {
                 last_record = Instant::now();
+                quiet_since = Instant::now();
+                if let Ok(info) = m.info() {
+                    if info.stream_sequence < next_seq {
+                        // Delivered again by a recreated consumer: already taken.
+                        continue;
+                    }
+                    next_seq = info.stream_sequence + 1;
+                }
                 match remote::decode(&m.payload) {
                     Ok(env) => {
                         merger.push(env, wall().0);
@@ -798,9 +800,31 @@ async fn collect_async(
             Ok(Some(Err(e))) => {
                 eprintln!("flowtrace: warning: reading the stream: {e}");
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                messages = reopen(&mut stream, &filter, next_seq, messages).await;
+                quiet_since = Instant::now();
             }
-            Ok(None) => bail!("the stream's consumer ended"),
-            Err(_) => {}
+            Ok(None) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                messages = reopen(&mut stream, &filter, next_seq, messages).await;
+                quiet_since = Instant::now();
+            }
+            Err(_) => {
+                // Quiet for a while: if the stream holds records beyond what was read
+                // (the consumer did not survive a server restart), read on anew.
+                if quiet_since.elapsed() >= Duration::from_secs(2) {
+                    quiet_since = Instant::now();
+                    let behind = match stream.info().await {
+                        Ok(i) => i.state.last_sequence >= next_seq,
+                        Err(_) => false,
+                    };
+                    if behind {
+                        eprintln!(
+                            "flowtrace: warning: the stream has records the consumer does not deliver; reading on from sequence {next_seq}"
+                        );
+                        messages = reopen(&mut stream, &filter, next_seq, messages).await;
+                    }
+                }
+            }
         }
         for ev in merger.check_lag(wall().0) {
             match ev {
@@ -882,6 +906,38 @@ async fn collect_async(
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+type Messages = jetstream::consumer::pull::Ordered;
+
+/// An ordered consumer of the records from stream sequence `from`.
+async fn open_consumer(stream: &stream::Stream, filter: &str, from: u64) -> Result<Messages> {
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: filter.to_string(),
+            deliver_policy: if from <= 1 {
+                jetstream::consumer::DeliverPolicy::All
+            } else {
+                jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                }
+            },
+            ..Default::default()
+        })
+        .await
+        .context("cannot read the stream")?;
+    consumer.messages().await.context("cannot read the stream")
+}
+
+/// A new consumer from `from`, or the old one while the server cannot make one.
+async fn reopen(stream: &mut stream::Stream, filter: &str, from: u64, old: Messages) -> Messages {
+    match open_consumer(stream, filter, from).await {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("flowtrace: warning: {e:#}");
+            old
+        }
+    }
 }
 
 /// The diagram selection `flowtrace pcap` makes by default (with `--html`: the
