@@ -8,6 +8,8 @@ use std::io::{self, Write};
 /// A pcapng file being written.
 pub struct PcapngWriter<W: Write> {
     out: W,
+    /// Bytes written so far (for `-C`, which starts a new file past a size).
+    written: u64,
 }
 
 fn pad4(n: usize) -> usize {
@@ -19,6 +21,7 @@ impl<W: Write> PcapngWriter<W> {
     pub fn new(mut out: W, interfaces: &[(String, i32, u32)]) -> io::Result<PcapngWriter<W>> {
         // Section header block: type, length, byte-order magic, version 1.0, length -1.
         let shb_len: u32 = 28;
+        let mut written = u64::from(shb_len);
         out.write_all(&0x0A0D_0D0Au32.to_le_bytes())?;
         out.write_all(&shb_len.to_le_bytes())?;
         out.write_all(&0x1A2B_3C4Du32.to_le_bytes())?;
@@ -31,6 +34,7 @@ impl<W: Write> PcapngWriter<W> {
             // Options: if_name (2), if_tsresol (9) = 9 (nanoseconds), end (0).
             let opt_len = 4 + name.len() + pad4(name.len()) + 4 + 4 + 4;
             let len = (20 + opt_len) as u32;
+            written += u64::from(len);
             out.write_all(&1u32.to_le_bytes())?;
             out.write_all(&len.to_le_bytes())?;
             out.write_all(&(*link as u16).to_le_bytes())?;
@@ -46,13 +50,14 @@ impl<W: Write> PcapngWriter<W> {
             out.write_all(&0u32.to_le_bytes())?;
             out.write_all(&len.to_le_bytes())?;
         }
-        Ok(PcapngWriter { out })
+        Ok(PcapngWriter { out, written })
     }
 
     /// Appends a packet captured on interface `iface`.
     pub fn packet(&mut self, iface: u32, ts: Ts, orig_len: u32, data: &[u8]) -> io::Result<()> {
         let len = (32 + data.len() + pad4(data.len())) as u32;
         let t = ts.0.max(0) as u64;
+        self.written += u64::from(len);
         self.out.write_all(&6u32.to_le_bytes())?;
         self.out.write_all(&len.to_le_bytes())?;
         self.out.write_all(&iface.to_le_bytes())?;
@@ -64,6 +69,11 @@ impl<W: Write> PcapngWriter<W> {
         self.out.write_all(&[0u8; 3][..pad4(data.len())])?;
         self.out.write_all(&len.to_le_bytes())?;
         Ok(())
+    }
+
+    /// Bytes written so far, headers included.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
     }
 
     /// Flushes and returns the writer.
@@ -93,6 +103,8 @@ mod tests {
             .unwrap();
         w.packet(1, Ts::from_parts(1_700_000_001, 5), 60, &[9; 5])
             .unwrap();
+        // The file is unbuffered here: every byte written is on disk.
+        assert_eq!(w.bytes_written(), std::fs::metadata(&path).unwrap().len());
         w.finish().unwrap();
         let mut src = FileSource::open(&[&path]).unwrap();
         let mut stats = Stats::default();

@@ -21,7 +21,7 @@ use flowtrace::time::Ts;
 use indicatif::{ProgressBar, ProgressDrawTarget};
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -49,6 +49,15 @@ pub(crate) struct LiveCaptureArgs {
     /// Also save what was captured to FILE (pcapng, with interface names).
     #[arg(short = 'w', value_name = "FILE")]
     pub(crate) write: Option<PathBuf>,
+    /// With -w: start a new file once the current one is larger than SIZE million
+    /// bytes, as tcpdump's -C: FILE, then FILE1, FILE2, ... (each a whole pcapng with
+    /// its links sidecar).
+    #[arg(short = 'C', value_name = "SIZE", requires = "write")]
+    pub(crate) file_size: Option<f64>,
+    /// With -C: a ring of N files, FILE0 .. FILE{N-1} (zero-padded), the oldest
+    /// overwritten, as tcpdump's -W.
+    #[arg(short = 'W', value_name = "N", requires = "file_size", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) file_count: Option<u32>,
     /// After opening the interfaces, become USER (its groups, group and id) for
     /// the rest of the run, as tcpdump's -Z; the -w file is created as USER.
     /// Ignored, with a note, when not running as root (capabilities on the binary).
@@ -307,6 +316,10 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
         return list_interfaces(&args);
     }
     super::check_svg_dir(&args.svg)?;
+    if args.svg.is_some() && args.capture.file_size.is_some() {
+        // The files of a series would be read as captures of different hosts.
+        bail!("--svg draws the run from its -w file: it cannot be combined with -C (a series of files); draw afterwards with `flowtrace pcap` on the file that holds the paths");
+    }
     let max_wait = super::secs_ns("max-request-duration", args.max_request_duration)?;
     let engine_config = EngineConfig {
         max_request_duration_ns: max_wait,
@@ -404,66 +417,168 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     if let Some(bar) = status {
         bar.finish_and_clear();
     }
-    if let Some(w) = saver {
-        w.finish()?;
-    }
+    let saved = match saver {
+        Some(w) => w.finish()?,
+        None => Vec::new(),
+    };
     emitter.finish_json(&live_stats, packets, &stats, &tail)?;
     summary(&mut emitter, &live_stats, &stats, packets, &tail)?;
     for e in &errors {
         eprintln!("flowtrace: warning: a capture ended: {e:#}");
     }
-    if let (Some(dir), Some(saved)) = (&args.svg, &args.capture.write) {
+    if let (Some(dir), [saved]) = (&args.svg, saved.as_slice()) {
         draw_from_saved(&args, saved, dir)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `-w FILE` writer (pcapng, with interface names), and the links sidecar beside
-/// it, so that a replay names the interfaces too.
-fn open_saver(
-    path: &std::path::Path,
-    source: &LiveSource,
-    snaplen: i32,
-    links: &HostLinks,
-) -> Result<Saver> {
-    let ifs: Vec<(String, i32, u32)> = source
-        .interfaces()
-        .0
-        .iter()
-        .map(|d| {
-            (
-                d.name.clone().unwrap_or_default(),
-                d.linktype,
-                snaplen as u32,
-            )
-        })
-        .collect();
-    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let writer = PcapngWriter::new(BufWriter::with_capacity(1 << 20, file), &ifs)?;
-    let sidecar: Vec<serde_json::Value> = links
-        .links
-        .iter()
-        // With the addresses: a replay of the file then names the host owning an
-        // address (the VRRP holder, a client) as the live run did.
-        .map(|l| {
-            let addrs: Vec<serde_json::Value> = l
-                .addresses
-                .iter()
-                .map(|a| serde_json::json!({"local": a.to_string()}))
-                .collect();
-            serde_json::json!({"ifindex": l.ifindex, "ifname": l.ifname, "address": l.mac, "master": l.master, "addr_info": addrs})
-        })
-        .collect();
-    let side = path.with_file_name(format!(
-        "{}.links.json",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    std::fs::write(&side, serde_json::to_string(&sidecar)?)
-        .with_context(|| format!("cannot write {}", side.display()))?;
-    Ok(writer)
+/// The `-w FILE` output (pcapng, with interface names, and the links sidecar beside
+/// each file so that a replay names the interfaces too): one file, or with `-C` a
+/// series of files, with `-W` a ring of them (tcpdump's habits).
+pub(crate) struct Saver {
+    base: PathBuf,
+    interfaces: Vec<(String, i32, u32)>,
+    sidecar: String,
+    /// Start a new file once the current one is larger than this (bytes).
+    limit: Option<u64>,
+    /// How many files the ring keeps.
+    ring: Option<u32>,
+    /// Files opened so far, minus one.
+    index: u64,
+    current: PcapngWriter<BufWriter<File>>,
+    /// The files written, oldest first (a ring keeps its last `ring`).
+    files: Vec<PathBuf>,
 }
 
-type Saver = PcapngWriter<BufWriter<File>>;
+impl Saver {
+    /// Opens the first file for the interfaces of `source`.
+    fn create(
+        args: &LiveCaptureArgs,
+        path: &Path,
+        source: &LiveSource,
+        links: &HostLinks,
+    ) -> Result<Saver> {
+        let interfaces: Vec<(String, i32, u32)> = source
+            .interfaces()
+            .0
+            .iter()
+            .map(|d| {
+                (
+                    d.name.clone().unwrap_or_default(),
+                    d.linktype,
+                    args.snaplen as u32,
+                )
+            })
+            .collect();
+        let sidecar: Vec<serde_json::Value> = links
+            .links
+            .iter()
+            // With the addresses: a replay of the file then names the host owning an
+            // address (the VRRP holder, a client) as the live run did.
+            .map(|l| {
+                let addrs: Vec<serde_json::Value> = l
+                    .addresses
+                    .iter()
+                    .map(|a| serde_json::json!({"local": a.to_string()}))
+                    .collect();
+                serde_json::json!({"ifindex": l.ifindex, "ifname": l.ifname, "address": l.mac, "master": l.master, "addr_info": addrs})
+            })
+            .collect();
+        let limit = match args.file_size {
+            Some(mb) if !(mb.is_finite() && mb > 0.0) => {
+                bail!("-C must be a positive size in millions of bytes")
+            }
+            Some(mb) => Some((mb * 1e6) as u64),
+            None => None,
+        };
+        Saver::new(
+            path,
+            interfaces,
+            serde_json::to_string(&sidecar)?,
+            limit,
+            args.file_count,
+        )
+    }
+
+    fn new(
+        base: &Path,
+        interfaces: Vec<(String, i32, u32)>,
+        sidecar: String,
+        limit: Option<u64>,
+        ring: Option<u32>,
+    ) -> Result<Saver> {
+        let first = Saver::name_of(base, limit, ring, 0);
+        let current = Saver::open(&first, &interfaces, &sidecar)?;
+        Ok(Saver {
+            base: base.to_path_buf(),
+            interfaces,
+            sidecar,
+            limit,
+            ring,
+            index: 0,
+            current,
+            files: vec![first],
+        })
+    }
+
+    /// The name of file `index`: FILE alone without -C; FILE, FILE1, FILE2, ... with
+    /// it; FILE0 .. FILE{N-1}, zero-padded to the width of N-1, with -W N.
+    fn name_of(base: &Path, limit: Option<u64>, ring: Option<u32>, index: u64) -> PathBuf {
+        let mut name = base.as_os_str().to_owned();
+        match (limit, ring) {
+            (None, _) => {}
+            (Some(_), None) if index == 0 => {}
+            (Some(_), None) => name.push(index.to_string()),
+            (Some(_), Some(n)) => {
+                let width = (n - 1).max(1).to_string().len();
+                name.push(format!("{:0width$}", index % u64::from(n)));
+            }
+        }
+        PathBuf::from(name)
+    }
+
+    fn open(
+        path: &Path,
+        interfaces: &[(String, i32, u32)],
+        sidecar: &str,
+    ) -> Result<PcapngWriter<BufWriter<File>>> {
+        let file =
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let writer = PcapngWriter::new(BufWriter::with_capacity(1 << 20, file), interfaces)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let side = path.with_file_name(format!(
+            "{}.links.json",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        std::fs::write(&side, sidecar)
+            .with_context(|| format!("cannot write {}", side.display()))?;
+        Ok(writer)
+    }
+
+    /// Appends a packet, first moving to the next file when the current one is
+    /// larger than `-C` (as tcpdump checks, before writing).
+    pub(crate) fn packet(&mut self, iface: u32, ts: Ts, orig_len: u32, data: &[u8]) -> Result<()> {
+        if self.limit.is_some_and(|l| self.current.bytes_written() > l) {
+            self.index += 1;
+            let next = Saver::name_of(&self.base, self.limit, self.ring, self.index);
+            let fresh = Saver::open(&next, &self.interfaces, &self.sidecar)?;
+            std::mem::replace(&mut self.current, fresh)
+                .finish()
+                .context("cannot finish a -w file")?;
+            self.files.retain(|f| *f != next);
+            self.files.push(next);
+        }
+        self.current
+            .packet(iface, ts, orig_len, data)
+            .context("cannot write to the -w file")
+    }
+
+    /// Flushes the last file; the files written, oldest first.
+    pub(crate) fn finish(self) -> Result<Vec<PathBuf>> {
+        self.current.finish().context("cannot finish the -w file")?;
+        Ok(self.files)
+    }
+}
 
 /// The capture side of a live run: packets through the pipeline (and into `-w`),
 /// batches to the correlation thread.
@@ -509,7 +624,7 @@ impl Capture {
         }
         let links = flowtrace::capture::live::host_links();
         let saver = match &args.write {
-            Some(path) => Some(open_saver(path, &source, args.snaplen, &links)?),
+            Some(path) => Some(Saver::create(args, path, &source, &links)?),
             None => None,
         };
         // Name the capture points after this host, as `flowtrace pcap` names them
@@ -731,6 +846,74 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(&done).unwrap()).unwrap();
         assert_eq!(v["complete"], true);
         assert_eq!(v["summary"]["paths"], 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod saver_tests {
+    use super::*;
+
+    fn packet(n: u8) -> Vec<u8> {
+        vec![n; 200]
+    }
+
+    /// `-C` starts a new file past the size, `-W` keeps a ring of them; every file is a
+    /// whole pcapng that reads back, with its sidecar.
+    #[test]
+    fn files_rotate_as_tcpdump_names_them() {
+        let dir = std::env::temp_dir().join(format!("flowtrace-saver-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ifs = vec![("eth0".to_string(), 1, 65535)];
+        let base = dir.join("cap.pcapng");
+        // 1,000 bytes a file: the headers and four 232-byte packet blocks pass it.
+        let mut series = Saver::new(&base, ifs.clone(), "[]".into(), Some(1_000), None).unwrap();
+        let mut ring =
+            Saver::new(&dir.join("ring"), ifs, "[]".into(), Some(1_000), Some(3)).unwrap();
+        for i in 0..40u8 {
+            let ts = Ts::from_parts(1_700_000_000 + i64::from(i), 0);
+            series.packet(0, ts, 200, &packet(i)).unwrap();
+            ring.packet(0, ts, 200, &packet(i)).unwrap();
+        }
+        let series = series.finish().unwrap();
+        let names: Vec<String> = series
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names[..3], ["cap.pcapng", "cap.pcapng1", "cap.pcapng2"]);
+        let ring = ring.finish().unwrap();
+        let ring_names: Vec<String> = ring
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(ring_names.len(), 3, "{ring_names:?}");
+        let mut all = ring_names.clone();
+        all.sort();
+        assert_eq!(all, ["ring0", "ring1", "ring2"]);
+        let read = |p: &Path| {
+            assert!(p
+                .with_file_name(format!(
+                    "{}.links.json",
+                    p.file_name().unwrap().to_string_lossy()
+                ))
+                .is_file());
+            let mut src = flowtrace::capture::FileSource::open(&[p]).unwrap();
+            let mut stats = flowtrace::anomaly::Stats::default();
+            let mut firsts = Vec::new();
+            while let Some((f, _)) = src.next_frame(&mut stats).unwrap() {
+                firsts.push(f.data[0]);
+            }
+            assert!(src.warnings().is_empty(), "{}", p.display());
+            firsts
+        };
+        // The series holds every packet once, in order.
+        let every: Vec<u8> = series.iter().flat_map(|p| read(p)).collect();
+        assert_eq!(every, (0..40).collect::<Vec<u8>>());
+        // The ring holds the newest packets, oldest file first, ending with the last.
+        let kept: Vec<u8> = ring.iter().flat_map(|p| read(p)).collect();
+        assert_eq!(*kept.last().unwrap(), 39);
+        assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "{kept:?}");
+        assert!(kept.len() < 40);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
