@@ -215,16 +215,11 @@ impl Emitter {
         let Some(j) = self.json.take() else {
             return Ok(());
         };
-        j.finish(&serde_json::json!({
-            "live": { "interfaces": live_stats, "packets": packets, "paths_printed_late": self.late },
-            "summary": tail.summary,
-            "vip_timeline": tail.vip_timeline,
-            "failovers": tail.failovers,
-            "clock_offsets": tail.clock_offsets,
-            "clock_offset_changes": tail.clock_offset_changes,
-            "correlation": tail.engine,
-            "stats": stats,
-        }))
+        j.finish(&summary_value(
+            serde_json::json!({ "interfaces": live_stats, "packets": packets, "paths_printed_late": self.late }),
+            stats,
+            tail,
+        ))
     }
 
     fn path(&mut self, p: RequestPath, now: Ts) -> Result<()> {
@@ -430,6 +425,21 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
         draw_from_saved(&args, saved, dir)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a live run's summary says, `--json FILE` and the last jsonl line alike:
+/// `live` (the capture's own figures) beside the correlation's tail and the counters.
+fn summary_value(live: serde_json::Value, stats: &Stats, tail: &Tail) -> serde_json::Value {
+    serde_json::json!({
+        "live": live,
+        "summary": tail.summary,
+        "vip_timeline": tail.vip_timeline,
+        "failovers": tail.failovers,
+        "clock_offsets": tail.clock_offsets,
+        "clock_offset_changes": tail.clock_offset_changes,
+        "correlation": tail.engine,
+        "stats": stats,
+    })
 }
 
 /// The `-w FILE` output (pcapng, with interface names, and the links sidecar beside
@@ -785,18 +795,13 @@ fn summary(
     tail: &flowtrace::correlate::Tail,
 ) -> Result<()> {
     if emitter.jsonl {
-        let v = serde_json::json!({
-            "type": "summary",
-            "schema_version": flowtrace::correlate::PATH_SCHEMA_VERSION,
-            "live": { "interfaces": live, "packets": packets, "paths": emitter.next_id, "paths_printed_late": emitter.late },
-            "summary": tail.summary,
-            "vip_timeline": tail.vip_timeline,
-            "failovers": tail.failovers,
-            "clock_offsets": tail.clock_offsets,
-            "clock_offset_changes": tail.clock_offset_changes,
-            "correlation": tail.engine,
-            "stats": stats,
-        });
+        let mut v = summary_value(
+            serde_json::json!({ "interfaces": live, "packets": packets, "paths": emitter.next_id, "paths_printed_late": emitter.late }),
+            stats,
+            tail,
+        );
+        v["type"] = "summary".into();
+        v["schema_version"] = flowtrace::correlate::PATH_SCHEMA_VERSION.into();
         serde_json::to_writer(&mut emitter.out, &v)?;
         writeln!(emitter.out)?;
     } else {
