@@ -441,9 +441,15 @@ impl HttpAnalyzer {
         if conn.seen == [true, true] {
             return;
         }
+        self.stats.http_pending_one_way += conn.pending.len() as u64;
+        self.emit_unanswered(conn, meta);
+        self.one_way_conns.remove(&meta.id);
+    }
+
+    /// Emits every request still waiting on `conn` as unanswered, oldest first.
+    fn emit_unanswered(&mut self, conn: &mut HttpConn, meta: &ConnMeta) {
         let swapped = conn.swapped.unwrap_or(false);
         while let Some((req, interim)) = conn.pending.pop_front() {
-            self.stats.http_pending_one_way += 1;
             self.emit(
                 meta,
                 swapped,
@@ -454,7 +460,6 @@ impl HttpAnalyzer {
                 target(&conn.socks),
             );
         }
-        self.one_way_conns.remove(&meta.id);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -529,17 +534,7 @@ impl HttpAnalyzer {
                         // The replies of this connection are not in the capture: the
                         // client sent the next request, so the earlier ones are done as
                         // far as this capture point can tell.
-                        while let Some((old, interim)) = conn.pending.pop_front() {
-                            self.emit(
-                                meta,
-                                swapped,
-                                &mut conn.emitted,
-                                Some(old),
-                                None,
-                                interim,
-                                target(&conn.socks),
-                            );
-                        }
+                        self.emit_unanswered(conn, meta);
                     }
                     if conn.pending.len() >= MAX_PENDING_REQUESTS {
                         let (old, interim) = conn.pending.pop_front().expect("non-empty");
@@ -756,18 +751,7 @@ impl StreamSink for HttpAnalyzer {
         if !events.is_empty() {
             self.handle(&mut conn, meta, &mut events);
         }
-        let swapped = conn.swapped.unwrap_or(false);
-        while let Some((req, interim)) = conn.pending.pop_front() {
-            self.emit(
-                meta,
-                swapped,
-                &mut conn.emitted,
-                Some(req),
-                None,
-                interim,
-                target(&conn.socks),
-            );
-        }
+        self.emit_unanswered(&mut conn, meta);
     }
 }
 
