@@ -427,38 +427,7 @@ impl<C> TcpTable<C> {
                 stats.tcp_untracked += 1;
                 return;
             }
-            let (client, server) = orient(src, dst, seg);
-            let meta = ConnMeta {
-                id: self.next_id,
-                vantage,
-                client,
-                server,
-                first_ts: ts,
-                last_ts: ts,
-                syn_seen: seg.has(TcpSegment::SYN),
-                handshake: Handshake::default(),
-                first_seq: [None; 2],
-                first_ttl: [None; 2],
-            };
-            self.next_id += 1;
-            stats.tcp_connections += 1;
-            if !meta.syn_seen {
-                stats.tcp_midstream += 1;
-            }
-            if meta.syn_seen {
-                self.note_syn(key, meta.id);
-            }
-            let state = sink.open(&meta);
-            self.conns.insert(
-                key,
-                Conn {
-                    meta,
-                    halves: [HalfStream::default(), HalfStream::default()],
-                    muted: [false; 2],
-                    reset: false,
-                    state,
-                },
-            );
+            self.open(sink, key, ts, vantage, orient(src, dst, seg), seg, stats);
         }
         let conn = self.conns.get_mut(&key).expect("inserted above");
         let dir = if conn.meta.client == src {
@@ -529,6 +498,50 @@ impl<C> TcpTable<C> {
             sink.end(state, meta, dir, ts, End::Rst);
             log.push("tcp_rst", ts, || format!("{} -> {}: RST", src, dst));
         }
+    }
+
+    /// Starts tracking a new connection between `ends` (client, server).
+    #[allow(clippy::too_many_arguments)]
+    fn open<S: StreamSink<Conn = C>>(
+        &mut self,
+        sink: &mut S,
+        key: FlowKey,
+        ts: Ts,
+        vantage: VantageId,
+        (client, server): (SocketAddr, SocketAddr),
+        seg: &TcpSegment<'_>,
+        stats: &mut Stats,
+    ) {
+        let meta = ConnMeta {
+            id: self.next_id,
+            vantage,
+            client,
+            server,
+            first_ts: ts,
+            last_ts: ts,
+            syn_seen: seg.has(TcpSegment::SYN),
+            handshake: Handshake::default(),
+            first_seq: [None; 2],
+            first_ttl: [None; 2],
+        };
+        self.next_id += 1;
+        stats.tcp_connections += 1;
+        if meta.syn_seen {
+            self.note_syn(key, meta.id);
+        } else {
+            stats.tcp_midstream += 1;
+        }
+        let state = sink.open(&meta);
+        self.conns.insert(
+            key,
+            Conn {
+                meta,
+                halves: [HalfStream::default(), HalfStream::default()],
+                muted: [false; 2],
+                reset: false,
+                state,
+            },
+        );
     }
 
     /// Closes connections idle past the timeout, and closed ones past the linger time.
