@@ -33,7 +33,7 @@
 //! error for that message only.
 
 use crate::correlate::record::{Msg, NameBook, Pair, RespMsg, ViewIn};
-use crate::correlate::{Context, Engine, RequestPath, Tail};
+use crate::correlate::{AgentClock, Context, Engine, RequestPath, Tail};
 use crate::http::HttpTransaction;
 use crate::links::HostLinks;
 use crate::pipeline::{GratuitousArp, Pipeline, Vantage, VrrpRun};
@@ -812,7 +812,48 @@ struct HostFeed {
     vantage_map: FxHashMap<(u64, u32), usize>,
     vrrp: Vec<VrrpRun>,
     dropped: FxHashMap<u64, u64>,
+    clock: ClockSamples,
 }
+
+/// A host's clock samples: the agent's wall clock at sending against the
+/// collector's at arrival (ns).
+#[derive(Clone, Copy, Default)]
+struct ClockSamples {
+    /// Samples taken.
+    n: u64,
+    /// The largest `sent - arrival`: the agent's offset less the least delay.
+    best: i64,
+    /// The latest `sent - arrival`.
+    last: i64,
+    /// Changed since the engine was told.
+    changed: bool,
+}
+
+impl ClockSamples {
+    fn take(&mut self, sent: i64, arrival: i64) {
+        let s = sent.saturating_sub(arrival);
+        if self.n == 0 || s > self.best {
+            self.best = s;
+            self.changed = true;
+        }
+        self.last = s;
+        self.n += 1;
+    }
+
+    fn agent_clock(&self) -> Option<AgentClock> {
+        (self.n > 0).then(|| AgentClock {
+            offset_s: self.best as f64 / 1e9,
+            samples: self.n,
+            delay_spread_s: self.best.saturating_sub(self.last) as f64 / 1e9,
+        })
+    }
+}
+
+/// An envelope is a clock sample of its host's packet times only when they follow
+/// the agent's wall clock: live, its newest packet is at most this far (ns) from its
+/// sending (a batch every 100 ms, the wall clock when idle); a replayed file's packet
+/// times are those of the capture, not of the agent's clock now.
+pub const CLOCK_SAMPLE_MAX_GAP_NS: i64 = 10_000_000_000;
 
 /// A change of a host's state the collector reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -841,32 +882,57 @@ impl Merger {
     /// A merger over `hosts` (in the order the engine numbers them) with their
     /// interfaces; a host silent for `max_host_lag_ns` of wall clock is late.
     pub fn new(hosts: &[(String, Option<HostLinks>)], max_host_lag_ns: i64) -> Merger {
-        Merger {
-            hosts: hosts
-                .iter()
-                .map(|(name, _)| HostFeed {
-                    name: name.clone(),
-                    queue: VecDeque::new(),
-                    now: Ts(i64::MIN),
-                    pending: None,
-                    arrival: i64::MIN,
-                    finished: false,
-                    late: false,
-                    runs: FxHashMap::default(),
-                    vantage_map: FxHashMap::default(),
-                    vrrp: Vec::new(),
-                    dropped: FxHashMap::default(),
-                })
-                .collect(),
-            files: hosts.iter().map(|(n, _)| n.clone()).collect(),
-            links: hosts.iter().map(|(_, l)| l.clone()).collect(),
+        let mut m = Merger {
+            hosts: Vec::new(),
+            files: Vec::new(),
+            links: Vec::new(),
             vantages: Vec::new(),
             vrrp: Vec::new(),
             garp: Vec::new(),
             watermark: Ts(i64::MIN),
             max_host_lag_ns,
             stats: MergeStats::default(),
+        };
+        for (name, links) in hosts {
+            m.add_host(name, links.clone());
         }
+        m
+    }
+
+    /// Whether `host` is one of the merger's hosts.
+    pub fn knows(&self, host: &str) -> bool {
+        self.hosts.iter().any(|h| h.name == host)
+    }
+
+    /// A host that announced itself after the merger started, numbered after the
+    /// others (the engine must be told: [`Engine::add_file`] with the same name).
+    /// Its lag counts from now; its records older than the watermark are late.
+    pub fn add_host(&mut self, name: &str, links: Option<HostLinks>) {
+        if self.knows(name) {
+            return;
+        }
+        self.hosts.push(HostFeed {
+            name: name.to_string(),
+            queue: VecDeque::new(),
+            now: Ts(i64::MIN),
+            pending: None,
+            arrival: i64::MIN,
+            finished: false,
+            late: false,
+            runs: FxHashMap::default(),
+            vantage_map: FxHashMap::default(),
+            vrrp: Vec::new(),
+            dropped: FxHashMap::default(),
+            clock: ClockSamples::default(),
+        });
+        self.files.push(name.to_string());
+        self.links.push(links);
+    }
+
+    /// Each host's clock against the collector's, from its clock samples (`None`:
+    /// no sample yet, or a replay), in engine order.
+    pub fn agent_clocks(&self) -> Vec<Option<AgentClock>> {
+        self.hosts.iter().map(|h| h.clock.agent_clock()).collect()
     }
 
     /// The hosts, in engine order (the engine's "files").
@@ -934,6 +1000,9 @@ impl Merger {
         *next = env.seq + 1;
         self.stats.envelopes += 1;
         h.arrival = wall;
+        if env.sent_wall.abs_diff(env.now) <= CLOCK_SAMPLE_MAX_GAP_NS as u64 {
+            h.clock.take(env.sent_wall, wall);
+        }
         let now = Ts(env.now);
         if now < self.watermark {
             self.stats.late_envelopes += 1;
@@ -982,6 +1051,13 @@ impl Merger {
     /// Releases every envelope behind the watermark into `engine` and advances it;
     /// paths that became final go to `emit`.
     pub fn step(&mut self, engine: &mut Engine, emit: &mut dyn FnMut(RequestPath)) {
+        for (i, h) in self.hosts.iter_mut().enumerate() {
+            if std::mem::take(&mut h.clock.changed) {
+                if let Some(c) = h.clock.agent_clock() {
+                    engine.set_agent_clock(i, c);
+                }
+            }
+        }
         let active: Vec<Ts> = self
             .hosts
             .iter()
@@ -1017,6 +1093,12 @@ impl Merger {
 
     /// Releases everything held and ends the engine's input.
     pub fn finish(&mut self, engine: &mut Engine, emit: &mut dyn FnMut(RequestPath)) -> Tail {
+        // The report shows every sample taken.
+        for (i, c) in self.agent_clocks().into_iter().enumerate() {
+            if let Some(c) = c {
+                engine.set_agent_clock(i, c);
+            }
+        }
         self.release(engine, Ts(i64::MAX));
         let ctx = Context {
             vantages: &self.vantages,

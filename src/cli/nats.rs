@@ -202,22 +202,68 @@ fn check_url(url: &str) -> Result<()> {
     Ok(())
 }
 
+/// Connects, retrying for 30 s while no server answers (an agent started before its
+/// server); a server that refuses the credentials, or TLS that fails, ends it at once
+/// with what to check.
 async fn connect(args: &NatsArgs, name: &str) -> Result<jetstream::Context> {
+    use async_nats::ConnectErrorKind as Kind;
     check_url(&args.nats)?;
-    let mut opts = async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5));
     let creds = args
         .creds
         .clone()
         .or_else(|| std::env::var_os("FLOWTRACE_NATS_CREDS").map(PathBuf::from));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let opts = options(args, name, creds.as_deref()).await?;
+        let e = match opts.connect(args.nats.as_str()).await {
+            Ok(client) => return Ok(jetstream::new(client)),
+            Err(e) => e,
+        };
+        // rustls' refusal of the server's certificate comes as an I/O error.
+        let tls = e.kind() == Kind::Tls || e.to_string().contains("certificate");
+        match e.kind() {
+            _ if tls => bail!(
+                "TLS with the NATS server at {} failed ({e:#}): a server certificate from a \
+                 private CA needs --tls-ca FILE",
+                args.nats
+            ),
+            Kind::AuthorizationViolation | Kind::Authentication => bail!(
+                "the NATS server at {} refused this client ({e}): {}",
+                args.nats,
+                if creds.is_some() {
+                    "the credentials file is not one the server accepts"
+                } else {
+                    "it requires credentials: give --creds FILE (or FLOWTRACE_NATS_CREDS)"
+                }
+            ),
+            _ if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            _ => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "no NATS server answered at {} within 30 s",
+                    args.nats
+                )))
+            }
+        }
+    }
+}
+
+/// The client's options: name, timeouts, credentials, TLS.
+async fn options(
+    args: &NatsArgs,
+    name: &str,
+    creds: Option<&Path>,
+) -> Result<async_nats::ConnectOptions> {
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5));
     if let Some(path) = creds {
-        let text = std::fs::read_to_string(&path)
+        let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the credentials file {}", path.display()))?;
         if text.contains("BEGIN NATS USER JWT") {
             opts = opts
-                .credentials_file(&path)
+                .credentials_file(path)
                 .await
                 .with_context(|| format!("{}: not a NATS credentials file", path.display()))?;
         } else {
@@ -235,13 +281,12 @@ async fn connect(args: &NatsArgs, name: &str) -> Result<jetstream::Context> {
         opts = opts.require_tls(true);
     }
     if let Some(ca) = &args.tls_ca {
+        if !ca.is_file() {
+            bail!("--tls-ca {}: no such file", ca.display());
+        }
         opts = opts.add_root_certificates(ca.clone());
     }
-    let client = tokio::time::timeout(Duration::from_secs(30), opts.connect(args.nats.as_str()))
-        .await
-        .map_err(|_| anyhow!("no NATS server answered at {} within 30 s", args.nats))?
-        .with_context(|| format!("cannot connect to NATS at {}", args.nats))?;
-    Ok(jetstream::new(client))
+    Ok(opts)
 }
 
 /// The deployment's stream, created when missing.
@@ -615,25 +660,38 @@ async fn hosts(
     names.sort();
     let mut out = Vec::new();
     for host in names {
-        let links = match stream
-            .get_last_raw_message_by_subject(&nats.subject(&host, "hello")?)
-            .await
-        {
-            Ok(m) => match remote::decode(&m.payload) {
-                Ok(env) => env.items.into_iter().find_map(|i| match i {
-                    remote::Item::Hello(h) => Some(h.links),
-                    _ => None,
-                }),
-                Err(e) => {
-                    eprintln!("flowtrace: warning: host {}: {e}", sanitize(&host));
-                    None
-                }
-            },
-            Err(_) => None,
-        };
+        let links = host_links(nats, stream, &host).await?;
         out.push((host, links));
     }
     Ok(out)
+}
+
+/// The interfaces `host` announced last on its hello subject (`None` when it has not
+/// or they do not decode: the host is still merged, without naming its addresses).
+async fn host_links(
+    nats: &NatsArgs,
+    stream: &stream::Stream,
+    host: &str,
+) -> Result<Option<HostLinks>> {
+    let subject = nats.subject(host, "hello")?;
+    let last = tokio::time::timeout(
+        Duration::from_secs(5),
+        stream.get_last_raw_message_by_subject(&subject),
+    )
+    .await;
+    Ok(match last {
+        Ok(Ok(m)) => match remote::decode(&m.payload) {
+            Ok(env) => env.items.into_iter().find_map(|i| match i {
+                remote::Item::Hello(h) => Some(h.links),
+                _ => None,
+            }),
+            Err(e) => {
+                eprintln!("flowtrace: warning: host {}: {e}", sanitize(host));
+                None
+            }
+        },
+        _ => None,
+    })
 }
 
 pub(crate) fn collect(args: CollectArgs) -> Result<ExitCode> {
@@ -667,21 +725,7 @@ async fn collect_async(
 ) -> Result<ExitCode> {
     let js = connect(&args.nats, "flowtrace collect").await?;
     let mut stream = ensure_stream(&js, &args.nats, 86_400.0).await?;
-    let started = Instant::now();
-    let hosts = loop {
-        let h = hosts(&args.nats, &mut stream).await?;
-        if !h.is_empty() {
-            break h;
-        }
-        if started.elapsed() >= wait_hosts || stop.load(Ordering::Relaxed) {
-            bail!(
-                "no agent has announced itself on stream {} within {:?}",
-                args.nats.stream,
-                wait_hosts
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let hosts = first_hosts(&args, &mut stream, wait_hosts, &stop).await?;
     eprintln!(
         "flowtrace: collecting from {} host(s): {}",
         hosts.len(),
@@ -691,24 +735,312 @@ async fn collect_async(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    // Output, resumed from the checkpoint when there is one.
-    let state = args.output.as_deref().map(state_path);
-    let checkpoint: Checkpoint = match &state {
-        Some(s) if s.exists() => serde_json::from_slice(
-            &std::fs::read(s).with_context(|| format!("cannot read {}", s.display()))?,
-        )
-        .with_context(|| format!("{}: not a collector checkpoint", s.display()))?,
-        _ => Checkpoint::default(),
-    };
-    let out: Box<dyn Write> = match &args.output {
+    let mut c = Collector::open(&args, format, &hosts, lag)?;
+    let filter = args.nats.subject("*", "records")?;
+    let mut messages = open_consumer(&stream, &filter, 1).await?;
+    let mut quiet_since = Instant::now();
+    let mut last_record = Instant::now();
+    while !stop.load(Ordering::Relaxed) && idle.is_none_or(|d| last_record.elapsed() < d) {
+        let next = tokio::time::timeout(Duration::from_millis(200), messages.next()).await;
+        match next {
+            Ok(Some(Ok(m))) => {
+                last_record = Instant::now();
+                quiet_since = Instant::now();
+                c.take(&args.nats, &stream, &m).await?;
+            }
+            Ok(Some(Err(e))) => {
+                eprintln!("flowtrace: warning: reading the stream: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                messages = reopen(&mut stream, &filter, c.next_seq, messages).await;
+                quiet_since = Instant::now();
+            }
+            Ok(None) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                messages = reopen(&mut stream, &filter, c.next_seq, messages).await;
+                quiet_since = Instant::now();
+            }
+            // Quiet for a while: if the stream holds records beyond what was read
+            // (the consumer did not survive a server restart), read on anew.
+            Err(_) if quiet_since.elapsed() >= Duration::from_secs(2) => {
+                quiet_since = Instant::now();
+                let behind = match stream.info().await {
+                    Ok(i) => i.state.last_sequence >= c.next_seq,
+                    Err(_) => false,
+                };
+                if behind {
+                    eprintln!(
+                        "flowtrace: warning: the stream has records the consumer does not deliver; reading on from sequence {}",
+                        c.next_seq
+                    );
+                    messages = reopen(&mut stream, &filter, c.next_seq, messages).await;
+                }
+            }
+            Err(_) => {}
+        }
+        c.report_lag(args.max_host_lag);
+        c.step()?;
+    }
+    c.finish(&args)
+}
+
+/// The hosts announced when the collector starts, waiting up to `wait_hosts` for a
+/// first one.
+async fn first_hosts(
+    args: &CollectArgs,
+    stream: &mut stream::Stream,
+    wait_hosts: Duration,
+    stop: &AtomicBool,
+) -> Result<Vec<(String, Option<HostLinks>)>> {
+    let started = Instant::now();
+    loop {
+        let h = hosts(&args.nats, stream).await?;
+        if !h.is_empty() {
+            return Ok(h);
+        }
+        if started.elapsed() >= wait_hosts || stop.load(Ordering::Relaxed) {
+            bail!(
+                "no agent has announced itself on stream {} within {:?}",
+                args.nats.stream,
+                wait_hosts
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Most hosts one collector merges (a bound against records naming ever new hosts).
+const MAX_HOSTS: usize = 1024;
+
+type Out = PathWriter<BufWriter<Box<dyn Write>>>;
+
+/// The collector's state between messages: the merger and engine, the outputs and
+/// the checkpoint.
+struct Collector {
+    merger: Merger,
+    engine: Engine,
+    writer: Out,
+    keeper: Option<flowtrace::diagram::Keeper>,
+    page: Option<flowtrace::render::html::HtmlWriter>,
+    /// Paths made so far (the first `skip` were written by a run before a restart).
+    emitted: usize,
+    skip: usize,
+    state: Option<PathBuf>,
+    output: Option<PathBuf>,
+    /// The stream sequence of the next record to read: after a server restart or a
+    /// stalled consumer, reading goes on from there with a new consumer.
+    next_seq: u64,
+    /// Records that did not decode.
+    bad: u64,
+    /// Hosts that joined after the start.
+    joined: usize,
+}
+
+impl Collector {
+    fn open(
+        args: &CollectArgs,
+        format: Format,
+        hosts: &[(String, Option<HostLinks>)],
+        lag: i64,
+    ) -> Result<Collector> {
+        // Output, resumed from the checkpoint when there is one.
+        let state = args.output.as_deref().map(state_path);
+        let checkpoint: Checkpoint = match &state {
+            Some(s) if s.exists() => serde_json::from_slice(
+                &std::fs::read(s).with_context(|| format!("cannot read {}", s.display()))?,
+            )
+            .with_context(|| format!("{}: not a collector checkpoint", s.display()))?,
+            _ => Checkpoint::default(),
+        };
+        let resumed = checkpoint.paths > 0 || checkpoint.bytes > 0;
+        let out = BufWriter::with_capacity(1 << 16, open_output(&args.output, &checkpoint)?);
+        let writer = if resumed {
+            PathWriter::resume(out, format, checkpoint.paths)
+        } else {
+            PathWriter::new(out, format)?
+        }
+        .with_times(args.times.format());
+        let pcap_like = draw_selection(args);
+        let merger = Merger::new(hosts, lag);
+        let engine = Engine::new(EngineConfig::default(), merger.files(), merger.links());
+        Ok(Collector {
+            engine,
+            merger,
+            writer,
+            keeper: (args.svg.is_some() || args.html.is_some())
+                .then(|| flowtrace::diagram::Keeper::new(selection(&pcap_like))),
+            page: args.html.as_deref().map(html::create).transpose()?,
+            emitted: 0,
+            skip: checkpoint.paths,
+            state,
+            output: args.output.clone(),
+            next_seq: 1,
+            bad: 0,
+            joined: 0,
+        })
+    }
+
+    /// Takes one record: skips a redelivery, merges a host that joined since the
+    /// start, hands the envelope to the merger.
+    async fn take(
+        &mut self,
+        nats: &NatsArgs,
+        stream: &stream::Stream,
+        m: &jetstream::Message,
+    ) -> Result<()> {
+        if let Ok(info) = m.info() {
+            if info.stream_sequence < self.next_seq {
+                // Delivered again by a recreated consumer: already taken.
+                return Ok(());
+            }
+            self.next_seq = info.stream_sequence + 1;
+        }
+        let env = match remote::decode(&m.payload) {
+            Ok(env) if m.subject.as_str() == nats.subject(&env.host, "records")? => env,
+            Ok(env) => {
+                self.skip_bad(m, &format!("it names host {:?}", env.host));
+                return Ok(());
+            }
+            Err(e) => {
+                self.skip_bad(m, &e.to_string());
+                return Ok(());
+            }
+        };
+        if !self.merger.knows(&env.host) {
+            if self.merger.files().len() >= MAX_HOSTS {
+                self.skip_bad(m, &format!("more than {MAX_HOSTS} hosts"));
+                return Ok(());
+            }
+            let links = host_links(nats, stream, &env.host).await?;
+            self.engine.add_file(env.host.clone(), links.as_ref());
+            self.merger.add_host(&env.host, links);
+            self.joined += 1;
+            eprintln!("flowtrace: host {} joined", sanitize(&env.host));
+        }
+        self.merger.push(env, wall().0);
+        Ok(())
+    }
+
+    fn skip_bad(&mut self, m: &jetstream::Message, why: &str) {
+        self.bad += 1;
+        if self.bad <= 10 {
+            eprintln!(
+                "flowtrace: warning: record skipped ({}): {}",
+                sanitize(m.subject.as_str()),
+                sanitize(why)
+            );
+        }
+    }
+
+    fn report_lag(&mut self, max_host_lag: f64) {
+        for ev in self.merger.check_lag(wall().0) {
+            match ev {
+                HostEvent::Late(h) => eprintln!(
+                    "flowtrace: host {} is late (silent for more than {max_host_lag} s): paths go on without it",
+                    sanitize(&h),
+                ),
+                HostEvent::Back(h) => eprintln!("flowtrace: host {} is back", sanitize(&h)),
+            }
+        }
+    }
+
+    /// One path: to the diagrams, the page, and the output unless a run before a
+    /// restart wrote it.
+    fn on_path(&mut self, p: RequestPath) -> Result<()> {
+        if let Some(k) = &mut self.keeper {
+            k.offer(&p);
+        }
+        if let Some(h) = &mut self.page {
+            h.path(&p)?;
+        }
+        if self.emitted >= self.skip {
+            self.writer.path(&p)?;
+        }
+        self.emitted += 1;
+        Ok(())
+    }
+
+    /// Releases what the watermark allows, writes the paths that became final and
+    /// checkpoints them.
+    fn step(&mut self) -> Result<()> {
+        let before = self.emitted;
+        let mut batch = Vec::new();
+        self.merger.step(&mut self.engine, &mut |p| batch.push(p));
+        for p in batch {
+            self.on_path(p)?;
+        }
+        if self.emitted > before && self.emitted > self.skip {
+            self.writer.flush()?;
+            if let (Some(s), Some(o)) = (&self.state, &self.output) {
+                let bytes = std::fs::metadata(o).map(|m| m.len()).unwrap_or(0);
+                save_checkpoint(
+                    s,
+                    &Checkpoint {
+                        paths: self.emitted,
+                        bytes,
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides everything held, writes the summary, the diagrams and the page.
+    fn finish(mut self, args: &CollectArgs) -> Result<ExitCode> {
+        let mut rest = Vec::new();
+        let tail = self.merger.finish(&mut self.engine, &mut |p| rest.push(p));
+        for p in rest {
+            self.on_path(p)?;
+        }
+        let merger = &self.merger;
+        let s = super::stream::Streamed {
+            tail,
+            stats: Stats::default(),
+            anomalies: AnomalyLog::default(),
+            files: merger.files().to_vec(),
+            vantages: merger.vantages().to_vec(),
+            warnings: Vec::new(),
+            vrrp: merger.vrrp().to_vec(),
+            garp: merger.gratuitous_arps().to_vec(),
+        };
+        self.writer.finish(&s.tail, &s.summary())?;
+        // The run is complete: a collector started again writes it anew.
+        if let Some(st) = &self.state {
+            let _ = std::fs::remove_file(st);
+        }
+        let m = merger.stats();
+        eprintln!(
+            "flowtrace: {} paths from {} envelopes ({} exchanges; {} redelivered and skipped, {} missing, {} dropped by agents, {} late, {} unreadable, {} from unknown hosts; {} host(s) joined after the start)",
+            self.emitted, m.envelopes, m.exchanges, m.duplicates, m.missing, m.agent_dropped, m.late_envelopes, self.bad, m.unknown_host, self.joined
+        );
+        if let (Some(file), Some(page), Some(keeper)) = (&args.html, self.page, &self.keeper) {
+            html::finish(file, page, keeper.clone(), &s)?;
+        }
+        if let (Some(dir), Some(keeper)) = (&args.svg, self.keeper) {
+            super::draw(
+                &DrawArgs {
+                    dot: false,
+                    mermaid: false,
+                },
+                dir,
+                keeper,
+                s.tail,
+                &s.vantages,
+            )?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The output: `-o FILE` (cut back to the checkpoint when resuming) or stdout.
+fn open_output(output: &Option<PathBuf>, checkpoint: &Checkpoint) -> Result<Box<dyn Write>> {
+    Ok(match output {
         Some(p) if checkpoint.paths > 0 || checkpoint.bytes > 0 => {
-            let f = OpenOptions::new()
+            let mut f = OpenOptions::new()
                 .write(true)
                 .open(p)
                 .with_context(|| format!("cannot reopen {}", p.display()))?;
             f.set_len(checkpoint.bytes)
                 .with_context(|| format!("cannot truncate {}", p.display()))?;
-            let mut f = f;
             std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))?;
             eprintln!(
                 "flowtrace: resuming {} after {} path(s)",
@@ -721,191 +1053,7 @@ async fn collect_async(
             Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
         }
         None => Box::new(std::io::stdout()),
-    };
-    let out = BufWriter::with_capacity(1 << 16, out);
-    let mut writer = if checkpoint.paths > 0 || checkpoint.bytes > 0 {
-        PathWriter::resume(out, format, checkpoint.paths)
-    } else {
-        PathWriter::new(out, format)?
-    }
-    .with_times(args.times.format());
-    let skip = checkpoint.paths;
-    let pcap_like = draw_selection(&args);
-    let mut keeper = (args.svg.is_some() || args.html.is_some())
-        .then(|| flowtrace::diagram::Keeper::new(selection(&pcap_like)));
-    let mut page = args.html.as_deref().map(html::create).transpose()?;
-
-    let mut merger = Merger::new(&hosts, lag);
-    let mut engine = Engine::new(EngineConfig::default(), merger.files(), merger.links());
-    let filter = args.nats.subject("*", "records")?;
-    let mut messages = open_consumer(&stream, &filter, 1).await?;
-    // The stream sequence of the next record to read: after a server restart or a
-    // stalled consumer, reading goes on from there with a new consumer.
-    let mut next_seq: u64 = 1;
-    let mut quiet_since = Instant::now();
-    let mut emitted = 0usize;
-    let mut failure: Option<anyhow::Error> = None;
-    let mut bad = 0u64;
-    let mut last_record = Instant::now();
-    let mut on_path = |p: RequestPath,
-                       writer: &mut PathWriter<BufWriter<Box<dyn Write>>>,
-                       emitted: &mut usize|
-     -> Result<()> {
-        if let Some(k) = &mut keeper {
-            k.offer(&p);
-        }
-        if let Some(h) = &mut page {
-            h.path(&p)?;
-        }
-        if *emitted >= skip {
-            writer.path(&p)?;
-        }
-        *emitted += 1;
-        Ok(())
-    };
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        if idle.is_some_and(|d| last_record.elapsed() >= d) {
-            break;
-        }
-        let next = tokio::time::timeout(Duration::from_millis(200), messages.next()).await;
-        match next {
-            Ok(Some(Ok(m))) => {
-                last_record = Instant::now();
-                quiet_since = Instant::now();
-                if let Ok(info) = m.info() {
-                    if info.stream_sequence < next_seq {
-                        // Delivered again by a recreated consumer: already taken.
-                        continue;
-                    }
-                    next_seq = info.stream_sequence + 1;
-                }
-                match remote::decode(&m.payload) {
-                    Ok(env) => {
-                        merger.push(env, wall().0);
-                    }
-                    Err(e) => {
-                        bad += 1;
-                        if bad <= 10 {
-                            eprintln!(
-                                "flowtrace: warning: record skipped ({}): {e}",
-                                sanitize(m.subject.as_str())
-                            );
-                        }
-                    }
-                }
-            }
-            Ok(Some(Err(e))) => {
-                eprintln!("flowtrace: warning: reading the stream: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                messages = reopen(&mut stream, &filter, next_seq, messages).await;
-                quiet_since = Instant::now();
-            }
-            Ok(None) => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                messages = reopen(&mut stream, &filter, next_seq, messages).await;
-                quiet_since = Instant::now();
-            }
-            Err(_) => {
-                // Quiet for a while: if the stream holds records beyond what was read
-                // (the consumer did not survive a server restart), read on anew.
-                if quiet_since.elapsed() >= Duration::from_secs(2) {
-                    quiet_since = Instant::now();
-                    let behind = match stream.info().await {
-                        Ok(i) => i.state.last_sequence >= next_seq,
-                        Err(_) => false,
-                    };
-                    if behind {
-                        eprintln!(
-                            "flowtrace: warning: the stream has records the consumer does not deliver; reading on from sequence {next_seq}"
-                        );
-                        messages = reopen(&mut stream, &filter, next_seq, messages).await;
-                    }
-                }
-            }
-        }
-        for ev in merger.check_lag(wall().0) {
-            match ev {
-                HostEvent::Late(h) => eprintln!(
-                    "flowtrace: host {} is late (silent for more than {} s): paths go on without it",
-                    sanitize(&h),
-                    args.max_host_lag
-                ),
-                HostEvent::Back(h) => eprintln!("flowtrace: host {} is back", sanitize(&h)),
-            }
-        }
-        let before = emitted;
-        let mut batch = Vec::new();
-        merger.step(&mut engine, &mut |p| batch.push(p));
-        for p in batch {
-            if let Err(e) = on_path(p, &mut writer, &mut emitted) {
-                failure = Some(e);
-                break;
-            }
-        }
-        if failure.is_some() {
-            break;
-        }
-        if emitted > before && emitted > skip {
-            writer.flush()?;
-            if let (Some(s), Some(o)) = (&state, &args.output) {
-                let bytes = std::fs::metadata(o).map(|m| m.len()).unwrap_or(0);
-                save_checkpoint(
-                    s,
-                    &Checkpoint {
-                        paths: emitted,
-                        bytes,
-                    },
-                )?;
-            }
-        }
-    }
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    let mut rest = Vec::new();
-    let tail = merger.finish(&mut engine, &mut |p| rest.push(p));
-    for p in rest {
-        on_path(p, &mut writer, &mut emitted)?;
-    }
-    let s = super::stream::Streamed {
-        tail,
-        stats: Stats::default(),
-        anomalies: AnomalyLog::default(),
-        files: merger.files().to_vec(),
-        vantages: merger.vantages().to_vec(),
-        warnings: Vec::new(),
-        vrrp: merger.vrrp().to_vec(),
-        garp: merger.gratuitous_arps().to_vec(),
-    };
-    writer.finish(&s.tail, &s.summary())?;
-    // The run is complete: a collector started again writes it anew.
-    if let Some(st) = &state {
-        let _ = std::fs::remove_file(st);
-    }
-    let m = merger.stats();
-    eprintln!(
-        "flowtrace: {} paths from {} envelopes ({} exchanges; {} redelivered and skipped, {} missing, {} dropped by agents, {} late, {} unreadable, {} from unknown hosts)",
-        emitted, m.envelopes, m.exchanges, m.duplicates, m.missing, m.agent_dropped, m.late_envelopes, bad, m.unknown_host
-    );
-    if let (Some(file), Some(page), Some(keeper)) = (&args.html, page, &keeper) {
-        html::finish(file, page, keeper.clone(), &s)?;
-    }
-    if let (Some(dir), Some(keeper)) = (&args.svg, keeper) {
-        super::draw(
-            &DrawArgs {
-                dot: false,
-                mermaid: false,
-            },
-            dir,
-            keeper,
-            s.tail,
-            &s.vantages,
-        )?;
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 type Messages = jetstream::consumer::pull::Ordered;

@@ -9,8 +9,15 @@
 //! Per pair of captures the latest [`SAMPLES_KEPT`] samples are kept (a ring); the
 //! median is the estimate and the spread (MAD) over the square root of their number
 //! its uncertainty. Offsets are chained breadth-first from the reference capture.
+//!
+//! A capture that shares no exchange with an estimated one (yet) takes its offset
+//! from the agents' wall clocks when the collector knows them ([`AgentClock`], set
+//! with [`ClockEstimator::set_agent_clock`]): the difference of its agent's offset and
+//! that of an estimated capture's agent, both against the collector's clock. Those
+//! err by a message's delay (milliseconds), exchanges by microseconds, so exchanges
+//! win as soon as there are any.
 
-use super::report::{ClockMethod, ClockOffset};
+use super::report::{AgentClock, ClockMethod, ClockOffset};
 use std::collections::BTreeMap;
 
 /// Samples kept per pair of captures.
@@ -41,16 +48,45 @@ pub struct ClockEstimator {
     files: Vec<String>,
     overrides: Vec<Option<f64>>,
     pairs: BTreeMap<(usize, usize), Ring>,
+    agent_clocks: Vec<Option<AgentClock>>,
+    /// An agent clock changed what [`ClockEstimator::estimate`] would give.
+    agent_clock_changed: bool,
 }
 
 impl ClockEstimator {
     /// An estimator for `files`, with the user's overrides (seconds) per file.
     pub fn new(files: Vec<String>, overrides: Vec<Option<f64>>) -> ClockEstimator {
         ClockEstimator {
+            agent_clocks: vec![None; files.len()],
             files,
             overrides,
             pairs: BTreeMap::new(),
+            agent_clock_changed: false,
         }
+    }
+
+    /// One more capture (a host that joined a running collector), without override.
+    pub fn add_file(&mut self, name: String) {
+        self.files.push(name);
+        self.overrides.resize(self.files.len(), None);
+        self.agent_clocks.resize(self.files.len(), None);
+    }
+
+    /// What capture `file`'s agent clock says against the collector's. A change of
+    /// more than 50 µs or a first one marks the estimate changed
+    /// ([`ClockEstimator::take_agent_clock_changed`]).
+    pub fn set_agent_clock(&mut self, file: usize, clock: AgentClock) {
+        let Some(slot) = self.agent_clocks.get_mut(file) else {
+            return;
+        };
+        let moved = slot.is_none_or(|old| (old.offset_s - clock.offset_s).abs() > 50e-6);
+        self.agent_clock_changed |= moved;
+        *slot = Some(clock);
+    }
+
+    /// Whether an agent clock moved since the last call.
+    pub fn take_agent_clock_changed(&mut self) -> bool {
+        std::mem::take(&mut self.agent_clock_changed)
     }
 
     /// Number of captures.
@@ -87,11 +123,12 @@ impl ClockEstimator {
         self.pairs.values().map(|r| r.total).sum()
     }
 
-    /// Whether every capture has an offset other than `none` (and at least
-    /// `min_samples` behind each estimated one).
+    /// Whether every capture has an offset other than `none` or `agent_clock` (and
+    /// at least `min_samples` behind each estimated one): an agent clock fills in,
+    /// but decisions wait for exchanges (up to the engine's `max_clock_wait_ns`).
     pub fn settled(&self, min_samples: usize) -> bool {
         self.estimate().iter().all(|o| {
-            o.method != ClockMethod::None
+            !matches!(o.method, ClockMethod::None | ClockMethod::AgentClock)
                 && (o.method != ClockMethod::Exchanges || o.samples >= min_samples)
         })
     }
@@ -108,6 +145,7 @@ impl ClockEstimator {
                     uncertainty_s: 0.0,
                     samples: 0,
                     method: ClockMethod::Override,
+                    agent_clock: None,
                 });
             }
         }
@@ -118,6 +156,7 @@ impl ClockEstimator {
                 uncertainty_s: 0.0,
                 samples: 0,
                 method: ClockMethod::Reference,
+                agent_clock: None,
             });
         }
         loop {
@@ -148,26 +187,58 @@ impl ClockEstimator {
                         uncertainty_s: mad / (v.len() as f64).sqrt(),
                         samples: ring.total as usize,
                         method: ClockMethod::Exchanges,
+                        agent_clock: None,
                     });
                     progressed = true;
                 }
             }
-            if !progressed {
+            if !progressed && !self.fill_from_agent_clock(&mut out) {
                 break;
             }
         }
         out.into_iter()
             .enumerate()
             .map(|(f, o)| {
-                o.unwrap_or(ClockOffset {
+                let mut o = o.unwrap_or(ClockOffset {
                     capture: self.files[f].clone(),
                     offset_s: 0.0,
                     uncertainty_s: 0.0,
                     samples: 0,
                     method: ClockMethod::None,
-                })
+                    agent_clock: None,
+                });
+                o.agent_clock = self.agent_clocks.get(f).copied().flatten();
+                o
             })
             .collect()
+    }
+
+    /// Gives one capture without an offset its offset from agent clocks: against
+    /// the estimated capture with an agent clock whose delays vary least. Returns
+    /// whether it did.
+    fn fill_from_agent_clock(&self, out: &mut [Option<ClockOffset>]) -> bool {
+        let base = (0..out.len())
+            .filter_map(|x| Some((x, out[x].as_ref()?, self.agent_clocks.get(x).copied()??)))
+            .min_by(|a, b| a.2.delay_spread_s.total_cmp(&b.2.delay_spread_s));
+        let Some((_, known, kc)) = base else {
+            return false;
+        };
+        let (base_offset, base_u) = (known.offset_s, known.uncertainty_s);
+        let Some(y) = (0..out.len())
+            .find(|&y| out[y].is_none() && self.agent_clocks.get(y).is_some_and(Option::is_some))
+        else {
+            return false;
+        };
+        let yc = self.agent_clocks[y].expect("checked");
+        out[y] = Some(ClockOffset {
+            capture: self.files[y].clone(),
+            offset_s: base_offset + yc.offset_s - kc.offset_s,
+            uncertainty_s: base_u + yc.delay_spread_s + kc.delay_spread_s,
+            samples: yc.samples.min(usize::MAX as u64) as usize,
+            method: ClockMethod::AgentClock,
+            agent_clock: None,
+        });
+        true
     }
 }
 
@@ -299,5 +370,46 @@ mod tests {
         assert_eq!(c.estimate()[1].method, ClockMethod::None);
         assert!(!c.settled(0));
         assert!(ClockEstimator::new(Vec::new(), Vec::new()).is_empty());
+    }
+
+    fn agent(offset_s: f64) -> AgentClock {
+        AgentClock {
+            offset_s,
+            samples: 5,
+            delay_spread_s: 0.001,
+        }
+    }
+
+    #[test]
+    fn agent_clocks_fill_in_until_exchanges_come() {
+        let files = vec!["a".into(), "b".into(), "c".into()];
+        let mut c = ClockEstimator::new(files, vec![None, None, None]);
+        c.set_agent_clock(0, agent(0.25));
+        c.set_agent_clock(1, agent(2.25));
+        assert!(c.take_agent_clock_changed());
+        assert!(!c.take_agent_clock_changed());
+        let o = c.estimate();
+        assert_eq!(o[1].method, ClockMethod::AgentClock);
+        assert!(close(o[1].offset_s, 2.0), "{}", o[1].offset_s);
+        assert!((o[1].uncertainty_s - 0.002).abs() < 1e-12);
+        assert_eq!(o[2].method, ClockMethod::None, "c has no agent clock");
+        assert_eq!(o[0].agent_clock, Some(agent(0.25)));
+        // Not settled on agent clocks alone: decisions wait for exchanges.
+        assert!(!c.settled(1));
+        // Exchanges win over the agent clock.
+        c.observe(&seen(0, 1, 1.5));
+        let o = c.estimate();
+        assert_eq!(o[1].method, ClockMethod::Exchanges);
+        assert!(close(o[1].offset_s, 1.5));
+        // A small move is no change; a joining capture gets one too.
+        c.set_agent_clock(1, agent(2.25 + 10e-6));
+        assert!(!c.take_agent_clock_changed());
+        c.add_file("d".into());
+        c.set_agent_clock(3, agent(-0.75));
+        assert!(c.take_agent_clock_changed());
+        let o = c.estimate();
+        assert_eq!(o.len(), 4);
+        assert_eq!(o[3].method, ClockMethod::AgentClock);
+        assert!(close(o[3].offset_s, -1.0), "{}", o[3].offset_s);
     }
 }

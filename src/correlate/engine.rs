@@ -388,6 +388,41 @@ impl Engine {
         engine
     }
 
+    /// One more capture (a host that joined a running collector), numbered after the
+    /// others, with its interfaces; its offset is `none` until samples give one.
+    pub fn add_file(&mut self, name: String, links: Option<&HostLinks>) {
+        let f = self.shifts.len();
+        self.clock.add_file(name.clone());
+        self.shifts.push(0);
+        self.offsets.push(ClockOffset {
+            capture: name,
+            offset_s: 0.0,
+            uncertainty_s: 0.0,
+            samples: 0,
+            method: super::ClockMethod::None,
+            agent_clock: None,
+        });
+        let mut group = Vec::new();
+        for a in links
+            .iter()
+            .flat_map(|l| &l.links)
+            .flat_map(|l| &l.addresses)
+        {
+            self.owned.insert((f, *a));
+            if !a.is_loopback() && !a.is_unspecified() {
+                group.push(*a);
+            }
+        }
+        self.add_alias_group(&group);
+        // Decisions already started: the new capture's offset comes as it can.
+    }
+
+    /// What capture `file`'s agent clock says against the collector's (used while its
+    /// exchanges share nothing with another capture's).
+    pub fn set_agent_clock(&mut self, file: usize, clock: super::AgentClock) {
+        self.clock.set_agent_clock(file, clock);
+    }
+
     /// Makes `group` addresses of one proxy: an upstream sent from any of them may
     /// have been caused by a request that reached any other. A group larger than
     /// 16 addresses is left out (a host with that many addresses is a router or a
@@ -728,6 +763,7 @@ impl Engine {
             return;
         }
         let samples = self.clock.samples();
+        let always = self.clock.take_agent_clock_changed() || always;
         if !always
             && samples < self.samples_at_estimate.max(32) * 2
             && samples - self.samples_at_estimate < 4096

@@ -170,6 +170,10 @@ pub enum ClockMethod {
     Exchanges,
     /// Given by the user (`--offset`).
     Override,
+    /// From the agents' wall clocks (`flowtrace collect`): a host whose exchanges
+    /// share nothing (yet) with an estimated capture.
+    #[serde(rename = "agent_clock")]
+    AgentClock,
     /// Nothing shared with an estimated capture.
     None,
 }
@@ -180,6 +184,7 @@ impl std::fmt::Display for ClockMethod {
             ClockMethod::Reference => "reference",
             ClockMethod::Exchanges => "exchanges",
             ClockMethod::Override => "override",
+            ClockMethod::AgentClock => "agent_clock",
             ClockMethod::None => "none",
         })
     }
@@ -442,8 +447,30 @@ pub struct ClockOffset {
     /// Connections the estimate rests on.
     pub samples: usize,
     /// `reference`, `exchanges` (estimated from exchanges both captures saw),
-    /// `override` or `none` (nothing shared with an estimated capture).
+    /// `override`, `agent_clock` (from the agents' clock samples, see
+    /// [`AgentClock`]) or `none` (nothing shared with an estimated capture).
     pub method: ClockMethod,
+    /// A live agent's clock against the collector's (`flowtrace collect` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_clock: Option<AgentClock>,
+}
+
+/// What a host's clock samples say (`flowtrace collect`): each message an agent sends
+/// carries its wall clock at sending; the collector's wall clock at arrival less it is
+/// the one-way delay less the agent's offset. The smallest over the samples (NTP's
+/// minimum-delay filter) is the sample least delayed by queues, so the offset is the
+/// largest `sent - arrival`; it errs by that sample's delay (the network's and
+/// the publisher's), never by less.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct AgentClock {
+    /// Seconds the agent's clock is ahead of the collector's (the least delayed
+    /// sample).
+    pub offset_s: f64,
+    /// Samples taken (messages whose packet times follow the agent's wall clock).
+    pub samples: u64,
+    /// Seconds between the least and the most recent sample's delay: how much the
+    /// delay varies (the offset's error is at most the least delay, unknown here).
+    pub delay_spread_s: f64,
 }
 
 /// One row of the address book (the seed's name/IP/MAC tables).

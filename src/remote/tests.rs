@@ -261,3 +261,116 @@ fn gaps_in_a_run_are_counted() {
     m.push(envelope("A", 3, 2, Vec::new(), false), 0);
     assert_eq!(m.stats().missing, 2);
 }
+
+/// Hosts whose clocks are skewed by a known amount and that share no exchange: the
+/// collector takes their offsets from the clock samples (the least delayed sample of
+/// each), reports them per host with their source and number of samples, and leaves
+/// a replayed file's host (packet times not on its agent's clock) without one.
+#[test]
+fn skewed_hosts_get_their_offsets_from_clock_samples() {
+    let names = ["A", "B", "C", "D"];
+    let hosts: Vec<(String, Option<HostLinks>)> =
+        names.iter().map(|h| (h.to_string(), None)).collect();
+    let mut m = Merger::new(&hosts, 60_000_000_000);
+    let mut e = engine(4);
+    // Agent clock minus the collector's: A +3 ms, B +2.5 s, C -1.2 s; D replays a
+    // capture of a year ago.
+    let skew = [3_000_000i64, 2_500_000_000, -1_200_000_000, 0];
+    let t0 = 1_700_000_000_000_000_000i64;
+    let n = 50u64;
+    for i in 0..n {
+        let true_send = t0 + i as i64 * 100_000_000;
+        // Delays of 1 to 30 ms; each host's least is 1 ms.
+        for (h, name) in names.iter().enumerate() {
+            let delay = 1_000_000 + ((i as i64 * 7 + h as i64 * 13) % 30) * 1_000_000;
+            let delay = if i == 10 + h as u64 { 1_000_000 } else { delay };
+            let sent = true_send + skew[h];
+            let packets = if *name == "D" {
+                sent - 365 * 86_400 * 1_000_000_000
+            } else {
+                sent - 50_000_000
+            };
+            let mut env = envelope(name, i, packets, vec![vantage_item()], false);
+            env.sent_wall = sent;
+            assert!(m.push(env, true_send + delay));
+        }
+        m.step(&mut e, &mut |_| {});
+    }
+    let clocks = m.agent_clocks();
+    assert!(
+        clocks[3].is_none(),
+        "a replay's packets are not on its clock"
+    );
+    for h in 0..3 {
+        let c = clocks[h].expect("samples");
+        assert_eq!(c.samples, n);
+        // Offset less the least delay (1 ms).
+        let want = (skew[h] - 1_000_000) as f64 / 1e9;
+        assert!((c.offset_s - want).abs() < 1e-9, "{h}: {}", c.offset_s);
+    }
+    let tail = m.finish(&mut e, &mut |_| {});
+    let o = &tail.clock_offsets;
+    assert_eq!(o[0].method, crate::correlate::ClockMethod::Reference);
+    for h in 1..3 {
+        assert_eq!(o[h].method, crate::correlate::ClockMethod::AgentClock);
+        let want = (skew[h] - skew[0]) as f64 / 1e9;
+        assert!(
+            (o[h].offset_s - want).abs() < 1e-9,
+            "{h}: {}",
+            o[h].offset_s
+        );
+        assert_eq!(o[h].samples, n as usize);
+        assert_eq!(o[h].agent_clock.map(|c| c.samples), Some(n));
+    }
+    assert_eq!(o[3].method, crate::correlate::ClockMethod::None);
+    assert!(o[3].agent_clock.is_none());
+    // In the summary JSON, per host.
+    let v = serde_json::to_value(&o[1]).unwrap();
+    assert_eq!(v["method"], "agent_clock");
+    assert_eq!(v["agent_clock"]["samples"], n);
+}
+
+/// A host that was not there when the merger started joins it: its envelopes are
+/// taken, not counted as from an unknown host.
+#[test]
+fn a_host_joins_a_running_merger() {
+    let mut m = Merger::new(&[("A".to_string(), None)], 60_000_000_000);
+    let mut e = engine(1);
+    let t0 = 1_700_000_000_000_000_000;
+    assert!(m.push(
+        envelope(
+            "A",
+            0,
+            t0,
+            vec![vantage_item(), Item::Exchange(exchange(1, t0))],
+            false
+        ),
+        0
+    ));
+    assert!(!m.knows("B"));
+    e.add_file("B".into(), None);
+    m.add_host("B", None);
+    m.add_host("B", None);
+    assert_eq!(m.files(), ["A".to_string(), "B".to_string()]);
+    assert!(m.push(
+        envelope(
+            "B",
+            0,
+            t0,
+            vec![vantage_item(), Item::Exchange(exchange(2, t0))],
+            true
+        ),
+        0
+    ));
+    let mut paths = Vec::new();
+    m.step(&mut e, &mut |p| paths.push(p));
+    let tail = m.finish(&mut e, &mut |p| paths.push(p));
+    assert_eq!(m.stats().unknown_host, 0);
+    assert_eq!(m.stats().exchanges, 2);
+    assert_eq!(tail.clock_offsets.len(), 2);
+    assert!(!paths.is_empty());
+    assert!(m
+        .vantages()
+        .iter()
+        .any(|v| v.file == "B" && v.file_index == 1));
+}

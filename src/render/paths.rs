@@ -2,7 +2,9 @@
 //! as the paths come (docs/output.md has the contract).
 
 use super::{sanitize, Format, Summary, TimeFormat};
-use crate::correlate::{Hop, HopKind, Report, RequestPath, Tail, Translation, PATH_SCHEMA_VERSION};
+use crate::correlate::{
+    ClockMethod, Hop, HopKind, Report, RequestPath, Tail, Translation, PATH_SCHEMA_VERSION,
+};
 use serde::Serialize;
 use std::io::{self, Write};
 
@@ -210,15 +212,28 @@ pub fn write_summary(out: &mut impl Write, r: &Report, times: &mut TimeFormat) -
         )?;
     }
     for c in &r.clock_offsets {
-        writeln!(
+        let unit = if c.method == ClockMethod::AgentClock {
+            "clock samples"
+        } else {
+            "connections"
+        };
+        write!(
             out,
-            "clock {}: {:+.6} s ± {:.6} s ({}, {} connections)",
+            "clock {}: {:+.6} s ± {:.6} s ({}, {} {unit})",
             sanitize(&c.capture),
             c.offset_s,
             c.uncertainty_s,
             c.method,
             c.samples
         )?;
+        match &c.agent_clock {
+            Some(a) => writeln!(
+                out,
+                "; agent clock {:+.6} s against the collector's ({} samples, delays within {:.6} s)",
+                a.offset_s, a.samples, a.delay_spread_s
+            )?,
+            None => writeln!(out)?,
+        }
     }
     Ok(())
 }
