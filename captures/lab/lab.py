@@ -965,6 +965,16 @@ def nats_url():
     return "nats://%s:%d" % (ROUTER["ip_lan"], NATS_PORT)
 
 
+def proc_cpu_s(pid):
+    """User + system CPU seconds of a running process (/proc/PID/stat), or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class Agents:
     """Every process of the --agents run, each start under its own name (so that a
     restart is a new tracked PID), with the times of the restarts."""
@@ -1041,6 +1051,9 @@ class Agents:
 
     def end(self):
         for name in ("agent-A-%d" % self.n.get("agent-A", 1), "agent-B-%d" % self.n.get("agent-B", 1)):
+            # CPU (user + system) of the agent's whole run, read by PID before it stops
+            self.events.append({"event": "cpu", "name": name, "cpu_s": proc_cpu_s(find_proc(name)["pid"]),
+                                "t": time.time()})
             self._stop(name, signal.SIGINT, 30)
         # the collector ends by itself once no record came for --exit-when-idle
         name = "collector-%d" % self.n["collector"]
@@ -1188,7 +1201,7 @@ def run_scenario(name, out_dir, extra):
     gen = start("traffic", cmd, stdout=os.path.join(run_dir, "traffic.out"),
                 stderr=os.path.join(run_dir, "traffic.err"))
     t_traffic = time.time()
-    if agents is not None:
+    if agents is not None and not getattr(extra, "agents_steady", False):
         agents.choreography(t_traffic, traffic.get("duration") or traffic["max_seconds"])
     fo = None
     if sc.get("failover_after"):
@@ -1399,6 +1412,9 @@ def main():
                     help="also run `flowtrace agent` in A and B and nats-server + `flowtrace "
                          "collect` in the router, killing/restarting each during the traffic "
                          "(<run-dir>/collect.jsonl, agent-HOST-N.pcapng, agents.json)")
+    rp.add_argument("--agents-steady", action="store_true",
+                    help="with --agents: no restarts during the traffic (for measuring delay "
+                         "and cost; bench/nats_lab.py)")
     rp.add_argument("--duration", type=float,
                     help="duration mode: issue requests for this many seconds (at most --count)")
     rp.add_argument("--no-truth", action="store_true",
