@@ -816,7 +816,7 @@ struct HostFeed {
 }
 
 /// A host's clock samples: the agent's wall clock at sending against the
-/// collector's at arrival (ns).
+/// reference clock's at arrival (ns; the NATS server's time of storing it).
 #[derive(Clone, Copy, Default)]
 struct ClockSamples {
     /// Samples taken.
@@ -929,7 +929,7 @@ impl Merger {
         self.links.push(links);
     }
 
-    /// Each host's clock against the collector's, from its clock samples (`None`:
+    /// Each host's clock against the NATS server's, from its clock samples (`None`:
     /// no sample yet, or a replay), in engine order.
     pub fn agent_clocks(&self) -> Vec<Option<AgentClock>> {
         self.hosts.iter().map(|h| h.clock.agent_clock()).collect()
@@ -987,6 +987,15 @@ impl Merger {
     /// Takes an envelope that arrived at wall clock `wall` (ns). Returns false when
     /// it was skipped (an envelope already taken, or from an unknown host).
     pub fn push(&mut self, env: Envelope, wall: i64) -> bool {
+        self.push_stored(env, wall, wall)
+    }
+
+    /// As [`Merger::push`], with `stored` (ns) the reference clock's time of the
+    /// envelope's arrival for its clock sample: the NATS server's time of storing it
+    /// (JetStream's `published`), which a collector reading a backlog, or replaying
+    /// the stream after a restart, reads unchanged, so the samples (and the offsets
+    /// they give) are the same whenever the collector runs.
+    pub fn push_stored(&mut self, env: Envelope, wall: i64, stored: i64) -> bool {
         let Some(h) = self.hosts.iter_mut().find(|h| h.name == env.host) else {
             self.stats.unknown_host += 1;
             return false;
@@ -1001,7 +1010,7 @@ impl Merger {
         self.stats.envelopes += 1;
         h.arrival = wall;
         if env.sent_wall.abs_diff(env.now) <= CLOCK_SAMPLE_MAX_GAP_NS as u64 {
-            h.clock.take(env.sent_wall, wall);
+            h.clock.take(env.sent_wall, stored);
         }
         let now = Ts(env.now);
         if now < self.watermark {

@@ -887,12 +887,17 @@ impl Collector {
         stream: &stream::Stream,
         m: &jetstream::Message,
     ) -> Result<()> {
+        let now = wall().0;
+        let mut stored = now;
         if let Ok(info) = m.info() {
             if info.stream_sequence < self.next_seq {
                 // Delivered again by a recreated consumer: already taken.
                 return Ok(());
             }
             self.next_seq = info.stream_sequence + 1;
+            // The server's clock when it stored the record: the clock samples'
+            // reference (the same on a replay after a restart).
+            stored = i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(now);
         }
         let env = match remote::decode(&m.payload) {
             Ok(env) if m.subject.as_str() == nats.subject(&env.host, "records")? => env,
@@ -916,7 +921,7 @@ impl Collector {
             self.joined += 1;
             eprintln!("flowtrace: host {} joined", sanitize(&env.host));
         }
-        self.merger.push(env, wall().0);
+        self.merger.push_stored(env, now, stored);
         Ok(())
     }
 

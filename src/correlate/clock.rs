@@ -13,7 +13,7 @@
 //! A capture that shares no exchange with an estimated one (yet) takes its offset
 //! from the agents' wall clocks when the collector knows them ([`AgentClock`], set
 //! with [`ClockEstimator::set_agent_clock`]): the difference of its agent's offset and
-//! that of an estimated capture's agent, both against the collector's clock. Those
+//! that of an estimated capture's agent, both against the NATS server's clock. Those
 //! err by a message's delay (milliseconds), exchanges by microseconds, so exchanges
 //! win as soon as there are any.
 
@@ -72,7 +72,7 @@ impl ClockEstimator {
         self.agent_clocks.resize(self.files.len(), None);
     }
 
-    /// What capture `file`'s agent clock says against the collector's. A change of
+    /// What capture `file`'s agent clock says against the NATS server's. A change of
     /// more than 50 µs or a first one marks the estimate changed
     /// ([`ClockEstimator::take_agent_clock_changed`]).
     pub fn set_agent_clock(&mut self, file: usize, clock: AgentClock) {

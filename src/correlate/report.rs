@@ -450,20 +450,22 @@ pub struct ClockOffset {
     /// `override`, `agent_clock` (from the agents' clock samples, see
     /// [`AgentClock`]) or `none` (nothing shared with an estimated capture).
     pub method: ClockMethod,
-    /// A live agent's clock against the collector's (`flowtrace collect` only).
+    /// A live agent's clock against the NATS server's (`flowtrace collect` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_clock: Option<AgentClock>,
 }
 
 /// What a host's clock samples say (`flowtrace collect`): each message an agent sends
-/// carries its wall clock at sending; the collector's wall clock at arrival less it is
-/// the one-way delay less the agent's offset. The smallest over the samples (NTP's
-/// minimum-delay filter) is the sample least delayed by queues, so the offset is the
-/// largest `sent - arrival`; it errs by that sample's delay (the network's and
-/// the publisher's), never by less.
+/// carries its wall clock at sending; the NATS server's clock when it stored the
+/// message less it is the one-way delay less the agent's offset against the server.
+/// The smallest over the samples (NTP's minimum-delay filter) is the sample least
+/// delayed by queues, so the offset is the largest `sent - stored`; it errs by that
+/// sample's delay (the network's and the publisher's queue), never by less. The server
+/// is the one clock every host's samples share, and the stream keeps its times, so a
+/// collector reading a backlog or replaying after a restart gets the same samples.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq)]
 pub struct AgentClock {
-    /// Seconds the agent's clock is ahead of the collector's (the least delayed
+    /// Seconds the agent's clock is ahead of the NATS server's (the least delayed
     /// sample).
     pub offset_s: f64,
     /// Samples taken (messages whose packet times follow the agent's wall clock).

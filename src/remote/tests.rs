@@ -264,7 +264,7 @@ fn gaps_in_a_run_are_counted() {
 
 /// Hosts whose clocks are skewed by a known amount and that share no exchange: the
 /// collector takes their offsets from the clock samples (the least delayed sample of
-/// each), reports them per host with their source and number of samples, and leaves
+/// each, against the server's time of storing it, however late it is read), reports them per host with their source and number of samples, and leaves
 /// a replayed file's host (packet times not on its agent's clock) without one.
 #[test]
 fn skewed_hosts_get_their_offsets_from_clock_samples() {
@@ -292,7 +292,9 @@ fn skewed_hosts_get_their_offsets_from_clock_samples() {
             };
             let mut env = envelope(name, i, packets, vec![vantage_item()], false);
             env.sent_wall = sent;
-            assert!(m.push(env, true_send + delay));
+            // The server's time of storing it is the reference, not the
+            // collector's wall clock when it reads (here: a day later).
+            assert!(m.push_stored(env, true_send + 86_400_000_000_000, true_send + delay));
         }
         m.step(&mut e, &mut |_| {});
     }

@@ -229,7 +229,7 @@ pub fn write_summary(out: &mut impl Write, r: &Report, times: &mut TimeFormat) -
         match &c.agent_clock {
             Some(a) => writeln!(
                 out,
-                "; agent clock {:+.6} s against the collector's ({} samples, delays within {:.6} s)",
+                "; agent clock {:+.6} s against the NATS server's ({} samples, delays within {:.6} s)",
                 a.offset_s, a.samples, a.delay_spread_s
             )?,
             None => writeln!(out)?,
