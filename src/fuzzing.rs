@@ -175,6 +175,8 @@ pub fn tcp_reassembly(data: &[u8]) -> Stats {
             idle_timeout_ns: 2_000_000_000,
             linger_ns: 500_000_000,
             max_connections: 1,
+            // Small enough that a few connections' buffers reach it.
+            memory_budget: 16 << 10,
         }
     } else {
         TcpConfig::default()
