@@ -217,6 +217,33 @@ fn nflog(ip: &[u8], little_endian: bool) -> Vec<u8> {
     v
 }
 
+/// The `decode_frame` fuzz target reaches the NFLOG decoder: its selector byte picks
+/// link type 239, and two NFLOG frames (split at the target's frame marker) decode
+/// to two TCP segments, in both TLV byte orders; a cut-off NFLOG header is counted.
+#[test]
+fn decode_frame_fuzz_target_reaches_nflog() {
+    use flowtrace::fuzzing::{decode_frame, DECODE_LINKS, FRAME_MARKER};
+    let sel = DECODE_LINKS
+        .iter()
+        .position(|l| *l == 239)
+        .expect("NFLOG is fuzzed") as u8;
+    let (packets, _) = two_exchanges(CLIENT);
+    for le in [true, false] {
+        let mut input = vec![sel];
+        input.extend(nflog(&packets[0], le));
+        input.extend_from_slice(FRAME_MARKER);
+        input.extend(nflog(&packets[1], le));
+        let stats = decode_frame(&input);
+        assert_eq!(
+            (stats.tcp_segments, stats.unknown_linktype),
+            (2, 0),
+            "{stats:?}"
+        );
+    }
+    let stats = decode_frame(&[sel, 2, 0]);
+    assert_eq!((stats.link_truncated, stats.tcp_segments), (1, 0));
+}
+
 /// (client, server, method, uri) of each request and (client, server, status) of
 /// each response.
 #[derive(Debug, Default, PartialEq, Eq)]
