@@ -1109,3 +1109,42 @@ fn check_cmd(args: CheckArgs) -> Result<ExitCode> {
         ExitCode::from(1)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_bytes, LimitArgs};
+
+    #[test]
+    fn memory_budget_takes_binary_suffixes_and_refuses_the_rest() {
+        assert_eq!(parse_bytes("512M"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        assert_eq!(
+            parse_bytes("64KiB").map_err(|e| e.contains("at least 1M")),
+            Err(true)
+        );
+        assert_eq!(parse_bytes("2097152"), Ok(2 << 20));
+        assert_eq!(parse_bytes("3gb"), Ok(3 << 30));
+        for bad in ["", "M", "12X", "1.5G", "-1M", "99999999999T"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Correlation keeps at most a quarter of the budget; the TCP table has the rest.
+    #[test]
+    fn budget_is_split_between_correlation_and_the_tcp_table() {
+        let limits = |budget: u64| LimitArgs {
+            memory_budget: budget,
+            max_connections: 10,
+        };
+        let big = limits(512 << 20);
+        assert_eq!(big.open_exchanges(200_000), 200_000);
+        assert_eq!(
+            big.tcp_config(1.0, 200_000).memory_budget,
+            (512 << 20) - 200_000 * 640
+        );
+        let small = limits(64 << 20);
+        assert_eq!(small.open_exchanges(200_000), (16 << 20) / 640);
+        assert_eq!(small.tcp_config(1.0, 0).memory_budget, 64 << 20);
+        assert_eq!(small.tcp_config(1.0, 0).max_connections, 10);
+    }
+}

@@ -142,12 +142,14 @@ impl<C> TcpTable<C> {
                 Slot::Open(_) => None,
             })
         };
-        let below = cutoff(ids, n);
+        let Some(last) = cutoff(ids, n) else {
+            return 0;
+        };
         let budget = self.config.memory_budget;
         let mut evicted = 0;
         self.conns.retain(|k, s| {
             let Slot::HalfOpen(h) = s else { return true };
-            if h.id >= below {
+            if h.id > last {
                 return true;
             }
             evicted += 1;
@@ -180,14 +182,16 @@ impl<C> TcpTable<C> {
                 Slot::HalfOpen(_) => None,
             })
         };
-        if n == 0 || ages().next().is_none() {
+        if n == 0 {
             return;
         }
-        let below = cutoff(ages, n);
+        let Some(last) = cutoff(ages, n) else {
+            return;
+        };
         let keys: Vec<FlowKey> = self
             .conns
             .iter()
-            .filter(|(_, s)| matches!(s, Slot::Open(c) if order(c.meta.last_ts) < below))
+            .filter(|(_, s)| matches!(s, Slot::Open(c) if order(c.meta.last_ts) <= last))
             .map(|(k, _)| *k)
             .collect();
         let budget = self.config.memory_budget;
@@ -211,17 +215,18 @@ fn order(ts: Ts) -> u64 {
     (ts.0 as u64) ^ (1 << 63)
 }
 
-/// A value below which at least `n` of `values` lie (all of them when fewer), and
-/// as few more as a 256-bin histogram over their range allows: exact when the
-/// range is under 256.
-fn cutoff<I: Iterator<Item = u64>>(values: impl Fn() -> I, n: usize) -> u64 {
+/// The largest value to evict so that at least `n` of `values` go (all of them
+/// when fewer), and as few more as a 256-bin histogram over their range allows:
+/// exact when the range is under 256; `None` when there are no values. Inclusive,
+/// so that the largest value possible (a capture time of `i64::MAX`) can go too.
+fn cutoff<I: Iterator<Item = u64>>(values: impl Fn() -> I, n: usize) -> Option<u64> {
     let (mut lo, mut hi) = (u64::MAX, 0u64);
+    let mut any = false;
     for v in values() {
-        lo = lo.min(v);
-        hi = hi.max(v);
+        (lo, hi, any) = (lo.min(v), hi.max(v), true);
     }
-    if lo > hi {
-        return 0;
+    if !any {
+        return None;
     }
     let width = (hi - lo) / 256 + 1;
     let mut bins = [0usize; 257];
@@ -232,10 +237,13 @@ fn cutoff<I: Iterator<Item = u64>>(values: impl Fn() -> I, n: usize) -> u64 {
     for (b, count) in bins.iter().enumerate() {
         seen += count;
         if seen >= n {
-            return lo.saturating_add((b as u64 + 1) * width);
+            let last = (b as u64 + 1)
+                .checked_mul(width)
+                .map_or(hi, |end| lo.saturating_add(end - 1));
+            return Some(last.min(hi));
         }
     }
-    u64::MAX
+    Some(hi)
 }
 
 #[cfg(test)]
@@ -245,13 +253,20 @@ mod tests {
     #[test]
     fn cutoff_is_exact_over_a_small_range_and_covers_n_over_a_large_one() {
         let small: Vec<u64> = (100..150).collect();
-        assert_eq!(cutoff(|| small.iter().copied(), 1), 101);
-        assert_eq!(cutoff(|| small.iter().copied(), 10), 110);
+        assert_eq!(cutoff(|| small.iter().copied(), 1), Some(100));
+        assert_eq!(cutoff(|| small.iter().copied(), 10), Some(109));
         let large: Vec<u64> = (0..100_000).map(|i| i * 7).collect();
-        let c = cutoff(|| large.iter().copied(), 1000);
-        let below = large.iter().filter(|v| **v < c).count();
+        let c = cutoff(|| large.iter().copied(), 1000).unwrap();
+        let below = large.iter().filter(|v| **v <= c).count();
         assert!((1000..1000 + 100_000 / 256 + 2).contains(&below), "{below}");
-        assert_eq!(cutoff(|| large.iter().copied(), 200_000), u64::MAX);
-        assert_eq!(cutoff(std::iter::empty, 5), 0);
+        assert_eq!(cutoff(|| large.iter().copied(), 200_000), Some(699_993));
+        assert_eq!(cutoff(std::iter::empty, 5), None);
+        // The extremes of the range can be evicted.
+        let edge = [u64::MAX, u64::MAX - 1, 0];
+        assert_eq!(cutoff(|| edge.iter().copied(), 3), Some(u64::MAX));
+        assert_eq!(
+            cutoff(|| edge.iter().copied(), 1),
+            Some(0x00ff_ffff_ffff_ffff)
+        );
     }
 }
