@@ -350,7 +350,7 @@ impl Default for TcpConfig {
 
 /// The connection table.
 ///
-/// A connection opened by a SYN is kept as a small [`HalfOpen`] entry until its
+/// A connection opened by a SYN is kept as a small `HalfOpen` entry until its
 /// next segment, so a SYN flood costs about 100 bytes a SYN. When the table is full
 /// (`max_connections`) or its memory would pass the budget (see `budget`), the
 /// oldest half-open connections make room (`tcp_evicted_half_open`), then the

@@ -658,3 +658,35 @@ fn half_open_port_reuse_is_a_new_connection() {
     assert_eq!((m.id, m.first_seq[0], m.first_ts), (1, Some(900), Ts(3)));
     assert_eq!(r.events, vec![(1, Dir::ToServer, "hi".to_string())]);
 }
+
+/// Connections last seen at the largest capture time can still be evicted for the
+/// budget (the eviction cutoff once excluded the largest value: the eviction loop
+/// then never ended).
+#[test]
+fn memory_budget_evicts_connections_at_the_end_of_time() {
+    let budget = 64 << 10;
+    let mut t = TcpTable::new(TcpConfig {
+        memory_budget: budget,
+        ..TcpConfig::default()
+    });
+    let mut r = Recorder::default();
+    let (mut st, mut log) = (Stats::default(), AnomalyLog::default());
+    let server = ip("198.18.1.231");
+    let chunk = vec![b'x'; 1000];
+    for i in 0..20u16 {
+        let c = IpAddr::from([10, 0, 1, i as u8]);
+        let at = Ts(i64::MAX);
+        let first = seg(3000 + i, 80, 0, 0, ACK, b"GET /");
+        t.segment(&mut r, at, 0, c, server, &first, &mut st, &mut log);
+        for k in 0..8u32 {
+            let ahead = seg(3000 + i, 80, 100 + k * 1000, 0, ACK, &chunk);
+            t.segment(&mut r, at, 0, c, server, &ahead, &mut st, &mut log);
+        }
+    }
+    assert!(st.tcp_evicted_established > 0);
+    assert!(
+        t.memory_bytes() <= budget + (16 << 10),
+        "{}",
+        t.memory_bytes()
+    );
+}
