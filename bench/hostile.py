@@ -9,7 +9,8 @@ a million tiny pipelined requests, a reassembly gap that never fills; each betwe
 real requests `GET /real/K`), runs `flowtrace pcap --format jsonl` on it under
 `/usr/bin/time`, and prints a Markdown table: frames, seconds, peak RSS, how many of
 the real requests were reported with their response, and the counters that show
-what the attack cost. `--quick` uses sizes a tenth as large. Needs the release
+what the attack cost, all with the default memory budget (512 MiB) unless a case
+says otherwise. `--quick` uses sizes a tenth as large. Needs the release
 build (`cargo build --release`).
 """
 import argparse
@@ -22,14 +23,18 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
 
+FLOOD_COUNTERS = ["tcp_connections", "tcp_evicted_half_open", "tcp_evicted_established",
+                  "tcp_untracked"]
+
 # kind, N (SYNs, bytes or requests), what it is, the counters worth showing, extra
 # flowtrace options.
 CASES = [
     ("syn-flood", 5_000_000, "5 M half-open SYNs, 30 real connections inside",
-     ["tcp_connections", "tcp_evicted_half_open", "tcp_untracked"], []),
+     FLOOD_COUNTERS, []),
+    ("syn-flood", 5_000_000, "the same, `--memory-budget 64M`",
+     FLOOD_COUNTERS, ["--memory-budget", "64M"]),
     ("syn-flood", 5_000_000, "the same, `--max-connections 100000`",
-     ["tcp_connections", "tcp_evicted_half_open", "tcp_untracked"],
-     ["--max-connections", "100000"]),
+     FLOOD_COUNTERS, ["--max-connections", "100000"]),
     ("endless-headers", 200 << 20, "one request whose header block never ends (200 MiB of 2 kB lines)",
      ["http_header_overflows", "http_parse_errors", "http_resyncs"], []),
     ("endless-chunked", 200 << 20, "one chunked response that never ends (200 MiB)",

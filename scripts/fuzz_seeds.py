@@ -25,7 +25,7 @@ import sys
 MAX_CAPTURE = 64 << 10
 MAX_FILE = 100 << 10
 # Index in decode_frame's LINKS table of each link type it decodes.
-LINKS = [0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 105]
+LINKS = [0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 105, 239]
 
 
 def put(corpus, target, data):

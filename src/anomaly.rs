@@ -122,9 +122,14 @@ counters! {
     /// Segments of new connections not tracked because the table was full of
     /// connections that are not half-open.
     tcp_untracked,
-    /// Half-open connections (a handshake never completed, no data) freed, oldest
-    /// first, to make room for a new connection in a full table (a SYN flood).
+    /// Half-open connections (a SYN, perhaps a SYN-ACK, nothing else) freed, oldest
+    /// first, to make room for a new connection in a full table or within the
+    /// memory budget (a SYN flood).
     tcp_evicted_half_open,
+    /// Established connections freed, idle longest first, to stay within the memory
+    /// budget once no half-open connection was left to evict (their transactions so
+    /// far are reported, unanswered requests as such).
+    tcp_evicted_established,
     /// Segments with RST.
     tcp_rst,
     /// HTTP requests parsed.

@@ -107,8 +107,11 @@ pub fn capture_file(data: &[u8]) -> CaptureRun {
 }
 
 /// Link types [`decode_frame`] picks from: NULL, ETHERNET, RAW (12, 14, 101), LOOP,
-/// LINUX_SLL, IPV4, IPV6, LINUX_SLL2, and one flowtrace does not decode (802.11).
-pub const DECODE_LINKS: [i32; 11] = [0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 105];
+/// LINUX_SLL, IPV4, IPV6, LINUX_SLL2, one flowtrace does not decode (802.11), and
+/// NFLOG (its TLV walk is the decoder's most intricate link layer). Every link type
+/// `Decoder::decode` supports is here; new ones go at the end, so that the corpus's
+/// selector bytes below 11 keep their meaning.
+pub const DECODE_LINKS: [i32; 12] = [0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 105, 239];
 /// Separates the frames of one [`decode_frame`] input.
 pub const FRAME_MARKER: &[u8] = &[0xff, 0x00, 0xff, 0x00];
 
@@ -175,6 +178,8 @@ pub fn tcp_reassembly(data: &[u8]) -> Stats {
             idle_timeout_ns: 2_000_000_000,
             linger_ns: 500_000_000,
             max_connections: 1,
+            // Small enough that a few connections' buffers reach it.
+            memory_budget: 16 << 10,
         }
     } else {
         TcpConfig::default()

@@ -217,6 +217,33 @@ fn nflog(ip: &[u8], little_endian: bool) -> Vec<u8> {
     v
 }
 
+/// The `decode_frame` fuzz target reaches the NFLOG decoder: its selector byte picks
+/// link type 239, and two NFLOG frames (split at the target's frame marker) decode
+/// to two TCP segments, in both TLV byte orders; a cut-off NFLOG header is counted.
+#[test]
+fn decode_frame_fuzz_target_reaches_nflog() {
+    use flowtrace::fuzzing::{decode_frame, DECODE_LINKS, FRAME_MARKER};
+    let sel = DECODE_LINKS
+        .iter()
+        .position(|l| *l == 239)
+        .expect("NFLOG is fuzzed") as u8;
+    let (packets, _) = two_exchanges(CLIENT);
+    for le in [true, false] {
+        let mut input = vec![sel];
+        input.extend(nflog(&packets[0], le));
+        input.extend_from_slice(FRAME_MARKER);
+        input.extend(nflog(&packets[1], le));
+        let stats = decode_frame(&input);
+        assert_eq!(
+            (stats.tcp_segments, stats.unknown_linktype),
+            (2, 0),
+            "{stats:?}"
+        );
+    }
+    let stats = decode_frame(&[sel, 2, 0]);
+    assert_eq!((stats.link_truncated, stats.tcp_segments), (1, 0));
+}
+
 /// (client, server, method, uri) of each request and (client, server, status) of
 /// each response.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -382,6 +409,70 @@ fn erspan_type_ii_and_iii_over_gre() {
         assert_eq!(doc.stat("gre_decapsulated"), packets.len() as u64, "{name}");
         assert_eq!(doc.stat("tunnel_malformed"), 0, "{name}");
     }
+}
+
+/// Splits the IPv4 packet inside an Ethernet frame into fragments whose payloads
+/// hold at most `size` bytes (a multiple of 8), each with its own Ethernet header,
+/// in reverse order when `reverse` (reassembly must not depend on arrival order).
+fn fragment_ipv4(frame: &[u8], size: usize, reverse: bool) -> Vec<Vec<u8>> {
+    let (eth, ip) = frame.split_at(14);
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let (header, payload) = ip.split_at(ihl);
+    let mut out: Vec<Vec<u8>> = payload
+        .chunks(size)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut h = header.to_vec();
+            let more = (i + 1) * size < payload.len();
+            let field = ((i * size / 8) as u16) | if more { 0x2000 } else { 0 };
+            h[2..4].copy_from_slice(&((ihl + chunk.len()) as u16).to_be_bytes());
+            h[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
+            h[6..8].copy_from_slice(&field.to_be_bytes());
+            h[10..12].copy_from_slice(&[0, 0]);
+            let sum = h
+                .chunks(2)
+                .fold(0u32, |s, w| s + u32::from(u16::from_be_bytes([w[0], w[1]])));
+            let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+            h[10..12].copy_from_slice(&sum.to_be_bytes());
+            [eth, &h, chunk].concat()
+        })
+        .collect();
+    if reverse {
+        out.reverse();
+    }
+    out
+}
+
+/// ERSPAN inside a fragmented outer IPv4 datagram (a mirror session's MTU below
+/// the mirrored frames plus their GRE and ERSPAN headers): the outer datagram is
+/// reassembled, then the mirrored frame inside it decoded, with tshark parity.
+#[test]
+fn erspan_over_gre_in_ip_fragments() {
+    let (packets, expected) = two_exchanges(CLIENT);
+    let mut pcap = Pcap::new(1);
+    let mut fragmented = 0u64;
+    for (i, p) in packets.iter().enumerate() {
+        let frame = if i % 2 == 0 {
+            erspan2(i as u32, p)
+        } else {
+            erspan3(i as u32, p, true)
+        };
+        let frags = fragment_ipv4(&frame, 512, i % 3 == 1);
+        if frags.len() > 1 {
+            fragmented += 1;
+        }
+        for f in frags {
+            pcap.push(f);
+        }
+    }
+    assert!(fragmented >= 2, "the test fragments some datagrams");
+    let path = file("encap-erspan-fragments", "erspan-fragments.pcap");
+    pcap.write(&path);
+    let doc = check(&path, &expected, &[]);
+    assert_eq!(doc.stat("gre_decapsulated"), packets.len() as u64);
+    assert_eq!(doc.stat("ip_reassembled"), fragmented);
+    assert_eq!(doc.stat("tunnel_malformed"), 0);
+    assert_eq!(doc.stat("ip_fragments_dropped"), 0);
 }
 
 /// NFLOG's TLVs are in the capturing host's byte order; the file's own byte order

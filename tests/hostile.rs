@@ -25,13 +25,11 @@ fn flood_syn(i: u32) -> Vec<u8> {
     ethernet(&pkt)
 }
 
-/// 20 real HTTP connections with a flood of half-open SYNs before, between and
-/// inside them (`per_gap` SYNs between two packets of a real connection), read with
-/// a table of 64 connections: every real request is reported, the flood's SYNs are
-/// evicted oldest first and counted, no connection is refused.
-#[test]
-fn syn_flood_evicts_half_open_and_keeps_real_connections() {
-    let per_gap = 20;
+/// A capture of 20 real HTTP connections with a flood of half-open SYNs before
+/// (`edge` SYNs), between and inside them (`per_gap` SYNs between two packets of a
+/// real connection) and after (`edge`): its path, the real URIs (sorted) and the
+/// number of flood SYNs.
+fn flood_capture(name: &str, edge: u32, per_gap: u32) -> (std::path::PathBuf, Vec<String>, u64) {
     let mut pcap = Pcap::new(1);
     let mut n = 0u32;
     let mut flood = |pcap: &mut Pcap, count: u32| {
@@ -40,7 +38,7 @@ fn syn_flood_evicts_half_open_and_keeps_real_connections() {
             n += 1;
         }
     };
-    flood(&mut pcap, 3000);
+    flood(&mut pcap, edge);
     let mut uris = Vec::new();
     for k in 0..20u16 {
         let uri = format!("/real/{k}");
@@ -55,11 +53,32 @@ fn syn_flood_evicts_half_open_and_keeps_real_connections() {
         }
         uris.push(uri);
     }
-    flood(&mut pcap, 3000);
+    flood(&mut pcap, edge);
     let floods = u64::from(n);
-    let dir = temp_dir("syn-flood");
-    let path = dir.join("syn-flood.pcap");
+    let path = temp_dir(name).join(format!("{name}.pcap"));
     pcap.write(&path);
+    uris.sort();
+    (path, uris, floods)
+}
+
+/// The URIs answered 200 in a `--format json` document, sorted.
+fn answered(doc: &Doc) -> Vec<String> {
+    let mut found: Vec<String> = doc
+        .transactions
+        .iter()
+        .filter(|t| t.status == Some(200))
+        .filter_map(|t| t.uri.clone())
+        .collect();
+    found.sort();
+    found
+}
+
+/// 20 real HTTP connections inside a flood of half-open SYNs, read with a table of
+/// 64 connections: every real request is reported, the flood's SYNs are evicted
+/// oldest first and counted, no connection is refused.
+#[test]
+fn syn_flood_evicts_half_open_and_keeps_real_connections() {
+    let (path, uris, floods) = flood_capture("syn-flood", 3000, 20);
     let run = flowtrace([
         "pcap".as_ref(),
         "--format".as_ref(),
@@ -70,17 +89,10 @@ fn syn_flood_evicts_half_open_and_keeps_real_connections() {
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let doc: Doc = serde_json::from_str(&run.stdout).unwrap();
-    let mut found: Vec<String> = doc
-        .transactions
-        .iter()
-        .filter(|t| t.status == Some(200))
-        .filter_map(|t| t.uri.clone())
-        .collect();
-    found.sort();
-    uris.sort();
-    assert_eq!(found, uris, "every real request with its response");
+    assert_eq!(answered(&doc), uris, "every real request with its response");
     assert_eq!(doc.stat("tcp_untracked"), 0);
-    // Each flood SYN beyond the table's room was evicted (the table ends full).
+    // Each flood SYN beyond the table's room was evicted (the table ends nearly
+    // full: evictions go by batches of a sixteenth of the half-open connections).
     let evicted = doc.stat("tcp_evicted_half_open");
     assert!(
         evicted + 64 >= floods && evicted <= floods,
@@ -92,6 +104,43 @@ fn syn_flood_evicts_half_open_and_keeps_real_connections() {
     let (messages, roomy) = flowtrace_messages(&path);
     assert_eq!(roomy.stat("tcp_evicted_half_open"), 0);
     assert_eq!(messages.requests.len(), 20);
+}
+
+/// The same kind of flood against a memory budget of 1 MiB (the smallest allowed;
+/// the connection table gets three quarters of it, a half-open connection costs an
+/// 89-byte slot): the table cannot hold the flood, so its oldest SYNs are evicted
+/// and counted, and every real request around and inside it is still reported.
+#[test]
+fn syn_flood_within_a_small_memory_budget_keeps_real_requests() {
+    let (path, uris, floods) = flood_capture("syn-flood-budget", 15_000, 40);
+    let run = flowtrace([
+        "pcap".as_ref(),
+        "--format".as_ref(),
+        "json".as_ref(),
+        "--memory-budget".as_ref(),
+        "1M".as_ref(),
+        path.as_os_str(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let doc: Doc = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(answered(&doc), uris, "every real request with its response");
+    assert_eq!(doc.stat("tcp_untracked"), 0);
+    assert_eq!(doc.stat("tcp_evicted_established"), 0);
+    // 768 KiB hold at most about 8,000 slots: most of the flood was evicted.
+    let evicted = doc.stat("tcp_evicted_half_open");
+    assert!(
+        evicted + 8_000 >= floods && evicted <= floods,
+        "{evicted} of {floods}"
+    );
+    // A budget that is not a size is refused with a clear error.
+    let bad = flowtrace([
+        "pcap".as_ref(),
+        "--memory-budget".as_ref(),
+        "lots".as_ref(),
+        path.as_os_str(),
+    ]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("--memory-budget"), "{}", bad.stderr);
 }
 
 /// A request retransmitted once with the same bytes and once with other bytes of

@@ -16,7 +16,6 @@ use flowtrace::correlate::{Engine, EngineConfig, RequestPath, Tail};
 use flowtrace::links::HostLinks;
 use flowtrace::pipeline::{Pipeline, PipelineConfig};
 use flowtrace::render::sanitize;
-use flowtrace::tcp::TcpConfig;
 use flowtrace::time::Ts;
 use indicatif::{ProgressBar, ProgressDrawTarget};
 use std::fs::File;
@@ -72,12 +71,8 @@ pub(crate) struct LiveCaptureArgs {
     /// Close TCP connections idle this many seconds.
     #[arg(long, default_value_t = 120.0, value_name = "SECS")]
     pub(crate) idle_timeout: f64,
-    /// Most TCP connections tracked at once. When the table is full, the oldest
-    /// half-open connection (a SYN flood's) makes room; when none is left, new
-    /// connections are counted in `tcp_untracked` and not followed. Each takes
-    /// 3 to 4 KiB at peak under a flood (docs/hostile.md).
-    #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) max_connections: u64,
+    #[command(flatten)]
+    pub(crate) limits: super::LimitArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -319,7 +314,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
     let engine_config = EngineConfig {
         max_request_duration_ns: max_wait,
         max_proxy_delay_ns: super::secs_ns("max-proxy-delay", args.max_proxy_delay)?,
-        max_open_exchanges: args.max_open_exchanges,
+        max_open_exchanges: args.capture.limits.open_exchanges(args.max_open_exchanges),
         ..EngineConfig::default()
     };
     if args.max_open_exchanges == 0 {
@@ -344,6 +339,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
         &args.capture,
         interfaces,
         &host,
+        args.max_open_exchanges,
         false,
         stop.clone(),
         !args.no_progress,
@@ -607,10 +603,13 @@ pub(crate) struct Capture {
 impl Capture {
     /// Opens `interfaces` as `args` say (and the `-w` file), with a pipeline whose
     /// capture points are named after `host`; returns this host's interfaces too.
+    /// The memory budget keeps room for `open_exchanges` correlated exchanges (0
+    /// when this process does not correlate).
     pub(crate) fn open(
         args: &LiveCaptureArgs,
         interfaces: Vec<String>,
         host: &str,
+        open_exchanges: usize,
         keep_segments: bool,
         stop: Arc<AtomicBool>,
         progress: bool,
@@ -645,11 +644,7 @@ impl Capture {
         }
         let capture = Capture {
             pipeline: Pipeline::new(PipelineConfig {
-                tcp: TcpConfig {
-                    idle_timeout_ns: (args.idle_timeout * 1e9) as i64,
-                    max_connections: args.max_connections as usize,
-                    ..TcpConfig::default()
-                },
+                tcp: args.limits.tcp_config(args.idle_timeout, open_exchanges),
                 links: vec![Some(links.clone())],
                 verify_checksums: false,
                 keep_segments,
@@ -757,7 +752,7 @@ fn draw_from_saved(args: &LiveArgs, saved: &std::path::Path, dir: &std::path::Pa
             offset: Vec::new(),
             names: args.names.clone(),
             idle_timeout: args.capture.idle_timeout,
-            max_connections: args.capture.max_connections,
+            limits: args.capture.limits.clone(),
             verify_checksums: false,
             no_progress: true,
             max_proxy_delay: args.max_proxy_delay,

@@ -138,11 +138,8 @@ pub(crate) struct CaptureArgs {
     /// Close TCP connections idle this many seconds (capture time).
     #[arg(long, default_value_t = 300.0, value_name = "SECS")]
     idle_timeout: f64,
-    /// Most TCP connections tracked at once. When the table is full, the oldest
-    /// half-open connection (a SYN flood's) makes room; when none is left, new
-    /// connections are counted in `tcp_untracked` and not followed.
-    #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    max_connections: u64,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Verify TCP checksums and count mismatches (segments are used all the same:
     /// offloads make checksums on Linux captures look wrong).
     #[arg(long)]
@@ -162,6 +159,81 @@ pub(crate) struct CaptureArgs {
     /// counted as forced rounds).
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     max_open_exchanges: usize,
+}
+
+/// The limits of the state every capturing command keeps (`pcap`, `live`, `agent`).
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct LimitArgs {
+    /// Memory for all connection and correlation state, in bytes (suffixes K, M, G
+    /// in powers of 1024: 512M, 1G). Connections (with their buffered bytes and HTTP
+    /// parsers) and correlation's in-flight exchanges are counted against it; when it
+    /// is reached, the oldest half-open connections are evicted first, then the
+    /// connections idle longest, each counted (`tcp_evicted_half_open`,
+    /// `tcp_evicted_established`). Peak RSS stays within it plus about 64 MiB
+    /// (docs/hostile.md).
+    #[arg(long, default_value = "512M", value_name = "BYTES", value_parser = parse_bytes)]
+    pub(crate) memory_budget: u64,
+    /// Most TCP connections tracked at once (within the memory budget). When the
+    /// table is full, the oldest half-open connections (a SYN flood's) make room;
+    /// when none is left, new connections are counted in `tcp_untracked` and not
+    /// followed.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_connections: u64,
+}
+
+/// Bytes of in-flight correlation state per open exchange, by estimate (an
+/// exchange holds its transaction's method, URI, a few headers and its views at
+/// each capture point: docs/hostile.md).
+const EXCHANGE_BYTES: u64 = 640;
+
+impl LimitArgs {
+    /// Correlation's part of the budget: `max_open_exchanges` exchanges, at most a
+    /// quarter of the budget; returns the number of exchanges that fit.
+    pub(crate) fn open_exchanges(&self, max_open_exchanges: usize) -> usize {
+        let fit = (self.memory_budget / 4 / EXCHANGE_BYTES).max(1);
+        (max_open_exchanges as u64).min(fit) as usize
+    }
+
+    /// The TCP table's limits: the budget less correlation's part.
+    pub(crate) fn tcp_config(&self, idle_timeout: f64, max_open_exchanges: usize) -> TcpConfig {
+        let correlation = self.open_exchanges(max_open_exchanges) as u64 * EXCHANGE_BYTES;
+        TcpConfig {
+            idle_timeout_ns: (idle_timeout * 1e9) as i64,
+            max_connections: self.max_connections as usize,
+            memory_budget: self.memory_budget.saturating_sub(correlation) as usize,
+            ..TcpConfig::default()
+        }
+    }
+}
+
+/// A byte count with an optional binary suffix: `1048576`, `64K`, `512M`, `1G`,
+/// `1GiB`.
+pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number of bytes, such as 512M or 1G"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use K, M, G or T)"
+            ))
+        }
+    };
+    let bytes = n
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?}: too large"))?;
+    if bytes < 1 << 20 {
+        return Err(format!("{text:?}: the memory budget must be at least 1M"));
+    }
+    Ok(bytes)
 }
 
 /// Where `--svg` without a directory draws.
@@ -197,7 +269,7 @@ pub(crate) fn engine_config(args: &CaptureArgs, offsets: Vec<Option<f64>>) -> Re
     Ok(EngineConfig {
         max_proxy_delay_ns: secs_ns("max-proxy-delay", args.max_proxy_delay)?,
         max_request_duration_ns: secs_ns("max-request-duration", args.max_request_duration)?,
-        max_open_exchanges: args.max_open_exchanges,
+        max_open_exchanges: args.limits.open_exchanges(args.max_open_exchanges),
         offset_overrides: offsets,
         ..EngineConfig::default()
     })
@@ -437,11 +509,9 @@ fn open_with(args: &CaptureArgs, keep_segments: bool, read_ahead: bool) -> Resul
         FileSource::open(&args.files)?
     };
     let pipeline = Pipeline::new(PipelineConfig {
-        tcp: TcpConfig {
-            idle_timeout_ns: (args.idle_timeout * 1e9) as i64,
-            max_connections: args.max_connections as usize,
-            ..TcpConfig::default()
-        },
+        tcp: args
+            .limits
+            .tcp_config(args.idle_timeout, args.max_open_exchanges),
         links: links.clone(),
         verify_checksums: args.verify_checksums,
         keep_segments,
@@ -1038,4 +1108,43 @@ fn check_cmd(args: CheckArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_bytes, LimitArgs};
+
+    #[test]
+    fn memory_budget_takes_binary_suffixes_and_refuses_the_rest() {
+        assert_eq!(parse_bytes("512M"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        assert_eq!(
+            parse_bytes("64KiB").map_err(|e| e.contains("at least 1M")),
+            Err(true)
+        );
+        assert_eq!(parse_bytes("2097152"), Ok(2 << 20));
+        assert_eq!(parse_bytes("3gb"), Ok(3 << 30));
+        for bad in ["", "M", "12X", "1.5G", "-1M", "99999999999T"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Correlation keeps at most a quarter of the budget; the TCP table has the rest.
+    #[test]
+    fn budget_is_split_between_correlation_and_the_tcp_table() {
+        let limits = |budget: u64| LimitArgs {
+            memory_budget: budget,
+            max_connections: 10,
+        };
+        let big = limits(512 << 20);
+        assert_eq!(big.open_exchanges(200_000), 200_000);
+        assert_eq!(
+            big.tcp_config(1.0, 200_000).memory_budget,
+            (512 << 20) - 200_000 * 640
+        );
+        let small = limits(64 << 20);
+        assert_eq!(small.open_exchanges(200_000), (16 << 20) / 640);
+        assert_eq!(small.tcp_config(1.0, 0).memory_budget, 64 << 20);
+        assert_eq!(small.tcp_config(1.0, 0).max_connections, 10);
+    }
 }

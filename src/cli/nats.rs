@@ -43,7 +43,6 @@ use flowtrace::pipeline::{Pipeline, PipelineConfig};
 use flowtrace::remote::{self, AgentBatcher, Envelope, HostEvent, Merger, SegmentPolicy};
 use flowtrace::render::paths::PathWriter;
 use flowtrace::render::{sanitize, Format};
-use flowtrace::tcp::TcpConfig;
 use flowtrace::time::Ts;
 use futures_util::StreamExt;
 use std::fs::{File, OpenOptions};
@@ -468,11 +467,7 @@ pub(crate) fn agent(args: AgentArgs) -> Result<ExitCode> {
                     )?;
                     let txr = tx.clone();
                     let config = PipelineConfig {
-                        tcp: TcpConfig {
-                            idle_timeout_ns: (args.capture.idle_timeout * 1e9) as i64,
-                            max_connections: args.capture.max_connections as usize,
-                            ..TcpConfig::default()
-                        },
+                        tcp: args.capture.limits.tcp_config(args.capture.idle_timeout, 0),
                         links: vec![links],
                         verify_checksums: false,
                         keep_segments: segments != SegmentPolicy::None,
@@ -559,6 +554,7 @@ fn live_agent(
         &args.capture,
         interfaces,
         &args.host,
+        0,
         segments != SegmentPolicy::None,
         stop.clone(),
         false,

@@ -224,6 +224,12 @@ pub struct Decoder {
     pending: FxHashMap<FragKey, (IpDefragBuf, Ts)>,
     reassembled: Vec<u8>,
     verify_checksums: bool,
+    /// A GRE datagram reassembled from fragments, while the frame inside it is
+    /// decoded (by `inner`, whose results borrow it).
+    gre_outer: Vec<u8>,
+    /// The decoder of frames inside reassembled GRE datagrams (created at the
+    /// first one).
+    inner: Option<Box<Decoder>>,
 }
 
 const LINKTYPE_NULL: i32 = 0;
@@ -273,107 +279,16 @@ impl Decoder {
         log: &mut AnomalyLog,
     ) -> Decoded<'a> {
         let mut link = LinkMeta::default();
-        let data = frame.data;
         if frame.link == Linktype(LINKTYPE_ETHERNET) {
             if let Some(d) = self.fast_ethernet_ipv4_tcp(frame, stats) {
                 return d;
             }
         }
-        let sliced = match frame.link {
-            Linktype(LINKTYPE_ETHERNET) => match LaxSlicedPacket::from_ethernet(data) {
-                Ok(p) => p,
-                Err(_) => return truncated_link(stats, link),
-            },
-            Linktype(LINKTYPE_LINUX_SLL2) => match Sll2Packet::new_checked(data) {
-                Ok(p) => {
-                    link.ifindex = Some(p.ifindex());
-                    link.src_mac = p.source_mac();
-                    match ether_payload(p.protocol(), &data[Sll2Packet::<&[u8]>::HEADER_LEN..]) {
-                        Some(s) => s,
-                        None => return non_ip(stats, link),
-                    }
-                }
-                Err(_) => return truncated_link(stats, link),
-            },
-            Linktype(LINKTYPE_LINUX_SLL) => match SllPacket::new_checked(data) {
-                Ok(p) => {
-                    link.src_mac = p.source_mac();
-                    match ether_payload(p.protocol(), &data[SllPacket::<&[u8]>::HEADER_LEN..]) {
-                        Some(s) => s,
-                        None => return non_ip(stats, link),
-                    }
-                }
-                Err(_) => return truncated_link(stats, link),
-            },
-            Linktype(t @ (LINKTYPE_NULL | LINKTYPE_LOOP)) => {
-                match cooked::loopback_family(data, t == LINKTYPE_LOOP) {
-                    Ok(LoopbackFamily::Ipv4 | LoopbackFamily::Ipv6) => {
-                        match LaxSlicedPacket::from_ip(&data[4..]) {
-                            Ok(p) => p,
-                            Err(_) => return ip_malformed(stats, link),
-                        }
-                    }
-                    Ok(LoopbackFamily::Other(_)) => return non_ip(stats, link),
-                    Err(_) => return truncated_link(stats, link),
-                }
-            }
-            Linktype(
-                LINKTYPE_RAW_OLD | LINKTYPE_RAW_OPENBSD | LINKTYPE_RAW | LINKTYPE_IPV4
-                | LINKTYPE_IPV6,
-            ) => match LaxSlicedPacket::from_ip(data) {
-                Ok(p) => p,
-                Err(_) => return ip_malformed(stats, link),
-            },
-            Linktype(LINKTYPE_NFLOG) => match nflog::payload(data) {
-                Ok(nflog::NflogRecord {
-                    payload: Some(ip), ..
-                }) => match LaxSlicedPacket::from_ip(ip) {
-                    Ok(p) => p,
-                    Err(_) => return ip_malformed(stats, link),
-                },
-                Ok(_) => {
-                    stats.nflog_no_payload += 1;
-                    return non_ip(stats, link);
-                }
-                Err(e) => {
-                    log.push("link_truncated", frame.ts, || format!("NFLOG: {e}"));
-                    return truncated_link(stats, link);
-                }
-            },
-            _ => {
-                stats.unknown_linktype += 1;
-                return Decoded {
-                    link,
-                    net: Network::None,
-                };
-            }
+        let sliced = match link_layer(frame, &mut link, stats, log) {
+            Ok(s) => s,
+            Err(d) => return d,
         };
-
-        if let Some(LinkSlice::Ethernet2(eth)) = &sliced.link {
-            link.src_mac = Some(eth.source());
-            link.dst_mac = Some(eth.destination());
-        }
-        if let Some(LaxLinkExtSlice::Vlan(v)) = sliced.link_exts.first() {
-            link.vlan = Some(v.vlan_identifier().value());
-        }
-
         let cut_by_snaplen = frame.orig_len as usize > frame.data.len();
-        let sliced = match (&sliced.net, sliced.ether_payload()) {
-            // PPPoE session (EtherType 0x8864): 6-byte PPPoE header, 2-byte PPP protocol.
-            (None, Some(p)) if p.ether_type == EtherType(0x8864) => {
-                let b = p.payload;
-                match b.get(6..8) {
-                    Some([0x00, 0x21]) | Some([0x00, 0x57]) => {
-                        match LaxSlicedPacket::from_ip(&b[8..]) {
-                            Ok(inner) => inner,
-                            Err(_) => return ip_malformed(stats, link),
-                        }
-                    }
-                    _ => return non_ip(stats, link),
-                }
-            }
-            _ => sliced,
-        };
         if let Some(gre) = gre_payload(&sliced) {
             match &sliced.net {
                 Some(LaxNetSlice::Ipv6(_)) => stats.ipv6 += 1,
@@ -433,7 +348,7 @@ impl Decoder {
                     wire_payload: cut_by_snaplen.then_some(wire_payload),
                 };
                 return self.finish_ip(
-                    frame.ts,
+                    (frame, depth),
                     link,
                     &sliced,
                     payload.ip_number,
@@ -443,6 +358,7 @@ impl Decoder {
                     ip_id,
                     ttl,
                     stats,
+                    log,
                 );
             }
             Some(LaxNetSlice::Ipv6(ip)) => {
@@ -466,7 +382,7 @@ impl Decoder {
                 };
                 let hop = h.hop_limit();
                 return self.finish_ip(
-                    frame.ts,
+                    (frame, depth),
                     link,
                     &sliced,
                     payload.ip_number,
@@ -476,6 +392,7 @@ impl Decoder {
                     0,
                     hop,
                     stats,
+                    log,
                 );
             }
             None => {
@@ -533,6 +450,37 @@ impl Decoder {
             data: bytes,
         };
         self.decode_at(&inner_frame, depth + 1, stats, log)
+    }
+
+    /// Decodes the frame inside a GRE datagram just reassembled from IP fragments
+    /// (in `self.reassembled`): the datagram moves to `self.gre_outer`, and the
+    /// inner frame is decoded by `self.inner`, a decoder of its own (its fragment
+    /// state and buffers are apart from this one's, which hold the datagram).
+    fn decapsulate_reassembled<'a>(
+        &'a mut self,
+        frame: &Frame<'a>,
+        depth: u8,
+        link: LinkMeta,
+        stats: &mut Stats,
+        log: &mut AnomalyLog,
+    ) -> Decoded<'a> {
+        let verify = self.verify_checksums;
+        let Decoder {
+            reassembled,
+            gre_outer,
+            inner,
+            ..
+        } = self;
+        std::mem::swap(reassembled, gre_outer);
+        let inner = inner.get_or_insert_with(|| Box::new(Decoder::new().verify_checksums(verify)));
+        let outer = Frame {
+            ts: frame.ts,
+            iface: frame.iface,
+            link: Linktype(LINKTYPE_RAW),
+            orig_len: gre_outer.len() as u32,
+            data: gre_outer,
+        };
+        inner.decapsulate(&outer, gre_outer, depth, link, stats, log)
     }
 
     /// The common case (untagged Ethernet, IPv4 without fragmentation, TCP, nothing
@@ -601,7 +549,7 @@ impl Decoder {
     #[allow(clippy::too_many_arguments)]
     fn finish_ip<'a>(
         &'a mut self,
-        ts: Ts,
+        (frame, depth): (&Frame<'a>, u8),
         link: LinkMeta,
         sliced: &LaxSlicedPacket<'a>,
         proto: IpNumber,
@@ -611,7 +559,9 @@ impl Decoder {
         ip_id: u16,
         ttl: u8,
         stats: &mut Stats,
+        log: &mut AnomalyLog,
     ) -> Decoded<'a> {
+        let ts = frame.ts;
         let packet = |transport| Decoded {
             link,
             net: Network::Ip(IpPacket {
@@ -625,6 +575,10 @@ impl Decoder {
         if let Some((id, offset, more)) = frag {
             stats.ip_fragments += 1;
             return match self.add_fragment(ts, &ctx, proto, id, offset, more, payload, stats) {
+                true if proto == IpNumber::GRE => {
+                    stats.ip_reassembled += 1;
+                    self.decapsulate_reassembled(frame, depth, link, stats, log)
+                }
                 true => {
                     stats.ip_reassembled += 1;
                     let transport = transport_of(proto, &self.reassembled, &ctx, stats);
@@ -712,6 +666,9 @@ impl Decoder {
         self.pending
             .retain(|_, (_, t)| now.0.saturating_sub(t.0) < FRAGMENT_TIMEOUT_NS);
         stats.ip_fragments_dropped += (before - self.pending.len()) as u64;
+        if let Some(inner) = &mut self.inner {
+            inner.expire(now, stats);
+        }
     }
 }
 
@@ -815,7 +772,120 @@ fn transport_of<'a>(
     }
 }
 
-/// The payload of an unfragmented IP packet of protocol GRE (47).
+/// The link layer of `frame` (and PPPoE, between Ethernet and IP): the packet it
+/// carries as etherparse's lax slices, with the link facts written to `link`. A
+/// frame that carries nothing to decode further gives its [`Decoded`] instead,
+/// counted (`link_truncated`, `non_ip`, `ip_malformed`, `unknown_linktype`).
+fn link_layer<'a>(
+    frame: &Frame<'a>,
+    link: &mut LinkMeta,
+    stats: &mut Stats,
+    log: &mut AnomalyLog,
+) -> Result<LaxSlicedPacket<'a>, Decoded<'static>> {
+    let data = frame.data;
+    let sliced = match frame.link {
+        Linktype(LINKTYPE_ETHERNET) => match LaxSlicedPacket::from_ethernet(data) {
+            Ok(p) => p,
+            Err(_) => return Err(truncated_link(stats, *link)),
+        },
+        Linktype(LINKTYPE_LINUX_SLL2) => match Sll2Packet::new_checked(data) {
+            Ok(p) => {
+                link.ifindex = Some(p.ifindex());
+                link.src_mac = p.source_mac();
+                match ether_payload(p.protocol(), &data[Sll2Packet::<&[u8]>::HEADER_LEN..]) {
+                    Some(s) => s,
+                    None => return Err(non_ip(stats, *link)),
+                }
+            }
+            Err(_) => return Err(truncated_link(stats, *link)),
+        },
+        Linktype(LINKTYPE_LINUX_SLL) => match SllPacket::new_checked(data) {
+            Ok(p) => {
+                link.src_mac = p.source_mac();
+                match ether_payload(p.protocol(), &data[SllPacket::<&[u8]>::HEADER_LEN..]) {
+                    Some(s) => s,
+                    None => return Err(non_ip(stats, *link)),
+                }
+            }
+            Err(_) => return Err(truncated_link(stats, *link)),
+        },
+        Linktype(t @ (LINKTYPE_NULL | LINKTYPE_LOOP)) => {
+            match cooked::loopback_family(data, t == LINKTYPE_LOOP) {
+                Ok(LoopbackFamily::Ipv4 | LoopbackFamily::Ipv6) => {
+                    match LaxSlicedPacket::from_ip(&data[4..]) {
+                        Ok(p) => p,
+                        Err(_) => return Err(ip_malformed(stats, *link)),
+                    }
+                }
+                Ok(LoopbackFamily::Other(_)) => return Err(non_ip(stats, *link)),
+                Err(_) => return Err(truncated_link(stats, *link)),
+            }
+        }
+        Linktype(
+            LINKTYPE_RAW_OLD | LINKTYPE_RAW_OPENBSD | LINKTYPE_RAW | LINKTYPE_IPV4 | LINKTYPE_IPV6,
+        ) => match LaxSlicedPacket::from_ip(data) {
+            Ok(p) => p,
+            Err(_) => return Err(ip_malformed(stats, *link)),
+        },
+        Linktype(LINKTYPE_NFLOG) => match nflog::payload(data) {
+            Ok(nflog::NflogRecord {
+                payload: Some(ip), ..
+            }) => match LaxSlicedPacket::from_ip(ip) {
+                Ok(p) => p,
+                Err(_) => return Err(ip_malformed(stats, *link)),
+            },
+            Ok(_) => {
+                stats.nflog_no_payload += 1;
+                return Err(non_ip(stats, *link));
+            }
+            Err(e) => {
+                log.push("link_truncated", frame.ts, || format!("NFLOG: {e}"));
+                return Err(truncated_link(stats, *link));
+            }
+        },
+        _ => {
+            stats.unknown_linktype += 1;
+            return Err(Decoded {
+                link: *link,
+                net: Network::None,
+            });
+        }
+    };
+
+    if let Some(LinkSlice::Ethernet2(eth)) = &sliced.link {
+        link.src_mac = Some(eth.source());
+        link.dst_mac = Some(eth.destination());
+    }
+    if let Some(LaxLinkExtSlice::Vlan(v)) = sliced.link_exts.first() {
+        link.vlan = Some(v.vlan_identifier().value());
+    }
+
+    pppoe(sliced, *link, stats)
+}
+
+/// A PPPoE session frame (EtherType 0x8864) carries its IP packet behind a 6-byte
+/// PPPoE header and a 2-byte PPP protocol; any other packet passes unchanged.
+fn pppoe<'a>(
+    sliced: LaxSlicedPacket<'a>,
+    link: LinkMeta,
+    stats: &mut Stats,
+) -> Result<LaxSlicedPacket<'a>, Decoded<'static>> {
+    match (&sliced.net, sliced.ether_payload()) {
+        (None, Some(p)) if p.ether_type == EtherType(0x8864) => {
+            let b = p.payload;
+            match b.get(6..8) {
+                Some([0x00, 0x21]) | Some([0x00, 0x57]) => {
+                    LaxSlicedPacket::from_ip(&b[8..]).map_err(|_| ip_malformed(stats, link))
+                }
+                _ => Err(non_ip(stats, link)),
+            }
+        }
+        _ => Ok(sliced),
+    }
+}
+
+/// The payload of an unfragmented IP packet of protocol GRE (47); a fragmented one
+/// is decoded once reassembled (`Decoder::decapsulate_reassembled`).
 fn gre_payload<'a>(sliced: &LaxSlicedPacket<'a>) -> Option<&'a [u8]> {
     let payload = match &sliced.net {
         Some(LaxNetSlice::Ipv4(ip)) => ip.payload(),

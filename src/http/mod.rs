@@ -110,6 +110,11 @@ pub struct Headers {
 }
 
 impl Headers {
+    /// Heap bytes held (for the memory budget).
+    pub fn heap_bytes(&self) -> usize {
+        self.text.capacity() + self.spans.capacity() * std::mem::size_of::<[u32; 3]>()
+    }
+
     /// Room for `count` headers of `bytes` bytes in all.
     pub fn with_capacity(count: usize, bytes: usize) -> Headers {
         Headers {
@@ -615,6 +620,26 @@ impl HttpAnalyzer {
 
 impl StreamSink for HttpAnalyzer {
     type Conn = HttpConn;
+
+    /// The parsers' buffers, the SOCKS handshake, and the requests waiting for
+    /// their response (each with its method, URI and headers).
+    fn heap_bytes(&self, conn: &HttpConn) -> usize {
+        let parsers: usize = conn.parsers.iter().map(MessageParser::heap_bytes).sum();
+        let waiting: usize = conn
+            .pending
+            .iter()
+            .map(|(r, v)| {
+                r.method.capacity() + r.uri.capacity() + r.headers.heap_bytes() + v.capacity() * 2
+            })
+            .sum();
+        parsers
+            + waiting
+            + conn.pending.capacity() * std::mem::size_of::<(Request, Vec<u16>)>()
+            + conn
+                .socks
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<socks::Handshake>())
+    }
 
     fn open(&mut self, meta: &ConnMeta) -> HttpConn {
         HttpConn {

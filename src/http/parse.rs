@@ -126,6 +126,17 @@ impl MessageParser {
         }
     }
 
+    /// Heap bytes held: the header buffer, and an open response's head.
+    pub fn heap_bytes(&self) -> usize {
+        let open = match &self.open {
+            Open::Response(r) => {
+                std::mem::size_of::<Response>() + r.reason.capacity() + r.headers.heap_bytes()
+            }
+            _ => 0,
+        };
+        self.buf.capacity() + open
+    }
+
     /// Stops parsing (the connection switched protocols).
     pub fn stop(&mut self) {
         self.state = State::Stopped;

@@ -7,6 +7,7 @@
 //! stream; later stages correlate them. One hash lookup per segment: the sink's
 //! per-connection state lives in the table entry.
 
+mod budget;
 pub mod stream;
 
 use crate::anomaly::{AnomalyLog, Stats};
@@ -144,6 +145,11 @@ pub trait StreamSink {
     /// then on `meta.first_seq[dir]` is set. A sink that waits for the other side
     /// (a request for its response) learns here that the other side is visible.
     fn direction_seen(&mut self, _conn: &mut Self::Conn, _meta: &ConnMeta, _dir: Dir, _ts: Ts) {}
+    /// Heap bytes `conn` holds (buffers, queued messages), for the table's memory
+    /// budget: an estimate, cheap enough to ask after every segment.
+    fn heap_bytes(&self, _conn: &Self::Conn) -> usize {
+        0
+    }
 }
 
 /// One TCP segment as the ladder and swimlane diagrams draw it: what a packet was,
@@ -209,21 +215,94 @@ pub fn mac_string(mac: &[u8; 6]) -> String {
     s
 }
 
-/// The table key: both endpoints packed as (IPv6 or IPv4-mapped address, port), so
-/// hashing and comparing is a few integer operations.
+/// The table key: both endpoints packed as (IPv6 or IPv4-mapped address as four
+/// words, port), so hashing and comparing is a few integer operations. 40 bytes
+/// (4-byte alignment: a `u128` address would pad the key to 80).
 #[derive(Hash, PartialEq, Eq, Clone, Copy, Debug)]
 struct FlowKey {
-    lo: (u128, u16),
-    hi: (u128, u16),
+    lo: [u32; 4],
+    hi: [u32; 4],
+    lo_port: u16,
+    hi_port: u16,
     vantage: VantageId,
 }
 
-fn endpoint_key(a: &SocketAddr) -> (u128, u16) {
+impl FlowKey {
+    fn new(vantage: VantageId, a: &SocketAddr, b: &SocketAddr) -> FlowKey {
+        let (a, b) = (endpoint_key(a), endpoint_key(b));
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        FlowKey {
+            lo: lo.0,
+            hi: hi.0,
+            lo_port: lo.1,
+            hi_port: hi.1,
+            vantage,
+        }
+    }
+
+    /// The lower and higher endpoints (an IPv4-mapped IPv6 address comes back as
+    /// IPv4: for anomaly messages only).
+    fn ends(&self) -> (SocketAddr, SocketAddr) {
+        (
+            key_addr(self.lo, self.lo_port),
+            key_addr(self.hi, self.hi_port),
+        )
+    }
+}
+
+fn endpoint_key(a: &SocketAddr) -> ([u32; 4], u16) {
     let ip = match a.ip() {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)) | (0xffff << 32),
-        IpAddr::V6(v6) => u128::from(v6),
+        IpAddr::V4(v4) => [0, 0, 0xffff, u32::from(v4)],
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            std::array::from_fn(|i| {
+                u32::from_be_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+            })
+        }
     };
     (ip, a.port())
+}
+
+fn key_addr(ip: [u32; 4], port: u16) -> SocketAddr {
+    let ip = if ip[..3] == [0, 0, 0xffff] {
+        IpAddr::from(std::net::Ipv4Addr::from(ip[3]))
+    } else {
+        let mut o = [0u8; 16];
+        for (i, w) in ip.iter().enumerate() {
+            o[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
+        }
+        IpAddr::from(o)
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// A connection that has sent a SYN (and perhaps had a SYN-ACK) and nothing else:
+/// what a SYN flood leaves behind, kept in 48 bytes instead of a full [`Conn`]
+/// (about 700 bytes with the HTTP state). It becomes a full connection
+/// (`TcpTable::promote`, which replays the SYN and SYN-ACK) at its first other
+/// segment; the sink never hears of one that does not.
+#[derive(Clone, Copy, Debug)]
+struct HalfOpen {
+    id: u64,
+    syn_ts: Ts,
+    syn_ack_ts: Ts,
+    last_ts: Ts,
+    /// ISN of the client and of the server (the latter once the SYN-ACK is seen).
+    isn: [u32; 2],
+    /// The SYN-ACK's acknowledgement number.
+    syn_ack_ack: u32,
+    /// TTL of the SYN and of the SYN-ACK.
+    ttl: [u8; 2],
+    /// Whether the client is the key's lower endpoint.
+    client_is_lo: bool,
+    syn_ack: bool,
+}
+
+/// A table entry: a cheap half-open connection or a full one (boxed, so that the
+/// hash table's buckets stay small and its doublings cheap).
+enum Slot<C> {
+    HalfOpen(HalfOpen),
+    Open(Box<Conn<C>>),
 }
 
 struct Conn<C> {
@@ -232,22 +311,15 @@ struct Conn<C> {
     /// Directions whose data the sink no longer wants.
     muted: [bool; 2],
     reset: bool,
+    /// Heap bytes of the reassembly buffers and the sink's state, as last accounted
+    /// in the table's total.
+    accounted: usize,
     state: C,
 }
 
 impl<C> Conn<C> {
     fn closed(&self) -> bool {
         self.reset || (self.halves[0].finished() && self.halves[1].finished())
-    }
-
-    /// Whether the connection is a handshake that never completed: a SYN, perhaps a
-    /// SYN-ACK, but no client ACK after it and no byte in either direction (what a
-    /// SYN flood leaves behind).
-    fn half_open(&self) -> bool {
-        self.meta.syn_seen
-            && self.meta.handshake.ack.is_none()
-            && self.halves[0].delivered == 0
-            && self.halves[1].delivered == 0
     }
 }
 
@@ -260,6 +332,9 @@ pub struct TcpConfig {
     pub linger_ns: i64,
     /// Most connections tracked at once.
     pub max_connections: usize,
+    /// Bytes the table may hold: its hash table, the connections, their
+    /// out-of-order buffers and the sink's per-connection state (`budget`).
+    pub memory_budget: usize,
 }
 
 impl Default for TcpConfig {
@@ -268,27 +343,35 @@ impl Default for TcpConfig {
             idle_timeout_ns: 300_000_000_000,
             linger_ns: 5_000_000_000,
             max_connections: 1_000_000,
+            memory_budget: 512 << 20,
         }
     }
 }
 
 /// The connection table.
 ///
-/// When it is full, a new connection takes the place of the oldest half-open one
-/// (a handshake that never completed, counted in `tcp_evicted_half_open`): a SYN
-/// flood then evicts its own SYNs, and the real connections around it, which
-/// complete their handshakes, keep being tracked. Only when no half-open
-/// connection is left is a new connection refused (`tcp_untracked`).
+/// A connection opened by a SYN is kept as a small `HalfOpen` entry until its
+/// next segment, so a SYN flood costs about 100 bytes a SYN. When the table is full
+/// (`max_connections`) or its memory would pass the budget (see `budget`), the
+/// oldest half-open connections make room (`tcp_evicted_half_open`), then the
+/// connections idle longest (`tcp_evicted_established`): a flood evicts its own
+/// SYNs, and the real connections around it, which complete their handshakes,
+/// keep being tracked. Only when nothing can be evicted is a new connection refused
+/// (`tcp_untracked`).
 pub struct TcpTable<C> {
-    conns: FxHashMap<FlowKey, Conn<C>>,
+    conns: FxHashMap<FlowKey, Slot<C>>,
     next_id: u64,
     config: TcpConfig,
     last_sweep: Ts,
-    /// Connections opened by a SYN, oldest first, as (key, id): the eviction
-    /// candidates. Entries whose connection is gone or no longer half-open are
-    /// skipped when met, and dropped in a compaction when the queue outgrows the
-    /// table, so it holds at most about twice as many entries as the table.
-    syn_order: std::collections::VecDeque<(FlowKey, u64)>,
+    /// Half-open entries in `conns`.
+    half_open: usize,
+    /// The hash table's usable capacity at its current size (`capacity()` counts
+    /// down as deletions leave tombstones; this does not).
+    full_cap: usize,
+    /// Heap bytes of every full connection's buffers and sink state.
+    dynamic_bytes: usize,
+    /// The most [`TcpTable::memory_bytes`] has been.
+    peak_bytes: usize,
 }
 
 impl<C> TcpTable<C> {
@@ -299,69 +382,28 @@ impl<C> TcpTable<C> {
             next_id: 0,
             config,
             last_sweep: Ts(i64::MIN),
-            syn_order: std::collections::VecDeque::new(),
-        }
-    }
-
-    /// Frees the oldest half-open connection; false when there is none.
-    fn evict_half_open<S: StreamSink<Conn = C>>(
-        &mut self,
-        sink: &mut S,
-        ts: Ts,
-        stats: &mut Stats,
-        log: &mut AnomalyLog,
-    ) -> bool {
-        while let Some((key, id)) = self.syn_order.pop_front() {
-            let Some(conn) = self.conns.get(&key) else {
-                continue;
-            };
-            if conn.meta.id != id || !conn.half_open() {
-                continue;
-            }
-            let conn = self.conns.remove(&key).expect("present");
-            stats.tcp_evicted_half_open += 1;
-            log.push("tcp_evicted_half_open", ts, || {
-                format!(
-                    "{} -> {}: half-open connection evicted, the table is full ({} connections)",
-                    conn.meta.client, conn.meta.server, self.config.max_connections
-                )
-            });
-            close(sink, conn, ts, stats);
-            return true;
-        }
-        false
-    }
-
-    /// Notes a connection opened by a SYN as an eviction candidate, keeping the
-    /// queue within about twice the table's size.
-    fn note_syn(&mut self, key: FlowKey, id: u64) {
-        self.syn_order.push_back((key, id));
-        if self.syn_order.len() > 2 * self.conns.len() + 1024 {
-            let conns = &self.conns;
-            self.syn_order.retain(|(k, id)| {
-                conns
-                    .get(k)
-                    .is_some_and(|c| c.meta.id == *id && c.half_open())
-            });
+            half_open: 0,
+            full_cap: 0,
+            dynamic_bytes: 0,
+            peak_bytes: 0,
         }
     }
 
     /// The sink's state and the metadata of the connection between `a` and `b` at
-    /// `vantage`, if it is tracked.
+    /// `vantage`, if it is tracked (and past its handshake's first segments).
     pub fn conn_mut(
         &mut self,
         vantage: VantageId,
         a: SocketAddr,
         b: SocketAddr,
     ) -> Option<(&mut C, &ConnMeta)> {
-        let (a, b) = (endpoint_key(&a), endpoint_key(&b));
-        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-        self.conns
-            .get_mut(&FlowKey { lo, hi, vantage })
-            .map(|c| (&mut c.state, &c.meta))
+        match self.conns.get_mut(&FlowKey::new(vantage, &a, &b)) {
+            Some(Slot::Open(c)) => Some((&mut c.state, &c.meta)),
+            _ => None,
+        }
     }
 
-    /// Connections tracked now.
+    /// Connections tracked now (half-open ones included).
     pub fn len(&self) -> usize {
         self.conns.len()
     }
@@ -369,6 +411,11 @@ impl<C> TcpTable<C> {
     /// Whether no connection is tracked.
     pub fn is_empty(&self) -> bool {
         self.conns.is_empty()
+    }
+
+    /// Half-open connections tracked now.
+    pub fn half_open(&self) -> usize {
+        self.half_open
     }
 
     /// Handles one segment seen at `vantage`.
@@ -387,120 +434,172 @@ impl<C> TcpTable<C> {
         if ts.0.saturating_sub(self.last_sweep.0) >= 1_000_000_000 {
             self.sweep(sink, ts, stats);
         }
+        if self.memory_bytes() > self.config.memory_budget {
+            self.relieve(sink, ts, stats, log);
+        }
         let src = SocketAddr::new(src_ip, seg.src_port);
         let dst = SocketAddr::new(dst_ip, seg.dst_port);
-        let (a, b) = (endpoint_key(&src), endpoint_key(&dst));
-        let key = if a <= b {
-            FlowKey {
-                vantage,
-                lo: a,
-                hi: b,
-            }
-        } else {
-            FlowKey {
-                vantage,
-                lo: b,
-                hi: a,
-            }
-        };
-        let syn_only = seg.has(TcpSegment::SYN) && !seg.has(TcpSegment::ACK);
+        let key = FlowKey::new(vantage, &src, &dst);
+        let bare_syn = seg.flags
+            & (TcpSegment::SYN | TcpSegment::ACK | TcpSegment::FIN | TcpSegment::RST)
+            == TcpSegment::SYN
+            && seg.payload.is_empty()
+            && seg.missing == 0;
 
-        if let Some(conn) = self.conns.get(&key) {
-            let client_isn = conn.halves[Dir::ToServer as usize].isn;
-            let new_generation = syn_only
-                && conn.meta.client == src
-                && (conn.closed() || client_isn.is_some_and(|isn| isn != SeqNumber(seg.seq)));
-            if new_generation {
-                stats.tcp_port_reuse += 1;
-                let old = self.conns.remove(&key).expect("present");
-                sink.close(old.state, &old.meta, ts);
+        match self.conns.get_mut(&key) {
+            Some(Slot::HalfOpen(h)) => {
+                let from_client = (endpoint_key(&src) == (key.lo, key.lo_port)) == h.client_is_lo;
+                if half_open_segment(h, from_client, ts, seg) {
+                    return;
+                }
+                if !(bare_syn && from_client) {
+                    self.promote(sink, key, src, dst, stats, log);
+                } else {
+                    // A new ISN from the client: the port is reused.
+                    stats.tcp_port_reuse += 1;
+                    self.remove(&key);
+                }
             }
+            Some(Slot::Open(conn)) => {
+                let client_isn = conn.halves[Dir::ToServer as usize].isn;
+                let new_generation = seg.has(TcpSegment::SYN)
+                    && !seg.has(TcpSegment::ACK)
+                    && conn.meta.client == src
+                    && (conn.closed() || client_isn.is_some_and(|isn| isn != SeqNumber(seg.seq)));
+                if new_generation {
+                    stats.tcp_port_reuse += 1;
+                    if let Some(Slot::Open(old)) = self.remove(&key) {
+                        sink.close(old.state, &old.meta, ts);
+                    }
+                }
+            }
+            None => {}
         }
         if !self.conns.contains_key(&key) {
-            // No sweep here: the periodic one above freed what was idle or closed
-            // within the last second of capture time, and sweeping the whole table
-            // for every new connection made a full table quadratic (a flood of 5 M
-            // SYNs against 1 M connections did not finish).
-            if self.conns.len() >= self.config.max_connections
-                && !self.evict_half_open(sink, ts, stats, log)
-            {
+            if !self.make_room(sink, ts, stats, log) {
                 stats.tcp_untracked += 1;
+                return;
+            }
+            if bare_syn {
+                self.open_half(key, ts, &src, seg, stats);
                 return;
             }
             self.open(sink, key, ts, vantage, orient(src, dst, seg), seg, stats);
         }
-        let conn = self.conns.get_mut(&key).expect("inserted above");
-        let dir = if conn.meta.client == src {
-            Dir::ToServer
-        } else {
-            Dir::ToClient
+        let Some(Slot::Open(conn)) = self.conns.get_mut(&key) else {
+            return;
         };
-        conn.meta.last_ts = ts;
-        conn.meta.first_ttl[dir as usize].get_or_insert(seg.ttl);
-        let first = &mut conn.meta.first_seq[dir as usize];
-        let new_direction = first.is_none();
-        if seg.has(TcpSegment::SYN) || first.is_none() {
-            // A SYN's sequence number (the ISN) wins over anything seen before it.
-            if first.is_none() || seg.has(TcpSegment::SYN) {
-                *first = Some(seg.seq);
-            }
-        }
-        if new_direction {
-            sink.direction_seen(&mut conn.state, &conn.meta, dir, ts);
-        }
-        let hs = &mut conn.meta.handshake;
-        match (dir, seg.has(TcpSegment::SYN), seg.has(TcpSegment::ACK)) {
-            (Dir::ToServer, true, false) => {
-                hs.syn.get_or_insert(ts);
-                conn.meta.syn_seen = true;
-            }
-            (Dir::ToClient, true, true) => {
-                hs.syn_ack.get_or_insert(ts);
-            }
-            (Dir::ToServer, false, true) if hs.syn_ack.is_some() && hs.ack.is_none() => {
-                hs.ack = Some(ts);
-            }
-            _ => {}
-        }
-
-        let Conn {
-            meta,
-            halves,
-            muted,
-            state,
-            reset,
-        } = conn;
-        if seg.has(TcpSegment::ACK) {
-            let peer = dir.flip();
-            let peer_muted = &mut muted[peer as usize];
-            halves[peer as usize].peer_acked(seg.ack, stats, &mut |e| {
-                dispatch(sink, state, meta, peer, ts, e, peer_muted)
-            });
-        }
-        let this_muted = &mut muted[dir as usize];
-        halves[dir as usize].segment(
-            seg.seq,
-            if seg.has(TcpSegment::ACK) { seg.ack } else { 0 },
-            seg.has(TcpSegment::SYN),
-            seg.has(TcpSegment::FIN),
-            seg.payload,
-            seg.missing,
-            stats,
-            &mut |e| dispatch(sink, state, meta, dir, ts, e, this_muted),
-        );
-        if seg.has(TcpSegment::RST) && !*reset {
-            stats.tcp_rst += 1;
-            *reset = true;
-            for d in [dir, dir.flip()] {
-                let m = &mut muted[d as usize];
-                halves[d as usize].flush(stats, &mut |e| dispatch(sink, state, meta, d, ts, e, m));
-            }
-            sink.end(state, meta, dir, ts, End::Rst);
-            log.push("tcp_rst", ts, || format!("{} -> {}: RST", src, dst));
-        }
+        track(sink, conn, ts, src, dst, seg, stats, log);
+        let now = conn_heap_bytes(sink, conn);
+        self.dynamic_bytes = self.dynamic_bytes + now - conn.accounted;
+        conn.accounted = now;
+        self.note_peak();
     }
 
-    /// Starts tracking a new connection between `ends` (client, server).
+    /// Starts tracking a connection opened by a bare SYN as a [`HalfOpen`] entry.
+    fn open_half(
+        &mut self,
+        key: FlowKey,
+        ts: Ts,
+        src: &SocketAddr,
+        seg: &TcpSegment<'_>,
+        stats: &mut Stats,
+    ) {
+        stats.tcp_connections += 1;
+        let h = HalfOpen {
+            id: self.next_id,
+            syn_ts: ts,
+            syn_ack_ts: ts,
+            last_ts: ts,
+            isn: [seg.seq, 0],
+            syn_ack_ack: 0,
+            ttl: [seg.ttl, 0],
+            client_is_lo: endpoint_key(src) == (key.lo, key.lo_port),
+            syn_ack: false,
+        };
+        self.next_id += 1;
+        self.insert(key, Slot::HalfOpen(h));
+        self.half_open += 1;
+    }
+
+    /// Turns a half-open entry into a full connection, replaying its SYN and
+    /// SYN-ACK as they were seen (same times, numbers and TTLs).
+    fn promote<S: StreamSink<Conn = C>>(
+        &mut self,
+        sink: &mut S,
+        key: FlowKey,
+        src: SocketAddr,
+        dst: SocketAddr,
+        stats: &mut Stats,
+        log: &mut AnomalyLog,
+    ) {
+        let h = match self.conns.get(&key) {
+            Some(Slot::HalfOpen(h)) => *h,
+            _ => return,
+        };
+        let src_is_lo = endpoint_key(&src) == (key.lo, key.lo_port);
+        let (client, server) = if src_is_lo == h.client_is_lo {
+            (src, dst)
+        } else {
+            (dst, src)
+        };
+        let meta = ConnMeta {
+            id: h.id,
+            vantage: key.vantage,
+            client,
+            server,
+            first_ts: h.syn_ts,
+            last_ts: h.syn_ts,
+            syn_seen: true,
+            handshake: Handshake::default(),
+            first_seq: [None; 2],
+            first_ttl: [None; 2],
+        };
+        let state = sink.open(&meta);
+        let mut conn = Box::new(Conn {
+            meta,
+            halves: [HalfStream::default(), HalfStream::default()],
+            muted: [false; 2],
+            reset: false,
+            accounted: 0,
+            state,
+        });
+        let syn = replayed(
+            client.port(),
+            server.port(),
+            h.isn[0],
+            0,
+            TcpSegment::SYN,
+            h.ttl[0],
+        );
+        track(sink, &mut conn, h.syn_ts, client, server, &syn, stats, log);
+        if h.syn_ack {
+            let flags = TcpSegment::SYN | TcpSegment::ACK;
+            let sa = replayed(
+                server.port(),
+                client.port(),
+                h.isn[1],
+                h.syn_ack_ack,
+                flags,
+                h.ttl[1],
+            );
+            track(
+                sink,
+                &mut conn,
+                h.syn_ack_ts,
+                server,
+                client,
+                &sa,
+                stats,
+                log,
+            );
+        }
+        conn.meta.last_ts = h.last_ts;
+        self.half_open -= 1;
+        self.conns.insert(key, Slot::Open(conn));
+    }
+
+    /// Starts tracking a new full connection between `ends` (client, server).
     #[allow(clippy::too_many_arguments)]
     fn open<S: StreamSink<Conn = C>>(
         &mut self,
@@ -526,54 +625,219 @@ impl<C> TcpTable<C> {
         };
         self.next_id += 1;
         stats.tcp_connections += 1;
-        if meta.syn_seen {
-            self.note_syn(key, meta.id);
-        } else {
+        if !meta.syn_seen {
             stats.tcp_midstream += 1;
         }
         let state = sink.open(&meta);
-        self.conns.insert(
-            key,
-            Conn {
-                meta,
-                halves: [HalfStream::default(), HalfStream::default()],
-                muted: [false; 2],
-                reset: false,
-                state,
-            },
-        );
+        let conn = Box::new(Conn {
+            meta,
+            halves: [HalfStream::default(), HalfStream::default()],
+            muted: [false; 2],
+            reset: false,
+            accounted: 0,
+            state,
+        });
+        self.insert(key, Slot::Open(conn));
     }
 
-    /// Closes connections idle past the timeout, and closed ones past the linger time.
+    /// Inserts a new entry, noting the hash table's size.
+    fn insert(&mut self, key: FlowKey, slot: Slot<C>) {
+        self.conns.insert(key, slot);
+        self.full_cap = self.full_cap.max(self.conns.capacity());
+        self.note_peak();
+    }
+
+    /// Removes an entry, keeping the counts and the accounted bytes.
+    fn remove(&mut self, key: &FlowKey) -> Option<Slot<C>> {
+        let slot = self.conns.remove(key)?;
+        match &slot {
+            Slot::HalfOpen(_) => self.half_open -= 1,
+            Slot::Open(c) => self.dynamic_bytes -= c.accounted,
+        }
+        Some(slot)
+    }
+
+    /// Closes connections idle past the timeout, and closed ones past the linger
+    /// time; gives memory back when the table has emptied to a quarter of its size.
     pub fn sweep<S: StreamSink<Conn = C>>(&mut self, sink: &mut S, now: Ts, stats: &mut Stats) {
         self.last_sweep = now;
         let cfg = self.config;
         let expired: Vec<FlowKey> = self
             .conns
             .iter()
-            .filter(|(_, c)| {
-                let idle = now.0.saturating_sub(c.meta.last_ts.0);
-                idle >= cfg.idle_timeout_ns || (c.closed() && idle >= cfg.linger_ns)
+            .filter(|(_, s)| {
+                let (last, closed) = match s {
+                    Slot::HalfOpen(h) => (h.last_ts, false),
+                    Slot::Open(c) => (c.meta.last_ts, c.closed()),
+                };
+                let idle = now.0.saturating_sub(last.0);
+                idle >= cfg.idle_timeout_ns || (closed && idle >= cfg.linger_ns)
             })
             .map(|(k, _)| *k)
             .collect();
         for key in expired {
-            let conn = self.conns.remove(&key).expect("listed");
-            if !conn.closed() {
-                stats.tcp_evicted += 1;
+            match self.remove(&key) {
+                Some(Slot::Open(conn)) => {
+                    if !conn.closed() {
+                        stats.tcp_evicted += 1;
+                    }
+                    close(sink, *conn, now, stats);
+                }
+                Some(Slot::HalfOpen(_)) => stats.tcp_evicted += 1,
+                None => {}
             }
-            close(sink, conn, now, stats);
         }
+        self.shrink_if_sparse();
     }
 
     /// Closes every connection (end of input).
     pub fn finish<S: StreamSink<Conn = C>>(&mut self, sink: &mut S, stats: &mut Stats) {
-        let mut conns: Vec<Conn<C>> = self.conns.drain().map(|(_, c)| c).collect();
+        let mut conns: Vec<Conn<C>> = self
+            .conns
+            .drain()
+            .filter_map(|(_, s)| match s {
+                Slot::Open(c) => Some(*c),
+                Slot::HalfOpen(_) => None,
+            })
+            .collect();
+        self.half_open = 0;
+        self.dynamic_bytes = 0;
         conns.sort_by_key(|c| c.meta.id);
         for conn in conns {
             let ts = conn.meta.last_ts;
             close(sink, conn, ts, stats);
         }
+    }
+}
+
+/// A segment on a half-open connection: true when it leaves it half-open (the
+/// SYN again, or the SYN-ACK), false when the connection must become a full one.
+fn half_open_segment(h: &mut HalfOpen, from_client: bool, ts: Ts, seg: &TcpSegment<'_>) -> bool {
+    let flags = seg.flags & (TcpSegment::SYN | TcpSegment::ACK | TcpSegment::FIN | TcpSegment::RST);
+    if !seg.payload.is_empty() || seg.missing != 0 {
+        return false;
+    }
+    let syn_again = from_client && flags == TcpSegment::SYN && seg.seq == h.isn[0];
+    let syn_ack = !from_client && flags == TcpSegment::SYN | TcpSegment::ACK;
+    if syn_ack && !h.syn_ack {
+        h.syn_ack = true;
+        h.syn_ack_ts = ts;
+        h.isn[1] = seg.seq;
+        h.syn_ack_ack = seg.ack;
+        h.ttl[1] = seg.ttl;
+    }
+    if syn_again || syn_ack {
+        h.last_ts = ts;
+        return true;
+    }
+    false
+}
+
+fn replayed(
+    src_port: u16,
+    dst_port: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    ttl: u8,
+) -> TcpSegment<'static> {
+    TcpSegment {
+        src_port,
+        dst_port,
+        seq,
+        ack,
+        flags,
+        window: 0,
+        payload: &[],
+        missing: 0,
+        ttl,
+    }
+}
+
+/// Heap bytes a full connection holds besides its box: out-of-order buffers and the
+/// sink's state.
+fn conn_heap_bytes<S: StreamSink>(sink: &S, conn: &Conn<S::Conn>) -> usize {
+    conn.halves[0].buffered_bytes() + conn.halves[1].buffered_bytes() + sink.heap_bytes(&conn.state)
+}
+
+/// One segment of a full connection, from `src` to `dst`.
+#[allow(clippy::too_many_arguments)]
+fn track<S: StreamSink>(
+    sink: &mut S,
+    conn: &mut Conn<S::Conn>,
+    ts: Ts,
+    src: SocketAddr,
+    dst: SocketAddr,
+    seg: &TcpSegment<'_>,
+    stats: &mut Stats,
+    log: &mut AnomalyLog,
+) {
+    let dir = if conn.meta.client == src {
+        Dir::ToServer
+    } else {
+        Dir::ToClient
+    };
+    conn.meta.last_ts = ts;
+    conn.meta.first_ttl[dir as usize].get_or_insert(seg.ttl);
+    let first = &mut conn.meta.first_seq[dir as usize];
+    let new_direction = first.is_none();
+    // A SYN's sequence number (the ISN) wins over anything seen before it.
+    if first.is_none() || seg.has(TcpSegment::SYN) {
+        *first = Some(seg.seq);
+    }
+    if new_direction {
+        sink.direction_seen(&mut conn.state, &conn.meta, dir, ts);
+    }
+    let hs = &mut conn.meta.handshake;
+    match (dir, seg.has(TcpSegment::SYN), seg.has(TcpSegment::ACK)) {
+        (Dir::ToServer, true, false) => {
+            hs.syn.get_or_insert(ts);
+            conn.meta.syn_seen = true;
+        }
+        (Dir::ToClient, true, true) => {
+            hs.syn_ack.get_or_insert(ts);
+        }
+        (Dir::ToServer, false, true) if hs.syn_ack.is_some() && hs.ack.is_none() => {
+            hs.ack = Some(ts);
+        }
+        _ => {}
+    }
+
+    let Conn {
+        meta,
+        halves,
+        muted,
+        state,
+        reset,
+        ..
+    } = conn;
+    if seg.has(TcpSegment::ACK) {
+        let peer = dir.flip();
+        let peer_muted = &mut muted[peer as usize];
+        halves[peer as usize].peer_acked(seg.ack, stats, &mut |e| {
+            dispatch(sink, state, meta, peer, ts, e, peer_muted)
+        });
+    }
+    let this_muted = &mut muted[dir as usize];
+    halves[dir as usize].segment(
+        seg.seq,
+        if seg.has(TcpSegment::ACK) { seg.ack } else { 0 },
+        seg.has(TcpSegment::SYN),
+        seg.has(TcpSegment::FIN),
+        seg.payload,
+        seg.missing,
+        stats,
+        &mut |e| dispatch(sink, state, meta, dir, ts, e, this_muted),
+    );
+    if seg.has(TcpSegment::RST) && !*reset {
+        stats.tcp_rst += 1;
+        *reset = true;
+        for d in [dir, dir.flip()] {
+            let m = &mut muted[d as usize];
+            halves[d as usize].flush(stats, &mut |e| dispatch(sink, state, meta, d, ts, e, m));
+        }
+        sink.end(state, meta, dir, ts, End::Rst);
+        log.push("tcp_rst", ts, || format!("{} -> {}: RST", src, dst));
     }
 }
 

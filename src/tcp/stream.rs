@@ -140,6 +140,11 @@ pub struct HalfStream {
 }
 
 impl HalfStream {
+    /// Heap bytes of the out-of-order buffer (for the memory budget).
+    pub fn buffered_bytes(&self) -> usize {
+        self.pending_bytes + self.pending.capacity() * std::mem::size_of::<Pending>()
+    }
+
     /// Whether the FIN was delivered.
     pub fn finished(&self) -> bool {
         self.fin_delivered
