@@ -318,6 +318,18 @@ struct Conn<C> {
 }
 
 impl<C> Conn<C> {
+    /// A new connection with nothing delivered yet.
+    fn boxed(meta: ConnMeta, state: C) -> Box<Conn<C>> {
+        Box::new(Conn {
+            meta,
+            halves: [HalfStream::default(), HalfStream::default()],
+            muted: [false; 2],
+            reset: false,
+            accounted: 0,
+            state,
+        })
+    }
+
     fn closed(&self) -> bool {
         self.reset || (self.halves[0].finished() && self.halves[1].finished())
     }
@@ -466,11 +478,16 @@ impl<C> TcpTable<C> {
                     && !seg.has(TcpSegment::ACK)
                     && conn.meta.client == src
                     && (conn.closed() || client_isn.is_some_and(|isn| isn != SeqNumber(seg.seq)));
-                if new_generation {
-                    stats.tcp_port_reuse += 1;
-                    if let Some(Slot::Open(old)) = self.remove(&key) {
-                        sink.close(old.state, &old.meta, ts);
-                    }
+                if !new_generation {
+                    // The common case: one lookup for the whole segment.
+                    track(sink, conn, ts, src, dst, seg, stats, log);
+                    account(sink, conn, &mut self.dynamic_bytes);
+                    self.note_peak();
+                    return;
+                }
+                stats.tcp_port_reuse += 1;
+                if let Some(Slot::Open(old)) = self.remove(&key) {
+                    sink.close(old.state, &old.meta, ts);
                 }
             }
             None => {}
@@ -490,9 +507,7 @@ impl<C> TcpTable<C> {
             return;
         };
         track(sink, conn, ts, src, dst, seg, stats, log);
-        let now = conn_heap_bytes(sink, conn);
-        self.dynamic_bytes = self.dynamic_bytes + now - conn.accounted;
-        conn.accounted = now;
+        account(sink, conn, &mut self.dynamic_bytes);
         self.note_peak();
     }
 
@@ -556,14 +571,7 @@ impl<C> TcpTable<C> {
             first_ttl: [None; 2],
         };
         let state = sink.open(&meta);
-        let mut conn = Box::new(Conn {
-            meta,
-            halves: [HalfStream::default(), HalfStream::default()],
-            muted: [false; 2],
-            reset: false,
-            accounted: 0,
-            state,
-        });
+        let mut conn = Conn::boxed(meta, state);
         let syn = replayed(
             client.port(),
             server.port(),
@@ -629,14 +637,7 @@ impl<C> TcpTable<C> {
             stats.tcp_midstream += 1;
         }
         let state = sink.open(&meta);
-        let conn = Box::new(Conn {
-            meta,
-            halves: [HalfStream::default(), HalfStream::default()],
-            muted: [false; 2],
-            reset: false,
-            accounted: 0,
-            state,
-        });
+        let conn = Conn::boxed(meta, state);
         self.insert(key, Slot::Open(conn));
     }
 
@@ -758,6 +759,13 @@ fn replayed(
 /// sink's state.
 fn conn_heap_bytes<S: StreamSink>(sink: &S, conn: &Conn<S::Conn>) -> usize {
     conn.halves[0].buffered_bytes() + conn.halves[1].buffered_bytes() + sink.heap_bytes(&conn.state)
+}
+
+/// Brings the table's total of heap bytes (`dynamic`) up to date with `conn`'s.
+fn account<S: StreamSink>(sink: &S, conn: &mut Conn<S::Conn>, dynamic: &mut usize) {
+    let now = conn_heap_bytes(sink, conn);
+    *dynamic = *dynamic + now - conn.accounted;
+    conn.accounted = now;
 }
 
 /// One segment of a full connection, from `src` to `dst`.
