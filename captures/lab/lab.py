@@ -147,6 +147,22 @@ SCENARIOS = {
                                         "gateway's hairpin connections to its own host's Nginx",
                                    traffic=REAL_TRAFFIC, nginx_headers="seed", userland_proxy=True,
                                    gzip_truth=True),
+    "real-haproxy-stock-600": dict(desc="as real-haproxy-stock-max, ~600 req/s (per-worker "
+                                        "pauses)",
+                                   traffic=REAL_MODERATE, nginx_headers="stock", gateway="haproxy",
+                                   gzip_truth=True),
+    "real-seed-userland-600": dict(desc="as real-seed-userland-max, ~600 req/s (per-worker "
+                                        "pauses)",
+                                   traffic=REAL_MODERATE, nginx_headers="seed", userland_proxy=True,
+                                   gzip_truth=True),
+    "real-nofwd-600": dict(desc="production mix, ~600 req/s, concurrency 64; no forwarding "
+                                "headers anywhere (gateway and stock Nginx add no X-Forwarded-*, "
+                                "X-Real-IP, Via)",
+                           traffic=REAL_MODERATE, nginx_headers="stock", forward_headers=False,
+                           gzip_truth=True),
+    "real-nofwd-max": dict(desc="as real-nofwd-600, unpaced",
+                           traffic=REAL_TRAFFIC, nginx_headers="stock", forward_headers=False,
+                           gzip_truth=True),
     "selftest": dict(desc="small live run for selftest.sh (both servers' Nginx, keep-alive)",
                      traffic=dict(count=24, concurrency=4)),
     "soak": dict(desc="duration-bounded load for live-soak.sh: concurrency 64, keep-alive, "
