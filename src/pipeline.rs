@@ -558,9 +558,16 @@ impl Pipeline {
         !self.http.completed.is_empty()
     }
 
-    /// Ends the input: closes every connection (their transactions become drainable).
+    /// How many transactions are waiting in [`Pipeline::drain`].
+    pub fn completed_len(&self) -> usize {
+        self.http.completed.len()
+    }
+
+    /// Ends the input: closes every connection (their transactions become drainable)
+    /// and drops the partial datagrams left, counted in `ip_fragments_dropped`.
     pub fn finish(&mut self) {
         self.tcp.finish(&mut self.http, &mut self.stats);
+        self.decoder.expire(Ts(i64::MAX), &mut self.stats);
     }
 
     /// All counters.

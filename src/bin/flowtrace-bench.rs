@@ -365,7 +365,13 @@ fn real_request_as(w: &mut Writer, k: u16, fragmented: bool) {
     let s = ([192, 0, 2, 80], 80);
     let req = format!("GET /real/{k} HTTP/1.1\r\nHost: app\r\n\r\n");
     let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-    let (cs, ss) = (1000u32, 9000u32);
+    // Sequence numbers of their own, as real ISNs are: correlation joins views of
+    // one exchange by them.
+    // (far from the sequence numbers of the attacks' connections).
+    let (cs, ss) = (
+        0x8000_0000 + u32::from(k) * 100_003,
+        0xc000_0000 + u32::from(k) * 70_001,
+    );
     w.packet(c, s, cs, 0, "S", b"");
     w.packet(s, c, ss, cs + 1, "SA", b"");
     w.packet(c, s, cs + 1, ss + 1, "A", b"");
