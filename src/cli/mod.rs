@@ -156,7 +156,8 @@ pub(crate) struct CaptureArgs {
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     max_request_duration: f64,
     /// Most exchanges correlation holds at once (past it, it decides what it has,
-    /// counted as forced rounds).
+    /// counted as forced rounds). Lowered to fit a quarter of --memory-budget at
+    /// 3,200 bytes an exchange (41,943 in 512M).
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     max_open_exchanges: usize,
 }
