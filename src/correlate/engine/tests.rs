@@ -531,7 +531,7 @@ fn large_exchanges_force_a_round_by_their_bytes() {
     run.ingest(&small.build(1), ms(3));
     let one = run.engine.open_bytes();
     assert!(
-        one >= EXCHANGE_OVERHEAD && one < 2 * EXCHANGE_OVERHEAD,
+        (EXCHANGE_OVERHEAD..2 * EXCHANGE_OVERHEAD).contains(&one),
         "{one}"
     );
     let second =
