@@ -65,8 +65,13 @@ counters! {
     ip_fragments,
     /// Datagrams rebuilt from fragments.
     ip_reassembled,
-    /// Fragments dropped (inconsistent, too many pending, or never completed).
+    /// Partial datagrams dropped (an inconsistent fragment, a datagram that alone
+    /// would not fit the fragment share of the memory budget, or never completed
+    /// within the timeout).
     ip_fragments_dropped,
+    /// Partial datagrams evicted, oldest first, to keep fragment reassembly within
+    /// its share of the memory budget (a flood of fragments that never complete).
+    ip_fragments_evicted,
     /// ICMP and ICMPv6 packets.
     icmp,
     /// UDP datagrams.
@@ -151,9 +156,13 @@ counters! {
     /// `ONE_WAY_GRACE`.
     http_pending_one_way,
     /// Segment summaries for diagrams not recorded: more than
-    /// `SegmentJournal::MAX_PER_CONNECTION` between two transactions of a
-    /// connection, or `SegmentJournal::MAX_HELD` held in all.
+    /// `SegmentJournal::MAX_CONNECTION_BYTES` between two transactions of a
+    /// connection, or a summary that would not fit the journal's share of the memory
+    /// budget even with every other connection evicted.
     segments_not_kept,
+    /// Segment summaries for diagrams evicted with their connection (the one recorded
+    /// first) to keep the segment journal within its share of the memory budget.
+    segments_evicted,
     /// Requests that stopped holding correlation back because their connection
     /// carried nothing after them (not even an ACK) for `ONE_WAY_GRACE`: the rest of
     /// the connection is missing from the capture (dropped packets).

@@ -10,6 +10,7 @@ use crate::tcp::{conn_key, mac_string, ConnKey, SegmentSummary, TcpConfig, TcpTa
 use crate::time::Ts;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 /// Where packets were seen: a capture file's interface, or, for SLL2 captures
@@ -63,38 +64,212 @@ pub struct GratuitousArp {
 /// handed to the transactions they belong to (`HttpTransaction::segments`), so that
 /// diagrams of the paths correlation keeps are drawn from the same single pass.
 ///
-/// Bounded: at most [`SegmentJournal::MAX_PER_CONNECTION`] segments wait per
-/// connection and [`SegmentJournal::MAX_HELD`] in all (past either, new segments are
-/// not recorded, counted as `segments_not_kept`: the first ones, with the handshake
-/// and the request, are what the diagrams need most), and a connection's entry goes
-/// when the TCP table drops the connection.
-#[derive(Default)]
+/// **Bounded in bytes**, a share of the memory budget ([`PipelineConfig::journal_budget`]):
+/// each summary's size and its first line, the per-connection queues at their
+/// allocated size, the hash table's buckets and the arrival-order queue are counted
+/// ([`SegmentJournal::memory_bytes`]).
+/// - A connection holds at most [`SegmentJournal::MAX_CONNECTION_BYTES`] between two
+///   of its transactions; past it, its new segments are not recorded, counted as
+///   `segments_not_kept` (the first ones, with the handshake and the request, are
+///   what the diagrams need most).
+/// - Past the share, the connections recorded first are evicted, oldest first, with
+///   all their segments, counted in `segments_evicted` (segments) and sampled in the
+///   anomalies: connections that never carry a transaction (a SYN flood's, TLS,
+///   databases) make room for new ones, as the TCP table evicts its half-open
+///   connections first. A transaction whose segments were evicted is drawn with
+///   those recorded since.
+/// - A connection's entry goes when the TCP table drops the connection (swept every
+///   10 s of capture time).
 pub struct SegmentJournal {
-    by_conn: FxHashMap<ConnKey, std::collections::VecDeque<SegmentSummary>>,
-    /// Segments held in `by_conn`.
-    held: usize,
+    by_conn: FxHashMap<ConnKey, Held>,
+    /// Connections in order of their first recorded segment, oldest first, with
+    /// their serial (entries of connections gone since are skipped when met).
+    order: VecDeque<(u64, ConnKey)>,
+    next_serial: u64,
+    /// The queues' bytes (at their allocated size) and first lines, summed.
+    heap_bytes: usize,
+    budget: usize,
     last_sweep: Ts,
 }
 
-impl SegmentJournal {
-    /// Segments kept per connection between two of its transactions.
-    pub const MAX_PER_CONNECTION: usize = 1024;
-    /// Segments held at once over all connections (about 100 bytes each): connections
-    /// that never carry a transaction (TLS, databases) must not fill memory.
-    pub const MAX_HELD: usize = 1 << 20;
+/// One connection's recorded segments.
+struct Held {
+    serial: u64,
+    segments: VecDeque<SegmentSummary>,
+    /// Its queue's allocated bytes and first lines (as counted in `heap_bytes`).
+    heap: usize,
+    /// Of which first lines.
+    lines: usize,
+}
 
-    fn record(&mut self, seg: SegmentSummary, stats: &mut Stats) {
-        if self.held >= Self::MAX_HELD {
+impl Held {
+    fn heap_bytes(&self) -> usize {
+        self.segments.capacity() * std::mem::size_of::<SegmentSummary>() + self.lines
+    }
+}
+
+fn line_bytes(s: &SegmentSummary) -> usize {
+    s.first_line.as_ref().map_or(0, |l| l.len())
+}
+
+impl SegmentJournal {
+    /// Bytes of segments one connection holds between two of its transactions
+    /// (about 1,000 summaries).
+    pub const MAX_CONNECTION_BYTES: usize = 128 << 10;
+    /// The journal's share of the memory budget by default (the default
+    /// `--memory-budget`'s eighth: the CLI passes its own share).
+    pub const DEFAULT_BUDGET: usize = 64 << 20;
+
+    /// A journal that holds at most `budget` bytes (at least 64 KiB).
+    pub fn new(budget: usize) -> SegmentJournal {
+        SegmentJournal {
+            by_conn: FxHashMap::default(),
+            order: VecDeque::new(),
+            next_serial: 0,
+            heap_bytes: 0,
+            budget: budget.max(64 << 10),
+            last_sweep: Ts(i64::MIN),
+        }
+    }
+
+    /// The bytes the journal holds now, by the accounting above.
+    pub fn memory_bytes(&self) -> usize {
+        let buckets = match self.by_conn.capacity() {
+            0 => 0,
+            c if c < 8 => c + 1,
+            c => c / 7 * 8,
+        };
+        buckets * (std::mem::size_of::<(ConnKey, Held)>() + 1)
+            + self.order.capacity() * std::mem::size_of::<(u64, ConnKey)>()
+            + self.heap_bytes
+    }
+
+    /// What a new connection's entry adds besides its segments: nothing while the
+    /// table and the queue have room, their doubled size (the old one still
+    /// allocated) when they must grow.
+    fn growth_of_a_new_connection(&self) -> usize {
+        let slot = std::mem::size_of::<(ConnKey, Held)>() + 1;
+        let table = if self.by_conn.len() < self.by_conn.capacity() {
+            0
+        } else {
+            let buckets = match self.by_conn.capacity() {
+                0 => 0,
+                c if c < 8 => c + 1,
+                c => c / 7 * 8,
+            };
+            (buckets * 2).max(4) * slot
+        };
+        let queue = if self.order.len() < self.order.capacity() {
+            0
+        } else {
+            self.order.capacity().max(4) * std::mem::size_of::<(u64, ConnKey)>()
+        };
+        table + queue
+    }
+
+    fn record(&mut self, seg: SegmentSummary, ts: Ts, stats: &mut Stats, log: &mut AnomalyLog) {
+        let key = seg.conn_key();
+        let size = std::mem::size_of::<SegmentSummary>();
+        let growth = match self.by_conn.get(&key) {
+            Some(h) => {
+                // A full queue doubles (from one to four).
+                let queue = match h.segments.len() < h.segments.capacity() {
+                    true => 0,
+                    false => h.segments.capacity().max(4) * size,
+                };
+                let growth = queue + line_bytes(&seg);
+                if h.heap + growth > Self::MAX_CONNECTION_BYTES {
+                    stats.segments_not_kept += 1;
+                    return;
+                }
+                growth
+            }
+            // A new queue holds one summary (a SYN flood's stays at one).
+            None => size + line_bytes(&seg) + self.growth_of_a_new_connection(),
+        };
+        if self.memory_bytes() + growth > self.budget
+            && !self.evict_for(growth, &key, ts, stats, log)
+        {
             stats.segments_not_kept += 1;
             return;
         }
-        let q = self.by_conn.entry(seg.conn_key()).or_default();
-        if q.len() >= Self::MAX_PER_CONNECTION {
-            stats.segments_not_kept += 1;
-            return;
+        let held = match self.by_conn.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let serial = self.next_serial;
+                self.next_serial += 1;
+                self.order.push_back((serial, key));
+                e.insert(Held {
+                    serial,
+                    segments: VecDeque::with_capacity(1),
+                    heap: 0,
+                    lines: 0,
+                })
+            }
+        };
+        held.lines += line_bytes(&seg);
+        held.segments.push_back(seg);
+        let heap = held.heap_bytes();
+        self.heap_bytes = self.heap_bytes - held.heap + heap;
+        held.heap = heap;
+    }
+
+    /// Evicts the connections recorded first (not `keep`'s) until `growth` more
+    /// bytes fit, each counted; false when they still do not.
+    fn evict_for(
+        &mut self,
+        growth: usize,
+        keep: &ConnKey,
+        ts: Ts,
+        stats: &mut Stats,
+        log: &mut AnomalyLog,
+    ) -> bool {
+        let mut kept = None;
+        while self.memory_bytes() + growth > self.budget {
+            let Some((serial, key)) = self.order.pop_front() else {
+                break;
+            };
+            let live = self.by_conn.get(&key).is_some_and(|h| h.serial == serial);
+            if !live {
+                continue;
+            }
+            if &key == keep {
+                kept = Some((serial, key));
+                continue;
+            }
+            let h = self.by_conn.remove(&key).expect("just found");
+            self.heap_bytes -= h.heap;
+            stats.segments_evicted += h.segments.len() as u64;
+            let budget = self.budget;
+            log.push("segments_evicted", ts, || {
+                format!(
+                    "{} <-> {}: {} segment summaries for diagrams evicted (oldest connection \
+                     first) to keep the segment journal within {budget} bytes",
+                    key.1,
+                    key.2,
+                    h.segments.len()
+                )
+            });
+            if self.by_conn.len() < self.by_conn.capacity() / 4 {
+                self.by_conn.shrink_to(self.by_conn.len() * 2);
+                self.order
+                    .shrink_to(self.order.len().max(self.by_conn.len()) * 2);
+            }
         }
-        q.push_back(seg);
-        self.held += 1;
+        if let Some(k) = kept {
+            self.order.push_front(k);
+        }
+        self.memory_bytes() + growth <= self.budget
+    }
+
+    /// Drops the places in the order of connections gone since, once they are most
+    /// of it.
+    fn compact(&mut self) {
+        if self.order.len() > 64 && self.order.len() > 2 * self.by_conn.len() {
+            let by_conn = &self.by_conn;
+            self.order
+                .retain(|(serial, k)| by_conn.get(k).is_some_and(|h| h.serial == *serial));
+        }
     }
 
     /// The segments of `t`'s connection up to its last byte, and the bare ones
@@ -108,12 +283,11 @@ impl SegmentJournal {
         .flatten()
         .max()
         .unwrap_or(Ts(i64::MIN));
-        let Some(q) = self
-            .by_conn
-            .get_mut(&conn_key(t.vantage, t.client, t.server))
-        else {
+        let key = conn_key(t.vantage, t.client, t.server);
+        let Some(held) = self.by_conn.get_mut(&key) else {
             return Vec::new();
         };
+        let q = &mut held.segments;
         // What followed its last byte without data (ACKs, FIN, RST: the teardown of
         // a connection closed after it) goes with it too, as far as recorded yet;
         // the next segment with data belongs to the next transaction.
@@ -121,8 +295,15 @@ impl SegmentJournal {
         while q.get(n).is_some_and(|s| s.len == 0) {
             n += 1;
         }
-        self.held -= n;
-        q.drain(..n).collect()
+        let taken: Vec<SegmentSummary> = q.drain(..n).collect();
+        held.lines -= taken.iter().map(line_bytes).sum::<usize>();
+        if held.segments.is_empty() && held.segments.capacity() > 16 {
+            held.segments.shrink_to(4);
+        }
+        let heap = held.heap_bytes();
+        self.heap_bytes = self.heap_bytes - held.heap + heap;
+        held.heap = heap;
+        taken
     }
 }
 
@@ -144,7 +325,7 @@ fn first_http_line(payload: &[u8]) -> Option<Box<str>> {
 const MAX_L2_EVENTS: usize = 10_000;
 
 /// Options of a run.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PipelineConfig {
     /// TCP table limits.
     pub tcp: TcpConfig,
@@ -155,6 +336,23 @@ pub struct PipelineConfig {
     /// Record every TCP segment's summary and hand it to its transaction
     /// ([`HttpTransaction::segments`]), for diagrams; off, nothing is recorded.
     pub keep_segments: bool,
+    /// Bytes IP fragment reassembly may hold (`Decoder::fragment_budget`).
+    pub fragment_budget: usize,
+    /// Bytes the segment journal may hold when `keep_segments` ([`SegmentJournal`]).
+    pub journal_budget: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            tcp: TcpConfig::default(),
+            links: Vec::new(),
+            verify_checksums: false,
+            keep_segments: false,
+            fragment_budget: crate::decode::DEFAULT_FRAGMENT_BUDGET,
+            journal_budget: SegmentJournal::DEFAULT_BUDGET,
+        }
+    }
 }
 
 /// The whole pipeline from frames to transactions.
@@ -178,7 +376,9 @@ impl Pipeline {
     /// A pipeline with `config`.
     pub fn new(config: PipelineConfig) -> Pipeline {
         Pipeline {
-            decoder: Decoder::new().verify_checksums(config.verify_checksums),
+            decoder: Decoder::new()
+                .verify_checksums(config.verify_checksums)
+                .fragment_budget(config.fragment_budget),
             tcp: TcpTable::new(config.tcp),
             http: HttpAnalyzer::new(),
             stats: Stats::default(),
@@ -190,7 +390,9 @@ impl Pipeline {
             vrrp: Vec::new(),
             garp: Vec::new(),
             last_expire: Ts(i64::MIN),
-            journal: config.keep_segments.then(SegmentJournal::default),
+            journal: config
+                .keep_segments
+                .then(|| SegmentJournal::new(config.journal_budget)),
         }
     }
 
@@ -231,7 +433,9 @@ impl Pipeline {
                         len: seg.payload.len() as u32 + seg.missing,
                         first_line: first_http_line(seg.payload),
                     },
+                    frame.ts,
                     &mut self.stats,
+                    &mut self.log,
                 );
             }
         }
@@ -306,15 +510,34 @@ impl Pipeline {
             journal.last_sweep = now;
             let tcp = &mut self.tcp;
             let mut freed = 0;
-            journal.by_conn.retain(|&(v, a, b), q| {
+            journal.by_conn.retain(|&(v, a, b), h| {
                 let keep = tcp.conn_mut(v, a, b).is_some();
                 if !keep {
-                    freed += q.len();
+                    freed += h.heap;
                 }
                 keep
             });
-            journal.held -= freed;
+            journal.heap_bytes -= freed;
+            journal.compact();
+            if journal.by_conn.len() < journal.by_conn.capacity() / 4 {
+                journal.by_conn.shrink_to(journal.by_conn.len() * 2);
+                journal.order.shrink_to(journal.order.len() * 2);
+            }
         }
+    }
+
+    /// The bytes fragment reassembly and the segment journal hold now, by their
+    /// accounting (the TCP table's are [`Pipeline::tcp_bytes`]).
+    pub fn fragment_and_journal_bytes(&self) -> (usize, usize) {
+        (
+            self.decoder.fragment_bytes(),
+            self.journal.as_ref().map_or(0, |j| j.memory_bytes()),
+        )
+    }
+
+    /// The bytes the TCP table holds now, by its accounting.
+    pub fn tcp_bytes(&self) -> usize {
+        self.tcp.memory_bytes()
     }
 
     /// Hands each transaction completed since the last call to `f`, with the vantage
@@ -335,9 +558,16 @@ impl Pipeline {
         !self.http.completed.is_empty()
     }
 
-    /// Ends the input: closes every connection (their transactions become drainable).
+    /// How many transactions are waiting in [`Pipeline::drain`].
+    pub fn completed_len(&self) -> usize {
+        self.http.completed.len()
+    }
+
+    /// Ends the input: closes every connection (their transactions become drainable)
+    /// and drops the partial datagrams left, counted in `ip_fragments_dropped`.
     pub fn finish(&mut self) {
         self.tcp.finish(&mut self.http, &mut self.stats);
+        self.decoder.expire(Ts(i64::MAX), &mut self.stats);
     }
 
     /// All counters.
@@ -451,4 +681,115 @@ fn vantage_of(
         }
     }
     id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn summary(client: SocketAddr, ts: i64, line: Option<&str>) -> SegmentSummary {
+        SegmentSummary {
+            ts: Ts(ts),
+            vantage: 0,
+            src_mac: None,
+            dst_mac: None,
+            src: client,
+            dst: "192.0.2.80:80".parse().unwrap(),
+            flags: 0x02,
+            seq: 1,
+            ack: 0,
+            len: line.map_or(0, |l| l.len() as u32),
+            first_line: line.map(Into::into),
+        }
+    }
+
+    fn client(i: u32) -> SocketAddr {
+        SocketAddr::new(
+            IpAddr::V4((0xc612_0000 + (i >> 8)).into()),
+            1024 + (i & 0xff) as u16,
+        )
+    }
+
+    /// A SYN flood's connections, one summary each, pass the journal's share: the
+    /// accounted bytes stay within it, the connections recorded first are evicted
+    /// (counted, each sampled), and a real connection recorded in the middle of the
+    /// flood keeps every segment it records.
+    #[test]
+    fn journal_stays_within_its_share_and_evicts_oldest_connections_first() {
+        let budget = 256 << 10;
+        let mut j = SegmentJournal::new(budget);
+        let mut stats = Stats::default();
+        let mut log = AnomalyLog::default();
+        let real: SocketAddr = "10.9.0.1:50000".parse().unwrap();
+        let mut peak = 0;
+        for i in 0..20_000u32 {
+            j.record(
+                summary(client(i), i64::from(i), None),
+                Ts(0),
+                &mut stats,
+                &mut log,
+            );
+            if (15_000..15_008).contains(&i) {
+                let line = (i == 15_003).then_some("GET /real HTTP/1.1");
+                j.record(
+                    summary(real, i64::from(i), line),
+                    Ts(0),
+                    &mut stats,
+                    &mut log,
+                );
+            }
+            if i == 15_007 {
+                // Its transaction would take them now (and leave an empty entry).
+                let key = conn_key(0, real, "192.0.2.80:80".parse().unwrap());
+                let held = &j.by_conn[&key];
+                assert_eq!(held.segments.len(), 8);
+                assert_eq!(held.lines, "GET /real HTTP/1.1".len());
+            }
+            peak = peak.max(j.memory_bytes());
+        }
+        assert!(peak <= budget, "{peak} bytes held, share {budget}");
+        // Every flood connection still held is younger than every one evicted (the
+        // real one, older than the last hundreds, is gone too).
+        let flood_held = j.by_conn.len() as u64;
+        assert!(flood_held > 400, "{flood_held}");
+        assert_eq!(stats.segments_evicted, 20_000 + 8 - flood_held);
+        assert!(j.by_conn.contains_key(&conn_key(
+            0,
+            client(19_999),
+            "192.0.2.80:80".parse().unwrap()
+        )));
+        assert!(!j
+            .by_conn
+            .contains_key(&conn_key(0, client(0), "192.0.2.80:80".parse().unwrap())));
+        assert_eq!(stats.segments_not_kept, 0);
+        // One sample per connection evicted (the real one's eight segments in one).
+        assert_eq!(
+            log.samples.len() as u64 + log.not_kept,
+            stats.segments_evicted - 7
+        );
+        assert_eq!(log.samples[0].kind, "segments_evicted");
+        // The heap counted is what the entries hold.
+        let heap: usize = j.by_conn.values().map(Held::heap_bytes).sum();
+        assert_eq!(j.heap_bytes, heap);
+    }
+
+    /// One connection holds at most `MAX_CONNECTION_BYTES`: its first segments are
+    /// kept, the rest counted as not kept.
+    #[test]
+    fn one_connection_holds_at_most_its_bound() {
+        let mut j = SegmentJournal::new(SegmentJournal::DEFAULT_BUDGET);
+        let mut stats = Stats::default();
+        let mut log = AnomalyLog::default();
+        let c: SocketAddr = "10.9.0.1:50000".parse().unwrap();
+        for i in 0..5_000 {
+            j.record(summary(c, i, None), Ts(0), &mut stats, &mut log);
+        }
+        let held = j.by_conn.values().next().unwrap();
+        assert!(held.heap <= SegmentJournal::MAX_CONNECTION_BYTES);
+        assert_eq!(held.segments.front().unwrap().ts, Ts(0));
+        assert_eq!(stats.segments_not_kept, 5_000 - held.segments.len() as u64);
+        assert!(held.segments.len() > 500, "{}", held.segments.len());
+        assert_eq!(stats.segments_evicted, 0);
+    }
 }

@@ -74,11 +74,18 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(client: ([u8; 4], u16), server: ([u8; 4], u16)) -> Conn {
+        Conn::with_isn(client, server, [1000, 5000])
+    }
+
+    /// As [`Conn::new`], with the client's and the server's initial sequence numbers
+    /// (correlation joins the views of one exchange by them: distinct connections
+    /// of one run need their own, as real ones have).
+    pub fn with_isn(client: ([u8; 4], u16), server: ([u8; 4], u16), isn: [u32; 2]) -> Conn {
         let mut c = Conn {
             client,
             server,
-            seq: [1000, 5000],
-            last_start: [1000, 5000],
+            seq: isn,
+            last_start: isn,
             packets: Vec::new(),
         };
         c.packet(true, "S", b"", true);

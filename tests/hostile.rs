@@ -1,5 +1,6 @@
 //! Hostile traffic (issue 17), each capture generated here: a SYN flood around real
-//! requests, conflicting retransmissions.
+//! requests (also with `--svg`), a flood of IP fragments that never complete,
+//! conflicting retransmissions.
 
 use crate::encap::{ethernet, flowtrace_messages, Conn, Pcap};
 use crate::util::{flowtrace, temp_dir, Doc};
@@ -43,7 +44,8 @@ fn flood_capture(name: &str, edge: u32, per_gap: u32) -> (std::path::PathBuf, Ve
     for k in 0..20u16 {
         let uri = format!("/real/{k}");
         let req = format!("GET {uri} HTTP/1.1\r\nHost: app\r\n\r\n");
-        let packets = Conn::new(([10, 1, 0, 5], 40000 + k), ([10, 2, 0, 9], 80))
+        let isn = [1000 + u32::from(k) * 100_003, 5000 + u32::from(k) * 70_001];
+        let packets = Conn::with_isn(([10, 1, 0, 5], 40000 + k), ([10, 2, 0, 9], 80), isn)
             .send(true, req.as_bytes(), 1400)
             .send(false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1400)
             .close();
@@ -141,6 +143,155 @@ fn syn_flood_within_a_small_memory_budget_keeps_real_requests() {
     ]);
     assert_eq!(bad.code, 2);
     assert!(bad.stderr.contains("--memory-budget"), "{}", bad.stderr);
+}
+
+/// The first fragment of a datagram that never completes, at the far end of a
+/// 64 KiB datagram (so a reassembler must hold 64 KiB for its 8 bytes), from
+/// 198.51.100.x with identification `i`.
+fn flood_fragment(i: u32) -> Vec<u8> {
+    let mut ip = vec![0u8; 28];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&28u16.to_be_bytes());
+    ip[4..6].copy_from_slice(&(i as u16).to_be_bytes());
+    ip[6..8].copy_from_slice(&(0x2000u16 | (65_520 / 8)).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&[198, 51, 100 + (i >> 24) as u8 % 4, (i >> 16) as u8]);
+    ip[16..20].copy_from_slice(&[10, 2, 0, 9]);
+    ethernet(&ip)
+}
+
+/// An IPv4 packet cut into fragments of `size` payload bytes (a multiple of 8),
+/// with identification `id`.
+fn fragments(ip: &[u8], id: u16, size: usize) -> Vec<Vec<u8>> {
+    let (header, payload) = ip.split_at(20);
+    let chunks: Vec<&[u8]> = payload.chunks(size).collect();
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut h = header.to_vec();
+            h[2..4].copy_from_slice(&((20 + chunk.len()) as u16).to_be_bytes());
+            h[4..6].copy_from_slice(&id.to_be_bytes());
+            let more = if i + 1 < chunks.len() { 0x2000 } else { 0 };
+            h[6..8].copy_from_slice(&(more | (i * size / 8) as u16).to_be_bytes());
+            [&h[..], chunk].concat()
+        })
+        .collect()
+}
+
+/// 20 real HTTP connections whose segments with data travel in IP fragments (each
+/// datagram's fragments together), inside a flood of first fragments of 64 KiB
+/// datagrams that never complete, `per_gap` between two packets of a real
+/// connection, read with a memory budget of 16 MiB (fragment reassembly has a
+/// sixteenth of it: about 15 such datagrams): every real request is reported, every
+/// flood datagram is evicted (oldest first) or dropped at the end, each counted.
+#[test]
+fn fragment_flood_within_a_small_memory_budget_keeps_real_requests() {
+    let mut pcap = Pcap::new(1);
+    let mut floods = 0u32;
+    let mut real_datagrams = 0u64;
+    let mut uris = Vec::new();
+    for k in 0..20u16 {
+        let uri = format!("/real/{k}");
+        let req = format!("GET {uri} HTTP/1.1\r\nHost: app\r\n\r\n");
+        let packets = Conn::new(([10, 1, 0, 5], 40000 + k), ([10, 2, 0, 9], 80))
+            .send(true, req.as_bytes(), 1400)
+            .send(false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1400)
+            .close();
+        for (j, p) in packets.iter().enumerate() {
+            if p.len() > 60 {
+                for f in fragments(p, 0x7000 + k * 16 + j as u16, 24) {
+                    pcap.push(ethernet(&f));
+                }
+                real_datagrams += 1;
+            } else {
+                pcap.push(ethernet(p));
+            }
+            for _ in 0..50 {
+                pcap.push(flood_fragment(floods));
+                floods += 1;
+            }
+        }
+        uris.push(uri);
+    }
+    uris.sort();
+    let path = temp_dir("frag-flood").join("frag-flood.pcap");
+    pcap.write(&path);
+    let run = flowtrace([
+        "pcap".as_ref(),
+        "--format".as_ref(),
+        "json".as_ref(),
+        "--memory-budget".as_ref(),
+        "16M".as_ref(),
+        path.as_os_str(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let doc: Doc = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(answered(&doc), uris, "every real request with its response");
+    assert_eq!(doc.stat("ip_reassembled"), real_datagrams);
+    let (evicted, dropped) = (
+        doc.stat("ip_fragments_evicted"),
+        doc.stat("ip_fragments_dropped"),
+    );
+    assert_eq!(
+        evicted + dropped,
+        u64::from(floods),
+        "each flood datagram once"
+    );
+    // About 15 fit the share: the rest were evicted before the end.
+    assert!(dropped > 5 && dropped < 20, "{dropped} left at the end");
+}
+
+/// The SYN flood with `--svg` and a memory budget of 1 MiB: the segment journal
+/// (an eighth of it) cannot hold a summary per flood connection, so the connections
+/// recorded first are evicted and counted; every real request is in a path, and
+/// the diagrams are drawn.
+#[test]
+fn syn_flood_with_svg_within_a_small_memory_budget_keeps_real_requests() {
+    let (path, uris, floods) = flood_capture("syn-flood-svg", 15_000, 40);
+    let dir = temp_dir("syn-flood-svg-diagrams").join("svg");
+    let run = flowtrace([
+        "pcap".as_ref(),
+        "--format".as_ref(),
+        "jsonl".as_ref(),
+        "--memory-budget".as_ref(),
+        "1M".as_ref(),
+        path.as_os_str(),
+        "--svg".as_ref(),
+        dir.as_os_str(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut found = Vec::new();
+    let mut stats = serde_json::Value::Null;
+    for line in run.stdout.lines() {
+        let rec: serde_json::Value = serde_json::from_str(line).unwrap();
+        match rec["type"].as_str() {
+            Some("path") => {
+                for hop in rec["hops"].as_array().unwrap() {
+                    if hop["status"] == 200 {
+                        found.push(hop["uri"].as_str().unwrap().to_string());
+                    }
+                }
+            }
+            Some("summary") => stats = rec["stats"].clone(),
+            _ => {}
+        }
+    }
+    found.sort();
+    assert_eq!(
+        found, uris,
+        "every real request in a path with its response"
+    );
+    let evicted = stats["segments_evicted"].as_u64().unwrap();
+    // 128 KiB hold a few hundred one-SYN connections: most of the flood's were
+    // evicted, none refused.
+    assert!(
+        evicted + 1_000 >= floods && evicted <= floods,
+        "{evicted} of {floods}"
+    );
+    assert_eq!(stats["segments_not_kept"], 0);
+    assert!(std::fs::read_dir(&dir).unwrap().count() >= 4);
 }
 
 /// A request retransmitted once with the same bytes and once with other bytes of

@@ -9,16 +9,33 @@
 //! - `flowtrace-bench read FILE`: the bare read loop: pcap-parser over the file,
 //!   counting frames and bytes, nothing else. Prints them as JSON.
 //! - `flowtrace-bench hostile KIND OUT N`: one of issue 17's hostile captures
-//!   (`syn-flood`, `endless-headers`, `endless-chunked`, `pipelined`,
-//!   `gap-never-fills`; N is SYNs, bytes or requests) between 20 real requests
-//!   (`GET /real/K`, answered 200), for `bench/hostile.py`.
+//!   (`syn-flood`, `frag-flood`, `endless-headers`, `endless-chunked`, `pipelined`,
+//!   `gap-never-fills`; N is SYNs, fragments, bytes or requests) between 20 real
+//!   requests (`GET /real/K`, answered 200; the floods have 10 more inside, the
+//!   fragment flood's in fragments), for `bench/hostile.py`.
+//! - `flowtrace-bench exchange-bytes [--segments] [--fat] FILE...`: what one exchange
+//!   held by the streaming correlator costs on the heap, measured by this binary's
+//!   counting allocator: the captures' transactions are read first, then fed to the
+//!   engine (all held, then streamed as `flowtrace pcap --paths` does); with
+//!   `--segments` they carry their segment summaries (as with `--svg`), with `--fat`
+//!   each request gets a 64 KiB URI, 64 headers of 1 KiB and a 1 KiB
+//!   `X-Forwarded-For` (the HTTP stage's bounds). Prints the figures as JSON, with
+//!   the engine's own estimate (`Engine::open_bytes`) beside them.
 
 use etherparse::PacketBuilder;
+use flowtrace::anomaly::Stats;
+use flowtrace::capture::FileSource;
+use flowtrace::correlate::{Context, Engine, EngineConfig};
+use flowtrace::http::{Headers, HttpTransaction};
+use flowtrace::pipeline::{Pipeline, PipelineConfig, Vantage};
+use flowtrace::time::Ts;
 use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{LegacyPcapReader, PcapBlockOwned, PcapError};
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicIsize, Ordering};
 
 /// A tiny deterministic generator (SplitMix64), so the capture is the same everywhere.
 struct Rng(u64);
@@ -79,6 +96,62 @@ impl Writer {
         }
         self.buf.clear();
         b.write(&mut self.buf, payload).expect("in-memory write");
+        self.record();
+    }
+
+    /// A TCP segment as `packet` makes it, sent as IPv4 fragments of `size` bytes
+    /// (a multiple of 8) with identification `id`.
+    #[allow(clippy::too_many_arguments)]
+    fn fragmented(
+        &mut self,
+        src: ([u8; 4], u16),
+        dst: ([u8; 4], u16),
+        seq: u32,
+        ack: u32,
+        payload: &[u8],
+        id: u16,
+        size: usize,
+    ) {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src.0, dst.0, 64)
+            .tcp(src.1, dst.1, seq, 65535)
+            .psh()
+            .ack(ack);
+        let mut whole = Vec::new();
+        b.write(&mut whole, payload).expect("in-memory write");
+        let (head, body) = whole.split_at(34);
+        let chunks: Vec<&[u8]> = body.chunks(size).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let more = i + 1 < chunks.len();
+            self.fragment(head, id, i * size, more, chunk);
+        }
+    }
+
+    /// One IPv4 fragment: `head` is an Ethernet and IPv4 header (20 bytes) to copy,
+    /// `offset` in bytes (a multiple of 8).
+    fn fragment(&mut self, head: &[u8], id: u16, offset: usize, more: bool, chunk: &[u8]) {
+        self.buf.clear();
+        self.buf.extend_from_slice(&head[..34]);
+        let ip = &mut self.buf[14..34];
+        ip[2..4].copy_from_slice(&((20 + chunk.len()) as u16).to_be_bytes());
+        ip[4..6].copy_from_slice(&id.to_be_bytes());
+        let flags = (if more { 0x2000 } else { 0 }) | (offset / 8) as u16;
+        ip[6..8].copy_from_slice(&flags.to_be_bytes());
+        ip[10..12].copy_from_slice(&[0, 0]);
+        let mut sum: u32 = ip
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        self.buf.extend_from_slice(chunk);
+        self.record();
+    }
+
+    /// Writes `self.buf` as the next record, 7 µs after the last.
+    fn record(&mut self) {
         self.ts_us += 7;
         let (sec, usec) = (
             (self.ts_us / 1_000_000) as u32,
@@ -282,15 +355,31 @@ fn read(path: &str) -> ExitCode {
 
 /// A real request on its own connection (client 10.9.K.K), answered 200.
 fn real_request(w: &mut Writer, k: u16) {
+    real_request_as(w, k, false);
+}
+
+/// As [`real_request`]; `fragmented`: the request's segment is sent in IPv4
+/// fragments of 16 bytes.
+fn real_request_as(w: &mut Writer, k: u16, fragmented: bool) {
     let c = ([10, 9, (k >> 8) as u8, k as u8], 50000 + k);
     let s = ([192, 0, 2, 80], 80);
     let req = format!("GET /real/{k} HTTP/1.1\r\nHost: app\r\n\r\n");
     let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-    let (cs, ss) = (1000u32, 9000u32);
+    // Sequence numbers of their own, as real ISNs are: correlation joins views of
+    // one exchange by them.
+    // (far from the sequence numbers of the attacks' connections).
+    let (cs, ss) = (
+        0x8000_0000 + u32::from(k) * 100_003,
+        0xc000_0000 + u32::from(k) * 70_001,
+    );
     w.packet(c, s, cs, 0, "S", b"");
     w.packet(s, c, ss, cs + 1, "SA", b"");
     w.packet(c, s, cs + 1, ss + 1, "A", b"");
-    w.packet(c, s, cs + 1, ss + 1, "PA", req.as_bytes());
+    if fragmented {
+        w.fragmented(c, s, cs + 1, ss + 1, req.as_bytes(), 0x7000 + k, 16);
+    } else {
+        w.packet(c, s, cs + 1, ss + 1, "PA", req.as_bytes());
+    }
     let cend = cs + 1 + req.len() as u32;
     w.packet(s, c, ss + 1, cend, "PA", resp);
     let send = ss + 1 + resp.len() as u32;
@@ -370,6 +459,36 @@ fn hostile(kind: &str, out: &str, n: u64) -> ExitCode {
                 }
             }
         }
+        "frag-flood" => {
+            // n first fragments of datagrams that never complete, each at the far
+            // end of a 64 KiB datagram (the most a reassembler may have to hold for
+            // 8 bytes), from n sources; real requests inside too, one every n/10,
+            // their request segments in fragments.
+            let mut real = 10;
+            let head = {
+                let mut h = Vec::new();
+                PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                    .ipv4([198, 18, 0, 0], s.0, 64)
+                    .tcp(1024, s.1, 0, 65535)
+                    .write(&mut h, b"")
+                    .expect("in-memory write");
+                h
+            };
+            for i in 0..n {
+                let mut h = head.clone();
+                h[26..30].copy_from_slice(&[
+                    198,
+                    18 + (i >> 24) as u8 % 2,
+                    (i >> 16) as u8,
+                    (i >> 8) as u8,
+                ]);
+                w.fragment(&h, i as u16, 65_520, true, &[0xee; 8]);
+                if n >= 10 && i % (n / 10) == n / 20 && real < 20 {
+                    real_request_as(&mut w, real, true);
+                    real += 1;
+                }
+            }
+        }
         "endless-headers" => {
             let (mut cs, ss) = handshake(&mut w);
             let mut block = b"GET /endless-headers HTTP/1.1\r\nHost: app\r\n".to_vec();
@@ -444,11 +563,11 @@ fn hostile(kind: &str, out: &str, n: u64) -> ExitCode {
         }
     }
     for k in 10..20 {
-        if kind != "syn-flood" || k >= 20 {
+        if !matches!(kind, "syn-flood" | "frag-flood") || k >= 20 {
             real_request(&mut w, k);
         }
     }
-    if kind == "syn-flood" {
+    if matches!(kind, "syn-flood" | "frag-flood") {
         for k in 20..30 {
             real_request(&mut w, k);
         }
@@ -459,7 +578,209 @@ fn hostile(kind: &str, out: &str, n: u64) -> ExitCode {
         "{{\"file\":\"{out}\",\"kind\":\"{kind}\",\"packets\":{},\"bytes\":{},\"real_requests\":{}}}",
         c.packets,
         c.bytes,
-        if kind == "syn-flood" { 30 } else { 20 }
+        if matches!(kind, "syn-flood" | "frag-flood") {
+            30
+        } else {
+            20
+        }
+    );
+    ExitCode::SUCCESS
+}
+
+/// The system allocator, counting the bytes live (as requested, the allocator's
+/// rounding aside): what `exchange-bytes` measures with.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+#[allow(unsafe_code)]
+// SAFETY: every call is passed on to `System` unchanged; only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            LIVE.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// Transactions completed between two points where the streaming reader hands a
+/// batch to correlation, with that point's watermark and pending floor.
+struct Batch {
+    transactions: Vec<HttpTransaction>,
+    now: Ts,
+    pending: Option<Ts>,
+}
+
+/// Makes a request as large as the HTTP stage lets one be: a 64 KiB URI, 64 headers
+/// of 1 KiB values, one an `X-Forwarded-For` of as many addresses as fit.
+fn fatten(t: &mut HttpTransaction, k: usize) {
+    let Some(r) = &mut t.request else { return };
+    r.uri = format!("/fat/{k}/{}", "u".repeat(64 << 10));
+    let mut h = Headers::default();
+    let xff: Vec<String> = (0..128)
+        .map(|i| format!("10.{}.{}.{}", k % 250, i, 1))
+        .collect();
+    let mut xff = xff.join(",");
+    xff.truncate(1024);
+    if let Some(cut) = xff.rfind(',') {
+        xff.truncate(cut);
+    }
+    h.push(b"X-Forwarded-For", xff.as_bytes());
+    for i in 0..63 {
+        h.push(format!("X-Fat-{i}").as_bytes(), "v".repeat(1024).as_bytes());
+    }
+    r.headers = h;
+}
+
+/// `exchange-bytes`: see the module doc.
+fn exchange_bytes(files: &[String], segments: bool, fat: bool) -> ExitCode {
+    let mut source = match FileSource::open(files) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("flowtrace-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let max_wait = EngineConfig::default().max_request_duration_ns;
+    let mut pipeline = Pipeline::new(PipelineConfig {
+        keep_segments: segments,
+        ..PipelineConfig::default()
+    });
+    let mut stats = Stats::default();
+    let mut batches: Vec<Batch> = Vec::new();
+    let mut now = Ts(i64::MIN);
+    let mut frames = 0u64;
+    let mut done = false;
+    while !done {
+        match source.next_frame(&mut stats) {
+            Ok(Some((frame, interfaces))) => {
+                pipeline.push(&frame, interfaces);
+                now = now.max(frame.ts);
+                frames += 1;
+            }
+            Ok(None) => {
+                pipeline.finish();
+                done = true;
+            }
+            Err(e) => {
+                eprintln!("flowtrace-bench: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        if done || frames.is_multiple_of(4096) {
+            let pending = pipeline.pending_floor(now, max_wait);
+            let mut transactions: Vec<HttpTransaction> = pipeline.drain().collect();
+            if fat {
+                for (k, t) in transactions.iter_mut().enumerate() {
+                    fatten(t, k);
+                }
+            }
+            batches.push(Batch {
+                transactions,
+                now,
+                pending,
+            });
+        }
+    }
+    let vantages: Vec<Vantage> = pipeline.vantages().to_vec();
+    let (vrrp, garp) = (
+        pipeline.vrrp().to_vec(),
+        pipeline.gratuitous_arps().to_vec(),
+    );
+    drop(pipeline);
+    let names: Vec<String> = files.to_vec();
+    let links = vec![None; files.len()];
+    let ctx = Context {
+        vantages: &vantages,
+        files: &names,
+        links: &links,
+        names: None,
+        vrrp: &vrrp,
+        garp: &garp,
+    };
+    let unbounded = EngineConfig {
+        max_open_exchanges: usize::MAX,
+        max_open_bytes: usize::MAX,
+        ..EngineConfig::default()
+    };
+    let views: usize = batches.iter().map(|b| b.transactions.len()).sum();
+
+    // Every exchange held: ingested, never advanced.
+    let base = live();
+    let mut engine = Engine::new(unbounded.clone(), &names, &links);
+    for b in &batches {
+        for t in &b.transactions {
+            let mut copy = t.clone();
+            engine.ingest(&mut copy, &vantages, b.now);
+        }
+    }
+    let held_heap = live() - base;
+    let held = engine.open_exchanges();
+    let held_accounted = engine.open_bytes();
+    drop(engine);
+
+    // Streamed: ingested and advanced batch by batch, paths emitted and dropped;
+    // the heap sampled after each batch.
+    let base = live();
+    let mut engine = Engine::new(unbounded, &names, &links);
+    let mut peak = (0isize, 0usize, 0usize);
+    let mut paths = 0usize;
+    for b in &batches {
+        for t in &b.transactions {
+            let mut copy = t.clone();
+            engine.ingest(&mut copy, &vantages, b.now);
+        }
+        let heap = live() - base;
+        if heap > peak.0 {
+            peak = (heap, engine.open_exchanges(), engine.open_bytes());
+        }
+        engine.advance(b.now, b.pending, &ctx, &mut |_| paths += 1);
+    }
+    engine.finish(&ctx, &mut |_| paths += 1);
+    let per = |bytes: isize, n: usize| if n == 0 { 0.0 } else { bytes as f64 / n as f64 };
+    println!(
+        "{{\"files\":{},\"frames\":{frames},\"views\":{views},\"segments\":{segments},\"fat\":{fat},\
+         \"held\":{{\"exchanges\":{held},\"heap_bytes\":{held_heap},\"bytes_per_exchange\":{:.1},\
+         \"accounted_bytes\":{held_accounted},\"accounted_per_exchange\":{:.1}}},\
+         \"streamed\":{{\"paths\":{paths},\"peak_heap_bytes\":{},\"open_exchanges_at_peak\":{},\
+         \"bytes_per_exchange_at_peak\":{:.1},\"accounted_at_peak\":{}}}}}",
+        files.len(),
+        per(held_heap, held),
+        per(held_accounted as isize, held),
+        peak.0,
+        peak.1,
+        per(peak.0, peak.1),
+        peak.2,
     );
     ExitCode::SUCCESS
 }
@@ -483,6 +804,15 @@ fn main() -> ExitCode {
             gen(&args[2], size, connections)
         }
         Some("read") if args.len() == 3 => read(&args[2]),
+        Some("exchange-bytes") if args.len() >= 3 => {
+            let files: Vec<String> = args[2..]
+                .iter()
+                .filter(|a| !a.starts_with("--"))
+                .cloned()
+                .collect();
+            let flag = |f: &str| args[2..].iter().any(|a| a == f);
+            exchange_bytes(&files, flag("--segments"), flag("--fat"))
+        }
         Some("hostile") if args.len() == 5 => match parse_size(&args[4]) {
             Some(n) => hostile(&args[2], &args[3], n),
             None => {
@@ -491,7 +821,7 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("usage: flowtrace-bench gen OUT [--size BYTES|64M|1G] [--connections N] | flowtrace-bench read FILE | flowtrace-bench hostile KIND OUT N");
+            eprintln!("usage: flowtrace-bench gen OUT [--size BYTES|64M|1G] [--connections N] | flowtrace-bench read FILE | flowtrace-bench hostile KIND OUT N | flowtrace-bench exchange-bytes [--segments] [--fat] FILE...");
             ExitCode::from(2)
         }
     }

@@ -315,6 +315,7 @@ pub(crate) fn run(args: LiveArgs) -> Result<ExitCode> {
         max_request_duration_ns: max_wait,
         max_proxy_delay_ns: super::secs_ns("max-proxy-delay", args.max_proxy_delay)?,
         max_open_exchanges: args.capture.limits.open_exchanges(args.max_open_exchanges),
+        max_open_bytes: args.capture.limits.open_bytes(args.max_open_exchanges),
         ..EngineConfig::default()
     };
     if args.max_open_exchanges == 0 {
@@ -644,10 +645,10 @@ impl Capture {
         }
         let capture = Capture {
             pipeline: Pipeline::new(PipelineConfig {
-                tcp: args.limits.tcp_config(args.idle_timeout, open_exchanges),
                 links: vec![Some(links.clone())],
-                verify_checksums: false,
-                keep_segments,
+                ..args
+                    .limits
+                    .pipeline_config(args.idle_timeout, open_exchanges, keep_segments)
             }),
             source,
             ifaces,

@@ -156,7 +156,8 @@ pub(crate) struct CaptureArgs {
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     max_request_duration: f64,
     /// Most exchanges correlation holds at once (past it, it decides what it has,
-    /// counted as forced rounds).
+    /// counted as forced rounds). Lowered to fit a quarter of --memory-budget at
+    /// 3,200 bytes an exchange (41,943 in 512M).
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     max_open_exchanges: usize,
 }
@@ -164,13 +165,16 @@ pub(crate) struct CaptureArgs {
 /// The limits of the state every capturing command keeps (`pcap`, `live`, `agent`).
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct LimitArgs {
-    /// Memory for all connection and correlation state, in bytes (suffixes K, M, G
-    /// in powers of 1024: 512M, 1G). Connections (with their buffered bytes and HTTP
-    /// parsers) and correlation's in-flight exchanges are counted against it; when it
-    /// is reached, the oldest half-open connections are evicted first, then the
-    /// connections idle longest, each counted (`tcp_evicted_half_open`,
-    /// `tcp_evicted_established`). Peak RSS stays within it plus about 64 MiB
-    /// (docs/hostile.md).
+    /// Memory for all the state flowtrace keeps, in bytes (suffixes K, M, G in powers
+    /// of 1024: 512M, 1G), shared out: correlation's in-flight exchanges at most a
+    /// quarter, IP fragment reassembly a sixteenth, with --svg the segment journal
+    /// for diagrams an eighth, and the TCP connections (with their buffered bytes and
+    /// HTTP parsers) the rest. Each part evicts its oldest state to stay within its
+    /// share, counted: half-open connections first, then those idle longest
+    /// (`tcp_evicted_half_open`, `tcp_evicted_established`), partial datagrams
+    /// (`ip_fragments_evicted`), connections' segment summaries
+    /// (`segments_evicted`); correlation decides early (`forced_rounds`). Peak RSS
+    /// stays within it plus about 64 MiB (docs/hostile.md).
     #[arg(long, default_value = "512M", value_name = "BYTES", value_parser = parse_bytes)]
     pub(crate) memory_budget: u64,
     /// Most TCP connections tracked at once (within the memory budget). When the
@@ -181,10 +185,9 @@ pub(crate) struct LimitArgs {
     pub(crate) max_connections: u64,
 }
 
-/// Bytes of in-flight correlation state per open exchange, by estimate (an
-/// exchange holds its transaction's method, URI, a few headers and its views at
-/// each capture point: docs/hostile.md).
-const EXCHANGE_BYTES: u64 = 640;
+/// Bytes of in-flight correlation state per typical open exchange, measured
+/// (`flowtrace::correlate::engine::EXCHANGE_BYTES`).
+const EXCHANGE_BYTES: u64 = flowtrace::correlate::engine::EXCHANGE_BYTES as u64;
 
 impl LimitArgs {
     /// Correlation's part of the budget: `max_open_exchanges` exchanges, at most a
@@ -194,14 +197,41 @@ impl LimitArgs {
         (max_open_exchanges as u64).min(fit) as usize
     }
 
-    /// The TCP table's limits: the budget less correlation's part.
-    pub(crate) fn tcp_config(&self, idle_timeout: f64, max_open_exchanges: usize) -> TcpConfig {
-        let correlation = self.open_exchanges(max_open_exchanges) as u64 * EXCHANGE_BYTES;
-        TcpConfig {
-            idle_timeout_ns: (idle_timeout * 1e9) as i64,
-            max_connections: self.max_connections as usize,
-            memory_budget: self.memory_budget.saturating_sub(correlation) as usize,
-            ..TcpConfig::default()
+    /// Correlation's part of the budget in bytes (the engine's `max_open_bytes`):
+    /// what [`LimitArgs::open_exchanges`] typical exchanges take.
+    pub(crate) fn open_bytes(&self, max_open_exchanges: usize) -> usize {
+        (self.open_exchanges(max_open_exchanges) as u64 * EXCHANGE_BYTES) as usize
+    }
+
+    /// The pipeline's limits: fragment reassembly a sixteenth of the budget, the
+    /// segment journal an eighth when `keep_segments` (diagrams), and the TCP table
+    /// what correlation's part (for `max_open_exchanges`; 0 when nothing
+    /// correlates) and those leave. Links and checksums are the caller's.
+    pub(crate) fn pipeline_config(
+        &self,
+        idle_timeout: f64,
+        max_open_exchanges: usize,
+        keep_segments: bool,
+    ) -> PipelineConfig {
+        let budget = self.memory_budget;
+        let correlation = match max_open_exchanges {
+            0 => 0,
+            n => self.open_exchanges(n) as u64 * EXCHANGE_BYTES,
+        };
+        let fragments = budget / 16;
+        let journal = if keep_segments { budget / 8 } else { 0 };
+        PipelineConfig {
+            tcp: TcpConfig {
+                idle_timeout_ns: (idle_timeout * 1e9) as i64,
+                max_connections: self.max_connections as usize,
+                memory_budget: budget.saturating_sub(correlation + fragments + journal) as usize,
+                ..TcpConfig::default()
+            },
+            links: Vec::new(),
+            verify_checksums: false,
+            keep_segments,
+            fragment_budget: fragments as usize,
+            journal_budget: journal as usize,
         }
     }
 }
@@ -270,6 +300,7 @@ pub(crate) fn engine_config(args: &CaptureArgs, offsets: Vec<Option<f64>>) -> Re
         max_proxy_delay_ns: secs_ns("max-proxy-delay", args.max_proxy_delay)?,
         max_request_duration_ns: secs_ns("max-request-duration", args.max_request_duration)?,
         max_open_exchanges: args.limits.open_exchanges(args.max_open_exchanges),
+        max_open_bytes: args.limits.open_bytes(args.max_open_exchanges),
         offset_overrides: offsets,
         ..EngineConfig::default()
     })
@@ -509,12 +540,11 @@ fn open_with(args: &CaptureArgs, keep_segments: bool, read_ahead: bool) -> Resul
         FileSource::open(&args.files)?
     };
     let pipeline = Pipeline::new(PipelineConfig {
-        tcp: args
-            .limits
-            .tcp_config(args.idle_timeout, args.max_open_exchanges),
         links: links.clone(),
         verify_checksums: args.verify_checksums,
-        keep_segments,
+        ..args
+            .limits
+            .pipeline_config(args.idle_timeout, args.max_open_exchanges, keep_segments)
     });
     let progress =
         (!args.no_progress && io::stderr().is_terminal()).then(|| match source.progress().1 {
@@ -1112,7 +1142,7 @@ fn check_cmd(args: CheckArgs) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_bytes, LimitArgs};
+    use super::{parse_bytes, LimitArgs, EXCHANGE_BYTES};
 
     #[test]
     fn memory_budget_takes_binary_suffixes_and_refuses_the_rest() {
@@ -1129,22 +1159,42 @@ mod tests {
         }
     }
 
-    /// Correlation keeps at most a quarter of the budget; the TCP table has the rest.
+    /// Correlation keeps at most a quarter of the budget, fragments a sixteenth, the
+    /// segment journal an eighth with diagrams; the TCP table has the rest.
     #[test]
-    fn budget_is_split_between_correlation_and_the_tcp_table() {
+    fn budget_is_shared_between_correlation_fragments_journal_and_tcp() {
         let limits = |budget: u64| LimitArgs {
             memory_budget: budget,
             max_connections: 10,
         };
         let big = limits(512 << 20);
-        assert_eq!(big.open_exchanges(200_000), 200_000);
+        // 200,000 measured exchanges would not fit a quarter of 512 MiB: lowered.
+        let fit = (128 << 20) / EXCHANGE_BYTES as usize;
+        assert_eq!(big.open_exchanges(200_000), fit);
+        assert_eq!(big.open_exchanges(1_000), 1_000);
+        assert_eq!(big.open_bytes(1_000), 1_000 * EXCHANGE_BYTES as usize);
+        let c = big.pipeline_config(1.0, 200_000, false);
         assert_eq!(
-            big.tcp_config(1.0, 200_000).memory_budget,
-            (512 << 20) - 200_000 * 640
+            c.tcp.memory_budget,
+            (512 << 20) - fit * EXCHANGE_BYTES as usize - (32 << 20)
         );
+        assert_eq!((c.fragment_budget, c.journal_budget), (32 << 20, 0));
+        let svg = big.pipeline_config(1.0, 200_000, true);
+        assert_eq!(svg.journal_budget, 64 << 20);
+        assert_eq!(svg.tcp.memory_budget, c.tcp.memory_budget - (64 << 20));
         let small = limits(64 << 20);
-        assert_eq!(small.open_exchanges(200_000), (16 << 20) / 640);
-        assert_eq!(small.tcp_config(1.0, 0).memory_budget, 64 << 20);
-        assert_eq!(small.tcp_config(1.0, 0).max_connections, 10);
+        assert_eq!(
+            small.open_exchanges(200_000) as u64,
+            (16 << 20) / EXCHANGE_BYTES
+        );
+        let agent = small.pipeline_config(1.0, 0, false);
+        assert_eq!(agent.tcp.memory_budget, (64 << 20) - (4 << 20));
+        assert_eq!(agent.tcp.max_connections, 10);
+        for budget in [1 << 20, 64 << 20, 512 << 20, 1 << 30] {
+            let c = limits(budget).pipeline_config(1.0, 200_000, true);
+            let correlation = limits(budget).open_exchanges(200_000) as u64 * EXCHANGE_BYTES;
+            let total = c.tcp.memory_budget + c.fragment_budget + c.journal_budget;
+            assert_eq!(total as u64 + correlation, budget);
+        }
     }
 }

@@ -467,10 +467,12 @@ pub(crate) fn agent(args: AgentArgs) -> Result<ExitCode> {
                     )?;
                     let txr = tx.clone();
                     let config = PipelineConfig {
-                        tcp: args.capture.limits.tcp_config(args.capture.idle_timeout, 0),
                         links: vec![links],
-                        verify_checksums: false,
-                        keep_segments: segments != SegmentPolicy::None,
+                        ..args.capture.limits.pipeline_config(
+                            args.capture.idle_timeout,
+                            0,
+                            segments != SegmentPolicy::None,
+                        )
                     };
                     // Replaying a file, the reader waits for the publisher.
                     remote::read_capture(path, &mut batcher, config, |env| txr.send(env).is_ok())

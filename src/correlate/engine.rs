@@ -117,6 +117,12 @@ pub struct EngineConfig {
     pub view_join_ns: i64,
     /// Most exchanges held at once.
     pub max_open_exchanges: usize,
+    /// Most bytes the exchanges held may take, by [`Engine::open_bytes`]'s
+    /// accounting; past it, as past `max_open_exchanges`, a round decides everything
+    /// arrived (counted in `forced_rounds`). What bounds correlation's memory when
+    /// exchanges are large (long URIs, many headers, many views, segments for
+    /// diagrams).
+    pub max_open_bytes: usize,
     /// Longest decisions wait at the start for clock offsets between captures.
     pub max_clock_wait_ns: i64,
     /// Samples an estimated offset needs before decisions start.
@@ -136,6 +142,7 @@ impl Default for EngineConfig {
             max_request_duration_ns: 30_000_000_000,
             view_join_ns: 1_000_000_000,
             max_open_exchanges: 200_000,
+            max_open_bytes: 200_000 * EXCHANGE_BYTES,
             max_clock_wait_ns: 5_000_000_000,
             clock_min_samples: 8,
             round_ns: 20_000_000,
@@ -166,8 +173,8 @@ pub struct EngineStats {
     pub alias_groups_not_kept: u64,
     /// Rounds of decisions.
     pub rounds: u64,
-    /// Rounds that decided everything arrived because `max_open_exchanges` was
-    /// reached.
+    /// Rounds that decided everything arrived because `max_open_exchanges` or
+    /// `max_open_bytes` was reached.
     pub forced_rounds: u64,
     /// Proxy links made.
     pub links: u64,
@@ -203,6 +210,29 @@ pub struct Tail {
     pub engine: EngineStats,
 }
 
+/// Bytes an exchange holds besides its views and messages (`View::heap_bytes`,
+/// `Msg::heap_bytes`): its own struct and hash table bucket, its entries in the
+/// indexes (by wire position, sequence number, connection, start, end, and the
+/// inbound index), and what rounds add (candidates, evidence, bidders).
+///
+/// Measured with `flowtrace-bench exchange-bytes` (a counting allocator; the
+/// captures' transactions fed to the engine as `flowtrace pcap --paths` does): the
+/// heap at its peak less the views' and messages' bytes, per exchange held, was
+/// 1,514 (captures/highconc-2000), 1,783 (keepalive-500) and 1,724
+/// (real-stock-600) bytes; 1,800 rounds the largest up.
+pub const EXCHANGE_OVERHEAD: usize = 1_800;
+
+/// Bytes of one typical exchange held by correlation, all in (overhead, views and
+/// message): what `--memory-budget` gives correlation per `--max-open-exchanges`.
+///
+/// Measured with `flowtrace-bench exchange-bytes` (docs/hostile.md): the heap at its
+/// peak per exchange held was 2,935 bytes on captures/highconc-2000 (4,778 exchanges
+/// held, 4.7 views each: four captures, NAT and proxies), 3,209 on keepalive-500 and
+/// 3,074 on real-stock-600; 3,200 rounds them up. Larger exchanges (segment summaries
+/// with `--svg`: 5,267 bytes; requests at the HTTP stage's bounds: 26,489) are bounded
+/// in bytes by [`EngineConfig::max_open_bytes`], which counts each one's own size.
+pub const EXCHANGE_BYTES: usize = 3_200;
+
 const MAX_FAILED_KEPT: usize = 10_000;
 const MAX_ANOMALIES_KEPT: usize = 1_000;
 const MAX_ADDRESSES_KEPT: usize = 65_536;
@@ -233,6 +263,8 @@ enum UState {
 
 struct Exchange {
     views: Vec<View>,
+    /// Its bytes as counted in `Engine::open_bytes`.
+    bytes: usize,
     /// Index keys that point at it.
     pos_keys: Vec<(u32, u32)>,
     seq_keys: Vec<u32>,
@@ -314,6 +346,8 @@ pub struct Engine {
     timeline: Vec<VipHolding>,
     vrrp_seen: (usize, u64),
     stats: EngineStats,
+    open_bytes: usize,
+    peak_open_bytes: usize,
 }
 
 impl Engine {
@@ -381,6 +415,8 @@ impl Engine {
             timeline: Vec::new(),
             vrrp_seen: (0, 0),
             stats: EngineStats::default(),
+            open_bytes: 0,
+            peak_open_bytes: 0,
         };
         for group in by_file.into_values() {
             engine.add_alias_group(&group);
@@ -452,6 +488,18 @@ impl Engine {
     /// Exchanges held now.
     pub fn open_exchanges(&self) -> usize {
         self.exchanges.len()
+    }
+
+    /// Bytes the exchanges held now take, by estimate: each message and view
+    /// (`Msg::heap_bytes`, `View::heap_bytes`) and [`EXCHANGE_OVERHEAD`] an
+    /// exchange.
+    pub fn open_bytes(&self) -> usize {
+        self.open_bytes
+    }
+
+    /// The most [`Engine::open_bytes`] has been.
+    pub fn peak_open_bytes(&self) -> usize {
+        self.peak_open_bytes
     }
 
     /// Paths emitted so far.
@@ -557,11 +605,19 @@ impl Engine {
             return;
         }
         let msg = make_msg(&mut self.names);
+        let mut added = 0;
         let (id, msg) = match found {
             Some(id) => {
                 let ex = self.exchanges.get(&id).expect("indexed exchanges exist");
                 let shared = ex.views.iter().find(|v| v.msg.digest == msg.digest);
-                (id, shared.map_or_else(|| Rc::new(msg), |v| v.msg.clone()))
+                let msg = shared.map_or_else(
+                    || {
+                        added += msg.heap_bytes();
+                        Rc::new(msg)
+                    },
+                    |v| v.msg.clone(),
+                );
+                (id, msg)
             }
             None => {
                 self.rarity.add(&msg);
@@ -572,6 +628,7 @@ impl Engine {
                     id,
                     Exchange {
                         views: Vec::new(),
+                        bytes: 0,
                         pos_keys: Vec::new(),
                         seq_keys: Vec::new(),
                         conn_keys: Vec::new(),
@@ -587,11 +644,15 @@ impl Engine {
                         bidders: Vec::new(),
                     },
                 );
+                added += EXCHANGE_OVERHEAD + msg.heap_bytes();
                 (id, Rc::new(msg))
             }
         };
         let mut view = View::from_in(&t, file, now, shift, msg);
         view.segments = segments;
+        added += view.heap_bytes();
+        self.open_bytes += added;
+        self.peak_open_bytes = self.peak_open_bytes.max(self.open_bytes);
         // Clock samples: this view against the earliest answered view of every other
         // capture that saw the exchange.
         if let Some(resp) = view.resp {
@@ -638,6 +699,7 @@ impl Engine {
             }
         }
         ex.views.push(view);
+        ex.bytes += added;
         self.reindex(id);
         self.stats.peak_open_exchanges = self
             .stats
@@ -708,7 +770,9 @@ impl Engine {
             self.refresh_offsets(true);
         }
         let floor = self.floor_for(now, pending);
-        if self.exchanges.len() > self.cfg.max_open_exchanges {
+        if self.exchanges.len() > self.cfg.max_open_exchanges
+            || self.open_bytes > self.cfg.max_open_bytes
+        {
             // Decide everything held, then go on from the watermark's own floor: a
             // forced floor kept would make every transaction of the next
             // `max_request_duration` late (and drop the unanswered ones).
@@ -1181,6 +1245,7 @@ impl Engine {
             let Some(ex) = self.exchanges.remove(&id) else {
                 continue;
             };
+            self.open_bytes -= ex.bytes;
             for k in &ex.pos_keys {
                 if self.by_pos.get(k) == Some(&id) {
                     self.by_pos.remove(k);

@@ -274,6 +274,29 @@ impl Msg {
         }
     }
 
+    /// The heap it holds with its `Rc` (the allocator's rounding aside): its fields,
+    /// the method, URI (at most `MAX_KEPT_TEXT`), header pairs (at most
+    /// `http::MAX_KEPT_HEADERS` a message), forwarded-for addresses (one header value,
+    /// at most `http::MAX_HEADER_VALUE` bytes), and what the response names.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let resp = self.resp.as_ref().map_or(0, |r| {
+            r.pairs.len() * size_of::<Pair>()
+                + r.addrs.len() * size_of::<(Pair, SocketAddr)>()
+                + r.server.as_ref().map_or(0, |s| s.len())
+        });
+        2 * size_of::<usize>()
+            + size_of::<Msg>()
+            + self.method.len()
+            + self.uri.len()
+            + self.req_pairs.len() * size_of::<Pair>()
+            + self
+                .xff
+                .as_ref()
+                .map_or(0, |x| x.len() * size_of::<IpAddr>())
+            + resp
+    }
+
     /// Whether this message has header pair `p` as the first of its name (what
     /// `headers.get(name) == Some(value)` asks).
     pub fn req_has(&self, p: &Pair) -> bool {
@@ -413,6 +436,18 @@ impl View {
 
     /// The latest this view's exchange was open here: its response's end, else when
     /// it reached correlation.
+    /// The heap it holds in its exchange's list, its message aside (shared by the
+    /// views that carry the same one): itself and its segment summaries.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<View>()
+            + self.segments.capacity() * std::mem::size_of::<crate::tcp::SegmentSummary>()
+            + self
+                .segments
+                .iter()
+                .map(|s| s.first_line.as_ref().map_or(0, |l| l.len()))
+                .sum::<usize>()
+    }
+
     pub fn end(&self) -> Ts {
         self.resp_end.unwrap_or(self.arrived)
     }

@@ -212,24 +212,77 @@ struct FragKey {
     proto: u8,
 }
 
-/// Bounds for fragment reassembly: a hostile capture cannot make flowtrace hold more
-/// than `MAX_PENDING_DATAGRAMS` partial datagrams, each at most 64 KiB.
-const MAX_PENDING_DATAGRAMS: usize = 1024;
+/// A datagram waiting for its other fragments.
+struct PendingDatagram {
+    buf: IpDefragBuf,
+    /// Its last fragment's time (partial datagrams idle past the timeout expire).
+    last: Ts,
+    /// Its place in `Decoder::order` (arrival order of its first fragment).
+    serial: u64,
+    /// The heap it holds ([`PendingDatagram::heap_bytes`] when last counted).
+    heap: usize,
+}
+
+impl PendingDatagram {
+    /// The heap its buffers hold: the datagram's bytes up to the furthest fragment
+    /// (etherparse allocates up to that end at once, so one 8-byte fragment at
+    /// offset 65,528 holds 64 KiB) and its list of received ranges.
+    fn heap_bytes(&self) -> usize {
+        self.buf.data().capacity()
+            + self.buf.sections().capacity()
+                * std::mem::size_of::<etherparse::defrag::IpFragRange>()
+    }
+}
+
 /// Partial datagrams older than this (capture time) are dropped.
 const FRAGMENT_TIMEOUT_NS: i64 = 30_000_000_000;
+/// The fragment reassembly share of the memory budget by default (the default
+/// `--memory-budget`'s sixteenth: the CLI passes its own share).
+pub const DEFAULT_FRAGMENT_BUDGET: usize = 32 << 20;
 
 /// Turns frames into [`Decoded`] views. Holds only fragment reassembly state.
-#[derive(Default)]
+///
+/// **Bounded in bytes** ([`Decoder::fragment_budget`]): the partial datagrams'
+/// buffers, their hash table buckets and the arrival-order queue are counted
+/// ([`Decoder::fragment_bytes`]); a fragment that would take the total past the
+/// budget first evicts the oldest partial datagrams (by their first fragment),
+/// each counted in `ip_fragments_evicted` and sampled in the anomalies, so a flood
+/// of fragments that never complete pushes out its own, and a real datagram whose
+/// fragments arrive together still completes. A datagram that alone would not fit
+/// is dropped (`ip_fragments_dropped`).
 pub struct Decoder {
-    pending: FxHashMap<FragKey, (IpDefragBuf, Ts)>,
+    pending: FxHashMap<FragKey, PendingDatagram>,
+    /// Partial datagrams in order of their first fragment, oldest first, with their
+    /// serial (entries of datagrams completed or expired since are skipped when met).
+    order: std::collections::VecDeque<(u64, FragKey)>,
+    next_serial: u64,
+    /// The pending datagrams' buffers, summed.
+    heap_bytes: usize,
+    budget: usize,
     reassembled: Vec<u8>,
     verify_checksums: bool,
     /// A GRE datagram reassembled from fragments, while the frame inside it is
     /// decoded (by `inner`, whose results borrow it).
     gre_outer: Vec<u8>,
     /// The decoder of frames inside reassembled GRE datagrams (created at the
-    /// first one).
+    /// first one, with a quarter of this one's budget).
     inner: Option<Box<Decoder>>,
+}
+
+impl Default for Decoder {
+    fn default() -> Decoder {
+        Decoder {
+            pending: FxHashMap::default(),
+            order: std::collections::VecDeque::new(),
+            next_serial: 0,
+            heap_bytes: 0,
+            budget: DEFAULT_FRAGMENT_BUDGET,
+            reassembled: Vec::new(),
+            verify_checksums: false,
+            gre_outer: Vec::new(),
+            inner: None,
+        }
+    }
 }
 
 const LINKTYPE_NULL: i32 = 0;
@@ -258,6 +311,27 @@ impl Decoder {
     pub fn verify_checksums(mut self, on: bool) -> Decoder {
         self.verify_checksums = on;
         self
+    }
+
+    /// Bytes fragment reassembly may hold (see [`Decoder`]); at least 64 KiB, one
+    /// datagram of the largest size.
+    pub fn fragment_budget(mut self, bytes: usize) -> Decoder {
+        self.budget = bytes.max(64 << 10);
+        self
+    }
+
+    /// The bytes fragment reassembly holds now, by the accounting of [`Decoder`]
+    /// (a GRE datagram's inner decoder included).
+    pub fn fragment_bytes(&self) -> usize {
+        self.own_bytes() + self.inner.as_ref().map_or(0, |i| i.fragment_bytes())
+    }
+
+    /// This decoder's bytes, without its inner decoder's.
+    fn own_bytes(&self) -> usize {
+        bucket_count(self.pending.capacity())
+            * (std::mem::size_of::<(FragKey, PendingDatagram)>() + 1)
+            + self.order.capacity() * std::mem::size_of::<(u64, FragKey)>()
+            + self.heap_bytes
     }
 
     /// Decodes one frame. Never fails: problems are counted in `stats`.
@@ -464,7 +538,15 @@ impl Decoder {
         stats: &mut Stats,
         log: &mut AnomalyLog,
     ) -> Decoded<'a> {
-        let verify = self.verify_checksums;
+        if self.inner.is_none() {
+            // The inner decoder's share comes out of this one's budget.
+            let share = self.budget / 4;
+            self.budget -= share;
+            let inner = Decoder::new()
+                .verify_checksums(self.verify_checksums)
+                .fragment_budget(share);
+            self.inner = Some(Box::new(inner));
+        }
         let Decoder {
             reassembled,
             gre_outer,
@@ -472,7 +554,7 @@ impl Decoder {
             ..
         } = self;
         std::mem::swap(reassembled, gre_outer);
-        let inner = inner.get_or_insert_with(|| Box::new(Decoder::new().verify_checksums(verify)));
+        let inner = inner.as_mut().expect("made above");
         let outer = Frame {
             ts: frame.ts,
             iface: frame.iface,
@@ -574,7 +656,7 @@ impl Decoder {
         };
         if let Some((id, offset, more)) = frag {
             stats.ip_fragments += 1;
-            return match self.add_fragment(ts, &ctx, proto, id, offset, more, payload, stats) {
+            return match self.add_fragment(ts, &ctx, proto, id, offset, more, payload, stats, log) {
                 true if proto == IpNumber::GRE => {
                     stats.ip_reassembled += 1;
                     self.decapsulate_reassembled(frame, depth, link, stats, log)
@@ -612,7 +694,8 @@ impl Decoder {
     }
 
     /// Adds a fragment; returns true when it completed a datagram, now in
-    /// `self.reassembled`.
+    /// `self.reassembled`. Past the budget, the oldest partial datagrams are
+    /// evicted first (counted in `ip_fragments_evicted`).
     #[allow(clippy::too_many_arguments)]
     fn add_fragment(
         &mut self,
@@ -624,6 +707,7 @@ impl Decoder {
         more: bool,
         payload: &[u8],
         stats: &mut Stats,
+        log: &mut AnomalyLog,
     ) -> bool {
         let key = FragKey {
             src: ctx.src,
@@ -631,44 +715,194 @@ impl Decoder {
             id,
             proto: proto.0,
         };
-        if !self.pending.contains_key(&key) && self.pending.len() >= MAX_PENDING_DATAGRAMS {
-            let before = self.pending.len();
-            self.pending
-                .retain(|_, (_, t)| ts.0.saturating_sub(t.0) < FRAGMENT_TIMEOUT_NS);
-            stats.ip_fragments_dropped += (before - self.pending.len()) as u64;
-            if self.pending.len() >= MAX_PENDING_DATAGRAMS {
+        // What this fragment may add: its datagram's bytes up to its end, a range,
+        // and a new datagram's bucket and queue entry (a doubling of both counted as
+        // the table's size after it).
+        let end = usize::from(offset.byte_offset()) + payload.len();
+        let held = self
+            .pending
+            .get(&key)
+            .map_or(0, |p| p.buf.data().capacity());
+        // A buffer grows to at least twice its size (`Vec`'s amortised growth).
+        let data_growth = if end > held {
+            end.max(2 * held) - held
+        } else {
+            0
+        };
+        let growth = data_growth
+            + 4 * std::mem::size_of::<etherparse::defrag::IpFragRange>()
+            + if self.pending.contains_key(&key) {
+                0
+            } else {
+                self.growth_of_a_new_datagram()
+            };
+        if self.own_bytes() + growth > self.budget {
+            self.evict_for(growth, &key, ts, stats, log);
+            if self.own_bytes() + growth > self.budget {
+                // Alone, it would not fit.
+                self.remove(&key);
                 stats.ip_fragments_dropped += 1;
                 return false;
             }
         }
+        if !self.pending.contains_key(&key) {
+            let serial = self.next_serial;
+            self.next_serial += 1;
+            self.order.push_back((serial, key));
+            self.pending.insert(
+                key,
+                PendingDatagram {
+                    buf: IpDefragBuf::new(proto, Vec::new(), Vec::new()),
+                    last: ts,
+                    serial,
+                    heap: 0,
+                },
+            );
+        }
         let entry = self
             .pending
-            .entry(key)
-            .or_insert_with(|| (IpDefragBuf::new(proto, Vec::new(), Vec::new()), ts));
-        entry.1 = ts;
-        if entry.0.add(offset, more, payload).is_err() {
-            self.pending.remove(&key);
+            .get_mut(&key)
+            .expect("present or just inserted");
+        entry.last = ts;
+        let added = entry.buf.add(offset, more, payload);
+        let heap = entry.heap_bytes();
+        self.heap_bytes = self.heap_bytes - entry.heap + heap;
+        entry.heap = heap;
+        if added.is_err() {
+            self.remove(&key);
             stats.ip_fragments_dropped += 1;
             return false;
         }
-        if !entry.0.is_complete() {
+        if !entry.buf.is_complete() {
             return false;
         }
-        let (buf, _) = self.pending.remove(&key).expect("entry exists");
-        let (data, _) = buf.take_bufs();
+        let Some(done) = self.remove(&key) else {
+            return false;
+        };
+        let (data, _) = done.buf.take_bufs();
         self.reassembled = data;
         true
     }
 
-    /// Drops partial datagrams idle for longer than the timeout; returns how many.
+    /// The bytes a new partial datagram adds besides its buffers: nothing while the
+    /// table and queue have room, their next size when they must grow.
+    fn growth_of_a_new_datagram(&self) -> usize {
+        let slot = std::mem::size_of::<(FragKey, PendingDatagram)>() + 1;
+        let table = if self.pending.len() < self.pending.capacity() {
+            0
+        } else {
+            // The doubled table, while the old one is still allocated.
+            (bucket_count(self.pending.capacity()) * 2).max(4) * slot
+        };
+        let queue = if self.order.len() < self.order.capacity() {
+            0
+        } else {
+            self.order.capacity().max(4) * std::mem::size_of::<(u64, FragKey)>()
+        };
+        table + queue
+    }
+
+    /// Removes a pending datagram (its queue entry goes when met); the queue is
+    /// compacted once mostly made of such entries.
+    fn remove(&mut self, key: &FragKey) -> Option<PendingDatagram> {
+        let p = self.pending.remove(key)?;
+        self.heap_bytes -= p.heap;
+        if self.order.len() > 64 && self.order.len() > 2 * self.pending.len() {
+            let pending = &self.pending;
+            self.order
+                .retain(|(serial, k)| pending.get(k).is_some_and(|p| p.serial == *serial));
+        }
+        Some(p)
+    }
+
+    /// Evicts the oldest partial datagrams (not `keep`, the one a fragment is being
+    /// added to) until `growth` more bytes fit in the budget, each counted in
+    /// `ip_fragments_evicted`; the freed table shrinks when it is mostly empty.
+    fn evict_for(
+        &mut self,
+        growth: usize,
+        keep: &FragKey,
+        ts: Ts,
+        stats: &mut Stats,
+        log: &mut AnomalyLog,
+    ) {
+        let mut evicted = 0u64;
+        let mut kept = None;
+        while self.own_bytes() + growth > self.budget {
+            let Some((serial, key)) = self.order.pop_front() else {
+                break;
+            };
+            if &key == keep {
+                // The datagram being added to stays, in its place.
+                if self.pending.get(&key).is_some_and(|p| p.serial == serial) {
+                    kept = Some((serial, key));
+                }
+                continue;
+            }
+            if self.pending.get(&key).is_some_and(|p| p.serial == serial) {
+                let p = self.pending.remove(&key).expect("just found");
+                self.heap_bytes -= p.heap;
+                evicted += 1;
+                let budget = self.budget;
+                log.push("ip_fragments_evicted", ts, || {
+                    format!(
+                        "{} -> {} id {}: partial datagram of {} bytes evicted (oldest first) \
+                         to keep fragment reassembly within {budget} bytes",
+                        key.src,
+                        key.dst,
+                        key.id,
+                        p.buf.data().len(),
+                    )
+                });
+            }
+            if self.pending.len() < self.pending.capacity() / 4 {
+                self.pending.shrink_to(self.pending.len() * 2);
+                self.order
+                    .shrink_to(self.order.len().max(self.pending.len()) * 2);
+            }
+        }
+        if let Some(k) = kept {
+            self.order.push_front(k);
+        }
+        stats.ip_fragments_evicted += evicted;
+    }
+
+    /// Drops partial datagrams idle for longer than the timeout, counted in
+    /// `ip_fragments_dropped`.
     pub fn expire(&mut self, now: Ts, stats: &mut Stats) {
         let before = self.pending.len();
-        self.pending
-            .retain(|_, (_, t)| now.0.saturating_sub(t.0) < FRAGMENT_TIMEOUT_NS);
+        let mut freed = 0;
+        self.pending.retain(|_, p| {
+            let keep = now.0.saturating_sub(p.last.0) < FRAGMENT_TIMEOUT_NS;
+            if !keep {
+                freed += p.heap;
+            }
+            keep
+        });
+        self.heap_bytes -= freed;
         stats.ip_fragments_dropped += (before - self.pending.len()) as u64;
+        if self.pending.len() < self.pending.capacity() / 4 {
+            self.pending.shrink_to(self.pending.len() * 2);
+        }
+        let pending = &self.pending;
+        self.order
+            .retain(|(serial, k)| pending.get(k).is_some_and(|p| p.serial == *serial));
+        if self.order.len() < self.order.capacity() / 4 {
+            self.order.shrink_to(self.order.len() * 2);
+        }
         if let Some(inner) = &mut self.inner {
             inner.expire(now, stats);
         }
+    }
+}
+
+/// The buckets of a hash table (hashbrown's) of `capacity`: a table of 8 buckets
+/// or more holds at most 7/8 of them.
+fn bucket_count(capacity: usize) -> usize {
+    match capacity {
+        0 => 0,
+        c if c < 8 => c + 1,
+        c => c / 7 * 8,
     }
 }
 

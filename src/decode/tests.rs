@@ -438,3 +438,99 @@ fn gre_inside_ip_fragments_is_decoded_after_reassembly() {
     d.expire(Ts(i64::MAX), &mut stats);
     assert_eq!((stats.gre_decapsulated, stats.ip_fragments_dropped), (0, 1));
 }
+
+/// One IPv4 fragment in an Ethernet frame: `id`, `offset` (bytes, a multiple of 8),
+/// more fragments or not, `len` payload bytes.
+fn ipv4_fragment(id: u16, offset: usize, more: bool, payload: &[u8]) -> Vec<u8> {
+    let whole = eth_tcp(b"");
+    let mut h = whole[14..34].to_vec();
+    h[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    h[4..6].copy_from_slice(&id.to_be_bytes());
+    let flags_off = (if more { 0x2000 } else { 0 }) | (offset / 8) as u16;
+    h[6..8].copy_from_slice(&flags_off.to_be_bytes());
+    [&whole[..14], &h[..], payload].concat()
+}
+
+/// A flood of fragments that never complete, each the far end of a 64 KiB
+/// datagram (etherparse allocates the datagram up to its furthest byte): the
+/// accounted bytes stay within the budget, the oldest partial datagrams are evicted
+/// and counted (each sampled in the anomalies), and a real datagram whose fragments
+/// arrive together in the middle of the flood and after it is still reassembled.
+#[test]
+fn fragment_flood_stays_within_the_budget_and_evicts_oldest_first() {
+    let budget = 1 << 20;
+    let mut d = Decoder::new().fragment_budget(budget);
+    let mut stats = Stats::default();
+    let mut log = AnomalyLog::default();
+    let whole = eth_tcp(&[b'r'; 64]);
+    let real = fragments(&whole, 32);
+    let mut reassembled = 0;
+    let mut peak = 0;
+    for i in 0..2000u16 {
+        let f = ipv4_fragment(i, 65_528 - 8, true, &[0xee; 8]);
+        let out = d.decode(&frame(1, &f), &mut stats, &mut log);
+        assert!(matches!(
+            out.net,
+            Network::Ip(IpPacket {
+                transport: Transport::Fragment,
+                ..
+            })
+        ));
+        peak = peak.max(d.fragment_bytes());
+        if i == 1000 || i == 1999 {
+            for f in &real {
+                if let Network::Ip(IpPacket {
+                    transport: Transport::Tcp(t),
+                    ..
+                }) = d.decode(&frame(1, f), &mut stats, &mut log).net
+                {
+                    assert_eq!(t.payload, &[b'r'; 64][..]);
+                    reassembled += 1;
+                }
+            }
+        }
+    }
+    assert!(peak <= budget, "{peak} bytes held, budget {budget}");
+    // At 64 KiB a datagram, about 15 fit: the rest were evicted, oldest first.
+    assert!(
+        d.pending.len() >= 10 && d.pending.len() <= 16,
+        "{}",
+        d.pending.len()
+    );
+    let survivors: Vec<u32> = {
+        let mut ids: Vec<u32> = d.pending.keys().map(|k| k.id).collect();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(*survivors.last().unwrap(), 1999);
+    assert_eq!(survivors.len() as u32, 2000 - survivors[0]);
+    assert_eq!(stats.ip_fragments_evicted, 2000 - survivors.len() as u64);
+    assert_eq!(reassembled, 2);
+    assert_eq!(stats.ip_reassembled, 2);
+    assert_eq!(stats.ip_fragments_dropped, 0);
+    assert_eq!(
+        log.samples.len() as u64 + log.not_kept,
+        stats.ip_fragments_evicted
+    );
+    assert_eq!(log.samples[0].kind, "ip_fragments_evicted");
+    // Expired, the rest are dropped, counted, and their memory is given back.
+    d.expire(Ts(i64::MAX), &mut stats);
+    assert_eq!(stats.ip_fragments_dropped, survivors.len() as u64);
+    assert!(d.fragment_bytes() < 4096, "{}", d.fragment_bytes());
+}
+
+/// A datagram that alone would pass the budget is dropped, counted: the bytes held
+/// never pass it.
+#[test]
+fn fragment_budget_is_never_passed_by_one_datagram() {
+    let mut d = Decoder::new().fragment_budget(64 << 10);
+    let mut stats = Stats::default();
+    let mut log = AnomalyLog::default();
+    for i in 0..4u16 {
+        let f = ipv4_fragment(i, 65_528 - 8, true, &[0xee; 8]);
+        d.decode(&frame(1, &f), &mut stats, &mut log);
+        assert!(d.fragment_bytes() <= 64 << 10, "{}", d.fragment_bytes());
+    }
+    assert_eq!(d.pending.len(), 0);
+    assert_eq!(stats.ip_fragments_dropped, 4);
+}

@@ -504,6 +504,63 @@ fn too_many_open_exchanges_force_a_round() {
     assert_eq!(n, 2);
 }
 
+/// Past `max_open_bytes` a round is forced as past `max_open_exchanges`: two
+/// exchanges with URIs and headers at the HTTP stage's bounds pass a bound that two
+/// small ones stay under; `open_bytes` counts each one's size and gives it back
+/// when its path is emitted.
+#[test]
+fn large_exchanges_force_a_round_by_their_bytes() {
+    let small = Tx::get("/s")
+        .between("10.0.0.1:40000", "10.0.0.9:80")
+        .at(0, ms(1), ms(2), ms(3));
+    let mut fat = Tx::get(&format!("/fat/{}", "u".repeat(64 << 10)))
+        .between("10.0.0.4:40000", "10.0.0.9:80")
+        .at(ms(4), ms(5), ms(6), ms(7))
+        .build(3);
+    let mut h = crate::http::Headers::default();
+    for i in 0..crate::http::MAX_KEPT_HEADERS {
+        h.push(format!("X-Fat-{i}").as_bytes(), &[b'v'; 1024]);
+    }
+    fat.request.as_mut().expect("a request").headers = h;
+    let bound = 8 << 10;
+    let cfg = EngineConfig {
+        max_open_bytes: bound,
+        ..EngineConfig::default()
+    };
+    let mut run = Run::new(cfg, &["proxy.pcap"], &[(0, "eth0")]);
+    run.ingest(&small.build(1), ms(3));
+    let one = run.engine.open_bytes();
+    assert!(
+        (EXCHANGE_OVERHEAD..2 * EXCHANGE_OVERHEAD).contains(&one),
+        "{one}"
+    );
+    let second =
+        Tx::get("/t")
+            .between("10.0.0.2:40000", "10.0.0.9:80")
+            .at(ms(1), ms(2), ms(2), ms(3));
+    run.ingest(&second.build(2), ms(3));
+    assert_eq!(run.engine.open_exchanges(), 2);
+    assert_eq!(
+        run.advance(ms(3), Some(0)),
+        0,
+        "under the bound: not forced"
+    );
+    assert!(run.engine.open_bytes() <= bound);
+    run.ingest(&fat, ms(7));
+    // The URI is cut at 2 KiB, each header kept as two hashes: a fat exchange is
+    // bounded too, but larger than the two small ones together.
+    let fat_bytes = run.engine.open_bytes() - 2 * one;
+    assert!(fat_bytes > 2 * one && fat_bytes < 8 << 10, "{fat_bytes}");
+    assert!(run.engine.open_bytes() > bound);
+    assert_eq!(run.advance(ms(7), Some(0)), 3, "over the bound: forced");
+    assert_eq!(run.engine.stats().forced_rounds, 1);
+    assert_eq!(
+        (run.engine.open_exchanges(), run.engine.open_bytes()),
+        (0, 0)
+    );
+    assert!(run.engine.peak_open_bytes() > bound);
+}
+
 /// A correlation context with no topology file, VRRP or gratuitous ARP.
 fn context<'a>(
     vantages: &'a [Vantage],
