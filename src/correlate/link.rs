@@ -130,7 +130,7 @@ impl UriHabits {
     }
 }
 
-/// Added to every candidate's score so that weights stay positive for the auction.
+/// Added to every candidate's score so that weights stay positive for the assignment.
 pub(crate) const CANDIDATE_BASE: f64 = 100_000.0;
 
 /// The upstream side of a candidate pair: its first view (where the proxy sent it)
