@@ -981,8 +981,14 @@ impl Engine {
         // other undecided ones in arrival order, up to MAX_ASSIGNMENT_BIDDERS (rounds in
         // step with the input have fewer: all of them take part).
         let most = MAX_ASSIGNMENT_BIDDERS.max(ready.len());
+        // A parent shared by many ready exchanges has its bidders taken once: all of
+        // them went in the first time (or the limit stopped everything).
+        let mut parents_seen: FxHashSet<u64> = FxHashSet::default();
         'found: for &u in ready {
             for (g, _) in &self.exchanges[&u].cands {
+                if !parents_seen.insert(*g) {
+                    continue;
+                }
                 for &b in &self.exchanges[g].bidders {
                     if bidders.len() >= most {
                         break 'found;
