@@ -332,7 +332,7 @@ struct Outbox {
 /// `flowtrace live`'s engine); an agent makes an envelope of every
 /// `BATCHES_PER_ENVELOPE` of them (4,096 packets), or of what came in 100 ms. Each
 /// envelope is published and acknowledged before the next: at the lab's maximum
-/// rate server A's agent made 145 envelopes a second of 256 packets, the
+/// rate server A's agent made 144 envelopes a second of 256 packets, the
 /// acknowledgements could not keep up under load, and the queue (and the paths'
 /// delay) grew through the run.
 const BATCHES_PER_ENVELOPE: u32 = 16;
