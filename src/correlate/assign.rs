@@ -213,7 +213,10 @@ mod tests {
     fn total(c: &[Vec<(usize, f64)>], a: &[Option<usize>]) -> f64 {
         a.iter()
             .enumerate()
-            .filter_map(|(b, o)| Some(c[b].iter().find(|e| e.0 == (*o)?)?.1))
+            .filter_map(|(b, o)| {
+                let o = (*o)?;
+                Some(c[b].iter().find(|e| e.0 == o)?.1)
+            })
             .sum()
     }
 
