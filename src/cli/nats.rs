@@ -323,7 +323,21 @@ struct Outbox {
     /// Live: drop when full (counted); replay: wait.
     wait: bool,
     dropped: Arc<AtomicU64>,
+    /// Batches offered since the last envelope, and when that was (live).
+    offered: u32,
+    last_envelope: Instant,
 }
+
+/// Live, the capture loop offers a batch every 256 packets and every 100 ms (as for
+/// `flowtrace live`'s engine); an agent makes an envelope of every
+/// `BATCHES_PER_ENVELOPE` of them (4,096 packets), or of what came in 100 ms. Each
+/// envelope is published and acknowledged before the next: at the lab's maximum
+/// rate server A's agent made 144 envelopes a second of 256 packets, the
+/// acknowledgements could not keep up under load, and the queue (and the paths'
+/// delay) grew through the run.
+const BATCHES_PER_ENVELOPE: u32 = 16;
+/// The longest a live agent holds what completed before it makes an envelope.
+const ENVELOPE_EVERY: Duration = Duration::from_millis(100);
 
 impl Outbox {
     fn put(&mut self, env: Envelope) -> bool {
@@ -343,6 +357,15 @@ impl Outbox {
 
 impl BatchSink for Outbox {
     fn send(&mut self, p: &mut Pipeline, now: Ts, last: bool) -> bool {
+        self.offered += 1;
+        if !last
+            && self.offered < BATCHES_PER_ENVELOPE
+            && self.last_envelope.elapsed() < ENVELOPE_EVERY
+        {
+            return true;
+        }
+        self.offered = 0;
+        self.last_envelope = Instant::now();
         let dropped = self.dropped.load(Ordering::Relaxed);
         let env = self.batcher.envelope(p, now, wall(), last, dropped);
         self.put(env)
@@ -574,6 +597,8 @@ fn live_agent(
         tx,
         wait: false,
         dropped,
+        offered: 0,
+        last_envelope: Instant::now(),
     };
     let paths = AtomicUsize::new(0);
     let hung_up = capture.read(&args.capture, stop, &mut out, &paths)?;

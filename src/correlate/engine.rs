@@ -16,7 +16,7 @@
 //!    in: its candidates are scored once (`link`).
 //! 2. It is *ready* once every candidate's response lies behind the floor: then every
 //!    competitor for those candidates has been scored too. The ready ones are assigned
-//!    together with the others still waiting (an auction, `assign`); only the
+//!    together with the others still waiting (an exact assignment, `assign`); only the
 //!    ready ones' links are kept, the rest are assigned again next round with more
 //!    known (a sliding-window assignment).
 //! 3. An exchange whose response lies behind the floor can gain no new child and
@@ -242,12 +242,12 @@ const MAX_ALIASES: usize = 16;
 /// `candidates_not_kept`). A proxy at concurrency C has about C inbound requests open
 /// when it sends one upstream.
 const MAX_CANDIDATES: usize = 64;
-/// Exchanges decided by one auction at most (a round with more runs several, oldest
+/// Exchanges decided by one assignment at most (a round with more runs several, oldest
 /// first). Rounds in step with the input decide tens to hundreds; this bounds the
 /// catch-up after a floor held back by a request waiting for its response.
-const MAX_READY_PER_AUCTION: usize = 4096;
-/// Exchanges in one auction at most, those decided and their context together.
-const MAX_AUCTION_BIDDERS: usize = 8192;
+const MAX_READY_PER_ASSIGNMENT: usize = 4096;
+/// Exchanges in one assignment at most, those decided and their context together.
+const MAX_ASSIGNMENT_BIDDERS: usize = 8192;
 /// Hops of one path at most (a loop in the capture cannot build an endless path).
 const MAX_HOPS: usize = 4096;
 
@@ -907,11 +907,11 @@ impl Engine {
             .collect();
         if !ready.is_empty() {
             // In time order, a bounded number at a time: after a held-back floor
-            // (a backlog) one auction over all of them would cost far more than the
-            // sum of auctions over slices (price wars grow with the bidders).
+            // (a backlog) one assignment over all of them would cost more than the
+            // sum of assignments over slices (each bidder's search reaches more rivals).
             let mut ready = ready;
             ready.sort_by_key(|id| (self.exchanges[id].first().req, *id));
-            for slice in ready.chunks(MAX_READY_PER_AUCTION) {
+            for slice in ready.chunks(MAX_READY_PER_ASSIGNMENT) {
                 self.decide(slice);
             }
         }
@@ -997,7 +997,7 @@ impl Engine {
             // The best by score: the timing term ranks far-off parents low. Without
             // the cut, inbound exchanges that never got a response (drops, resets)
             // span the rest of their connection and become candidates of everything
-            // their proxy sends, and the auction's cost explodes.
+            // their proxy sends, and the assignment's cost explodes.
             self.stats.candidates_not_kept += (cands.len() - MAX_CANDIDATES) as u64;
             cands.select_nth_unstable_by(MAX_CANDIDATES - 1, |a, b| {
                 b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
@@ -1035,23 +1035,29 @@ impl Engine {
         let mut object_of: FxHashMap<u64, usize> = FxHashMap::default();
         let mut objects: Vec<u64> = Vec::new();
         let mut bidders: Vec<u64> = Vec::new();
-        let mut in_auction: FxHashSet<u64> = FxHashSet::default();
+        let mut in_assignment: FxHashSet<u64> = FxHashSet::default();
         for &u in ready {
-            if in_auction.insert(u) {
+            if in_assignment.insert(u) {
                 bidders.push(u);
             }
         }
         // Context: the exchanges competing with these for a parent first, then the
-        // other undecided ones in arrival order, up to MAX_AUCTION_BIDDERS (rounds in
+        // other undecided ones in arrival order, up to MAX_ASSIGNMENT_BIDDERS (rounds in
         // step with the input have fewer: all of them take part).
-        let most = MAX_AUCTION_BIDDERS.max(ready.len());
+        let most = MAX_ASSIGNMENT_BIDDERS.max(ready.len());
+        // A parent shared by many ready exchanges has its bidders taken once: all of
+        // them went in the first time (or the limit stopped everything).
+        let mut parents_seen: FxHashSet<u64> = FxHashSet::default();
         'found: for &u in ready {
             for (g, _) in &self.exchanges[&u].cands {
+                if !parents_seen.insert(*g) {
+                    continue;
+                }
                 for &b in &self.exchanges[g].bidders {
                     if bidders.len() >= most {
                         break 'found;
                     }
-                    if in_auction.insert(b) {
+                    if in_assignment.insert(b) {
                         bidders.push(b);
                     }
                 }
@@ -1061,7 +1067,7 @@ impl Engine {
             if bidders.len() >= most {
                 break;
             }
-            if in_auction.insert(b) {
+            if in_assignment.insert(b) {
                 bidders.push(b);
             }
         }
