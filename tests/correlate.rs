@@ -148,6 +148,7 @@ fn realistic_unpaced_scenarios_keep_their_measured_accuracy() {
         ("real-stock-max", 1867),
         ("real-haproxy-stock-max", 1373),
         ("real-seed-userland-max", 1836),
+        ("real-nofwd-max", 1934),
     ]);
 }
 
