@@ -891,10 +891,14 @@ pub struct Merger {
 /// as they are (one kernel clock in the lab).
 #[derive(Clone, Debug, Default)]
 pub struct DelayProbe {
-    /// Agent: the exchange's last byte to its envelope's sending.
+    /// Agent: the exchange's last byte to its envelope's making (`sent_wall`).
     pub agent: Vec<i64>,
-    /// Its envelope's sending to its arrival at the collector.
+    /// Its envelope's making to its arrival at the collector.
     pub transport: Vec<i64>,
+    /// Its envelope's making to its storing by the NATS server (JetStream's
+    /// `published`): the agent's outbox and publishing; the rest of `transport` is
+    /// the collector's reading.
+    pub stored: Vec<i64>,
     /// Arrival to its release into the engine (behind the watermark).
     pub held: Vec<i64>,
     /// Per path: its line written, less the watermark then.
@@ -920,8 +924,9 @@ impl DelayProbe {
             serde_json::json!({"n": v.len(), "p50": at(0.5), "p99": at(0.99), "max": at(1.0)})
         }
         serde_json::json!({
-            "agent_end_to_send": q(&self.agent),
-            "send_to_arrival": q(&self.transport),
+            "agent_end_to_envelope": q(&self.agent),
+            "envelope_to_stored": q(&self.stored),
+            "envelope_to_arrival": q(&self.transport),
             "arrival_to_release": q(&self.held),
             "path_watermark_to_written": q(&self.path_wall_watermark),
             "path_floor_to_watermark": q(&self.path_watermark_floor),
@@ -1089,6 +1094,7 @@ impl Merger {
                     let end = x.req_first + x.resp.map_or(x.req_len_ns, |r| r.1);
                     p.agent.push(env.sent_wall - end);
                     p.transport.push(wall - env.sent_wall);
+                    p.stored.push(stored - env.sent_wall);
                 }
             }
         }
