@@ -800,6 +800,8 @@ pub struct MergeStats {
 struct HostFeed {
     name: String,
     queue: VecDeque<Envelope>,
+    /// Wall clock (ns) of each queued envelope's arrival (for [`DelayProbe`]).
+    arrived: VecDeque<i64>,
     /// Newest packet time of its latest envelope.
     now: Ts,
     /// The pending floor of its latest envelope.
@@ -879,6 +881,66 @@ pub struct Merger {
     watermark: Ts,
     max_host_lag_ns: i64,
     stats: MergeStats,
+    /// Per-stage delays, when asked for ([`Merger::probe_delays`]).
+    pub probe: Option<Box<DelayProbe>>,
+}
+
+/// Where a record's time goes on its way to a path (ns of wall clock, one sample per
+/// exchange or per path): what `flowtrace collect` prints with
+/// `FLOWTRACE_DELAY_STATS=1`. The wall clocks of agent and collector are compared
+/// as they are (one kernel clock in the lab).
+#[derive(Clone, Debug, Default)]
+pub struct DelayProbe {
+    /// Agent: the exchange's last byte to its envelope's making (`sent_wall`).
+    pub agent: Vec<i64>,
+    /// Its envelope's making to its arrival at the collector.
+    pub transport: Vec<i64>,
+    /// Its envelope's making to its storing by the NATS server (JetStream's
+    /// `published`): the agent's outbox and publishing; the rest of `transport` is
+    /// the collector's reading.
+    pub stored: Vec<i64>,
+    /// Arrival to its release into the engine (behind the watermark).
+    pub held: Vec<i64>,
+    /// Per path: its line written, less the watermark then.
+    pub path_wall_watermark: Vec<i64>,
+    /// Per path: the watermark less the engine's floor then.
+    pub path_watermark_floor: Vec<i64>,
+    /// Per path: the engine's floor less its `end_ts`.
+    pub path_floor_end: Vec<i64>,
+    /// Per path: its line written less its `end_ts`.
+    pub path_total: Vec<i64>,
+}
+
+impl DelayProbe {
+    /// p50, p99 and max of each stage, in seconds, as one JSON object.
+    pub fn summary(&self) -> serde_json::Value {
+        fn q(v: &[i64]) -> serde_json::Value {
+            let mut v = v.to_vec();
+            v.sort_unstable();
+            let at = |f: f64| {
+                v.get(((v.len() as f64 - 1.0) * f).round() as usize)
+                    .map_or(0.0, |x| (*x as f64 / 1e6).round() / 1e3)
+            };
+            serde_json::json!({"n": v.len(), "p50": at(0.5), "p99": at(0.99), "max": at(1.0)})
+        }
+        serde_json::json!({
+            "agent_end_to_envelope": q(&self.agent),
+            "envelope_to_stored": q(&self.stored),
+            "envelope_to_arrival": q(&self.transport),
+            "arrival_to_release": q(&self.held),
+            "path_watermark_to_written": q(&self.path_wall_watermark),
+            "path_floor_to_watermark": q(&self.path_watermark_floor),
+            "path_end_to_floor": q(&self.path_floor_end),
+            "path_total": q(&self.path_total),
+        })
+    }
+}
+
+/// The wall clock now, ns since the epoch.
+pub fn wall_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 impl Merger {
@@ -895,6 +957,7 @@ impl Merger {
             watermark: Ts(i64::MIN),
             max_host_lag_ns,
             stats: MergeStats::default(),
+            probe: None,
         };
         for (name, links) in hosts {
             m.add_host(name, links.clone());
@@ -917,6 +980,7 @@ impl Merger {
         self.hosts.push(HostFeed {
             name: name.to_string(),
             queue: VecDeque::new(),
+            arrived: VecDeque::new(),
             now: Ts(i64::MIN),
             pending: None,
             arrival: i64::MIN,
@@ -1024,6 +1088,17 @@ impl Merger {
         // A run that ended finishes the host; a newer run (a restarted agent) that
         // has not ended holds it again.
         h.finished = env.last;
+        if let Some(p) = &mut self.probe {
+            for item in &env.items {
+                if let Item::Exchange(x) = item {
+                    let end = x.req_first + x.resp.map_or(x.req_len_ns, |r| r.1);
+                    p.agent.push(env.sent_wall - end);
+                    p.transport.push(wall - env.sent_wall);
+                    p.stored.push(stored - env.sent_wall);
+                }
+            }
+        }
+        h.arrived.push_back(wall);
         h.queue.push_back(env);
         true
     }
@@ -1162,6 +1237,15 @@ impl Merger {
                 .min();
             let Some((_, i)) = next else { break };
             let env = self.hosts[i].queue.pop_front().expect("a front");
+            let arrived = self.hosts[i].arrived.pop_front().unwrap_or(0);
+            if let Some(p) = &mut self.probe {
+                let held = wall_ns() - arrived;
+                for item in &env.items {
+                    if let Item::Exchange(_) = item {
+                        p.held.push(held);
+                    }
+                }
+            }
             self.apply(engine, i, env);
             n += 1;
         }

@@ -883,7 +883,10 @@ impl Collector {
         }
         .with_times(args.times.format());
         let pcap_like = draw_selection(args);
-        let merger = Merger::new(hosts, lag);
+        let mut merger = Merger::new(hosts, lag);
+        if std::env::var_os("FLOWTRACE_DELAY_STATS").is_some() {
+            merger.probe = Some(Box::default());
+        }
         let engine = Engine::new(EngineConfig::default(), merger.files(), merger.links());
         Ok(Collector {
             engine,
@@ -993,6 +996,18 @@ impl Collector {
         let before = self.emitted;
         let mut batch = Vec::new();
         self.merger.step(&mut self.engine, &mut |p| batch.push(p));
+        if !batch.is_empty() {
+            let (w, f) = (self.merger.watermark().0, self.engine.floor().0);
+            if let Some(probe) = &mut self.merger.probe {
+                let wall = flowtrace::remote::wall_ns();
+                for p in &batch {
+                    probe.path_wall_watermark.push(wall - w);
+                    probe.path_watermark_floor.push(w - f);
+                    probe.path_floor_end.push(f - p.end_ts.0);
+                    probe.path_total.push(wall - p.end_ts.0);
+                }
+            }
+        }
         for p in batch {
             self.on_path(p)?;
         }
@@ -1034,6 +1049,9 @@ impl Collector {
         // The run is complete: a collector started again writes it anew.
         if let Some(st) = &self.state {
             let _ = std::fs::remove_file(st);
+        }
+        if let Some(p) = &merger.probe {
+            eprintln!("flowtrace: delays {}", p.summary());
         }
         let m = merger.stats();
         eprintln!(

@@ -739,6 +739,11 @@ impl Engine {
         }
     }
 
+    /// The floor of the latest round: what lies behind it is decided.
+    pub fn floor(&self) -> Ts {
+        self.floor
+    }
+
     /// The floor for a watermark `now` and the oldest pending request `pending`.
     fn floor_for(&self, now: Ts, pending: Option<Ts>) -> Ts {
         let raw = pending.map_or(now, |p| p.min(now));

@@ -376,3 +376,37 @@ fn a_host_joins_a_running_merger() {
         .iter()
         .any(|v| v.file == "B" && v.file_index == 1));
 }
+
+/// The delay probe takes one sample per exchange at arrival and at release, and its
+/// summary gives each stage's quantiles in seconds.
+#[test]
+fn delay_probe_samples_each_exchange_at_every_stage() {
+    let hosts = vec![("A".to_string(), None)];
+    let mut m = Merger::new(&hosts, 5_000_000_000);
+    m.probe = Some(Box::default());
+    let mut e = engine(1);
+    let t0 = 1_700_000_000_000_000_000;
+    // The exchange ends 900 µs after its request; the envelope is made 100 ms after
+    // the request, stored 20 ms later and arrives 50 ms after its making.
+    let mut env = envelope(
+        "A",
+        0,
+        t0 + 100_000_000,
+        vec![vantage_item(), Item::Exchange(exchange(1, t0))],
+        false,
+    );
+    env.sent_wall = t0 + 100_000_000;
+    assert!(m.push_stored(env, t0 + 150_000_000, t0 + 120_000_000));
+    m.step(&mut e, &mut |_| {});
+    let p = m.probe.as_ref().unwrap();
+    assert_eq!(p.agent, vec![100_000_000 - 900_000]);
+    assert_eq!(p.stored, vec![20_000_000]);
+    assert_eq!(p.transport, vec![50_000_000]);
+    assert_eq!(p.held.len(), 1, "released once, behind its own watermark");
+    let s = p.summary();
+    assert_eq!(s["agent_end_to_envelope"]["n"], 1);
+    assert_eq!(s["agent_end_to_envelope"]["p50"], 0.099);
+    assert_eq!(s["envelope_to_stored"]["p99"], 0.02);
+    assert_eq!(s["envelope_to_arrival"]["max"], 0.05);
+    assert_eq!(s["path_total"]["n"], 0);
+}
