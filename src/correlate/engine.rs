@@ -1146,14 +1146,12 @@ impl Engine {
     fn link(&mut self, u: u64, g: u64) {
         let ux = &self.exchanges[&u];
         let w = ux.cands.iter().find(|c| c.0 == g).map_or(0.0, |c| c.1);
-        let runner_up = ux
-            .cands
-            .iter()
-            .filter(|c| c.0 != g)
-            .map(|c| c.1)
-            .max_by(f64::total_cmp);
-        let confidence = link::confidence(w, runner_up);
-        if runner_up.is_none() {
+        let rivals = ux.cands.iter().filter(|c| c.0 != g).map(|c| c.1);
+        let lone = rivals.clone().next().is_none();
+        // Every candidate counts, those already taken by another link too: that link
+        // may be the wrong one.
+        let confidence = link::confidence(w, rivals);
+        if lone {
             // Unambiguous: the only parent it could have. It teaches whether this
             // proxy keeps URIs.
             let gl = self.exchanges[&g].last();

@@ -299,12 +299,21 @@ pub(crate) fn score(
     CANDIDATE_BASE + score
 }
 
-/// How sure a link is, from the margin of its score over the runner-up's.
-pub(crate) fn confidence(chosen: f64, runner_up: Option<f64>) -> f64 {
-    let c = match runner_up {
-        None => 0.99,
-        Some(r) => (1.0 - (-(chosen - r).max(0.0) / 3.0).exp()).clamp(0.0, 0.99),
-    };
+/// Points of score difference that make a rival parent `e` times less likely.
+const CONFIDENCE_SCALE: f64 = 3.0;
+
+/// How sure a link is: the chosen parent's share of the posterior over every candidate
+/// parent, `1 / (1 + sum exp(-margin / 3))` with each rival's margin (the chosen score
+/// minus the rival's, at least 0), not only the runner-up's. Several rivals a few points
+/// behind make a link as doubtful as one rival just behind: with three rivals 3 points
+/// behind it is 0.48, where the runner-up's margin alone said 0.63. A lone candidate
+/// is 0.99. Rounded to hundredths, at most 0.99.
+pub(crate) fn confidence(chosen: f64, rivals: impl IntoIterator<Item = f64>) -> f64 {
+    let against: f64 = rivals
+        .into_iter()
+        .map(|r| (-(chosen - r).max(0.0) / CONFIDENCE_SCALE).exp())
+        .sum();
+    let c = (1.0 / (1.0 + against)).min(0.99);
     (c * 100.0).round() / 100.0
 }
 

@@ -288,7 +288,7 @@ pub struct Alternative {
     /// When its request started.
     pub request_ts: Ts,
     /// Points it scored below the chosen parent (a point is about one bit of
-    /// evidence; the confidence comes from the smallest such margin).
+    /// evidence; the confidence comes from the margins over every candidate).
     pub behind: f64,
 }
 

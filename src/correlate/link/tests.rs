@@ -546,16 +546,33 @@ fn scores_stay_positive_and_rank_the_true_parent_first() {
 
 #[test]
 fn confidence_grows_with_the_margin() {
-    assert_eq!(confidence(5.0, None), 0.99);
-    assert_eq!(confidence(5.0, Some(5.0)), 0.0);
+    assert_eq!(confidence(5.0, []), 0.99, "a lone candidate");
+    assert_eq!(confidence(5.0, [5.0]), 0.5, "a tie is a coin toss");
     assert_eq!(
-        confidence(5.0, Some(8.0)),
-        0.0,
-        "a better runner-up is no margin"
+        confidence(5.0, [8.0]),
+        0.5,
+        "a better rival counts as a tie, no more"
     );
-    assert_eq!(confidence(8.0, Some(5.0)), 0.63); // 1 - 1/e
-    assert!(confidence(6.0, Some(5.0)) < confidence(7.0, Some(5.0)));
-    assert_eq!(confidence(1000.0, Some(0.0)), 0.99);
+    assert_eq!(confidence(8.0, [5.0]), 0.73); // 1 / (1 + 1/e)
+    assert!(confidence(6.0, [5.0]) < confidence(7.0, [5.0]));
+    assert_eq!(confidence(1000.0, [0.0]), 0.99);
+}
+
+/// Issue 13: the posterior is over every candidate, not the runner-up alone. Five
+/// rivals each 9 points behind leave the chosen parent at 0.80 where the runner-up's
+/// margin alone said 0.95 (the HAProxy gateway's wrong links at 0.92-0.97 had several
+/// rivals close); far-off rivals change nothing.
+#[test]
+fn confidence_counts_every_close_rival() {
+    assert_eq!(confidence(20.0, [11.0]), 0.95);
+    assert_eq!(confidence(20.0, [11.0; 5]), 0.8);
+    assert!(confidence(20.0, [11.0, 11.0]) < confidence(20.0, [11.0]));
+    assert_eq!(
+        confidence(20.0, [11.0, -500.0, -900.0]),
+        confidence(20.0, [11.0])
+    );
+    let many_far = [20.0 - 30.0; 40];
+    assert_eq!(confidence(20.0, many_far), 0.99);
 }
 
 /// Issue 13: a proxy that keeps URIs (learned from its unambiguous links) makes a
