@@ -881,7 +881,8 @@ pub struct Merger {
     watermark: Ts,
     max_host_lag_ns: i64,
     stats: MergeStats,
-    /// Per-stage delays, when asked for ([`Merger::probe_delays`]).
+    /// Per-stage delays, when asked for (`FLOWTRACE_DELAY_STATS`, set by `flowtrace
+    /// collect`).
     pub probe: Option<Box<DelayProbe>>,
 }
 
