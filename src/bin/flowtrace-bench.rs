@@ -405,8 +405,25 @@ fn stream(
     }
 }
 
-/// Issue 17's hostile captures, each between 10 real requests before and 10 after.
+/// The client and server of the hostile captures' own connection.
+const HOSTILE_CLIENT: ([u8; 4], u16) = ([10, 66, 0, 1], 40000);
+const HOSTILE_SERVER: ([u8; 4], u16) = ([192, 0, 2, 80], 80);
+
+/// Issue 17's hostile captures, each between 10 real requests before and 10 after;
+/// the floods carry 10 more inside them (30 in all).
 fn hostile(kind: &str, out: &str, n: u64) -> ExitCode {
+    let (attack, flood): (fn(&mut Writer, u64), bool) = match kind {
+        "syn-flood" => (syn_flood, true),
+        "frag-flood" => (frag_flood, true),
+        "endless-headers" => (endless_headers, false),
+        "endless-chunked" => (endless_chunked, false),
+        "pipelined" => (pipelined, false),
+        "gap-never-fills" => (gap_never_fills, false),
+        _ => {
+            eprintln!("flowtrace-bench: unknown hostile kind {kind}");
+            return ExitCode::from(2);
+        }
+    };
     let file = match File::create(out) {
         Ok(f) => f,
         Err(e) => {
@@ -427,164 +444,158 @@ fn hostile(kind: &str, out: &str, n: u64) -> ExitCode {
     for k in 0..10 {
         real_request(&mut w, k);
     }
-    let c = ([10, 66, 0, 1], 40000);
-    let s = ([192, 0, 2, 80], 80);
-    let (mut cseq, mut sseq) = (5000u32, 7000u32);
-    let mut handshake = |w: &mut Writer| {
-        w.packet(c, s, cseq, 0, "S", b"");
-        w.packet(s, c, sseq, cseq + 1, "SA", b"");
-        cseq += 1;
-        sseq += 1;
-        w.packet(c, s, cseq, sseq, "A", b"");
-        (cseq, sseq)
-    };
-    match kind {
-        "syn-flood" => {
-            // Real requests inside the flood too: one every n/10 SYNs.
-            let mut real = 10;
-            for i in 0..n {
-                let src = (
-                    [
-                        198,
-                        18 + (i >> 24) as u8 % 2,
-                        (i >> 16) as u8,
-                        (i >> 8) as u8,
-                    ],
-                    1024 + (i % 64000) as u16,
-                );
-                w.packet(src, s, (i as u32).wrapping_mul(2_654_435_761), 0, "S", b"");
-                if n >= 10 && i % (n / 10) == n / 20 && real < 20 {
-                    real_request(&mut w, real);
-                    real += 1;
-                }
-            }
-        }
-        "frag-flood" => {
-            // n first fragments of datagrams that never complete, each at the far
-            // end of a 64 KiB datagram (the most a reassembler may have to hold for
-            // 8 bytes), from n sources; real requests inside too, one every n/10,
-            // their request segments in fragments.
-            let mut real = 10;
-            let head = {
-                let mut h = Vec::new();
-                PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-                    .ipv4([198, 18, 0, 0], s.0, 64)
-                    .tcp(1024, s.1, 0, 65535)
-                    .write(&mut h, b"")
-                    .expect("in-memory write");
-                h
-            };
-            for i in 0..n {
-                let mut h = head.clone();
-                h[26..30].copy_from_slice(&[
-                    198,
-                    18 + (i >> 24) as u8 % 2,
-                    (i >> 16) as u8,
-                    (i >> 8) as u8,
-                ]);
-                w.fragment(&h, i as u16, 65_520, true, &[0xee; 8]);
-                if n >= 10 && i % (n / 10) == n / 20 && real < 20 {
-                    real_request_as(&mut w, real, true);
-                    real += 1;
-                }
-            }
-        }
-        "endless-headers" => {
-            let (mut cs, ss) = handshake(&mut w);
-            let mut block = b"GET /endless-headers HTTP/1.1\r\nHost: app\r\n".to_vec();
-            let mut i = 0u64;
-            while (block.len() as u64) < n {
-                block.extend_from_slice(
-                    format!("X-Filler-{i:08}: {}\r\n", "a".repeat(2000)).as_bytes(),
-                );
-                i += 1;
-            }
-            stream(&mut w, c, s, &mut cs, ss, &block);
-        }
-        "endless-chunked" => {
-            let (cs, mut ss) = handshake(&mut w);
-            let req = b"GET /endless-chunked HTTP/1.1\r\nHost: app\r\n\r\n";
-            let mut cs2 = cs;
-            stream(&mut w, c, s, &mut cs2, ss, req);
-            let mut body = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-            while (body.len() as u64) < n {
-                body.extend_from_slice(b"400\r\n");
-                body.extend_from_slice(&[b'c'; 1024]);
-                body.extend_from_slice(b"\r\n");
-            }
-            stream(&mut w, s, c, &mut ss, cs2, &body);
-        }
-        "pipelined" => {
-            // n tiny requests in batches of 500 (within the per-connection bound of
-            // requests awaiting a response), each batch then answered.
-            let (mut cs, mut ss) = handshake(&mut w);
-            let mut sent = 0u64;
-            while sent < n {
-                let batch = (n - sent).min(500);
-                let mut reqs = Vec::new();
-                let mut resps = Vec::new();
-                for j in 0..batch {
-                    reqs.extend_from_slice(
-                        format!("GET /p/{} HTTP/1.1\r\n\r\n", sent + j).as_bytes(),
-                    );
-                    resps.extend_from_slice(b"HTTP/1.1 204 No Content\r\n\r\n");
-                }
-                stream(&mut w, c, s, &mut cs, ss, &reqs);
-                stream(&mut w, s, c, &mut ss, cs, &resps);
-                sent += batch;
-            }
-            w.counts.transactions += n;
-        }
-        "gap-never-fills" => {
-            // A response whose first body segment is lost and never retransmitted
-            // in the capture, and which the client never acknowledges past.
-            let (mut cs, mut ss) = handshake(&mut w);
-            let req = b"GET /big HTTP/1.1\r\nHost: app\r\n\r\n";
-            stream(&mut w, c, s, &mut cs, ss, req);
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
-            stream(&mut w, s, c, &mut ss, cs, head.as_bytes());
-            let hole = ss;
-            ss = ss.wrapping_add(MSS as u32);
-            let mut left = n.saturating_sub(MSS as u64);
-            let chunk = [b'g'; MSS];
-            while left > 0 {
-                let k = left.min(MSS as u64) as usize;
-                w.packet(s, c, ss, cs, "PA", &chunk[..k]);
-                ss = ss.wrapping_add(k as u32);
-                left -= k as u64;
-                if left.is_multiple_of(64 * MSS as u64) {
-                    w.packet(c, s, cs, hole, "A", b"");
-                }
-            }
-        }
-        _ => {
-            eprintln!("flowtrace-bench: unknown hostile kind {kind}");
-            return ExitCode::from(2);
-        }
-    }
-    for k in 10..20 {
-        if !matches!(kind, "syn-flood" | "frag-flood") || k >= 20 {
-            real_request(&mut w, k);
-        }
-    }
-    if matches!(kind, "syn-flood" | "frag-flood") {
-        for k in 20..30 {
-            real_request(&mut w, k);
-        }
+    attack(&mut w, n);
+    // A flood wrote requests 10 to 19 inside itself.
+    let real: u16 = if flood { 30 } else { 20 };
+    for k in real - 10..real {
+        real_request(&mut w, k);
     }
     w.out.flush().expect("write");
     let c = &w.counts;
     println!(
-        "{{\"file\":\"{out}\",\"kind\":\"{kind}\",\"packets\":{},\"bytes\":{},\"real_requests\":{}}}",
-        c.packets,
-        c.bytes,
-        if matches!(kind, "syn-flood" | "frag-flood") {
-            30
-        } else {
-            20
-        }
+        "{{\"file\":\"{out}\",\"kind\":\"{kind}\",\"packets\":{},\"bytes\":{},\"real_requests\":{real}}}",
+        c.packets, c.bytes,
     );
     ExitCode::SUCCESS
+}
+
+/// The hostile connection's three-way handshake; its next client and server sequence
+/// numbers.
+fn handshake(w: &mut Writer) -> (u32, u32) {
+    let (c, s) = (HOSTILE_CLIENT, HOSTILE_SERVER);
+    let (cseq, sseq) = (5000u32, 7000u32);
+    w.packet(c, s, cseq, 0, "S", b"");
+    w.packet(s, c, sseq, cseq + 1, "SA", b"");
+    w.packet(c, s, cseq + 1, sseq + 1, "A", b"");
+    (cseq + 1, sseq + 1)
+}
+
+/// The `i`th flood source address.
+fn flood_source(i: u64) -> [u8; 4] {
+    [
+        198,
+        18 + (i >> 24) as u8 % 2,
+        (i >> 16) as u8,
+        (i >> 8) as u8,
+    ]
+}
+
+/// Whether the `i`th of `n` flood packets is followed by real request 10 + k (one
+/// every n/10, ten in all).
+fn real_inside(i: u64, n: u64) -> bool {
+    n >= 10 && i % (n / 10) == n / 20 && i / (n / 10) < 10
+}
+
+/// `n` SYNs from `n` sources, never answered.
+fn syn_flood(w: &mut Writer, n: u64) {
+    let mut real = 10;
+    for i in 0..n {
+        let src = (flood_source(i), 1024 + (i % 64000) as u16);
+        w.packet(
+            src,
+            HOSTILE_SERVER,
+            (i as u32).wrapping_mul(2_654_435_761),
+            0,
+            "S",
+            b"",
+        );
+        if real_inside(i, n) {
+            real_request(w, real);
+            real += 1;
+        }
+    }
+}
+
+/// `n` first fragments of datagrams that never complete, each at the far end of a
+/// 64 KiB datagram (the most a reassembler may have to hold for 8 bytes), from `n`
+/// sources; the real requests inside have their request segments in fragments.
+fn frag_flood(w: &mut Writer, n: u64) {
+    let mut real = 10;
+    let mut head = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([198, 18, 0, 0], HOSTILE_SERVER.0, 64)
+        .tcp(1024, HOSTILE_SERVER.1, 0, 65535)
+        .write(&mut head, b"")
+        .expect("in-memory write");
+    for i in 0..n {
+        // The source address: bytes 26..30 of an Ethernet + IPv4 header.
+        head[26..30].copy_from_slice(&flood_source(i));
+        w.fragment(&head, i as u16, 65_520, true, &[0xee; 8]);
+        if real_inside(i, n) {
+            real_request_as(w, real, true);
+            real += 1;
+        }
+    }
+}
+
+/// One request whose header block never ends (`n` bytes of 2 kB lines).
+fn endless_headers(w: &mut Writer, n: u64) {
+    let (mut cs, ss) = handshake(w);
+    let mut block = b"GET /endless-headers HTTP/1.1\r\nHost: app\r\n".to_vec();
+    let mut i = 0u64;
+    while (block.len() as u64) < n {
+        block.extend_from_slice(format!("X-Filler-{i:08}: {}\r\n", "a".repeat(2000)).as_bytes());
+        i += 1;
+    }
+    stream(w, HOSTILE_CLIENT, HOSTILE_SERVER, &mut cs, ss, &block);
+}
+
+/// One chunked response of `n` bytes that never ends.
+fn endless_chunked(w: &mut Writer, n: u64) {
+    let (mut cs, mut ss) = handshake(w);
+    let req = b"GET /endless-chunked HTTP/1.1\r\nHost: app\r\n\r\n";
+    stream(w, HOSTILE_CLIENT, HOSTILE_SERVER, &mut cs, ss, req);
+    let mut body = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    while (body.len() as u64) < n {
+        body.extend_from_slice(b"400\r\n");
+        body.extend_from_slice(&[b'c'; 1024]);
+        body.extend_from_slice(b"\r\n");
+    }
+    stream(w, HOSTILE_SERVER, HOSTILE_CLIENT, &mut ss, cs, &body);
+}
+
+/// `n` tiny requests in batches of 500 (within the per-connection bound of requests
+/// awaiting a response), each batch then answered.
+fn pipelined(w: &mut Writer, n: u64) {
+    let (mut cs, mut ss) = handshake(w);
+    let mut sent = 0u64;
+    while sent < n {
+        let batch = (n - sent).min(500);
+        let mut reqs = Vec::new();
+        let mut resps = Vec::new();
+        for j in 0..batch {
+            reqs.extend_from_slice(format!("GET /p/{} HTTP/1.1\r\n\r\n", sent + j).as_bytes());
+            resps.extend_from_slice(b"HTTP/1.1 204 No Content\r\n\r\n");
+        }
+        stream(w, HOSTILE_CLIENT, HOSTILE_SERVER, &mut cs, ss, &reqs);
+        stream(w, HOSTILE_SERVER, HOSTILE_CLIENT, &mut ss, cs, &resps);
+        sent += batch;
+    }
+    w.counts.transactions += n;
+}
+
+/// A response of `n` bytes whose first body segment is lost and never retransmitted
+/// in the capture, and which the client never acknowledges past.
+fn gap_never_fills(w: &mut Writer, n: u64) {
+    let (c, s) = (HOSTILE_CLIENT, HOSTILE_SERVER);
+    let (mut cs, mut ss) = handshake(w);
+    let req = b"GET /big HTTP/1.1\r\nHost: app\r\n\r\n";
+    stream(w, c, s, &mut cs, ss, req);
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
+    stream(w, s, c, &mut ss, cs, head.as_bytes());
+    let hole = ss;
+    ss = ss.wrapping_add(MSS as u32);
+    let mut left = n.saturating_sub(MSS as u64);
+    let chunk = [b'g'; MSS];
+    while left > 0 {
+        let k = left.min(MSS as u64) as usize;
+        w.packet(s, c, ss, cs, "PA", &chunk[..k]);
+        ss = ss.wrapping_add(k as u32);
+        left -= k as u64;
+        if left.is_multiple_of(64 * MSS as u64) {
+            w.packet(c, s, cs, hole, "A", b"");
+        }
+    }
 }
 
 /// The system allocator, counting the bytes live (as requested, the allocator's
