@@ -39,6 +39,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod http;
 pub mod links;
+mod memory;
 pub mod pipeline;
 pub mod remote;
 pub mod render;

@@ -134,12 +134,8 @@ impl SegmentJournal {
 
     /// The bytes the journal holds now, by the accounting above.
     pub fn memory_bytes(&self) -> usize {
-        let buckets = match self.by_conn.capacity() {
-            0 => 0,
-            c if c < 8 => c + 1,
-            c => c / 7 * 8,
-        };
-        buckets * (std::mem::size_of::<(ConnKey, Held)>() + 1)
+        crate::memory::hash_table_buckets(self.by_conn.capacity())
+            * (std::mem::size_of::<(ConnKey, Held)>() + 1)
             + self.order.capacity() * std::mem::size_of::<(u64, ConnKey)>()
             + self.heap_bytes
     }
@@ -152,12 +148,7 @@ impl SegmentJournal {
         let table = if self.by_conn.len() < self.by_conn.capacity() {
             0
         } else {
-            let buckets = match self.by_conn.capacity() {
-                0 => 0,
-                c if c < 8 => c + 1,
-                c => c / 7 * 8,
-            };
-            (buckets * 2).max(4) * slot
+            (crate::memory::hash_table_buckets(self.by_conn.capacity()) * 2).max(4) * slot
         };
         let queue = if self.order.len() < self.order.capacity() {
             0

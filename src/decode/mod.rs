@@ -328,7 +328,7 @@ impl Decoder {
 
     /// This decoder's bytes, without its inner decoder's.
     fn own_bytes(&self) -> usize {
-        bucket_count(self.pending.capacity())
+        crate::memory::hash_table_buckets(self.pending.capacity())
             * (std::mem::size_of::<(FragKey, PendingDatagram)>() + 1)
             + self.order.capacity() * std::mem::size_of::<(u64, FragKey)>()
             + self.heap_bytes
@@ -792,7 +792,7 @@ impl Decoder {
             0
         } else {
             // The doubled table, while the old one is still allocated.
-            (bucket_count(self.pending.capacity()) * 2).max(4) * slot
+            (crate::memory::hash_table_buckets(self.pending.capacity()) * 2).max(4) * slot
         };
         let queue = if self.order.len() < self.order.capacity() {
             0
@@ -893,16 +893,6 @@ impl Decoder {
         if let Some(inner) = &mut self.inner {
             inner.expire(now, stats);
         }
-    }
-}
-
-/// The buckets of a hash table (hashbrown's) of `capacity`: a table of 8 buckets
-/// or more holds at most 7/8 of them.
-fn bucket_count(capacity: usize) -> usize {
-    match capacity {
-        0 => 0,
-        c if c < 8 => c + 1,
-        c => c / 7 * 8,
     }
 }
 

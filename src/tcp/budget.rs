@@ -42,12 +42,7 @@ impl<C> TcpTable<C> {
     }
 
     fn table_bytes(&self) -> usize {
-        let buckets = match self.full_cap {
-            0 => 0,
-            c if c < 8 => c + 1,
-            c => c / 7 * 8,
-        };
-        buckets * Self::slot_bytes()
+        crate::memory::hash_table_buckets(self.full_cap) * Self::slot_bytes()
     }
 
     /// The bytes the table holds now, by the accounting above.
