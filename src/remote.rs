@@ -893,36 +893,91 @@ pub struct Merger {
 #[derive(Clone, Debug, Default)]
 pub struct DelayProbe {
     /// Agent: the exchange's last byte to its envelope's making (`sent_wall`).
-    pub agent: Vec<i64>,
+    pub agent: Samples,
     /// Its envelope's making to its arrival at the collector.
-    pub transport: Vec<i64>,
+    pub transport: Samples,
     /// Its envelope's making to its storing by the NATS server (JetStream's
     /// `published`): the agent's outbox and publishing; the rest of `transport` is
     /// the collector's reading.
-    pub stored: Vec<i64>,
+    pub stored: Samples,
     /// Arrival to its release into the engine (behind the watermark).
-    pub held: Vec<i64>,
+    pub held: Samples,
     /// Per path: its line written, less the watermark then.
-    pub path_wall_watermark: Vec<i64>,
+    pub path_wall_watermark: Samples,
     /// Per path: the watermark less the engine's floor then.
-    pub path_watermark_floor: Vec<i64>,
+    pub path_watermark_floor: Samples,
     /// Per path: the engine's floor less its `end_ts`.
-    pub path_floor_end: Vec<i64>,
+    pub path_floor_end: Samples,
     /// Per path: its line written less its `end_ts`.
-    pub path_total: Vec<i64>,
+    pub path_total: Samples,
+}
+
+/// One stage's delay samples (ns), bounded: past [`Samples::MAX`] a uniform sample of
+/// all those seen is kept (reservoir sampling), so a long run's percentiles stay
+/// estimates in bounded memory (4 MiB for the probe's eight stages).
+#[derive(Clone, Debug, Default)]
+pub struct Samples {
+    kept: Vec<i64>,
+    seen: u64,
+    rng: u64,
+}
+
+impl Samples {
+    /// Samples kept at most.
+    pub const MAX: usize = 1 << 16;
+
+    /// Adds one sample: kept while fewer than [`Samples::MAX`] are, else in place of
+    /// a kept one with probability `MAX / seen`.
+    pub fn push(&mut self, x: i64) {
+        self.seen += 1;
+        if self.kept.len() < Self::MAX {
+            self.kept.push(x);
+            return;
+        }
+        // xorshift64*: any fixed seed will do, the choice only has to be uniform.
+        if self.rng == 0 {
+            self.rng = 0x9e37_79b9_7f4a_7c15;
+        }
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let j = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % self.seen;
+        if let Some(slot) = self.kept.get_mut(j as usize) {
+            *slot = x;
+        }
+    }
+
+    /// Samples pushed, kept or not.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+}
+
+impl std::ops::Deref for Samples {
+    type Target = [i64];
+    fn deref(&self) -> &[i64] {
+        &self.kept
+    }
+}
+
+impl PartialEq<Vec<i64>> for Samples {
+    fn eq(&self, other: &Vec<i64>) -> bool {
+        self.kept == *other
+    }
 }
 
 impl DelayProbe {
-    /// p50, p99 and max of each stage, in seconds, as one JSON object.
+    /// p50, p99 and max of each stage, in seconds, as one JSON object (`n`: samples
+    /// seen; the percentiles are of those kept).
     pub fn summary(&self) -> serde_json::Value {
-        fn q(v: &[i64]) -> serde_json::Value {
-            let mut v = v.to_vec();
+        fn q(samples: &Samples) -> serde_json::Value {
+            let mut v = samples.to_vec();
             v.sort_unstable();
             let at = |f: f64| {
                 v.get(((v.len() as f64 - 1.0) * f).round() as usize)
                     .map_or(0.0, |x| (*x as f64 / 1e6).round() / 1e3)
             };
-            serde_json::json!({"n": v.len(), "p50": at(0.5), "p99": at(0.99), "max": at(1.0)})
+            serde_json::json!({"n": samples.seen(), "p50": at(0.5), "p99": at(0.99), "max": at(1.0)})
         }
         serde_json::json!({
             "agent_end_to_envelope": q(&self.agent),

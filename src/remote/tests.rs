@@ -410,3 +410,20 @@ fn delay_probe_samples_each_exchange_at_every_stage() {
     assert_eq!(s["envelope_to_arrival"]["max"], 0.05);
     assert_eq!(s["path_total"]["n"], 0);
 }
+
+/// A long run's samples stay bounded, and the kept ones are a spread of all seen.
+#[test]
+fn delay_samples_are_bounded_and_uniform() {
+    let mut s = super::Samples::default();
+    let n = 4 * super::Samples::MAX as i64;
+    for x in 0..n {
+        s.push(x);
+    }
+    assert_eq!(s.len(), super::Samples::MAX);
+    assert_eq!(s.seen(), n as u64);
+    let late = s.iter().filter(|&&x| x >= n / 2).count() as f64 / s.len() as f64;
+    assert!(
+        (0.45..0.55).contains(&late),
+        "share of the second half kept: {late}"
+    );
+}
