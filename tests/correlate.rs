@@ -128,6 +128,16 @@ fn realistic_floors(scenarios: &[(&str, u64)]) {
             "{name}: at most one link per proxy hop ({proxy_hops})"
         );
         assert_eq!(c["bins"].as_array().unwrap().len(), 5, "{name}");
+        // Issue 13: links at confidence >= 0.9 right at least 99.5 % of the time.
+        let high = &c["high"];
+        let (links, right) = (
+            high["links"].as_u64().unwrap(),
+            high["right"].as_u64().unwrap(),
+        );
+        assert!(
+            right * 1000 >= links * 995,
+            "{name}: {right} of {links} links at confidence >= 0.9 right"
+        );
     }
 }
 
@@ -144,11 +154,13 @@ fn realistic_paced_scenarios_keep_their_measured_accuracy() {
 #[test]
 fn realistic_unpaced_scenarios_keep_their_measured_accuracy() {
     realistic_floors(&[
-        ("real-seed-max", 1855),
-        ("real-stock-max", 1867),
-        ("real-haproxy-stock-max", 1373),
-        ("real-seed-userland-max", 1836),
-        ("real-nofwd-max", 1934),
+        // Since the start gap's Huber cost (1,855, 1,867, 1,373, 1,836 and 1,934
+        // before it: the userland relay lost 7).
+        ("real-seed-max", 1918),
+        ("real-stock-max", 1887),
+        ("real-haproxy-stock-max", 1405),
+        ("real-seed-userland-max", 1829),
+        ("real-nofwd-max", 1948),
     ]);
 }
 

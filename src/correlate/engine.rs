@@ -276,7 +276,9 @@ struct Exchange {
     /// Its response lies behind the floor: out of the candidate index for good.
     parent_closed: bool,
     state: UState,
-    cands: Vec<(u64, f64)>,
+    /// Candidate parents: (id, the assignment's score, the confidence's score; see
+    /// [`link::Scores`]).
+    cands: Vec<(u64, f64, f64)>,
     ready_at: Ts,
     /// The parent, the link's confidence, its evidence and its runner-ups.
     parent: Option<(u64, f64, Vec<String>, Vec<Alternative>)>,
@@ -975,7 +977,7 @@ impl Engine {
             first: uf,
             last: ul,
         };
-        let mut cands: Vec<(u64, f64)> = Vec::new();
+        let mut cands: Vec<(u64, f64, f64)> = Vec::new();
         let mut ready_at = Ts(i64::MIN);
         let sender = uf.client.ip();
         let proxy_addresses =
@@ -992,10 +994,8 @@ impl Engine {
                 if !link::nested(&u, &g, self.cfg.tolerance_ns) {
                     continue;
                 }
-                cands.push((
-                    gid,
-                    link::score(&u, &g, &self.rarity, &self.habits, &self.names, None),
-                ));
+                let s = link::scores(&u, &g, &self.rarity, &self.habits, &self.names, None);
+                cands.push((gid, s.assign, s.sure));
             }
         }
         if cands.len() > MAX_CANDIDATES {
@@ -1010,7 +1010,7 @@ impl Engine {
             cands.truncate(MAX_CANDIDATES);
             cands.sort_unstable_by_key(|c| c.0);
         }
-        for &(gid, _) in &cands {
+        for &(gid, _, _) in &cands {
             let gx = &self.exchanges[&gid];
             ready_at = ready_at.max(Ts(gx.end().0.saturating_add(2 * self.cfg.tolerance_ns)));
         }
@@ -1023,7 +1023,7 @@ impl Engine {
         }
         ex.state = UState::Active;
         ex.ready_at = ready_at;
-        for &(g, _) in &cands {
+        for &(g, _, _) in &cands {
             self.exchanges.get_mut(&g).expect("exists").bidders.push(id);
         }
         self.exchanges.get_mut(&id).expect("exists").cands = cands;
@@ -1054,7 +1054,7 @@ impl Engine {
         // them went in the first time (or the limit stopped everything).
         let mut parents_seen: FxHashSet<u64> = FxHashSet::default();
         'found: for &u in ready {
-            for (g, _) in &self.exchanges[&u].cands {
+            for (g, _, _) in &self.exchanges[&u].cands {
                 if !parents_seen.insert(*g) {
                     continue;
                 }
@@ -1082,8 +1082,8 @@ impl Engine {
                 self.exchanges[id]
                     .cands
                     .iter()
-                    .filter(|(g, _)| !self.exchanges[g].taken)
-                    .map(|&(g, w)| {
+                    .filter(|(g, _, _)| !self.exchanges[g].taken)
+                    .map(|&(g, w, _)| {
                         let o = *object_of.entry(g).or_insert_with(|| {
                             objects.push(g);
                             objects.len() - 1
@@ -1116,7 +1116,7 @@ impl Engine {
 
     fn finish_bidding(&mut self, u: u64) {
         let cands = std::mem::take(&mut self.exchanges.get_mut(&u).expect("exists").cands);
-        for (g, _) in &cands {
+        for (g, _, _) in &cands {
             if let Some(gx) = self.exchanges.get_mut(g) {
                 if let Some(i) = gx.bidders.iter().position(|b| *b == u) {
                     gx.bidders.swap_remove(i);
@@ -1145,12 +1145,16 @@ impl Engine {
 
     fn link(&mut self, u: u64, g: u64) {
         let ux = &self.exchanges[&u];
-        let w = ux.cands.iter().find(|c| c.0 == g).map_or(0.0, |c| c.1);
-        let rivals = ux.cands.iter().filter(|c| c.0 != g).map(|c| c.1);
+        let (w, sure) = ux
+            .cands
+            .iter()
+            .find(|c| c.0 == g)
+            .map_or((0.0, 0.0), |c| (c.1, c.2));
+        let rivals = ux.cands.iter().filter(|c| c.0 != g).map(|c| c.2);
         let lone = rivals.clone().next().is_none();
         // Every candidate counts, those already taken by another link too: that link
         // may be the wrong one.
-        let confidence = link::confidence(w, rivals);
+        let confidence = link::confidence(sure, rivals);
         if lone {
             // Unambiguous: the only parent it could have. It teaches whether this
             // proxy keeps URIs.
@@ -1160,8 +1164,12 @@ impl Engine {
         }
         let mut alternatives = Vec::new();
         if confidence < 0.99 {
-            let mut others: Vec<(u64, f64)> =
-                ux.cands.iter().filter(|c| c.0 != g).copied().collect();
+            let mut others: Vec<(u64, f64)> = ux
+                .cands
+                .iter()
+                .filter(|c| c.0 != g)
+                .map(|c| (c.0, c.1))
+                .collect();
             others.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             for (gid, score) in others.into_iter().take(3) {
                 let gl = self.exchanges[&gid].last();
@@ -1198,7 +1206,7 @@ impl Engine {
         let best = ux
             .cands
             .iter()
-            .filter(|(g, _)| {
+            .filter(|(g, _, _)| {
                 let gx = &self.exchanges[g];
                 !gx.children.is_empty()
                     && gx.children.iter().all(|c| {

@@ -85,10 +85,23 @@ impl Rarity {
 /// responses arrive).
 const END_GAP_WEIGHT: f64 = 1.0;
 /// Points per squared millisecond between an inbound request and the upstream
-/// exchange's start. Much weaker: connecting to the upstream and queueing inside a
-/// loaded proxy stretch it to tens of milliseconds (measurements in
-/// docs/correlation.md).
-const START_GAP_WEIGHT: f64 = 0.002;
+/// exchange's start, up to [`START_GAP_QUADRATIC_MS`]; past it each millisecond costs
+/// what the last one did (a Huber cost: a normal core for a proxy's usual forwarding
+/// delay, an exponential tail for the stalls of a loaded proxy, which stretch true
+/// start gaps to tens of milliseconds: p90 4-7 ms, p99 12-30 ms on the maximum-rate
+/// scenarios). Convex, so the assignment keeps the order in which a proxy received
+/// requests; bounded in slope, so one stalled start cannot outweigh a header that
+/// names the upstream. (Squared without a bound, the same weight lost a fifth of
+/// the nginx links on real-seed-userland-max; at 0.002 the start order counted for
+/// nothing; measurements in docs/correlation.md.)
+const START_GAP_WEIGHT: f64 = 1.0;
+/// Where the start gap's cost turns from squared to linear.
+const START_GAP_QUADRATIC_MS: f64 = 3.0;
+/// The start gap's weight in a link's confidence: the start order decides between
+/// candidates but does not make a link surer. How faithfully a proxy keeps arrival
+/// order depends on how it is built (HAProxy's threads reorder it), and counted in
+/// confidence it made 2 % of HAProxy's links at 0.9 or more wrong.
+const START_GAP_CONFIDENCE_WEIGHT: f64 = 0.002;
 
 /// How often each proxy keeps the URI, learned from its unambiguous links (an upstream
 /// with a single candidate parent, so what it learns does not depend on how links
@@ -178,8 +191,29 @@ pub(crate) fn score(
     rarity: &Rarity,
     habits: &UriHabits,
     names: &NameBook,
-    mut why: Option<&mut Vec<String>>,
+    why: Option<&mut Vec<String>>,
 ) -> f64 {
+    scores(u, g, rarity, habits, names, why).assign
+}
+
+/// A candidate pair's two scores.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Scores {
+    /// What the assignment maximises.
+    pub assign: f64,
+    /// What the link's confidence is computed from (the start gap weighs less).
+    pub sure: f64,
+}
+
+/// [`score`] and the score its confidence is computed from.
+pub(crate) fn scores(
+    u: &Upstream<'_>,
+    g: &Inbound<'_>,
+    rarity: &Rarity,
+    habits: &UriHabits,
+    names: &NameBook,
+    mut why: Option<&mut Vec<String>>,
+) -> Scores {
     let (uf, gl) = (u.first, g.last);
     let (um, gm): (&Msg, &Msg) = (&uf.msg, &gl.msg);
     // The reasons are formatted only when asked for: scoring every candidate pair
@@ -292,11 +326,21 @@ pub(crate) fn score(
         _ => 0,
     };
     let (sg, eg) = (start_gap as f64 / 1e6, end_gap as f64 / 1e6);
-    score -= START_GAP_WEIGHT * sg * sg + END_GAP_WEIGHT * eg * eg;
+    let start_cost = if sg <= START_GAP_QUADRATIC_MS {
+        START_GAP_WEIGHT * sg * sg
+    } else {
+        START_GAP_WEIGHT * START_GAP_QUADRATIC_MS * (2.0 * sg - START_GAP_QUADRATIC_MS)
+    };
+    score -= END_GAP_WEIGHT * eg * eg;
+    let sure = score - START_GAP_CONFIDENCE_WEIGHT * sg * sg;
+    score -= start_cost;
     say!("starts {sg:.3} ms after the inbound request, ends {eg:.3} ms before its response");
     // Offset so every plausible candidate stays positive: clipping would flatten
     // exactly the differences the assignment needs.
-    CANDIDATE_BASE + score
+    Scores {
+        assign: CANDIDATE_BASE + score,
+        sure: CANDIDATE_BASE + sure,
+    }
 }
 
 /// Points of score difference that make a rival parent `e` times less likely.

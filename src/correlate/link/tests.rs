@@ -88,6 +88,22 @@ impl Scorer {
         ) - CANDIDATE_BASE
     }
 
+    fn both(&mut self, u: &Tx, g: &Tx) -> Scores {
+        let (uv, gv) = self.views(u, g);
+        let up = Upstream {
+            first: &uv,
+            last: &uv,
+        };
+        scores(
+            &up,
+            &Inbound { last: &gv },
+            &self.rarity,
+            &self.habits,
+            &self.names,
+            None,
+        )
+    }
+
     fn why(&mut self, u: &Tx, g: &Tx) -> Vec<String> {
         let (uv, gv) = self.views(u, g);
         let up = Upstream {
@@ -498,7 +514,7 @@ fn response_evidence_comes_from_the_upstreams_last_view() {
 }
 
 #[test]
-fn timing_slack_costs_convexly_with_ends_weighing_most() {
+fn timing_slack_costs_convexly_start_gaps_linearly_past_three_ms() {
     let mut s = Scorer::new();
     let base = s.points(&upstream(), &inbound());
     // The upstream response ends 1 or 2 ms before the inbound response starts.
@@ -506,18 +522,36 @@ fn timing_slack_costs_convexly_with_ends_weighing_most() {
     let e1 = base - s.points(&end(ms(1)), &inbound());
     let e2 = base - s.points(&end(ms(2)), &inbound());
     assert!(close(e1, 1.0) && close(e2, 4.0), "{e1} {e2}");
-    // The upstream starts 10 ms after the inbound request ended.
+    // The upstream starts 2, 3, 4 or 10 ms after the inbound request ended: squared
+    // up to 3 ms (4 and 9 points), then 6 points a millisecond.
     let g = inbound().at(0, ms(1), ms(30), ms(31));
     let u = |start| upstream().at(start, start + 1, ms(30), ms(30));
     let gbase = s.points(&u(ms(1)), &g);
-    let s10 = gbase - s.points(&u(ms(11)), &g);
-    assert!(close(s10, 0.002 * 100.0), "{s10}");
+    let mut cost = |gap: i64| gbase - s.points(&u(ms(1) + ms(gap)), &g);
+    let (s2, s3, s4, s10) = (cost(2), cost(3), cost(4), cost(10));
+    assert!(
+        close(s2, 4.0) && close(s3, 9.0) && close(s4, 15.0) && close(s10, 51.0),
+        "{s2} {s3} {s4} {s10}"
+    );
     // Starting before the inbound request ended is not a gap.
     assert!(close(s.points(&u(ms(1) - ms(1) / 2), &g), gbase));
     // A SYN earlier than the request is the upstream's start.
     let mut with_syn = u(ms(11));
     with_syn.syn = Some(ms(1));
     assert!(close(s.points(&with_syn, &g), gbase));
+}
+
+#[test]
+fn the_start_gap_decides_but_barely_moves_confidence() {
+    let mut s = Scorer::new();
+    let g = inbound().at(0, ms(1), ms(30), ms(31));
+    let u = |start| upstream().at(start, start + 1, ms(30), ms(30));
+    let (near, far) = (s.both(&u(ms(1)), &g), s.both(&u(ms(11)), &g));
+    assert!(close(near.assign - far.assign, 51.0));
+    assert!(
+        close(near.sure - far.sure, 0.002 * 100.0),
+        "{near:?} {far:?}"
+    );
 }
 
 #[test]
