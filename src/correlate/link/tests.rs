@@ -71,24 +71,8 @@ impl Scorer {
         (u.view(1, 0, &mut self.names), g.view(2, 0, &mut self.names))
     }
 
-    /// Points above [`CANDIDATE_BASE`] of `u` (one view) under `g`.
-    fn points(&mut self, u: &Tx, g: &Tx) -> f64 {
-        let (uv, gv) = self.views(u, g);
-        let up = Upstream {
-            first: &uv,
-            last: &uv,
-        };
-        score(
-            &up,
-            &Inbound { last: &gv },
-            &self.rarity,
-            &self.habits,
-            &self.names,
-            None,
-        ) - CANDIDATE_BASE
-    }
-
-    fn both(&mut self, u: &Tx, g: &Tx) -> Scores {
+    /// Both scores of `u` (one view) under `g`, with the reasons when `why` is given.
+    fn scored(&mut self, u: &Tx, g: &Tx, why: Option<&mut Vec<String>>) -> Scores {
         let (uv, gv) = self.views(u, g);
         let up = Upstream {
             first: &uv,
@@ -100,25 +84,22 @@ impl Scorer {
             &self.rarity,
             &self.habits,
             &self.names,
-            None,
+            why,
         )
     }
 
+    /// Points above [`CANDIDATE_BASE`] of `u` (one view) under `g`.
+    fn points(&mut self, u: &Tx, g: &Tx) -> f64 {
+        self.scored(u, g, None).assign - CANDIDATE_BASE
+    }
+
+    fn both(&mut self, u: &Tx, g: &Tx) -> Scores {
+        self.scored(u, g, None)
+    }
+
     fn why(&mut self, u: &Tx, g: &Tx) -> Vec<String> {
-        let (uv, gv) = self.views(u, g);
-        let up = Upstream {
-            first: &uv,
-            last: &uv,
-        };
         let mut why = Vec::new();
-        score(
-            &up,
-            &Inbound { last: &gv },
-            &self.rarity,
-            &self.habits,
-            &self.names,
-            Some(&mut why),
-        );
+        self.scored(u, g, Some(&mut why));
         why
     }
 }
