@@ -147,6 +147,12 @@ SCENARIOS = {
                                         "gateway's hairpin connections to its own host's Nginx",
                                    traffic=REAL_TRAFFIC, nginx_headers="seed", userland_proxy=True,
                                    gzip_truth=True),
+    "real-seed-workers-max": dict(desc="as real-seed-max, with two worker processes in the "
+                                      "gateway and in every Nginx (Kong's and Nginx's "
+                                      "default is one per core): arrival order is kept per "
+                                      "worker only",
+                                 traffic=REAL_TRAFFIC, nginx_headers="seed", workers=2,
+                                 gzip_truth=True),
     "real-haproxy-stock-600": dict(desc="as real-haproxy-stock-max, ~600 req/s (per-worker "
                                         "pauses)",
                                    traffic=REAL_MODERATE, nginx_headers="stock", gateway="haproxy",
@@ -574,11 +580,11 @@ def safety_verify():
 # --------------------------------------------------------------------------
 # service configs
 # --------------------------------------------------------------------------
-def nginx_common(prefix, worker_conns=8192):
+def nginx_common(prefix, worker_conns=8192, workers=1):
     return f"""daemon off;
 master_process on;
 user root;
-worker_processes 1;
+worker_processes {workers};
 worker_rlimit_nofile 65536;
 pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log warn;
@@ -628,7 +634,7 @@ def kong_conf(srv, prefix, opts):
       proxy_set_header Via "kong/{KONG_VERSION}";
 """
     via_resp = f'      add_header Via "kong/{KONG_VERSION}" always;\n' if fwd else ""
-    return nginx_common(prefix) + f"""http {{
+    return nginx_common(prefix, workers=opts.get("workers", 1)) + f"""http {{
 {http_common(prefix)}
   server_tokens off;
   keepalive_timeout 60s;
@@ -732,7 +738,7 @@ def mdk_nginx_conf(srv, prefix, opts):
     if opts.get("limit_conn"):
         lc_zone = "  limit_conn_zone $binary_remote_addr zone=perip:10m;\n"
         lc = "      limit_conn perip 2;\n"
-    return nginx_common(prefix) + f"""http {{
+    return nginx_common(prefix, workers=opts.get("workers", 1)) + f"""http {{
 {http_common(prefix)}
   log_format main '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
                   '"$http_referer" "$http_user_agent" $msec $request_time $upstream_addr';

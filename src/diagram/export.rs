@@ -196,8 +196,10 @@ mod tests {
         };
         let gw = graph.add_node(node("gateway", "A\"]} x", "10.0.0.1:80<b>\n"));
         let client = graph.add_node(node("client", "A", "10.0.0.9"));
-        let mut traffic = Traffic::default();
-        traffic.requests = 3;
+        let mut traffic = Traffic {
+            requests: 3,
+            ..Traffic::default()
+        };
         traffic.latency_us.record(1500).unwrap();
         graph.add_edge(client, gw, traffic);
         Topology {
