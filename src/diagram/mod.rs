@@ -186,46 +186,7 @@ pub fn chain(report: &Report, path: &RequestPath) -> String {
     const BOX_W: i32 = 520;
     const BOX_H: i32 = 62;
     const GAP: i32 = 34;
-    enum Item<'a> {
-        Client(&'a Hop),
-        Vip(String),
-        Nat(&'a Hop),
-        Server(&'a Hop),
-    }
-    fn vip_item(path: &RequestPath) -> Item<'_> {
-        let v = path.vip.as_ref().expect("checked by the caller");
-        Item::Vip(format!(
-            "VIP {} held by {}",
-            v.address,
-            clean(v.holder.as_deref().unwrap_or("?"), 20)
-        ))
-    }
-    // Client, the VIP and its holder, then each HTTP hop's translations followed by
-    // its server, parents before children.
-    let mut ordered: Vec<Item> = Vec::new();
-    if let Some(root) = path.hops.first() {
-        ordered.push(Item::Client(root));
-    }
-    let holder = path.vip.as_ref().and_then(|v| v.holder.clone());
-    for h in path.hops.iter().filter(|h| h.kind == HopKind::Http) {
-        let mut vip_pending = h.parent.is_none() && path.vip.is_some();
-        for n in path
-            .hops
-            .iter()
-            .filter(|n| n.kind == HopKind::Nat && n.parent == Some(h.id))
-        {
-            // The VIP comes where the packet reaches its holder.
-            if vip_pending && n.host == holder {
-                ordered.push(vip_item(path));
-                vip_pending = false;
-            }
-            ordered.push(Item::Nat(n));
-        }
-        if vip_pending {
-            ordered.push(vip_item(path));
-        }
-        ordered.push(Item::Server(h));
-    }
+    let ordered = chain_items(path);
     let table = name_table(report, path);
     let table_w = 470;
     let width = 40 + BOX_W + 60 + table_w;
@@ -233,124 +194,11 @@ pub fn chain(report: &Report, path: &RequestPath) -> String {
     let height_table = 90 + 20 * (table.len() as i32 + 1);
     let height = height_chain.max(height_table);
     let mut c = Canvas::new(width as u32, height as u32);
-    c.text(
-        20,
-        16,
-        &format!(
-            "path {}  {}  {} {}  {}  {:.3} ms",
-            path.id,
-            path.status,
-            clean(
-                path.hops
-                    .first()
-                    .and_then(|h| h.method.as_deref())
-                    .unwrap_or("-"),
-                10
-            ),
-            clean(
-                path.hops
-                    .first()
-                    .and_then(|h| h.uri.as_deref())
-                    .unwrap_or("-"),
-                60
-            ),
-            path.hops
-                .first()
-                .and_then(|h| h.status)
-                .map_or("no response".to_string(), |s| s.to_string()),
-            (path.end_ts.0 - path.start_ts.0) as f64 / 1e6
-        ),
-        15,
-        Color::INK,
-    );
+    c.text(20, 16, &chain_heading(path), 15, Color::INK);
     let x = 40;
     let mut y = 60;
     for (i, it) in ordered.iter().enumerate() {
-        let (fill, title, lines): (Color, String, Vec<String>) = match it {
-            Item::Client(h) => (
-                Color::CLIENT,
-                "client".into(),
-                vec![
-                    format!("{}", h.client.map(|c| c.to_string()).unwrap_or_default()),
-                    format!(
-                        "seen at {} {}",
-                        clean(
-                            h.capture.as_ref().map(|c| c.file.as_str()).unwrap_or("?"),
-                            40
-                        ),
-                        clean(
-                            h.capture
-                                .as_ref()
-                                .map(|c| c.interface.as_str())
-                                .unwrap_or("?"),
-                            16
-                        )
-                    ),
-                ],
-            ),
-            Item::Vip(text) => (
-                Color::VIP,
-                text.clone(),
-                vec!["virtual address (VRRP)".into()],
-            ),
-            Item::Nat(n) => {
-                let (b, a) = (n.before.expect("nat"), n.after.expect("nat"));
-                (
-                    Color::NAT,
-                    format!(
-                        "{} on {}",
-                        n.translation.map_or("NAT", |t| t.as_str()),
-                        clean(n.host.as_deref().unwrap_or("?"), 20)
-                    ),
-                    vec![
-                        format!("{} -> {}", b.client, b.server),
-                        format!("{} -> {}", a.client, a.server),
-                    ],
-                )
-            }
-            Item::Server(h) => {
-                let timing = match (h.latency_ms, h.self_ms) {
-                    (Some(l), Some(s)) => format!("{l:.3} ms, self {s:.3} ms"),
-                    _ => "no response".into(),
-                };
-                (
-                    match h.role.as_ref().map(|r| r.as_str()) {
-                        Some("gateway") => Color::GATEWAY,
-                        Some("load_balancer") => Color::BALANCER,
-                        Some("backend") => Color::BACKEND,
-                        _ => Color::OTHER,
-                    },
-                    hop_title(h),
-                    vec![
-                        format!(
-                            "{}  {}  {}",
-                            h.seen_at
-                                .last()
-                                .map(|s| s.server.to_string())
-                                .unwrap_or_default(),
-                            h.status.map_or("---".to_string(), |s| s.to_string()),
-                            timing
-                        ),
-                        format!(
-                            "sent as {} -> {}{}",
-                            h.client.map(|s| s.to_string()).unwrap_or_default(),
-                            h.server.map(|s| s.to_string()).unwrap_or_default(),
-                            h.confidence
-                                .filter(|c| *c < 0.99)
-                                .map(|c| if c < 0.9 {
-                                    format!(
-                                        "  (ambiguous link: confidence {c:.2}, {} alternative(s))",
-                                        h.alternatives.len()
-                                    )
-                                } else {
-                                    format!("  (link confidence {c:.2})")
-                                })
-                                .unwrap_or_default()
-                        ),
-                    ],
-                )
-            }
-        };
+        let (fill, title, lines) = it.card();
         c.rect(x, y, BOX_W, BOX_H, fill, Color::INK);
         c.text(x + 10, y + 8, &title, 14, Color::INK);
         for (k, line) in lines.iter().enumerate() {
@@ -373,6 +221,160 @@ pub fn chain(report: &Report, path: &RequestPath) -> String {
     }
     draw_table(&mut c, 40 + BOX_W + 60, 60, &table);
     c.finish()
+}
+
+/// One box of the chain.
+enum ChainItem<'a> {
+    Client(&'a Hop),
+    Vip(String),
+    Nat(&'a Hop),
+    Server(&'a Hop),
+}
+
+/// The VIP's box (the caller checked the path has a VIP).
+fn vip_item(path: &RequestPath) -> ChainItem<'_> {
+    let v = path.vip.as_ref().expect("checked by the caller");
+    ChainItem::Vip(format!(
+        "VIP {} held by {}",
+        v.address,
+        clean(v.holder.as_deref().unwrap_or("?"), 20)
+    ))
+}
+
+/// The chain's boxes in order: the client, the VIP and its holder, then each HTTP
+/// hop's translations followed by its server, parents before children.
+fn chain_items(path: &RequestPath) -> Vec<ChainItem<'_>> {
+    let mut ordered: Vec<ChainItem> = Vec::new();
+    if let Some(root) = path.hops.first() {
+        ordered.push(ChainItem::Client(root));
+    }
+    let holder = path.vip.as_ref().and_then(|v| v.holder.clone());
+    for h in path.hops.iter().filter(|h| h.kind == HopKind::Http) {
+        let mut vip_pending = h.parent.is_none() && path.vip.is_some();
+        for n in path
+            .hops
+            .iter()
+            .filter(|n| n.kind == HopKind::Nat && n.parent == Some(h.id))
+        {
+            // The VIP comes where the packet reaches its holder.
+            if vip_pending && n.host == holder {
+                ordered.push(vip_item(path));
+                vip_pending = false;
+            }
+            ordered.push(ChainItem::Nat(n));
+        }
+        if vip_pending {
+            ordered.push(vip_item(path));
+        }
+        ordered.push(ChainItem::Server(h));
+    }
+    ordered
+}
+
+/// The chain's first line: path, status, request, response and duration.
+fn chain_heading(path: &RequestPath) -> String {
+    let root = path.hops.first();
+    format!(
+        "path {}  {}  {} {}  {}  {:.3} ms",
+        path.id,
+        path.status,
+        clean(root.and_then(|h| h.method.as_deref()).unwrap_or("-"), 10),
+        clean(root.and_then(|h| h.uri.as_deref()).unwrap_or("-"), 60),
+        root.and_then(|h| h.status)
+            .map_or("no response".to_string(), |s| s.to_string()),
+        (path.end_ts.0 - path.start_ts.0) as f64 / 1e6
+    )
+}
+
+/// A link's doubt, for a server box: nothing when sure (0.99 or more).
+fn link_note(h: &Hop) -> String {
+    h.confidence
+        .filter(|c| *c < 0.99)
+        .map(|c| {
+            if c < 0.9 {
+                format!(
+                    "  (ambiguous link: confidence {c:.2}, {} alternative(s))",
+                    h.alternatives.len()
+                )
+            } else {
+                format!("  (link confidence {c:.2})")
+            }
+        })
+        .unwrap_or_default()
+}
+
+impl ChainItem<'_> {
+    /// The box's fill, title and lines.
+    fn card(&self) -> (Color, String, Vec<String>) {
+        match self {
+            ChainItem::Client(h) => {
+                let capture = h.capture.as_ref();
+                (
+                    Color::CLIENT,
+                    "client".into(),
+                    vec![
+                        h.client.map(|c| c.to_string()).unwrap_or_default(),
+                        format!(
+                            "seen at {} {}",
+                            clean(capture.map(|c| c.file.as_str()).unwrap_or("?"), 40),
+                            clean(capture.map(|c| c.interface.as_str()).unwrap_or("?"), 16)
+                        ),
+                    ],
+                )
+            }
+            ChainItem::Vip(text) => (
+                Color::VIP,
+                text.clone(),
+                vec!["virtual address (VRRP)".into()],
+            ),
+            ChainItem::Nat(n) => {
+                let (b, a) = (n.before.expect("nat"), n.after.expect("nat"));
+                (
+                    Color::NAT,
+                    format!(
+                        "{} on {}",
+                        n.translation.map_or("NAT", |t| t.as_str()),
+                        clean(n.host.as_deref().unwrap_or("?"), 20)
+                    ),
+                    vec![
+                        format!("{} -> {}", b.client, b.server),
+                        format!("{} -> {}", a.client, a.server),
+                    ],
+                )
+            }
+            ChainItem::Server(h) => {
+                let timing = match (h.latency_ms, h.self_ms) {
+                    (Some(l), Some(s)) => format!("{l:.3} ms, self {s:.3} ms"),
+                    _ => "no response".into(),
+                };
+                let fill = match h.role.as_ref().map(|r| r.as_str()) {
+                    Some("gateway") => Color::GATEWAY,
+                    Some("load_balancer") => Color::BALANCER,
+                    Some("backend") => Color::BACKEND,
+                    _ => Color::OTHER,
+                };
+                let reached = h
+                    .seen_at
+                    .last()
+                    .map(|s| s.server.to_string())
+                    .unwrap_or_default();
+                let status = h.status.map_or("---".to_string(), |s| s.to_string());
+                (
+                    fill,
+                    hop_title(h),
+                    vec![
+                        format!("{reached}  {status}  {timing}"),
+                        format!(
+                            "sent as {} -> {}{}",
+                            h.client.map(|s| s.to_string()).unwrap_or_default(),
+                            h.server.map(|s| s.to_string()).unwrap_or_default(),
+                            link_note(h)
+                        ),
+                    ],
+                )
+            }
+        }
+    }
 }
 
 /// Rows (name, IP, MAC) of the address book entries for addresses the path uses.
