@@ -9,24 +9,14 @@
 # Binary: $FLOWTRACE_BIN or <repo>/target/release/flowtrace.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
 if [ "$(id -u)" != 0 ]; then echo "FAIL live-selftest.sh needs root (network namespaces)"; echo "0 passed, 1 failed"; exit 1; fi
 BIN="${FLOWTRACE_BIN:-$(cd "$HERE/../.." && pwd)/target/release/flowtrace}"
 if [ ! -x "$BIN" ]; then echo "FAIL flowtrace binary $BIN missing (cargo build --release, or FLOWTRACE_BIN)"; echo "0 passed, 1 failed"; exit 1; fi
 export FLOWTRACE_BIN="$BIN"
 TMP="$(mktemp -d /tmp/ftlab-live-selftest.XXXXXX)"
-CHILD=""
-cleanup() {
-    if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
-        kill -TERM "$CHILD" 2>/dev/null || true
-        for _ in $(seq 1 60); do kill -0 "$CHILD" 2>/dev/null || break; sleep 0.5; done
-    fi
-    "$PY" "$HERE/lab.py" down >/dev/null 2>&1 || true
-    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'cleanup; trap - EXIT; exit 130' INT
-trap 'cleanup; trap - EXIT; exit 143' TERM
+lab_cleanup_extra() { [ -n "${KEEP:-}" ] || rm -rf "$TMP"; }
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 timeout 150 "$PY" "$HERE/lab.py" run selftest --count 40 --concurrency 4 --live-on A \
     --out "$TMP/out" --run-dir "$TMP/run" >"$TMP/run.log" 2>&1 &
 CHILD=$!

@@ -9,7 +9,6 @@
 # are deleted unless KEEP=1).  Binary: $FLOWTRACE_BIN or <repo>/target/release/flowtrace.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
 SECS="${1:-60}"
 case "$SECS" in ''|*[!0-9]*) echo "usage: $0 [SECONDS (1..585)]" >&2; exit 2;; esac
 if [ "$SECS" -lt 1 ] || [ "$SECS" -gt 585 ]; then echo "SECONDS must be 1..585" >&2; exit 2; fi
@@ -19,21 +18,11 @@ if [ ! -x "$BIN" ]; then echo "live-soak.sh: flowtrace binary $BIN missing (carg
 export FLOWTRACE_BIN="$BIN"
 TMP="$(mktemp -d /tmp/ftlab-soak.XXXXXX)"
 RUN="$TMP/run"
-CHILD=""; SAMPLER=""
-cleanup() {
-    for pid in $SAMPLER $CHILD; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-        fi
-    done
-    "$PY" "$HERE/lab.py" down >/dev/null 2>&1 || true
-    # the raw captures are large (hundreds of MB a minute): kept only with KEEP=1
-    [ -n "${KEEP:-}" ] || rm -f "$RUN"/pcap/*.pcap "$RUN/live-A.pcapng"
-}
-trap cleanup EXIT
-trap 'cleanup; trap - EXIT; exit 130' INT
-trap 'cleanup; trap - EXIT; exit 143' TERM
+SAMPLER=""
+# the raw captures are large (hundreds of MB a minute): kept only with KEEP=1
+lab_cleanup_extra() { [ -n "${KEEP:-}" ] || rm -f "$RUN"/pcap/*.pcap "$RUN/live-A.pcapng"; }
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 # RATE=N limits the traffic to N requests/s (default: as fast as the lab goes).
 timeout $((SECS + 400)) "$PY" "$HERE/lab.py" run soak --duration "$SECS" --live-on A --no-truth ${RATE:+--rate "$RATE"} \
     --out "$TMP/out" --run-dir "$RUN" >"$TMP/run.log" 2>&1 &

@@ -12,18 +12,8 @@ if [ "${1:-}" = "" ] || [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
 fi
 if [ "$1" = "list" ]; then exec "$PY" "$HERE/lab.py" list; fi
 if [ "$(id -u)" != 0 ]; then echo "run as root" >&2; exit 2; fi
-CHILD=""
-cleanup() {
-    # stop lab.py by its PID first (it tears down itself), then make sure
-    if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
-        kill -TERM "$CHILD" 2>/dev/null || true
-        for _ in $(seq 1 60); do kill -0 "$CHILD" 2>/dev/null || break; sleep 0.5; done
-    fi
-    "$PY" "$HERE/lab.py" down >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-trap 'cleanup; trap - EXIT; exit 130' INT
-trap 'cleanup; trap - EXIT; exit 143' TERM
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 scenario="$1"; shift
 SECONDS=0
 rc=0

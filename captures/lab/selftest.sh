@@ -5,21 +5,11 @@
 # Cleans up namespaces and PIDs (and the temp dir) also on failure.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
 if [ "$(id -u)" != 0 ]; then echo "selftest.sh: needs root (network namespaces)"; echo "0 passed, 1 failed"; exit 1; fi
 TMP="$(mktemp -d /tmp/ftlab-selftest.XXXXXX)"
-CHILD=""
-cleanup() {
-    if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
-        kill -TERM "$CHILD" 2>/dev/null || true
-        for _ in $(seq 1 60); do kill -0 "$CHILD" 2>/dev/null || break; sleep 0.5; done
-    fi
-    "$PY" "$HERE/lab.py" down >/dev/null 2>&1 || true
-    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'cleanup; trap - EXIT; exit 130' INT
-trap 'cleanup; trap - EXIT; exit 143' TERM
+lab_cleanup_extra() { [ -n "${KEEP:-}" ] || rm -rf "$TMP"; }
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 timeout 150 "$PY" "$HERE/lab.py" run selftest --out "$TMP/out" --run-dir "$TMP/run" >"$TMP/run.log" 2>&1 &
 CHILD=$!
 rc=0; wait "$CHILD" || rc=$?
