@@ -684,6 +684,8 @@ impl StreamSink for HttpAnalyzer {
         data: &[u8],
         pos: StreamPos,
     ) -> bool {
+        // Only the parsers log, and only from here: the tag names the connection.
+        self.log.tag = meta.id;
         if conn.upgraded {
             return false;
         }
