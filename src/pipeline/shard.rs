@@ -383,22 +383,30 @@ pub fn run_sharded<W: Write + Send>(
             from_shards.push(out_rx);
             spare_in.push(back_rx);
             spare_out_tx.push(out_back_tx);
-            workers.push(scope.spawn(move || {
-                let mut shard = Shard::new(per_shard, headers);
-                for input in rx.iter() {
-                    let last = input.last;
-                    let out = out_back_rx.try_recv().unwrap_or_default();
-                    let (out, input) = shard.round(input, out);
-                    // The front may have finished: then the round is dropped here.
-                    let _ = back_tx.send(input);
-                    // A closed channel: the merger stopped on an error it reports.
-                    if out_tx.send(out).is_err() || last {
-                        break;
-                    }
-                }
-            }));
+            let worker = std::thread::Builder::new().name("flowtrace-shard".into());
+            workers.push(
+                worker
+                    .spawn_scoped(scope, move || {
+                        let mut shard = Shard::new(per_shard, headers);
+                        for input in rx.iter() {
+                            let last = input.last;
+                            let out = out_back_rx.try_recv().unwrap_or_default();
+                            let (out, input) = shard.round(input, out);
+                            // The front may have finished: then the round is dropped here.
+                            let _ = back_tx.send(input);
+                            // A closed channel: the merger stopped on an error it reports.
+                            if out_tx.send(out).is_err() || last {
+                                break;
+                            }
+                        }
+                    })
+                    .map_err(RenderError::Io)?,
+            );
         }
-        let merger = scope.spawn(move || merge(from_shards, spare_out_tx, writer));
+        let merger = std::thread::Builder::new()
+            .name("flowtrace-merge".into())
+            .spawn_scoped(scope, move || merge(from_shards, spare_out_tx, writer))
+            .map_err(RenderError::Io)?;
 
         let mut route = Route {
             frame: 0,
