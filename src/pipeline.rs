@@ -391,6 +391,13 @@ impl Pipeline {
         }
     }
 
+    /// Stops tracking requests waiting for their response
+    /// ([`HttpAnalyzer::without_pending_floor`]): for a run that writes transactions
+    /// and never asks for [`Pipeline::pending_floor`] (which then says nothing waits).
+    pub fn without_pending_floor(&mut self) {
+        self.http = std::mem::take(&mut self.http).without_pending_floor();
+    }
+
     /// Processes one frame. Completed transactions wait in [`Pipeline::drain`].
     pub fn push(&mut self, frame: &Frame<'_>, interfaces: &Interfaces) {
         self.push_routed(frame, interfaces, None);

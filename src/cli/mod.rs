@@ -633,6 +633,8 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
         usize::from,
     );
     let mut opened = open_with(&args.capture, false, threads > 1)?;
+    // Transactions only: nothing asks how far correlation may decide.
+    opened.pipeline.without_pending_floor();
     let out = output_raw(&args.output)?;
     if threads > 1 && format != Format::Text {
         write_behind(out, |chunks| {

@@ -209,7 +209,8 @@ impl Shard {
         table.shard_mode();
         Shard {
             tcp: table,
-            http: HttpAnalyzer::new(),
+            // Nothing correlates a sharded run's transactions.
+            http: HttpAnalyzer::new().without_pending_floor(),
             stats: Stats::default(),
             log: AnomalyLog::default(),
             log_keys: Vec::new(),

@@ -267,11 +267,13 @@ impl<W: Write> Writer<W> {
             }
         }
         json::head(&mut self.record, id, conn_id);
-        self.record.extend_from_slice(tail);
-        if self.format == Format::Jsonl {
-            self.record.push(b'\n');
-        }
+        // The tail goes straight to the output (it is most of the record: copying
+        // it into `record` first was one more copy of the whole output).
         self.out.write_all(&self.record)?;
+        self.out.write_all(tail)?;
+        if self.format == Format::Jsonl {
+            self.out.write_all(b"\n")?;
+        }
         self.count += 1;
         Ok(())
     }
