@@ -160,8 +160,10 @@ def main():
     args = ap.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)
-    flowtrace = os.path.join(ROOT, "target/release/flowtrace")
-    helper = os.path.join(ROOT, "target/release/flowtrace-bench")
+    # Where cargo just built them (CARGO_TARGET_DIR when set, as cargo does).
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    flowtrace = os.path.join(target, "release/flowtrace")
+    helper = os.path.join(target, "release/flowtrace-bench")
     data = os.path.join(ROOT, "bench-data")
     os.makedirs(data, exist_ok=True)
     shapes = ["large", "small"] if args.shape == "both" else [args.shape]

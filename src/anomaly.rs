@@ -211,6 +211,14 @@ pub struct AnomalyLog {
     pub samples: Vec<Anomaly>,
     /// Anomalies not kept because the sample was full.
     pub not_kept: u64,
+    /// Set by the stage that logs (the HTTP stage: the connection it is handling),
+    /// recorded with each sample kept in `tags`: a sharded run orders the samples of
+    /// its shards by it as one run would have logged them.
+    #[serde(skip)]
+    pub(crate) tag: u64,
+    /// `tag` at each sample kept, in order.
+    #[serde(skip)]
+    pub(crate) tags: Vec<u64>,
 }
 
 impl AnomalyLog {
@@ -225,6 +233,7 @@ impl AnomalyLog {
                 ts,
                 detail: detail(),
             });
+            self.tags.push(self.tag);
         } else {
             self.not_kept += 1;
         }

@@ -10,6 +10,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Transparent huge pages off: with them (the kernel's default here, `always`)
+    // each thread's allocator pages fault in 2 MiB at a time, zeroed whole, so the
+    // sharded run's threads held 80-88 MiB against 37-38 MiB without (the small-packet
+    // capture, docs/PERFORMANCE.md), and spent more system time zeroing them. A
+    // failure (an old kernel) only leaves them on.
+    #[cfg(target_os = "linux")]
+    let _ = nix::sys::prctl::set_thp_disable(true);
     match cli::run() {
         Ok(code) => code,
         Err(err) => {

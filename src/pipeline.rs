@@ -13,6 +13,10 @@ use serde::Serialize;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
+mod shard;
+use shard::Route;
+pub use shard::{run_sharded, ShardedRun};
+
 /// Where packets were seen: a capture file's interface, or, for SLL2 captures
 /// (`tcpdump -i any`), one interface index of the capturing host.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -387,8 +391,26 @@ impl Pipeline {
         }
     }
 
+    /// Stops tracking requests waiting for their response
+    /// ([`HttpAnalyzer::without_pending_floor`]): for a run that writes transactions
+    /// and never asks for [`Pipeline::pending_floor`] (which then says nothing waits).
+    pub fn without_pending_floor(&mut self) {
+        self.http = std::mem::take(&mut self.http).without_pending_floor();
+    }
+
     /// Processes one frame. Completed transactions wait in [`Pipeline::drain`].
     pub fn push(&mut self, frame: &Frame<'_>, interfaces: &Interfaces) {
+        self.push_routed(frame, interfaces, None);
+    }
+
+    /// As [`Pipeline::push`], except that a TCP segment goes to `route` (when given)
+    /// instead of this pipeline's TCP table: the front of a sharded run.
+    fn push_routed(
+        &mut self,
+        frame: &Frame<'_>,
+        interfaces: &Interfaces,
+        route: Option<&mut Route>,
+    ) {
         self.stats.frames += 1;
         self.stats.frame_bytes += frame.data.len() as u64;
         if (frame.orig_len as usize) > frame.data.len() {
@@ -432,16 +454,19 @@ impl Pipeline {
         }
         match decoded.net {
             Network::Ip(ip) => match &ip.transport {
-                Transport::Tcp(seg) => self.tcp.segment(
-                    &mut self.http,
-                    frame.ts,
-                    vantage,
-                    ip.src,
-                    ip.dst,
-                    seg,
-                    &mut self.stats,
-                    &mut self.log,
-                ),
+                Transport::Tcp(seg) => match route {
+                    Some(route) => route.segment(frame.ts, vantage, ip.src, ip.dst, seg),
+                    None => self.tcp.segment(
+                        &mut self.http,
+                        frame.ts,
+                        vantage,
+                        ip.src,
+                        ip.dst,
+                        seg,
+                        &mut self.stats,
+                        &mut self.log,
+                    ),
+                },
                 Transport::Vrrp(advert) => {
                     // A run continues while adverts keep coming (within 3 intervals,
                     // VRRP's master-down time).
@@ -570,17 +595,7 @@ impl Pipeline {
 
     /// Anomaly samples of every stage.
     pub fn anomalies(&self) -> AnomalyLog {
-        let mut log = self.log.clone();
-        for a in &self.http.log.samples {
-            if log.samples.len() < AnomalyLog::CAPACITY {
-                log.samples.push(a.clone());
-            } else {
-                log.not_kept += 1;
-            }
-        }
-        log.not_kept += self.http.log.not_kept;
-        log.samples.sort_by_key(|a| a.ts);
-        log
+        combine_logs(&self.log, &self.http.log)
     }
 
     /// Every vantage point, indexed by [`VantageId`].
@@ -620,6 +635,22 @@ impl Pipeline {
     pub fn open_connections(&self) -> usize {
         self.tcp.len()
     }
+}
+
+/// The samples of the decode and TCP stages' log, then the HTTP stage's while
+/// there is room, in time order.
+fn combine_logs(log: &AnomalyLog, http: &AnomalyLog) -> AnomalyLog {
+    let mut log = log.clone();
+    for a in &http.samples {
+        if log.samples.len() < AnomalyLog::CAPACITY {
+            log.samples.push(a.clone());
+        } else {
+            log.not_kept += 1;
+        }
+    }
+    log.not_kept += http.not_kept;
+    log.samples.sort_by_key(|a| a.ts);
+    log
 }
 
 #[allow(clippy::too_many_arguments)]

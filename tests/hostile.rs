@@ -30,7 +30,11 @@ fn flood_syn(i: u32) -> Vec<u8> {
 /// (`edge` SYNs), between and inside them (`per_gap` SYNs between two packets of a
 /// real connection) and after (`edge`): its path, the real URIs (sorted) and the
 /// number of flood SYNs.
-fn flood_capture(name: &str, edge: u32, per_gap: u32) -> (std::path::PathBuf, Vec<String>, u64) {
+pub fn flood_capture(
+    name: &str,
+    edge: u32,
+    per_gap: u32,
+) -> (std::path::PathBuf, Vec<String>, u64) {
     let mut pcap = Pcap::new(1);
     let mut n = 0u32;
     let mut flood = |pcap: &mut Pcap, count: u32| {
@@ -148,7 +152,7 @@ fn syn_flood_within_a_small_memory_budget_keeps_real_requests() {
 /// The first fragment of a datagram that never completes, at the far end of a
 /// 64 KiB datagram (so a reassembler must hold 64 KiB for its 8 bytes), from
 /// 198.51.100.x with identification `i`.
-fn flood_fragment(i: u32) -> Vec<u8> {
+pub fn flood_fragment(i: u32) -> Vec<u8> {
     let mut ip = vec![0u8; 28];
     ip[0] = 0x45;
     ip[2..4].copy_from_slice(&28u16.to_be_bytes());
@@ -163,7 +167,7 @@ fn flood_fragment(i: u32) -> Vec<u8> {
 
 /// An IPv4 packet cut into fragments of `size` payload bytes (a multiple of 8),
 /// with identification `id`.
-fn fragments(ip: &[u8], id: u16, size: usize) -> Vec<Vec<u8>> {
+pub fn fragments(ip: &[u8], id: u16, size: usize) -> Vec<Vec<u8>> {
     let (header, payload) = ip.split_at(20);
     let chunks: Vec<&[u8]> = payload.chunks(size).collect();
     chunks

@@ -11,4 +11,5 @@ mod html;
 mod nats;
 mod regression;
 mod remote;
+mod threads;
 mod util;

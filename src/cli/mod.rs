@@ -319,9 +319,10 @@ pub(crate) struct PcapArgs {
     /// Include request and response headers in JSON records.
     #[arg(long)]
     headers: bool,
-    /// Threads for transaction output: 1 does everything on one thread; 2 or more
-    /// leave reading (and gzip decompression) and the output's system calls to others
-    /// (the output is the same).
+    /// Threads for transaction output: 1 does everything on one thread; N of 2 or
+    /// more leave reading (and gzip decompression) and the output's system calls to
+    /// others and, with --format json or jsonl, shard TCP reassembly and HTTP over N
+    /// threads by connection (the output is the same bytes in every case).
     /// Default: the machine's cores. (--paths always reads on one thread and
     /// correlates on another.)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -632,8 +633,14 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
         usize::from,
     );
     let mut opened = open_with(&args.capture, false, threads > 1)?;
+    // Transactions only: nothing asks how far correlation may decide.
+    opened.pipeline.without_pending_floor();
     let out = output_raw(&args.output)?;
-    if threads > 1 {
+    if threads > 1 && format != Format::Text {
+        write_behind(out, |chunks| {
+            write_transactions_sharded(&args, format, &mut opened, threads, chunks)
+        })?;
+    } else if threads > 1 {
         write_behind(out, |chunks| {
             write_transactions(&args, format, &mut opened, chunks)
         })?;
@@ -676,6 +683,71 @@ fn write_transactions<W: Write>(
         gratuitous_arp: pipeline.gratuitous_arps(),
     };
     writer.finish(&summary)?;
+    Ok(())
+}
+
+/// As [`write_transactions`], with TCP and HTTP sharded by connection over
+/// `shards` threads (JSON formats: text lines carry state from one to the next, the
+/// date line); the bytes are the same as one thread's (`pipeline::run_sharded`).
+fn write_transactions_sharded<W: Write + Send>(
+    args: &PcapArgs,
+    format: Format,
+    opened: &mut Opened,
+    shards: usize,
+    out: W,
+) -> Result<()> {
+    let writer = Writer::new(out, format, args.headers)?.with_times(args.times.format());
+    let tcp = args
+        .capture
+        .limits
+        .pipeline_config(
+            args.capture.idle_timeout,
+            args.capture.max_open_exchanges,
+            false,
+        )
+        .tcp;
+    let mut stats = Stats::default();
+    let progress = opened.progress.take();
+    let run = flowtrace::pipeline::run_sharded(
+        &mut opened.pipeline,
+        &mut opened.source,
+        &mut stats,
+        shards,
+        tcp,
+        writer,
+        args.headers,
+        |frames, source| {
+            if let Some(bar) = &progress {
+                bar.set_position(source.progress().0);
+                bar.set_message(format!("{frames} frames"));
+            }
+        },
+    )?;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    for w in opened.source.warnings() {
+        eprintln!(
+            "flowtrace: warning: {}: {}",
+            sanitize(&w.file),
+            sanitize(&w.message)
+        );
+    }
+    let pipeline = &opened.pipeline;
+    let mut all = run.stats;
+    all.merge(&stats);
+    all.files = args.capture.files.len() as u64;
+    let inputs = opened.source.file_names();
+    let summary = Summary {
+        inputs: &inputs,
+        vantages: pipeline.vantages(),
+        warnings: opened.source.warnings(),
+        stats: &all,
+        anomalies: &run.anomalies,
+        vrrp: pipeline.vrrp(),
+        gratuitous_arp: pipeline.gratuitous_arps(),
+    };
+    run.writer.finish(&summary)?;
     Ok(())
 }
 

@@ -582,3 +582,41 @@ fn gap_then_request_line_longer_than_a_segment() {
         vec!["GET /a -> 200".to_string(), format!("GET {uri} -> 204")]
     );
 }
+
+/// Without the waiting-request bookkeeping (transactions-only runs), nothing holds
+/// the floor, and the transactions are those of an analyzer that keeps it.
+#[test]
+fn without_pending_floor_tracks_nothing_and_completes_the_same() {
+    let run = |mut a: HttpAnalyzer| {
+        let m = ConnMeta {
+            first_seq: [None, None],
+            ..meta()
+        };
+        let mut c = a.open(&m);
+        a.direction_seen(&mut c, &m, Dir::ToServer, Ts(0));
+        a.direction_seen(&mut c, &m, Dir::ToClient, Ts(0));
+        send(&mut a, &mut c, &m, Dir::ToServer, 1_000, GET_A);
+        send(&mut a, &mut c, &m, Dir::ToServer, 2_000, GET_A);
+        let floor = a.pending_floor(Ts(3_000), i64::MAX);
+        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        send(&mut a, &mut c, &m, Dir::ToClient, 4_000, reply);
+        send(&mut a, &mut c, &m, Dir::ToClient, 5_000, reply);
+        let done: Vec<_> = a
+            .completed
+            .iter()
+            .map(|t| {
+                let q = t.request.as_ref().unwrap();
+                let r = t.response.as_ref().unwrap();
+                (t.id, q.first_ts, r.status, r.last_ts)
+            })
+            .collect();
+        (floor, done, a.pending_floor(Ts(6_000), i64::MAX))
+    };
+    let (floor, done, after) = run(HttpAnalyzer::new());
+    assert_eq!(floor, Some(Ts(1_000)));
+    assert_eq!(after, None);
+    assert_eq!(done.len(), 2);
+    let (floor, untracked, _) = run(HttpAnalyzer::new().without_pending_floor());
+    assert_eq!(floor, None, "nothing tracked");
+    assert_eq!(untracked, done);
+}

@@ -23,10 +23,21 @@ pub(super) fn write_record(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
         string(out, kind);
         out.push(b',');
     }
+    head(out, rec.id, rec.conn_id);
+    write_tail(out, rec);
+}
+
+/// The record's numbers: `"id":N,"conn_id":M`.
+pub(super) fn head(out: &mut Vec<u8>, id: u64, conn_id: u64) {
     out.extend_from_slice(b"\"id\":");
-    integer(out, rec.id);
+    integer(out, id);
     out.extend_from_slice(b",\"conn_id\":");
-    integer(out, rec.conn_id);
+    integer(out, conn_id);
+}
+
+/// Everything of the record after its numbers, to its closing brace: what a shard
+/// formats, the merger putting the numbers of the whole run in front.
+pub(super) fn write_tail(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
     out.extend_from_slice(b",\"capture\":{\"file\":");
     string(out, rec.capture.file);
     out.extend_from_slice(b",\"interface\":");

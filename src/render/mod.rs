@@ -139,6 +139,12 @@ impl<'a> TransactionRecord<'a> {
     }
 }
 
+/// Appends the JSON record of `t` after its numbers (`id`, `conn_id`), which
+/// [`Writer::transaction_tail`] writes in front of it.
+pub fn record_tail(out: &mut Vec<u8>, t: &HttpTransaction, vantages: &[Vantage], headers: bool) {
+    json::write_tail(out, &TransactionRecord::new(t, vantages, headers));
+}
+
 /// Everything but the transactions.
 #[derive(Serialize)]
 pub struct Summary<'a> {
@@ -235,6 +241,38 @@ impl<W: Write> Writer<W> {
                 }
                 self.out.write_all(&self.record)?;
             }
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Writes one transaction formatted by [`record_tail`] elsewhere, with the
+    /// numbers of the whole run: the same bytes as [`Writer::transaction`] for a
+    /// transaction with this `id` and `conn_id`. JSON formats only (text lines are
+    /// written by [`Writer::transaction`]).
+    pub fn transaction_tail(
+        &mut self,
+        id: u64,
+        conn_id: u64,
+        tail: &[u8],
+    ) -> Result<(), RenderError> {
+        self.record.clear();
+        match self.format {
+            Format::Jsonl => self.record.extend_from_slice(b"{\"type\":\"transaction\","),
+            Format::Json | Format::Text => {
+                if self.count > 0 {
+                    self.record.push(b',');
+                }
+                self.record.extend_from_slice(b"\n{");
+            }
+        }
+        json::head(&mut self.record, id, conn_id);
+        // The tail goes straight to the output (it is most of the record: copying
+        // it into `record` first was one more copy of the whole output).
+        self.out.write_all(&self.record)?;
+        self.out.write_all(tail)?;
+        if self.format == Format::Jsonl {
+            self.out.write_all(b"\n")?;
         }
         self.count += 1;
         Ok(())

@@ -147,6 +147,9 @@ impl<C> TcpTable<C> {
             if h.id > last {
                 return true;
             }
+            if let Some(r) = &mut self.removed {
+                r.push(h.id);
+            }
             evicted += 1;
             log.push("tcp_evicted_half_open", ts, || {
                 let (a, b) = k.ends();

@@ -384,6 +384,13 @@ pub struct TcpTable<C> {
     dynamic_bytes: usize,
     /// The most [`TcpTable::memory_bytes`] has been.
     peak_bytes: usize,
+    /// Sweeps only when [`TcpTable::sweep`] is called (a shard of a sharded run,
+    /// whose sweeps are decided for all shards by the thread that routes the
+    /// segments, at the frame where one table would sweep).
+    external_sweeps: bool,
+    /// Ids of the entries removed since [`TcpTable::drain_removed`], when kept (a
+    /// shard's merger forgets the connection's global id then).
+    removed: Option<Vec<u64>>,
 }
 
 impl<C> TcpTable<C> {
@@ -398,6 +405,37 @@ impl<C> TcpTable<C> {
             full_cap: 0,
             dynamic_bytes: 0,
             peak_bytes: 0,
+            external_sweeps: false,
+            removed: None,
+        }
+    }
+
+    /// Makes the table one shard of a sharded run: it sweeps only when told
+    /// ([`TcpTable::sweep`]) and keeps the ids of the entries it removes
+    /// ([`TcpTable::drain_removed`]).
+    pub fn shard_mode(&mut self) {
+        self.external_sweeps = true;
+        self.removed = Some(Vec::new());
+    }
+
+    /// The id the next new connection gets. A shard sets it to the index of the
+    /// frame before handing the table its segment: ids then order connections as
+    /// one table's would, and a merger can map them to one table's numbers.
+    pub fn set_next_id(&mut self, id: u64) {
+        self.next_id = id;
+    }
+
+    /// The id the next new connection gets (advanced by one when a segment opened
+    /// one).
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Moves the ids of the entries removed since the last call to `out` (nothing
+    /// unless [`TcpTable::shard_mode`]).
+    pub fn drain_removed(&mut self, out: &mut Vec<u64>) {
+        if let Some(r) = &mut self.removed {
+            out.append(r);
         }
     }
 
@@ -443,7 +481,7 @@ impl<C> TcpTable<C> {
         stats: &mut Stats,
         log: &mut AnomalyLog,
     ) {
-        if ts.0.saturating_sub(self.last_sweep.0) >= 1_000_000_000 {
+        if !self.external_sweeps && ts.0.saturating_sub(self.last_sweep.0) >= 1_000_000_000 {
             self.sweep(sink, ts, stats);
         }
         if self.memory_bytes() > self.config.memory_budget {
@@ -651,9 +689,18 @@ impl<C> TcpTable<C> {
     /// Removes an entry, keeping the counts and the accounted bytes.
     fn remove(&mut self, key: &FlowKey) -> Option<Slot<C>> {
         let slot = self.conns.remove(key)?;
-        match &slot {
-            Slot::HalfOpen(_) => self.half_open -= 1,
-            Slot::Open(c) => self.dynamic_bytes -= c.accounted,
+        let id = match &slot {
+            Slot::HalfOpen(h) => {
+                self.half_open -= 1;
+                h.id
+            }
+            Slot::Open(c) => {
+                self.dynamic_bytes -= c.accounted;
+                c.meta.id
+            }
+        };
+        if let Some(r) = &mut self.removed {
+            r.push(id);
         }
         Some(slot)
     }
@@ -663,20 +710,24 @@ impl<C> TcpTable<C> {
     pub fn sweep<S: StreamSink<Conn = C>>(&mut self, sink: &mut S, now: Ts, stats: &mut Stats) {
         self.last_sweep = now;
         let cfg = self.config;
-        let expired: Vec<FlowKey> = self
+        let mut expired: Vec<(u64, FlowKey)> = self
             .conns
             .iter()
-            .filter(|(_, s)| {
-                let (last, closed) = match s {
-                    Slot::HalfOpen(h) => (h.last_ts, false),
-                    Slot::Open(c) => (c.meta.last_ts, c.closed()),
+            .filter_map(|(k, s)| {
+                let (id, last, closed) = match s {
+                    Slot::HalfOpen(h) => (h.id, h.last_ts, false),
+                    Slot::Open(c) => (c.meta.id, c.meta.last_ts, c.closed()),
                 };
                 let idle = now.0.saturating_sub(last.0);
-                idle >= cfg.idle_timeout_ns || (closed && idle >= cfg.linger_ns)
+                (idle >= cfg.idle_timeout_ns || (closed && idle >= cfg.linger_ns))
+                    .then_some((id, *k))
             })
-            .map(|(k, _)| *k)
             .collect();
-        for key in expired {
+        // Closed in the order they were opened, not the hash table's: the
+        // transactions they complete come out in an order that does not depend on
+        // the table's layout, which a sharded run (one table per shard) reproduces.
+        expired.sort_unstable_by_key(|(id, _)| *id);
+        for (_, key) in expired {
             match self.remove(&key) {
                 Some(Slot::Open(conn)) => {
                     if !conn.closed() {

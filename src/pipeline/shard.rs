@@ -1,0 +1,620 @@
+//! A run of the pipeline with its TCP and HTTP work sharded by connection over
+//! worker threads, writing the same bytes as one [`Pipeline`] would.
+//!
+//! Threads and what crosses them:
+//! - the **front** (the caller's thread) reads frames, decodes them (IP fragments are
+//!   reassembled here, before any sharding, so a datagram's pieces never split),
+//!   names the capture points and keeps VRRP and ARP events: everything that spans
+//!   connections. Each TCP segment goes, with a copy of its payload, to the shard
+//!   its connection hashes to (both directions hash alike).
+//! - each **shard** owns a TCP table and an HTTP analyzer for its connections and
+//!   formats the JSON of the transactions they complete, all but the two numbers
+//!   that depend on the whole run (`id`, `conn_id`).
+//! - the **merger** puts the shards' records back into the order one table would
+//!   have completed them and writes them with those numbers.
+//!
+//! How the order is the same as one thread's: frames are numbered; the front cuts
+//! them into rounds of [`ROUND_FRAMES`] and sends every shard its part of every round
+//! (possibly empty), so the merger takes round by round from all shards. Each
+//! record carries a key, (frame, phase, connection, sequence): what one table does
+//! at a frame is a time sweep (phase 0: the front decides it where one table would,
+//! and every shard sweeps there; one table closes the swept connections in the order
+//! they opened, which the key's connection reproduces across shards), then the
+//! frame's segment (phase 1: one shard only). The end of input closes connections in
+//! the order they opened, keyed likewise. A shard numbers a new connection with its
+//! frame's index ([`TcpTable::set_next_id`]); the merger, seeing the opens of all
+//! shards in frame order, maps those to the sequential numbers of one table, and
+//! forgets a mapping when its shard drops the connection (so it holds what the
+//! shards' tables hold). Anomaly samples are keyed the same way and merged into
+//! the first [`AnomalyLog::CAPACITY`] one run would have kept.
+//!
+//! What can differ from one thread: the TCP table's limits (`max_connections`, the
+//! memory budget) are split evenly over the shards, so when a capture makes them
+//! evict, each shard evicts by what it holds, not by what all hold.
+//!
+//! Why not shard at the frame: the decode is a few percent of the work, and doing it
+//! once up front keeps fragments, capture points and the layer-2 events in one place.
+
+use super::{Pipeline, Vantage};
+use crate::anomaly::{Anomaly, AnomalyLog, Stats};
+use crate::capture::FileSource;
+use crate::decode::TcpSegment;
+use crate::error::{Error, RenderError};
+use crate::http::{HttpAnalyzer, HttpConn};
+use crate::render::{record_tail, Writer};
+use crate::tcp::{TcpConfig, TcpTable, VantageId};
+use crate::time::Ts;
+use rustc_hash::FxHashMap;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::mpsc::{sync_channel, Receiver};
+
+/// Frames in a round. Large enough that a round's hand-over costs little against
+/// its work, small enough that the rounds in flight hold little memory.
+pub const ROUND_FRAMES: u64 = 1024;
+/// Rounds queued between the front and a shard, and between a shard and the merger.
+const ROUNDS_IN_FLIGHT: usize = 2;
+
+/// Where a record or an anomaly sample falls in one run's order:
+/// (frame, phase, connection, sequence).
+type Key = (u64, u8, u64, u64);
+
+/// A TCP segment as the front hands it to a shard (its payload in the round's
+/// `data`).
+struct Seg {
+    frame: u64,
+    ts: Ts,
+    vantage: VantageId,
+    src: IpAddr,
+    dst: IpAddr,
+    src_port: u16,
+    dst_port: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    missing: u32,
+    ttl: u8,
+    start: u32,
+    len: u32,
+}
+
+enum Item {
+    Seg(Seg),
+    /// Sweep the table here, at `ts`, as one table would at this frame.
+    Sweep {
+        frame: u64,
+        ts: Ts,
+    },
+}
+
+/// One round of one shard's input.
+#[derive(Default)]
+struct InRound {
+    items: Vec<Item>,
+    data: Vec<u8>,
+    /// Capture points named since the previous round.
+    vantages: Vec<Vantage>,
+    last: bool,
+}
+
+/// The front's side: the rounds being filled.
+pub(super) struct Route {
+    frame: u64,
+    last_sweep: Ts,
+    rounds: Vec<InRound>,
+}
+
+impl Route {
+    /// Hands one segment to its connection's shard (and a sweep to all, when one
+    /// table would sweep before it).
+    pub(super) fn segment(
+        &mut self,
+        ts: Ts,
+        vantage: VantageId,
+        src: IpAddr,
+        dst: IpAddr,
+        seg: &TcpSegment<'_>,
+    ) {
+        // TcpTable::segment's rule.
+        if ts.0.saturating_sub(self.last_sweep.0) >= 1_000_000_000 {
+            self.last_sweep = ts;
+            for r in &mut self.rounds {
+                r.items.push(Item::Sweep {
+                    frame: self.frame,
+                    ts,
+                });
+            }
+        }
+        let shard = shard_of(
+            vantage,
+            (src, seg.src_port),
+            (dst, seg.dst_port),
+            self.rounds.len(),
+        );
+        let r = &mut self.rounds[shard];
+        let start = r.data.len() as u32;
+        r.data.extend_from_slice(seg.payload);
+        r.items.push(Item::Seg(Seg {
+            frame: self.frame,
+            ts,
+            vantage,
+            src,
+            dst,
+            src_port: seg.src_port,
+            dst_port: seg.dst_port,
+            seq: seg.seq,
+            ack: seg.ack,
+            flags: seg.flags,
+            window: seg.window,
+            missing: seg.missing,
+            ttl: seg.ttl,
+            start,
+            len: seg.payload.len() as u32,
+        }));
+    }
+}
+
+/// The shard of a connection: the same for both directions.
+fn shard_of(vantage: VantageId, a: (IpAddr, u16), b: (IpAddr, u16), shards: usize) -> usize {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let mut h = rustc_hash::FxHasher::default();
+    (vantage, lo, hi).hash(&mut h);
+    // FxHash's high bits are its well-mixed ones.
+    ((h.finish() >> 32) as usize) % shards
+}
+
+enum What {
+    /// A connection opened at the key's frame.
+    Open,
+    /// The shard dropped the connection numbered so.
+    Drop(u64),
+    /// A transaction of connection `conn`, its tail at `tails[start..end]`.
+    Record { conn: u64, start: u32, end: u32 },
+}
+
+/// One round of one shard's output.
+#[derive(Default)]
+struct OutRound {
+    items: Vec<(Key, What)>,
+    tails: Vec<u8>,
+    end: Option<Box<ShardEnd>>,
+}
+
+/// What a shard hands over at the end.
+struct ShardEnd {
+    stats: Stats,
+    tcp_log: (AnomalyLog, Vec<Key>),
+    http_log: (AnomalyLog, Vec<Key>),
+}
+
+/// One shard's tables.
+struct Shard {
+    tcp: TcpTable<HttpConn>,
+    http: HttpAnalyzer,
+    stats: Stats,
+    log: AnomalyLog,
+    log_keys: Vec<Key>,
+    http_keys: Vec<Key>,
+    vantages: Vec<Vantage>,
+    headers: bool,
+    seq: u64,
+    removed: Vec<u64>,
+}
+
+impl Shard {
+    fn new(tcp: TcpConfig, headers: bool) -> Shard {
+        let mut table = TcpTable::new(tcp);
+        table.shard_mode();
+        Shard {
+            tcp: table,
+            // Nothing correlates a sharded run's transactions.
+            http: HttpAnalyzer::new().without_pending_floor(),
+            stats: Stats::default(),
+            log: AnomalyLog::default(),
+            log_keys: Vec::new(),
+            http_keys: Vec::new(),
+            vantages: Vec::new(),
+            headers,
+            seq: 0,
+            removed: Vec::new(),
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Works through one round; `out` is an emptied round to fill. Returns the
+    /// round's output and its input, emptied, to be refilled.
+    fn round(&mut self, mut input: InRound, mut out: OutRound) -> (OutRound, InRound) {
+        self.vantages.append(&mut input.vantages);
+        for item in input.items.drain(..) {
+            match item {
+                Item::Sweep { frame, ts } => {
+                    self.tcp.sweep(&mut self.http, ts, &mut self.stats);
+                    self.collect(&mut out, frame, 0);
+                }
+                Item::Seg(s) => {
+                    let payload = &input.data[s.start as usize..][..s.len as usize];
+                    let seg = TcpSegment {
+                        src_port: s.src_port,
+                        dst_port: s.dst_port,
+                        seq: s.seq,
+                        ack: s.ack,
+                        flags: s.flags,
+                        window: s.window,
+                        payload,
+                        missing: s.missing,
+                        ttl: s.ttl,
+                    };
+                    self.tcp.set_next_id(s.frame);
+                    self.tcp.segment(
+                        &mut self.http,
+                        s.ts,
+                        s.vantage,
+                        s.src,
+                        s.dst,
+                        &seg,
+                        &mut self.stats,
+                        &mut self.log,
+                    );
+                    if self.tcp.next_id() != s.frame {
+                        let key = (s.frame, 1, 0, self.next_seq());
+                        out.items.push((key, What::Open));
+                    }
+                    self.collect(&mut out, s.frame, 1);
+                }
+            }
+        }
+        input.data.clear();
+        if input.last {
+            self.tcp.finish(&mut self.http, &mut self.stats);
+            self.collect(&mut out, u64::MAX, 0);
+            let mut stats = std::mem::take(&mut self.stats);
+            stats.merge(&self.http.stats);
+            out.end = Some(Box::new(ShardEnd {
+                stats,
+                tcp_log: (
+                    std::mem::take(&mut self.log),
+                    std::mem::take(&mut self.log_keys),
+                ),
+                http_log: (
+                    std::mem::take(&mut self.http.log),
+                    std::mem::take(&mut self.http_keys),
+                ),
+            }));
+        }
+        input.last = false;
+        (out, input)
+    }
+
+    /// Moves what the last step completed, dropped and logged into `out`, keyed.
+    /// Phase 1 (a frame's segment) is one shard's only, so its key needs no
+    /// connection; in a sweep and at the end, connections close in the order they
+    /// opened in every shard, and the key says which.
+    fn collect(&mut self, out: &mut OutRound, frame: u64, phase: u8) {
+        let mut completed = std::mem::take(&mut self.http.completed);
+        for t in completed.drain(..) {
+            let start = out.tails.len() as u32;
+            record_tail(&mut out.tails, &t, &self.vantages, self.headers);
+            let end = out.tails.len() as u32;
+            let conn = if phase == 1 { 0 } else { t.conn_id };
+            let key = (frame, phase, conn, self.next_seq());
+            out.items.push((
+                key,
+                What::Record {
+                    conn: t.conn_id,
+                    start,
+                    end,
+                },
+            ));
+        }
+        self.http.completed = completed;
+        self.tcp.drain_removed(&mut self.removed);
+        for id in std::mem::take(&mut self.removed) {
+            let key = (frame, phase, 0, self.next_seq());
+            out.items.push((key, What::Drop(id)));
+        }
+        // The TCP table logs only at a frame's segment (evictions).
+        for i in self.log_keys.len()..self.log.samples.len() {
+            self.log_keys.push((frame, 1, 0, i as u64));
+        }
+        for i in self.http_keys.len()..self.http.log.samples.len() {
+            let conn = if phase == 1 { 0 } else { self.http.log.tags[i] };
+            self.http_keys.push((frame, phase, conn, i as u64));
+        }
+    }
+}
+
+/// What a sharded run returns besides the output: the writer (for the summary),
+/// and the counters and anomaly samples of all its stages.
+pub struct ShardedRun<W: Write> {
+    /// The writer, every transaction written.
+    pub writer: Writer<W>,
+    /// Every counter (the front's and the shards').
+    pub stats: Stats,
+    /// The anomaly samples one run would have kept.
+    pub anomalies: AnomalyLog,
+}
+
+/// Reads every frame of `source` through `front` (decode, capture points, layer-2
+/// events) and `shards` shards (TCP and HTTP; each with `tcp`'s limits divided by
+/// `shards`), writing each transaction to `writer` in one run's order, with the
+/// same bytes (JSON formats only). `read_stats` takes the reader's counters;
+/// `progress` is called every 65,536 frames with the frames read so far.
+/// `front` must not keep segments for diagrams.
+#[allow(clippy::too_many_arguments)]
+pub fn run_sharded<W: Write + Send>(
+    front: &mut Pipeline,
+    source: &mut FileSource,
+    read_stats: &mut Stats,
+    shards: usize,
+    tcp: TcpConfig,
+    writer: Writer<W>,
+    headers: bool,
+    mut progress: impl FnMut(u64, &FileSource),
+) -> Result<ShardedRun<W>, Error> {
+    debug_assert!(front.journal.is_none(), "the journal needs one table");
+    let shards = shards.max(1);
+    let per_shard = TcpConfig {
+        max_connections: (tcp.max_connections / shards).max(1),
+        memory_budget: tcp.memory_budget / shards,
+        ..tcp
+    };
+    let mut front_keys: Vec<Key> = Vec::new();
+    std::thread::scope(|scope| {
+        let mut to_shards = Vec::new();
+        let mut from_shards = Vec::new();
+        let mut workers = Vec::new();
+        // Emptied rounds go back to the thread that fills them: memory freed on
+        // the thread that allocated it, and no allocation per round once warm
+        // (rounds allocated on one thread and freed on another piled up in the
+        // allocator: 150 MiB peak on the small-packet capture).
+        let mut spare_in = Vec::new();
+        let mut spare_out_tx = Vec::new();
+        for _ in 0..shards {
+            let (tx, rx) = sync_channel::<InRound>(ROUNDS_IN_FLIGHT);
+            let (out_tx, out_rx) = sync_channel::<OutRound>(ROUNDS_IN_FLIGHT);
+            let (back_tx, back_rx) = std::sync::mpsc::channel::<InRound>();
+            let (out_back_tx, out_back_rx) = std::sync::mpsc::channel::<OutRound>();
+            to_shards.push(tx);
+            from_shards.push(out_rx);
+            spare_in.push(back_rx);
+            spare_out_tx.push(out_back_tx);
+            let worker = std::thread::Builder::new().name("flowtrace-shard".into());
+            workers.push(
+                worker
+                    .spawn_scoped(scope, move || {
+                        let mut shard = Shard::new(per_shard, headers);
+                        for input in rx.iter() {
+                            let last = input.last;
+                            let out = out_back_rx.try_recv().unwrap_or_default();
+                            let (out, input) = shard.round(input, out);
+                            // The front may have finished: then the round is dropped here.
+                            let _ = back_tx.send(input);
+                            // A closed channel: the merger stopped on an error it reports.
+                            if out_tx.send(out).is_err() || last {
+                                break;
+                            }
+                        }
+                    })
+                    .map_err(RenderError::Io)?,
+            );
+        }
+        let merger = std::thread::Builder::new()
+            .name("flowtrace-merge".into())
+            .spawn_scoped(scope, move || merge(from_shards, spare_out_tx, writer))
+            .map_err(RenderError::Io)?;
+
+        let mut route = Route {
+            frame: 0,
+            last_sweep: Ts(i64::MIN),
+            rounds: (0..shards).map(|_| InRound::default()).collect(),
+        };
+        let mut vantages_sent = 0;
+        let mut send = |route: &mut Route, front: &Pipeline, last: bool| -> bool {
+            let new = &front.vantages[vantages_sent..];
+            vantages_sent = front.vantages.len();
+            let mut ok = true;
+            for ((r, tx), spare) in route.rounds.iter_mut().zip(&to_shards).zip(&spare_in) {
+                let mut round = std::mem::replace(r, spare.try_recv().unwrap_or_default());
+                round.vantages = new.to_vec();
+                round.last = last;
+                ok &= tx.send(round).is_ok();
+            }
+            ok
+        };
+        let mut read: Result<(), Error> = Ok(());
+        let mut frames: u64 = 0;
+        loop {
+            let (frame, interfaces) = match source.next_frame(read_stats) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    read = Err(e.into());
+                    break;
+                }
+            };
+            route.frame = frames;
+            front.push_routed(&frame, interfaces, Some(&mut route));
+            for i in front_keys.len()..front.log.samples.len() {
+                front_keys.push((frames, 0, 0, i as u64));
+            }
+            frames += 1;
+            if frames.is_multiple_of(ROUND_FRAMES) && !send(&mut route, front, false) {
+                break;
+            }
+            if frames.is_multiple_of(65_536) {
+                progress(frames, source);
+            }
+        }
+        if read.is_ok() {
+            front.finish();
+            send(&mut route, front, true);
+        }
+        // Closing the channels stops the shards (after an error, mid-run).
+        drop(to_shards);
+        for w in workers {
+            w.join()
+                .map_err(|_| RenderError::Io(std::io::Error::other("a shard panicked")))?;
+        }
+        let merged = merger
+            .join()
+            .map_err(|_| RenderError::Io(std::io::Error::other("the merger panicked")))?;
+        read?;
+        let (writer, ends) = merged?;
+        let mut stats = front.stats();
+        let mut tcp_logs = vec![(front.log.clone(), front_keys.clone())];
+        let mut http_logs = Vec::new();
+        for end in ends {
+            stats.merge(&end.stats);
+            tcp_logs.push(end.tcp_log);
+            http_logs.push(end.http_log);
+        }
+        let anomalies = super::combine_logs(&merge_logs(tcp_logs), &merge_logs(http_logs));
+        Ok(ShardedRun {
+            writer,
+            stats,
+            anomalies,
+        })
+    })
+}
+
+/// Takes every shard's rounds in turn and writes their records in one run's order.
+fn merge<W: Write>(
+    from_shards: Vec<Receiver<OutRound>>,
+    spares: Vec<std::sync::mpsc::Sender<OutRound>>,
+    mut writer: Writer<W>,
+) -> Result<(Writer<W>, Vec<ShardEnd>), Error> {
+    let stopped = || RenderError::Io(std::io::Error::other("a shard stopped"));
+    // Connection numbers as one table gives them, by the shards' numbers (the
+    // frame each opened at), for the connections the shards still hold.
+    let mut numbers: FxHashMap<u64, u64> = FxHashMap::default();
+    let mut next_number = 0u64;
+    let mut next_id = 0u64;
+    let mut rounds: Vec<OutRound> = Vec::with_capacity(from_shards.len());
+    let mut order: Vec<(Key, u32, u32)> = Vec::new();
+    let mut dropped = Vec::new();
+    loop {
+        rounds.clear();
+        for rx in &from_shards {
+            rounds.push(rx.recv().map_err(|_| stopped())?);
+        }
+        order.clear();
+        for (s, r) in rounds.iter().enumerate() {
+            order.extend(
+                r.items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (k, _))| (*k, s as u32, i as u32)),
+            );
+        }
+        // Keys are unique: a shard's sequence numbers are, and two shards share a
+        // frame's phase only in sweeps and at the end, keyed by their (distinct)
+        // connections.
+        order.sort_unstable_by_key(|(k, _, _)| *k);
+        for &(key, s, i) in &order {
+            let r = &rounds[s as usize];
+            match &r.items[i as usize].1 {
+                What::Open => {
+                    numbers.insert(key.0, next_number);
+                    next_number += 1;
+                }
+                What::Drop(id) => dropped.push(*id),
+                What::Record { conn, start, end } => {
+                    let number = numbers.get(conn).copied();
+                    debug_assert!(number.is_some(), "connection {conn} not opened");
+                    writer.transaction_tail(
+                        next_id,
+                        number.unwrap_or(*conn),
+                        &r.tails[*start as usize..*end as usize],
+                    )?;
+                    next_id += 1;
+                }
+            }
+        }
+        // After the whole round: a connection's last records follow its drop.
+        for id in dropped.drain(..) {
+            numbers.remove(&id);
+        }
+        if rounds.iter().any(|r| r.end.is_some()) {
+            let ends = rounds
+                .iter_mut()
+                .map(|r| r.end.take().map(|e| *e).ok_or_else(stopped))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok((writer, ends));
+        }
+        for (mut r, spare) in rounds.drain(..).zip(&spares) {
+            r.items.clear();
+            r.tails.clear();
+            // The shard may have finished: then the round is dropped here.
+            let _ = spare.send(r);
+        }
+    }
+}
+
+/// The first [`AnomalyLog::CAPACITY`] samples of several logs in key order: what
+/// one log would have kept had all pushed to it in that order.
+fn merge_logs(parts: Vec<(AnomalyLog, Vec<Key>)>) -> AnomalyLog {
+    let mut not_kept = 0;
+    let mut all: Vec<(Key, Anomaly)> = Vec::new();
+    for (log, keys) in parts {
+        not_kept += log.not_kept;
+        all.extend(keys.into_iter().zip(log.samples));
+    }
+    all.sort_by_key(|(k, _)| *k);
+    if all.len() > AnomalyLog::CAPACITY {
+        not_kept += (all.len() - AnomalyLog::CAPACITY) as u64;
+        all.truncate(AnomalyLog::CAPACITY);
+    }
+    AnomalyLog {
+        samples: all.into_iter().map(|(_, a)| a).collect(),
+        not_kept,
+        ..AnomalyLog::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both directions of a connection go to one shard, and connections spread.
+    #[test]
+    fn both_directions_hash_alike_and_connections_spread() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.80".parse().unwrap();
+        let mut per_shard = [0usize; 2];
+        for port in 1024..3072u16 {
+            let s = shard_of(0, (a, port), (b, 80), 2);
+            assert_eq!(s, shard_of(0, (b, 80), (a, port), 2));
+            per_shard[s] += 1;
+        }
+        assert!(per_shard.iter().all(|&n| n > 800), "{per_shard:?}");
+    }
+
+    /// The samples kept are the first in key order, the others counted.
+    #[test]
+    fn merged_logs_keep_the_first_in_key_order() {
+        let mut parts = Vec::new();
+        for shard in 0..2u64 {
+            let mut log = AnomalyLog::default();
+            let mut keys = Vec::new();
+            for i in 0..AnomalyLog::CAPACITY as u64 {
+                let frame = 2 * i + shard;
+                log.push("x", Ts(frame as i64), || format!("{frame}"));
+                keys.push((frame, 1, 0, i));
+            }
+            log.not_kept = 3;
+            parts.push((log, keys));
+        }
+        let log = merge_logs(parts);
+        assert_eq!(log.samples.len(), AnomalyLog::CAPACITY);
+        assert_eq!(log.not_kept, 6 + AnomalyLog::CAPACITY as u64);
+        let frames: Vec<String> = log.samples.iter().map(|a| a.detail.clone()).collect();
+        let expected: Vec<String> = (0..AnomalyLog::CAPACITY).map(|f| f.to_string()).collect();
+        assert_eq!(frames, expected);
+    }
+}
