@@ -161,8 +161,28 @@ pub(crate) struct CollectArgs {
     /// How long to wait at the start for a first host to announce itself.
     #[arg(long, default_value_t = 60.0, value_name = "SECS")]
     wait_hosts: f64,
+    /// Memory for the collector's state, in bytes (suffixes K, M, G in powers of
+    /// 1024: 512M, 1G). Correlation's in-flight exchanges take at most half (the
+    /// collector keeps no TCP state; the rest is for the records being merged, the
+    /// diagrams' selection and output buffers): past it, a round decides everything
+    /// that has arrived, counted in `forced_rounds`.
+    #[arg(long, default_value = "512M", value_name = "BYTES", value_parser = super::parse_bytes)]
+    memory_budget: u64,
     #[command(flatten)]
     times: super::TimeArgs,
+}
+
+/// The collector's engine: correlation's in-flight exchanges bounded by half of
+/// `memory_budget` (`--memory-budget`), counted in exchanges and in bytes.
+fn collect_engine_config(memory_budget: u64) -> EngineConfig {
+    let bytes = flowtrace::correlate::engine::EXCHANGE_BYTES as u64;
+    let defaults = EngineConfig::default();
+    let fit = ((memory_budget / 2 / bytes).max(1) as usize).min(defaults.max_open_exchanges);
+    EngineConfig {
+        max_open_exchanges: fit,
+        max_open_bytes: fit * bytes as usize,
+        ..defaults
+    }
 }
 
 fn wall() -> Ts {
@@ -887,7 +907,11 @@ impl Collector {
         if std::env::var_os("FLOWTRACE_DELAY_STATS").is_some() {
             merger.probe = Some(Box::default());
         }
-        let engine = Engine::new(EngineConfig::default(), merger.files(), merger.links());
+        let engine = Engine::new(
+            collect_engine_config(args.memory_budget),
+            merger.files(),
+            merger.links(),
+        );
         Ok(Collector {
             engine,
             merger,
@@ -1149,4 +1173,46 @@ fn draw_selection(args: &CollectArgs) -> PcapArgs {
         argv.push(h.display().to_string());
     }
     P::parse_from(argv).p
+}
+
+#[cfg(test)]
+mod collect_tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Probe {
+        #[command(flatten)]
+        collect: CollectArgs,
+    }
+
+    fn parse(extra: &[&str]) -> CollectArgs {
+        let mut argv = vec!["collect", "--nats", "nats://127.0.0.1:4222"];
+        argv.extend_from_slice(extra);
+        Probe::try_parse_from(argv).expect("parses").collect
+    }
+
+    #[test]
+    fn memory_budget_bounds_the_collectors_open_exchanges() {
+        let bytes = flowtrace::correlate::engine::EXCHANGE_BYTES;
+        let default = collect_engine_config(parse(&[]).memory_budget);
+        assert_eq!(default.max_open_exchanges, (512 << 20) / 2 / bytes);
+        let small = collect_engine_config(parse(&["--memory-budget", "64M"]).memory_budget);
+        assert_eq!(small.max_open_exchanges, (64 << 20) / 2 / bytes);
+        assert_eq!(small.max_open_bytes, small.max_open_exchanges * bytes);
+        // A budget larger than the engine's own cap keeps the cap.
+        let huge = collect_engine_config(parse(&["--memory-budget", "64G"]).memory_budget);
+        assert_eq!(
+            huge.max_open_exchanges,
+            EngineConfig::default().max_open_exchanges
+        );
+        assert!(Probe::try_parse_from([
+            "collect",
+            "--nats",
+            "nats://127.0.0.1:4222",
+            "--memory-budget",
+            "12X"
+        ])
+        .is_err());
+    }
 }
