@@ -1129,7 +1129,7 @@ impl Engine {
     fn evidence(&self, u: u64, g: u64) -> Vec<String> {
         let (ux, gx) = (&self.exchanges[&u], &self.exchanges[&g]);
         let mut why = Vec::new();
-        link::score(
+        link::scores(
             &Upstream {
                 first: ux.first(),
                 last: ux.last(),
@@ -1151,7 +1151,7 @@ impl Engine {
             .find(|c| c.0 == g)
             .map_or((0.0, 0.0), |c| (c.1, c.2));
         let rivals = ux.cands.iter().filter(|c| c.0 != g).map(|c| c.2);
-        let lone = rivals.clone().next().is_none();
+        let lone = ux.cands.len() <= 1;
         // Every candidate counts, those already taken by another link too: that link
         // may be the wrong one.
         let confidence = link::confidence(sure, rivals);

@@ -183,19 +183,6 @@ pub(crate) fn nested(u: &Upstream<'_>, g: &Inbound<'_>, tolerance: i64) -> bool 
     }
 }
 
-/// The score of linking `u` under `g` (positive; [`CANDIDATE_BASE`] plus points),
-/// with the reasons spelled out when `why` is given.
-pub(crate) fn score(
-    u: &Upstream<'_>,
-    g: &Inbound<'_>,
-    rarity: &Rarity,
-    habits: &UriHabits,
-    names: &NameBook,
-    why: Option<&mut Vec<String>>,
-) -> f64 {
-    scores(u, g, rarity, habits, names, why).assign
-}
-
 /// A candidate pair's two scores.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Scores {
@@ -205,7 +192,8 @@ pub(crate) struct Scores {
     pub sure: f64,
 }
 
-/// [`score`] and the score its confidence is computed from.
+/// The scores of linking `u` under `g` (positive; [`CANDIDATE_BASE`] plus points),
+/// with the reasons spelled out when `why` is given.
 pub(crate) fn scores(
     u: &Upstream<'_>,
     g: &Inbound<'_>,

@@ -434,8 +434,6 @@ impl View {
         self.shift = shift;
     }
 
-    /// The latest this view's exchange was open here: its response's end, else when
-    /// it reached correlation.
     /// The heap it holds in its exchange's list, its message aside (shared by the
     /// views that carry the same one): itself and its segment summaries.
     pub(crate) fn heap_bytes(&self) -> usize {
@@ -448,6 +446,8 @@ impl View {
                 .sum::<usize>()
     }
 
+    /// The latest this view's exchange was open here: its response's end, else when
+    /// it reached correlation.
     pub fn end(&self) -> Ts {
         self.resp_end.unwrap_or(self.arrived)
     }

@@ -467,7 +467,7 @@ fn response_evidence_comes_from_the_upstreams_last_view() {
         .resp_header("Backend-Server", "192.168.0.3:8080")
         .view(2, 0, &mut s.names);
     let g = Inbound { last: &gv };
-    let one = score(
+    let one = scores(
         &Upstream {
             first: &first,
             last: &first,
@@ -477,8 +477,9 @@ fn response_evidence_comes_from_the_upstreams_last_view() {
         &s.habits,
         &s.names,
         None,
-    );
-    let two = score(
+    )
+    .assign;
+    let two = scores(
         &Upstream {
             first: &first,
             last: &last,
@@ -488,7 +489,8 @@ fn response_evidence_comes_from_the_upstreams_last_view() {
         &s.habits,
         &s.names,
         None,
-    );
+    )
+    .assign;
     // One view: Backend-Server names another upstream (-5), no header match.
     // Both: header propagated (+4) and address named (+2 + bits).
     assert!(close(two - one, 5.0 + 4.0 + 2.0 + 4.0), "{}", two - one);
