@@ -189,12 +189,17 @@ pub(crate) struct LimitArgs {
 /// (`flowtrace::correlate::engine::EXCHANGE_BYTES`).
 const EXCHANGE_BYTES: u64 = flowtrace::correlate::engine::EXCHANGE_BYTES as u64;
 
+/// How many typical open exchanges (at most `max_open_exchanges`, at least one
+/// unless that is 0) correlation may hold in `bytes`.
+pub(crate) fn exchanges_within(bytes: u64, max_open_exchanges: usize) -> usize {
+    (max_open_exchanges as u64).min((bytes / EXCHANGE_BYTES).max(1)) as usize
+}
+
 impl LimitArgs {
     /// Correlation's part of the budget: `max_open_exchanges` exchanges, at most a
     /// quarter of the budget; returns the number of exchanges that fit.
     pub(crate) fn open_exchanges(&self, max_open_exchanges: usize) -> usize {
-        let fit = (self.memory_budget / 4 / EXCHANGE_BYTES).max(1);
-        (max_open_exchanges as u64).min(fit) as usize
+        exchanges_within(self.memory_budget / 4, max_open_exchanges)
     }
 
     /// Correlation's part of the budget in bytes (the engine's `max_open_bytes`):
@@ -214,10 +219,7 @@ impl LimitArgs {
         keep_segments: bool,
     ) -> PipelineConfig {
         let budget = self.memory_budget;
-        let correlation = match max_open_exchanges {
-            0 => 0,
-            n => self.open_exchanges(n) as u64 * EXCHANGE_BYTES,
-        };
+        let correlation = self.open_bytes(max_open_exchanges) as u64;
         let fragments = budget / 16;
         let journal = if keep_segments { budget / 8 } else { 0 };
         PipelineConfig {

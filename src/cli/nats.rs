@@ -175,12 +175,11 @@ pub(crate) struct CollectArgs {
 /// The collector's engine: correlation's in-flight exchanges bounded by half of
 /// `memory_budget` (`--memory-budget`), counted in exchanges and in bytes.
 fn collect_engine_config(memory_budget: u64) -> EngineConfig {
-    let bytes = flowtrace::correlate::engine::EXCHANGE_BYTES as u64;
     let defaults = EngineConfig::default();
-    let fit = ((memory_budget / 2 / bytes).max(1) as usize).min(defaults.max_open_exchanges);
+    let fit = super::exchanges_within(memory_budget / 2, defaults.max_open_exchanges);
     EngineConfig {
         max_open_exchanges: fit,
-        max_open_bytes: fit * bytes as usize,
+        max_open_bytes: fit * flowtrace::correlate::engine::EXCHANGE_BYTES,
         ..defaults
     }
 }
