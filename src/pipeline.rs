@@ -542,20 +542,6 @@ impl Pipeline {
         }
     }
 
-    /// The bytes fragment reassembly and the segment journal hold now, by their
-    /// accounting (the TCP table's are [`Pipeline::tcp_bytes`]).
-    pub fn fragment_and_journal_bytes(&self) -> (usize, usize) {
-        (
-            self.decoder.fragment_bytes(),
-            self.journal.as_ref().map_or(0, |j| j.memory_bytes()),
-        )
-    }
-
-    /// The bytes the TCP table holds now, by its accounting.
-    pub fn tcp_bytes(&self) -> usize {
-        self.tcp.memory_bytes()
-    }
-
     /// Hands each transaction completed since the last call to `f`, with the vantage
     /// table that names its capture point; stops at the first error.
     pub fn emit<E>(
@@ -641,6 +627,8 @@ impl Pipeline {
 /// there is room, in time order.
 fn combine_logs(log: &AnomalyLog, http: &AnomalyLog) -> AnomalyLog {
     let mut log = log.clone();
+    // `tags` pair samples with connections inside one sharded stage only.
+    log.tags.clear();
     for a in &http.samples {
         if log.samples.len() < AnomalyLog::CAPACITY {
             log.samples.push(a.clone());

@@ -314,10 +314,12 @@ impl Shard {
         }
         self.http.completed = completed;
         self.tcp.drain_removed(&mut self.removed);
-        for id in std::mem::take(&mut self.removed) {
+        // Drained, not taken: the list keeps its capacity for the next segment.
+        for i in 0..self.removed.len() {
             let key = (frame, phase, 0, self.next_seq());
-            out.items.push((key, What::Drop(id)));
+            out.items.push((key, What::Drop(self.removed[i])));
         }
+        self.removed.clear();
         // The TCP table logs only at a frame's segment (evictions).
         for i in self.log_keys.len()..self.log.samples.len() {
             self.log_keys.push((frame, 1, 0, i as u64));
