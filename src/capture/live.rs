@@ -6,11 +6,13 @@
 use super::{IfaceId, InterfaceDesc, Interfaces, Linktype};
 use crate::error::CaptureError;
 use crate::time::Ts;
+use nix::poll::{poll, PollFd, PollFlags};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Capture options, named as tcpdump names them.
 #[derive(Clone, Debug)]
@@ -94,6 +96,75 @@ fn live_error(interface: &str, e: pcap::Error) -> CaptureError {
     }
 }
 
+/// How long a reader waits in poll(2) for the kernel to hand over packets before it
+/// looks at the stop flag again: how soon a stop is seen on a quiet interface.
+const READER_WAIT_MS: u16 = 50;
+/// How often a reader refreshes its interface's counters from libpcap. Each refresh
+/// reads the interface's counters from sysfs (libpcap opens several files for
+/// `pcap_stats`); at one per empty read it was a third of an agent's CPU on a
+/// loopback bench (`bench/nats_delay.py`, session 27).
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// One interface's reader: packets to `tx` until `stop` or an error (returned).
+///
+/// When libpcap has nothing ready (with TPACKET_V3 the kernel hands over whole
+/// blocks: one is full, or its timeout ran out) the reader sleeps in poll(2) on the
+/// capture's descriptor, not in a fixed 1 ms sleep: those sleeps, a thousand wake-ups
+/// a second whatever the traffic, were another quarter of the agent's CPU.
+fn read_interface(
+    i: usize,
+    mut cap: pcap::Capture<pcap::Active>,
+    tx: &SyncSender<LivePacket>,
+    stop: &AtomicBool,
+    stat: &Mutex<LiveStats>,
+) -> Option<String> {
+    let mut delivered = 0u64;
+    let mut last_stats = Instant::now();
+    let refresh = |cap: &mut pcap::Capture<pcap::Active>, delivered: u64| {
+        if let Ok(mut s) = stat.lock() {
+            s.delivered = delivered;
+            if let Ok(st) = cap.stats() {
+                s.received = u64::from(st.received);
+                s.dropped = u64::from(st.dropped);
+                s.if_dropped = u64::from(st.if_dropped);
+            }
+        }
+    };
+    let mut failure = None;
+    while !stop.load(Ordering::Relaxed) {
+        match cap.next_packet() {
+            Ok(p) => {
+                let ts = Ts::from_parts(p.header.ts.tv_sec, p.header.ts.tv_usec * 1000);
+                let packet = LivePacket {
+                    iface: i,
+                    ts,
+                    orig_len: p.header.len,
+                    data: p.data.to_vec(),
+                };
+                if tx.send(packet).is_err() {
+                    break;
+                }
+                delivered += 1;
+            }
+            Err(pcap::Error::TimeoutExpired) => {
+                let mut fds = [PollFd::new(cap.as_fd(), PollFlags::POLLIN)];
+                // EINTR and the like: the loop looks at the stop flag and reads again.
+                let _ = poll(&mut fds, READER_WAIT_MS);
+            }
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+        if last_stats.elapsed() >= STATS_EVERY {
+            last_stats = Instant::now();
+            refresh(&mut cap, delivered);
+        }
+    }
+    refresh(&mut cap, delivered);
+    failure
+}
+
 impl LiveSource {
     /// Opens every interface (errors name the interface and, for permissions, what
     /// to grant) and starts reading; `stop` ends the readers.
@@ -124,7 +195,8 @@ impl LiveSource {
             }
             // Non-blocking: with TPACKET_V3, libpcap's read timeout only runs once a
             // packet has arrived, so a quiet interface would block the reader (and
-            // the stop) forever. The reader sleeps 1 ms when nothing is waiting.
+            // the stop) forever. The reader waits in poll(2) instead, up to
+            // `READER_WAIT` at a time.
             let cap = cap.setnonblock().map_err(|e| live_error(name, e))?;
             let link = cap.get_datalink().0;
             interfaces.push(InterfaceDesc {
@@ -142,53 +214,10 @@ impl LiveSource {
             captures.push(cap);
         }
         let mut threads = Vec::new();
-        for (i, mut cap) in captures.into_iter().enumerate() {
+        for (i, cap) in captures.into_iter().enumerate() {
             let (tx, stop, stat) = (tx.clone(), stop.clone(), stats[i].clone());
             threads.push(std::thread::spawn(move || {
-                let mut since_stats = 0u32;
-                let mut failure = None;
-                while !stop.load(Ordering::Relaxed) {
-                    match cap.next_packet() {
-                        Ok(p) => {
-                            let ts = Ts::from_parts(p.header.ts.tv_sec, p.header.ts.tv_usec * 1000);
-                            let packet = LivePacket {
-                                iface: i,
-                                ts,
-                                orig_len: p.header.len,
-                                data: p.data.to_vec(),
-                            };
-                            if tx.send(packet).is_err() {
-                                break;
-                            }
-                            since_stats += 1;
-                            if let Ok(mut s) = stat.lock() {
-                                s.delivered += 1;
-                            }
-                        }
-                        Err(pcap::Error::TimeoutExpired) => {
-                            since_stats = since_stats.max(1000);
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                        Err(e) => {
-                            failure = Some(e.to_string());
-                            break;
-                        }
-                    }
-                    if since_stats >= 1000 {
-                        since_stats = 0;
-                        if let (Ok(st), Ok(mut s)) = (cap.stats(), stat.lock()) {
-                            s.received = u64::from(st.received);
-                            s.dropped = u64::from(st.dropped);
-                            s.if_dropped = u64::from(st.if_dropped);
-                        }
-                    }
-                }
-                if let (Ok(st), Ok(mut s)) = (cap.stats(), stat.lock()) {
-                    s.received = u64::from(st.received);
-                    s.dropped = u64::from(st.dropped);
-                    s.if_dropped = u64::from(st.if_dropped);
-                }
-                failure
+                read_interface(i, cap, &tx, &stop, &stat)
             }));
         }
         Ok(LiveSource {

@@ -709,7 +709,7 @@ impl Capture {
                         return Ok(true);
                     }
                 }
-                // Once stopped, the readers end within milliseconds and the queue
+                // Once stopped, the readers end within 50 ms (their poll) and the queue
                 // then reports Ended.
                 Received::Nothing => {}
                 Received::Ended => return Ok(false),
