@@ -184,41 +184,58 @@ pub fn fragments(ip: &[u8], id: u16, size: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// 20 real HTTP connections whose segments with data travel in IP fragments (each
-/// datagram's fragments together), inside a flood of first fragments of 64 KiB
-/// datagrams that never complete, `per_gap` between two packets of a real
-/// connection, read with a memory budget of 16 MiB (fragment reassembly has a
-/// sixteenth of it: about 15 such datagrams): every real request is reported, every
-/// flood datagram is evicted (oldest first) or dropped at the end, each counted.
-#[test]
-fn fragment_flood_within_a_small_memory_budget_keeps_real_requests() {
+/// A capture of `count` HTTP connections (the request of connection `k` is
+/// `request(k)`, from port `40000 + k`; the response is empty), every segment with data
+/// sent in IPv4 fragments of `size` payload bytes (each datagram's fragments
+/// together), and after each packet of a real connection `per_gap` first fragments of
+/// datagrams that never complete ([`flood_fragment`]). Returns the capture, the
+/// flood datagrams and the real datagrams fragmented.
+pub fn fragmented_connections(
+    count: u16,
+    request: impl Fn(u16) -> String,
+    size: usize,
+    per_gap: u32,
+) -> (Pcap, u32, u64) {
     let mut pcap = Pcap::new(1);
-    let mut floods = 0u32;
-    let mut real_datagrams = 0u64;
-    let mut uris = Vec::new();
-    for k in 0..20u16 {
-        let uri = format!("/real/{k}");
-        let req = format!("GET {uri} HTTP/1.1\r\nHost: app\r\n\r\n");
+    let (mut floods, mut real_datagrams) = (0u32, 0u64);
+    for k in 0..count {
         let packets = Conn::new(([10, 1, 0, 5], 40000 + k), ([10, 2, 0, 9], 80))
-            .send(true, req.as_bytes(), 1400)
+            .send(true, request(k).as_bytes(), 1400)
             .send(false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1400)
             .close();
         for (j, p) in packets.iter().enumerate() {
             if p.len() > 60 {
-                for f in fragments(p, 0x7000 + k * 16 + j as u16, 24) {
+                for f in fragments(p, 0x7000 + k * 16 + j as u16, size) {
                     pcap.push(ethernet(&f));
                 }
                 real_datagrams += 1;
             } else {
                 pcap.push(ethernet(p));
             }
-            for _ in 0..50 {
+            for _ in 0..per_gap {
                 pcap.push(flood_fragment(floods));
                 floods += 1;
             }
         }
-        uris.push(uri);
     }
+    (pcap, floods, real_datagrams)
+}
+
+/// 20 real HTTP connections whose segments with data travel in IP fragments (each
+/// datagram's fragments together), inside a flood of first fragments of 64 KiB
+/// datagrams that never complete, 50 between two packets of a real
+/// connection, read with a memory budget of 16 MiB (fragment reassembly has a
+/// sixteenth of it: about 15 such datagrams): every real request is reported, every
+/// flood datagram is evicted (oldest first) or dropped at the end, each counted.
+#[test]
+fn fragment_flood_within_a_small_memory_budget_keeps_real_requests() {
+    let (pcap, floods, real_datagrams) = fragmented_connections(
+        20,
+        |k| format!("GET /real/{k} HTTP/1.1\r\nHost: app\r\n\r\n"),
+        24,
+        50,
+    );
+    let mut uris: Vec<String> = (0..20).map(|k| format!("/real/{k}")).collect();
     uris.sort();
     let path = temp_dir("frag-flood").join("frag-flood.pcap");
     pcap.write(&path);

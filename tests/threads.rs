@@ -2,8 +2,7 @@
 //! the bytes of a one-thread run (`--threads 1`), record order, ids, connection
 //! numbers, counters and anomaly samples included.
 
-use crate::encap::{ethernet, Conn, Pcap};
-use crate::hostile::{flood_capture, flood_fragment, fragments};
+use crate::hostile::{flood_capture, fragmented_connections};
 use crate::util::{flowtrace_in_repo, golden, repo, scenario_captures, temp_dir, Doc};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -106,29 +105,17 @@ fn floods_and_fragments_are_the_same_with_any_threads() {
         d.stat("tcp_connections")
     );
 
-    let mut pcap = Pcap::new(1);
-    let mut n = 0u32;
-    for k in 0..40u16 {
-        let req = format!(
-            "POST /frag/{k} HTTP/1.1\r\nHost: app\r\nContent-Length: 300\r\n\r\n{}",
-            "x".repeat(300)
-        );
-        let packets = Conn::new(([10, 1, 0, 5], 41000 + k), ([10, 2, 0, 9], 80))
-            .send(true, req.as_bytes(), 1400)
-            .send(false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1400)
-            .close();
-        for (j, p) in packets.iter().enumerate() {
-            if p.len() > 60 {
-                for f in fragments(p, 0x7000 + k * 16 + j as u16, 64) {
-                    pcap.push(ethernet(&f));
-                }
-            } else {
-                pcap.push(ethernet(p));
-            }
-            pcap.push(flood_fragment(n));
-            n += 1;
-        }
-    }
+    let (pcap, _, _) = fragmented_connections(
+        40,
+        |k| {
+            format!(
+                "POST /frag/{k} HTTP/1.1\r\nHost: app\r\nContent-Length: 300\r\n\r\n{}",
+                "x".repeat(300)
+            )
+        },
+        64,
+        1,
+    );
     let path = temp_dir("threads-fragments").join("fragments.pcap");
     pcap.write(&path);
     let json = same_with_any_threads(&[path], &["--format", "json", "--headers"]);
