@@ -84,8 +84,7 @@ def main():
 
     scale = load_scale()
     scenario = os.path.join(ROOT, "captures", "highconc-2000")
-    with open(os.path.join(scenario, "truth.jsonl"), "rb") as f:
-        requests = sum(1 for line in f if line.strip())
+    requests = scale.count_truth(scenario)
     if args.data:
         files = sorted(os.path.join(args.data, f) for f in os.listdir(args.data) if f.endswith(".pcap"))
     else:

@@ -240,6 +240,17 @@ def write_copies(source, target, copies, step_ns):
             pcap.close()
 
 
+def count_truth(scenario):
+    """Requests in SCENARIO's truth.jsonl, or truth.jsonl.gz (how scenarios ship it)."""
+    truth = os.path.join(scenario, "truth.jsonl")
+    if not os.path.isfile(truth):
+        truth += ".gz"
+    if not os.path.isfile(truth):
+        raise BenchError(f"{truth}: missing (the benchmark counts requests in it)")
+    with (gzip.open if truth.endswith(".gz") else open)(truth, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
 def scenario_captures(scenario):
     """The scenario's capture files (`*.pcap.gz`, `*.pcap`), sorted, as
     (source path, built name, sidecar path or None)."""
@@ -439,11 +450,7 @@ def main():
     try:
         if not (os.path.isfile(args.bin) and os.access(args.bin, os.X_OK)):
             raise BenchError(f"{args.bin}: no flowtrace binary (cargo build --release, or --bin PATH)")
-        truth = os.path.join(args.scenario, "truth.jsonl")
-        if not os.path.isfile(truth):
-            raise BenchError(f"{truth}: missing (the benchmark counts requests in it)")
-        with open(truth, "rb") as f:
-            requests = sum(1 for line in f if line.strip())
+        requests = count_truth(args.scenario)
         captures = scenario_captures(args.scenario)
         progress("measuring the captures' span")
         first, last = capture_span_ns([src for src, _, _ in captures])

@@ -137,6 +137,12 @@ SCENARIOS = {
     "real-stock-samenet-600": dict(desc="as real-stock-600, both servers on the same container "
                                         "subnets (198.19.1/24, 198.19.2/24)",
                                    traffic=REAL_MODERATE, nginx_headers="stock", gzip_truth=True, samenet=True),
+    "real-seed-samenet-max": dict(desc="as real-seed-max, both servers on the same container "
+                                       "subnets (198.19.1/24, 198.19.2/24)",
+                                  traffic=REAL_TRAFFIC, nginx_headers="seed", gzip_truth=True, samenet=True),
+    "real-stock-samenet-max": dict(desc="as real-stock-max, both servers on the same container "
+                                        "subnets (198.19.1/24, 198.19.2/24)",
+                                   traffic=REAL_TRAFFIC, nginx_headers="stock", gzip_truth=True, samenet=True),
     "real-haproxy-stock-max": dict(desc="production mix, unpaced, concurrency 64; the gateway "
                                         "is HAProxy (option forwardfor, server keep-alive), "
                                         "stock Nginx",
