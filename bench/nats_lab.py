@@ -9,7 +9,8 @@ grows (a file: nothing is sent to a lab address); a path's delay is the time its
 appeared less its `end_ts` (the response's last byte on the wire, captured in a lab
 namespace: the same kernel clock). Prints one JSON object: requests and rate (the
 client's), paths, delay p50/p99/max, bytes the stream stored per request, each agent's
-CPU over its whole run per 1,000 requests/s, the collector's summary line, the 1-minute
+CPU over its whole run per 1,000 requests/s and per captured packet, the collector's
+summary line, the 1-minute
 load average's range during the run, and, with FLOWTRACE_DELAY_STATS=1 in the
 environment, the collector's per-stage delays and its loop's figures (time on a CPU and
 waiting for one: docs/live.md).
@@ -200,6 +201,13 @@ def main():
             "agent_capture": {n[:-4]: [l.strip() for l in open(os.path.join(run, n)) if "dropped by the kernel" in l]
                               for n in sorted(os.listdir(run)) if n.startswith("agent-") and n.endswith(".err")},
         }
+        # CPU per captured packet: what the agent's work costs whatever the rate, to
+        # compare runs whose rate moved with the machine's other load.
+        for n, a in out["agents"].items():
+            got = [int(m.group(1)) for l in out["agent_capture"].get(n, [])
+                   for m in [re.search(r" (\d+) received", l)] if m]
+            if got and sum(got):
+                a["cpu_us_per_packet"] = round(a["cpu_s"] / sum(got) * 1e6, 2)
         out["collector_limit"] = collector_limit(flowtrace, store)
         print(json.dumps(out))
         return 0
