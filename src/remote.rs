@@ -900,6 +900,9 @@ pub struct DelayProbe {
     /// `published`): the agent's outbox and publishing; the rest of `transport` is
     /// the collector's reading.
     pub stored: Samples,
+    /// Its storing by the NATS server to its arrival at the collector: the
+    /// collector's reading alone (`transport` less `stored`, per exchange).
+    pub read: Samples,
     /// Arrival to its release into the engine (behind the watermark).
     pub held: Samples,
     /// Per path: its line written, less the watermark then.
@@ -951,6 +954,18 @@ impl Samples {
     pub fn seen(&self) -> u64 {
         self.seen
     }
+
+    /// `n` (samples seen) and the p50, p99 and max of those kept, in seconds (to
+    /// the millisecond), as one JSON object.
+    pub fn summary(&self) -> serde_json::Value {
+        let mut v = self.kept.clone();
+        v.sort_unstable();
+        let at = |f: f64| {
+            v.get(((v.len() as f64 - 1.0) * f).round() as usize)
+                .map_or(0.0, |x| (*x as f64 / 1e6).round() / 1e3)
+        };
+        serde_json::json!({"n": self.seen, "p50": at(0.5), "p99": at(0.99), "max": at(1.0)})
+    }
 }
 
 impl std::ops::Deref for Samples {
@@ -970,19 +985,12 @@ impl DelayProbe {
     /// p50, p99 and max of each stage, in seconds, as one JSON object (`n`: samples
     /// seen; the percentiles are of those kept).
     pub fn summary(&self) -> serde_json::Value {
-        fn q(samples: &Samples) -> serde_json::Value {
-            let mut v = samples.to_vec();
-            v.sort_unstable();
-            let at = |f: f64| {
-                v.get(((v.len() as f64 - 1.0) * f).round() as usize)
-                    .map_or(0.0, |x| (*x as f64 / 1e6).round() / 1e3)
-            };
-            serde_json::json!({"n": samples.seen(), "p50": at(0.5), "p99": at(0.99), "max": at(1.0)})
-        }
+        let q = Samples::summary;
         serde_json::json!({
             "agent_end_to_envelope": q(&self.agent),
             "envelope_to_stored": q(&self.stored),
             "envelope_to_arrival": q(&self.transport),
+            "stored_to_arrival": q(&self.read),
             "arrival_to_release": q(&self.held),
             "path_watermark_to_written": q(&self.path_wall_watermark),
             "path_floor_to_watermark": q(&self.path_watermark_floor),
@@ -1151,6 +1159,7 @@ impl Merger {
                     p.agent.push(env.sent_wall - end);
                     p.transport.push(wall - env.sent_wall);
                     p.stored.push(stored - env.sent_wall);
+                    p.read.push(wall - stored);
                 }
             }
         }

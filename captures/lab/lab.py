@@ -1007,8 +1007,9 @@ class Agents:
     """Every process of the --agents run, each start under its own name (so that a
     restart is a new tracked PID), with the times of the restarts."""
 
-    def __init__(self, run_dir, binary):
+    def __init__(self, run_dir, binary, collector_nice=None, agent_nice=None):
         self.run_dir, self.binary = run_dir, binary
+        self.collector_nice, self.agent_nice = collector_nice, agent_nice
         self.n = {}
         self.events = []
 
@@ -1018,6 +1019,16 @@ class Agents:
         base = os.path.join(self.run_dir, name)
         start(name, nsx(ns, cmd), stdout=base + ".out", stderr=base + ".err")
         self.events.append({"event": "start", "name": name, "t": time.time()})
+        return name
+
+    def _renice(self, name, nice):
+        """Sets the autogroup nice value of `name`'s session (None: leaves it). Each
+        process start() launches leads a session of its own, hence an autogroup of its
+        own: the scheduler shares the CPUs between autogroups by their nice values; a
+        process's own nice (nice(1)) counts only within its group."""
+        if nice is not None:
+            with open("/proc/%d/autogroup" % find_proc(name)["pid"], "w") as f:
+                f.write("%d" % nice)
         return name
 
     def _stop(self, name, sig, wait):
@@ -1041,16 +1052,18 @@ class Agents:
 
     def agent(self, host):
         k = self.n.get("agent-" + host, 0) + 1
-        return self._start("agent-" + host, SERVERS[host]["ns"],
-                           [self.binary, "agent", "--nats", nats_url(), "--host", host,
-                            "-i", "any", "-f", "not port %d" % NATS_PORT,
-                            "-w", os.path.join(self.run_dir, "agent-%s-%d.pcapng" % (host, k))])
+        return self._renice(self._start("agent-" + host, SERVERS[host]["ns"],
+                            [self.binary, "agent", "--nats", nats_url(), "--host", host,
+                             "-i", "any", "-f", "not port %d" % NATS_PORT,
+                             "-w", os.path.join(self.run_dir, "agent-%s-%d.pcapng" % (host, k))]),
+                            self.agent_nice)
 
     def collector(self):
-        return self._start("collector", ROUTER["ns"],
-                           [self.binary, "collect", "--nats", nats_url(), "--format", "jsonl",
-                            "-o", os.path.join(self.run_dir, "collect.jsonl"),
-                            "--exit-when-idle", "8"])
+        return self._renice(self._start("collector", ROUTER["ns"],
+                            [self.binary, "collect", "--nats", nats_url(), "--format", "jsonl",
+                             "-o", os.path.join(self.run_dir, "collect.jsonl"),
+                             "--exit-when-idle", "8"]),
+                            self.collector_nice)
 
     def begin(self):
         self.nats()
@@ -1223,7 +1236,9 @@ def run_scenario(name, out_dir, extra):
     live = None
     if live_bin:
         live = live_start(run_dir, extra.live_on, live_bin, traffic["max_seconds"] + LIVE_MARGIN)
-    agents = Agents(run_dir, flowtrace_bin()) if getattr(extra, "agents", False) else None
+    agents = (Agents(run_dir, flowtrace_bin(), getattr(extra, "collector_nice", None),
+                     getattr(extra, "agent_nice", None))
+              if getattr(extra, "agents", False) else None)
     if agents is not None:
         agents.begin()
     gen = start("traffic", cmd, stdout=os.path.join(run_dir, "traffic.out"),
@@ -1443,6 +1458,13 @@ def main():
     rp.add_argument("--agents-steady", action="store_true",
                     help="with --agents: no restarts during the traffic (for measuring delay "
                          "and cost; bench/nats_lab.py)")
+    rp.add_argument("--collector-nice", type=int, metavar="N",
+                    help="with --agents: the collector's autogroup nice value (-20..19; "
+                         "/proc/PID/autogroup), e.g. -10 to stand for a collector with a "
+                         "CPU of its own (default: 0, an equal share with every other "
+                         "session of the machine)")
+    rp.add_argument("--agent-nice", type=int, metavar="N",
+                    help="with --agents: the agents' autogroup nice value (as --collector-nice)")
     rp.add_argument("--duration", type=float,
                     help="duration mode: issue requests for this many seconds (at most --count)")
     rp.add_argument("--no-truth", action="store_true",

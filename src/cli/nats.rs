@@ -782,13 +782,22 @@ async fn collect_async(
     let mut messages = open_consumer(&stream, &filter, 1).await?;
     let mut quiet_since = Instant::now();
     let mut last_record = Instant::now();
+    let mut probe = c.merger.probe.is_some().then(LoopProbe::default);
     while !stop.load(Ordering::Relaxed) && idle.is_none_or(|d| last_record.elapsed() < d) {
+        let waiting = Instant::now();
         let next = tokio::time::timeout(Duration::from_millis(200), messages.next()).await;
+        let took = Instant::now();
+        if let Some(p) = &mut probe {
+            p.wait += took - waiting;
+        }
         match next {
             Ok(Some(Ok(m))) => {
                 last_record = Instant::now();
                 quiet_since = Instant::now();
                 c.take(&args.nats, &stream, &m).await?;
+                if let Some(p) = &mut probe {
+                    p.take(&m, took.elapsed());
+                }
             }
             Ok(Some(Err(e))) => {
                 eprintln!("flowtrace: warning: reading the stream: {e}");
@@ -820,9 +829,69 @@ async fn collect_async(
             Err(_) => {}
         }
         c.report_lag(args.max_host_lag);
+        let stepping = Instant::now();
         c.step()?;
+        if let Some(p) = &mut probe {
+            p.stepped(stepping.elapsed());
+        }
+    }
+    if let Some(p) = &probe {
+        eprintln!("flowtrace: collector loop {}", p.summary());
     }
     c.finish(&args)
+}
+
+/// Where the collector's loop spent its wall clock (`FLOWTRACE_DELAY_STATS`):
+/// waiting for the next record, taking records (decoding and merging), stepping
+/// (releasing, deciding and writing), and the consumer's backlog on the server at
+/// each record; with the thread's CPU time and its time waiting for a CPU.
+#[derive(Default)]
+struct LoopProbe {
+    wait: Duration,
+    taking: Duration,
+    stepping: Duration,
+    records: u64,
+    /// Each `Collector::step`'s wall time (ns).
+    step: remote::Samples,
+    /// Records the server still held for the consumer as each was delivered.
+    backlog: remote::Samples,
+}
+
+impl LoopProbe {
+    fn take(&mut self, m: &jetstream::Message, took: Duration) {
+        self.taking += took;
+        self.records += 1;
+        if let Ok(info) = m.info() {
+            // A record counts as a second, the unit of the summary.
+            self.backlog
+                .push((info.pending as i64).saturating_mul(1_000_000_000));
+        }
+    }
+
+    fn stepped(&mut self, took: Duration) {
+        self.stepping += took;
+        self.step.push(took.as_nanos() as i64);
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        // /proc/thread-self/schedstat: time on a CPU, time waiting on a run queue
+        // (ns), time slices; the loop runs on this thread (a current-thread runtime).
+        let sched: Vec<f64> = std::fs::read_to_string("/proc/thread-self/schedstat")
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|x| x.parse::<f64>().ok())
+            .collect();
+        serde_json::json!({
+            "records": self.records,
+            "wait_s": (self.wait.as_secs_f64() * 1e3).round() / 1e3,
+            "take_s": (self.taking.as_secs_f64() * 1e3).round() / 1e3,
+            "step_s": (self.stepping.as_secs_f64() * 1e3).round() / 1e3,
+            "steps": self.step.summary(),
+            "backlog_records": self.backlog.summary(),
+            "thread_cpu_s": sched.first().map(|x| (x / 1e6).round() / 1e3),
+            "thread_runqueue_wait_s": sched.get(1).map(|x| (x / 1e6).round() / 1e3),
+        })
+    }
 }
 
 /// The hosts announced when the collector starts, waiting up to `wait_hosts` for a

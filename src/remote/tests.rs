@@ -402,12 +402,14 @@ fn delay_probe_samples_each_exchange_at_every_stage() {
     assert_eq!(p.agent, vec![100_000_000 - 900_000]);
     assert_eq!(p.stored, vec![20_000_000]);
     assert_eq!(p.transport, vec![50_000_000]);
+    assert_eq!(p.read, vec![30_000_000]);
     assert_eq!(p.held.len(), 1, "released once, behind its own watermark");
     let s = p.summary();
     assert_eq!(s["agent_end_to_envelope"]["n"], 1);
     assert_eq!(s["agent_end_to_envelope"]["p50"], 0.099);
     assert_eq!(s["envelope_to_stored"]["p99"], 0.02);
     assert_eq!(s["envelope_to_arrival"]["max"], 0.05);
+    assert_eq!(s["stored_to_arrival"]["p50"], 0.03);
     assert_eq!(s["path_total"]["n"], 0);
 }
 
