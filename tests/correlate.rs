@@ -161,6 +161,9 @@ fn realistic_unpaced_scenarios_keep_their_measured_accuracy() {
         ("real-haproxy-stock-max", 1405),
         ("real-seed-userland-max", 1829),
         ("real-nofwd-max", 1948),
+        // Both servers on the same container subnets (session 27).
+        ("real-seed-samenet-max", 1975),
+        ("real-stock-samenet-max", 1760),
     ]);
 }
 
