@@ -40,7 +40,7 @@ use crate::anomaly::{Anomaly, AnomalyLog, Stats};
 use crate::capture::FileSource;
 use crate::decode::TcpSegment;
 use crate::error::{Error, RenderError};
-use crate::http::{HttpAnalyzer, HttpConn};
+use crate::http::{HttpAnalyzer, HttpConn, KeptHeaders};
 use crate::render::{record_tail, Writer};
 use crate::tcp::{TcpConfig, TcpTable, VantageId};
 use crate::time::Ts;
@@ -210,7 +210,14 @@ impl Shard {
         Shard {
             tcp: table,
             // Nothing correlates a sharded run's transactions.
-            http: HttpAnalyzer::new().without_pending_floor(),
+            // Without header lists, a record shows the Host header only.
+            http: HttpAnalyzer::new()
+                .without_pending_floor()
+                .keeping_headers(if headers {
+                    KeptHeaders::All
+                } else {
+                    KeptHeaders::Host
+                }),
             stats: Stats::default(),
             log: AnomalyLog::default(),
             log_keys: Vec::new(),
