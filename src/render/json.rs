@@ -137,19 +137,72 @@ fn string(out: &mut Vec<u8>, s: &str) {
 fn socket_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
     match addr {
         SocketAddr::V4(a) => {
-            let mut digits = itoa::Buffer::new();
-            out.push(b'"');
+            // Formatted on the stack and copied once (it was nine copies, each a
+            // call to memcpy for one to five bytes).
+            let mut text = Digits::<24>::new();
+            text.push(b'"');
             for (i, octet) in a.ip().octets().iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    text.push(b'.');
                 }
-                out.extend_from_slice(digits.format(*octet).as_bytes());
+                text.number(u64::from(*octet));
             }
-            out.push(b':');
-            out.extend_from_slice(digits.format(a.port()).as_bytes());
-            out.push(b'"');
+            text.push(b':');
+            text.number(u64::from(a.port()));
+            text.push(b'"');
+            text.append_to(out);
         }
         SocketAddr::V6(_) => serde(out, addr),
+    }
+}
+
+/// A short text built on the stack, at most `N` bytes.
+struct Digits<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Digits<N> {
+    fn new() -> Self {
+        Digits {
+            bytes: [0; N],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, b: u8) {
+        self.bytes[self.len] = b;
+        self.len += 1;
+    }
+
+    /// `n` in decimal.
+    fn number(&mut self, n: u64) {
+        let mut width = 1;
+        let mut power = 10;
+        while width < 20 && n >= power {
+            width += 1;
+            power = power.wrapping_mul(10);
+        }
+        self.fixed(n, width);
+    }
+
+    /// The last `width` decimal digits of `n`, zero-padded.
+    fn fixed(&mut self, n: u64, width: usize) {
+        let mut rest = n;
+        for d in self.bytes[self.len..self.len + width].iter_mut().rev() {
+            *d = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        self.len += width;
+    }
+
+    /// Appends the text to `out`. All `N` bytes are copied, then the tail cut:
+    /// a copy of a constant length is a few moves, where one of a variable length
+    /// is a call to memcpy.
+    fn append_to(&self, out: &mut Vec<u8>) {
+        let end = out.len() + self.len;
+        out.extend_from_slice(&self.bytes);
+        out.truncate(end);
     }
 }
 
@@ -160,27 +213,47 @@ fn socket_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
 /// place, i.e. below 2^32 seconds; 1 s and later keeps the float printer from
 /// choosing an exponent. Other times go through the float printer.
 fn timestamp(out: &mut Vec<u8>, ts: Ts) {
-    let micros = (ts.0 as f64 / 1000.0).round();
+    let micros = round(ts.0 as f64 / 1000.0);
     if !(1e6..4_294_967_296e6).contains(&micros) {
         serde(out, &ts);
         return;
     }
     let micros = micros as u64;
     let (secs, frac) = (micros / 1_000_000, micros % 1_000_000);
-    integer(out, secs);
-    out.push(b'.');
+    // Formatted on the stack and copied once.
+    let mut text = Digits::<32>::new();
+    if (1_000_000_000..10_000_000_000).contains(&secs) {
+        // Every date from 2001 to 2286: ten digits.
+        text.fixed(secs, 10);
+    } else {
+        text.number(secs);
+    }
+    text.push(b'.');
     if frac == 0 {
-        out.push(b'0');
-        return;
+        text.push(b'0');
+    } else {
+        text.fixed(frac, 6);
+        while text.bytes[text.len - 1] == b'0' {
+            text.len -= 1;
+        }
     }
-    let mut digits = [b'0'; 6];
-    let mut rest = frac;
-    for d in digits.iter_mut().rev() {
-        *d = b'0' + (rest % 10) as u8;
-        rest /= 10;
+    text.append_to(out);
+}
+
+/// `f64::round` without the call into libm (the baseline x86-64 target has no
+/// rounding instruction), for positive values below 2^63; others (and -0.0, NaN)
+/// go to `f64::round`. Exact: the integer part of a float is a float, and so is the
+/// rest.
+fn round(x: f64) -> f64 {
+    if x.is_sign_negative() || x.is_nan() || x >= 9.2e18 {
+        return x.round();
     }
-    let len = digits.iter().rposition(|d| *d != b'0').map_or(1, |i| i + 1);
-    out.extend_from_slice(&digits[..len]);
+    let whole = x as u64 as f64;
+    if x - whole >= 0.5 {
+        whole + 1.0
+    } else {
+        whole
+    }
 }
 
 #[cfg(test)]
@@ -299,6 +372,16 @@ mod tests {
         ) {
             let t = transaction(addrs, texts, times, status, request);
             same(&t, headers, jsonl.then_some("transaction"));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn round_is_f64_round(x in any::<f64>(), whole in 0u64..1 << 53) {
+            prop_assert_eq!(round(x).to_bits(), x.round().to_bits());
+            for v in [whole as f64, whole as f64 + 0.5, whole as f64 - 0.5, whole as f64 / 1000.0] {
+                prop_assert_eq!(round(v).to_bits(), v.round().to_bits());
+            }
         }
     }
 

@@ -164,10 +164,16 @@ pub struct Summary<'a> {
     pub gratuitous_arp: &'a [GratuitousArp],
 }
 
+/// JSON records gathered before one write to the output: one copy of each record
+/// (formatted in place here) instead of two (into a record, then into the output's
+/// buffer), and a large write goes past a `BufWriter`'s buffer untouched.
+const RECORD_BUFFER: usize = 256 << 10;
+
 /// Writes transactions as they complete, then the summary.
 pub struct Writer<W: Write> {
     out: W,
-    /// One JSON record at a time, written whole (reused: no allocation per record).
+    /// JSON records not written to `out` yet (at most about [`RECORD_BUFFER`]
+    /// bytes; reused: no allocation per record).
     record: Vec<u8>,
     format: Format,
     headers: bool,
@@ -226,7 +232,6 @@ impl<W: Write> Writer<W> {
             Format::Text => self.text_line(t, vantages)?,
             Format::Json | Format::Jsonl => {
                 let mut rec = TransactionRecord::new(t, vantages, self.headers);
-                self.record.clear();
                 if self.format == Format::Jsonl {
                     rec.kind = Some("transaction");
                 } else {
@@ -239,10 +244,21 @@ impl<W: Write> Writer<W> {
                 if self.format == Format::Jsonl {
                     self.record.push(b'\n');
                 }
-                self.out.write_all(&self.record)?;
+                if self.record.len() >= RECORD_BUFFER {
+                    self.write_records()?;
+                }
             }
         }
         self.count += 1;
+        Ok(())
+    }
+
+    /// Writes the records gathered in `record` to the output.
+    fn write_records(&mut self) -> Result<(), RenderError> {
+        if !self.record.is_empty() {
+            self.out.write_all(&self.record)?;
+            self.record.clear();
+        }
         Ok(())
     }
 
@@ -256,7 +272,7 @@ impl<W: Write> Writer<W> {
         conn_id: u64,
         tail: &[u8],
     ) -> Result<(), RenderError> {
-        self.record.clear();
+        self.write_records()?;
         match self.format {
             Format::Jsonl => self.record.extend_from_slice(b"{\"type\":\"transaction\","),
             Format::Json | Format::Text => {
@@ -270,6 +286,7 @@ impl<W: Write> Writer<W> {
         // The tail goes straight to the output (it is most of the record: copying
         // it into `record` first was one more copy of the whole output).
         self.out.write_all(&self.record)?;
+        self.record.clear();
         self.out.write_all(tail)?;
         if self.format == Format::Jsonl {
             self.out.write_all(b"\n")?;
@@ -321,6 +338,7 @@ impl<W: Write> Writer<W> {
 
     /// Writes the summary and ends the document.
     pub fn finish(mut self, summary: &Summary<'_>) -> Result<W, RenderError> {
+        self.write_records()?;
         match self.format {
             Format::Text => self.text_summary(summary)?,
             Format::Json => {
