@@ -644,6 +644,16 @@ fn lossy(b: &[u8], max: usize) -> String {
     }
 }
 
+/// `s` cut at `max` bytes, as [`lossy`] cuts it; a text that fits is copied without
+/// checking it again (httparse hands the URI and the reason over as `&str`).
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        s.to_owned()
+    } else {
+        lossy(s.as_bytes(), max)
+    }
+}
+
 fn version_str(v: Option<u8>) -> &'static str {
     match v {
         Some(0) => "HTTP/1.0",
@@ -703,7 +713,7 @@ impl Head {
         Head {
             kind: HeadKind::Request {
                 method: req.method.unwrap_or("").to_owned(),
-                uri: lossy(req.path.unwrap_or("").as_bytes(), 8192),
+                uri: cut(req.path.unwrap_or(""), 8192),
             },
             version: version_str(req.version),
             headers,
@@ -721,7 +731,7 @@ impl Head {
         Head {
             kind: HeadKind::Response {
                 status: resp.code.unwrap_or(0),
-                reason: lossy(resp.reason.unwrap_or("").as_bytes(), 256),
+                reason: cut(resp.reason.unwrap_or(""), 256),
             },
             version: version_str(resp.version),
             headers,

@@ -15,8 +15,26 @@ use crate::time::Ts;
 use serde_json::ser::{CompactFormatter, Formatter};
 use std::net::SocketAddr;
 
-/// Appends `rec` as one compact JSON object (no newline).
-pub(super) fn write_record(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
+/// Appends `rec` as one compact JSON object (no newline): what
+/// [`write_record_with`] writes, without the capture-point parts kept.
+#[cfg(test)]
+fn write_record(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
+    write_record_start(out, rec);
+    write_tail(out, rec);
+}
+
+/// [`write_record`] with the capture point's part from `prefixes`.
+pub(super) fn write_record_with(
+    out: &mut Vec<u8>,
+    rec: &TransactionRecord<'_>,
+    prefixes: &mut Prefixes,
+    vantage: usize,
+) {
+    write_record_start(out, rec);
+    write_tail_with(out, rec, prefixes, vantage);
+}
+
+fn write_record_start(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
     out.push(b'{');
     if let Some(kind) = rec.kind {
         out.extend_from_slice(b"\"type\":");
@@ -24,7 +42,6 @@ pub(super) fn write_record(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
         out.push(b',');
     }
     head(out, rec.id, rec.conn_id);
-    write_tail(out, rec);
 }
 
 /// The record's numbers: `"id":N,"conn_id":M`.
@@ -36,13 +53,51 @@ pub(super) fn head(out: &mut Vec<u8>, id: u64, conn_id: u64) {
 }
 
 /// Everything of the record after its numbers, to its closing brace: what a shard
-/// formats, the merger putting the numbers of the whole run in front.
-pub(super) fn write_tail(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
-    out.extend_from_slice(b",\"capture\":{\"file\":");
-    string(out, rec.capture.file);
-    out.extend_from_slice(b",\"interface\":");
-    string(out, rec.capture.interface);
-    out.extend_from_slice(b"},\"client\":");
+/// formats, the merger putting the numbers of the whole run in front
+/// ([`write_tail_with`] is the same with the capture-point part kept).
+#[cfg(test)]
+fn write_tail(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
+    let mut capture = Vec::new();
+    out.extend_from_slice(capture_part(&mut capture, rec));
+    write_after_capture(out, rec);
+}
+
+/// `,"capture":{...},"client":`, the part of a record that is the same for every
+/// record of a capture point, into `buf` (see [`Prefixes`]).
+fn capture_part<'b>(buf: &'b mut Vec<u8>, rec: &TransactionRecord<'_>) -> &'b [u8] {
+    buf.extend_from_slice(b",\"capture\":{\"file\":");
+    string(buf, rec.capture.file);
+    buf.extend_from_slice(b",\"interface\":");
+    string(buf, rec.capture.interface);
+    buf.extend_from_slice(b"},\"client\":");
+    buf
+}
+
+/// [`write_tail`] with the capture point's part formatted once per capture point
+/// (its file name and interface were scanned for escapes in every record).
+pub(super) fn write_tail_with(
+    out: &mut Vec<u8>,
+    rec: &TransactionRecord<'_>,
+    prefixes: &mut Prefixes,
+    vantage: usize,
+) {
+    if prefixes.0.len() <= vantage {
+        prefixes.0.resize_with(vantage + 1, Vec::new);
+    }
+    let part = &mut prefixes.0[vantage];
+    if part.is_empty() {
+        capture_part(part, rec);
+    }
+    out.extend_from_slice(part);
+    write_after_capture(out, rec);
+}
+
+/// The capture-point part of the records, by vantage index, formatted once each.
+#[derive(Default)]
+pub struct Prefixes(Vec<Vec<u8>>);
+
+/// The record from the client's address to its closing brace.
+fn write_after_capture(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
     socket_addr(out, rec.client);
     out.extend_from_slice(b",\"server\":");
     socket_addr(out, rec.server);
@@ -284,6 +339,13 @@ mod tests {
             String::from_utf8_lossy(&ours),
             String::from_utf8_lossy(&theirs)
         );
+        // With the capture point's part formatted once, twice over.
+        let mut prefixes = Prefixes::default();
+        for _ in 0..2 {
+            let mut cached = Vec::new();
+            write_record_with(&mut cached, &rec, &mut prefixes, 2);
+            assert_eq!(cached, ours);
+        }
     }
 
     fn transaction(

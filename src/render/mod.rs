@@ -139,10 +139,25 @@ impl<'a> TransactionRecord<'a> {
     }
 }
 
+pub use json::Prefixes;
+
 /// Appends the JSON record of `t` after its numbers (`id`, `conn_id`), which
-/// [`Writer::transaction_tail`] writes in front of it.
-pub fn record_tail(out: &mut Vec<u8>, t: &HttpTransaction, vantages: &[Vantage], headers: bool) {
-    json::write_tail(out, &TransactionRecord::new(t, vantages, headers));
+/// [`Writer::transaction_tail`] writes in front of it. `prefixes` keeps the part
+/// of the records that names their capture point, formatted once per point: one
+/// per `vantages`.
+pub fn record_tail(
+    out: &mut Vec<u8>,
+    t: &HttpTransaction,
+    vantages: &[Vantage],
+    headers: bool,
+    prefixes: &mut Prefixes,
+) {
+    json::write_tail_with(
+        out,
+        &TransactionRecord::new(t, vantages, headers),
+        prefixes,
+        t.vantage as usize,
+    );
 }
 
 /// Everything but the transactions.
@@ -175,6 +190,8 @@ pub struct Writer<W: Write> {
     /// JSON records not written to `out` yet (at most about [`RECORD_BUFFER`]
     /// bytes; reused: no allocation per record).
     record: Vec<u8>,
+    /// The records' capture-point parts, formatted once per capture point.
+    prefixes: Prefixes,
     format: Format,
     headers: bool,
     count: u64,
@@ -205,6 +222,7 @@ impl<W: Write> Writer<W> {
         let mut w = Writer {
             out,
             record: Vec::new(),
+            prefixes: Prefixes::default(),
             format,
             headers,
             count: 0,
@@ -240,7 +258,12 @@ impl<W: Write> Writer<W> {
                     }
                     self.record.push(b'\n');
                 }
-                json::write_record(&mut self.record, &rec);
+                json::write_record_with(
+                    &mut self.record,
+                    &rec,
+                    &mut self.prefixes,
+                    t.vantage as usize,
+                );
                 if self.format == Format::Jsonl {
                     self.record.push(b'\n');
                 }
