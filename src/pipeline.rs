@@ -4,7 +4,7 @@
 use crate::anomaly::{AnomalyLog, Stats};
 use crate::capture::{Frame, IfaceId, Interfaces};
 use crate::decode::{Decoder, Network, Transport};
-use crate::http::{HttpAnalyzer, HttpConn, HttpTransaction};
+use crate::http::{HttpAnalyzer, HttpConn, HttpTransaction, KeptHeaders};
 use crate::links::HostLinks;
 use crate::tcp::{conn_key, mac_string, ConnKey, SegmentSummary, TcpConfig, TcpTable, VantageId};
 use crate::time::Ts;
@@ -396,6 +396,13 @@ impl Pipeline {
     /// and never asks for [`Pipeline::pending_floor`] (which then says nothing waits).
     pub fn without_pending_floor(&mut self) {
         self.http = std::mem::take(&mut self.http).without_pending_floor();
+    }
+
+    /// Keeps only the headers `kept` says of each HTTP message
+    /// ([`HttpAnalyzer::keeping_headers`]): for a run whose transactions are only
+    /// written, without header lists.
+    pub fn keeping_headers(&mut self, kept: KeptHeaders) {
+        self.http = std::mem::take(&mut self.http).keeping_headers(kept);
     }
 
     /// Processes one frame. Completed transactions wait in [`Pipeline::drain`].

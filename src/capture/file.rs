@@ -1,5 +1,6 @@
 //! Capture files through pcap-parser's streaming readers.
 
+use super::mapped::MappedPcap;
 use super::read_ahead::ReadAhead;
 use super::{Frame, IfaceId, InterfaceDesc, Interfaces, Linktype};
 use crate::anomaly::Stats;
@@ -43,6 +44,8 @@ impl<R: Read> Read for Counting<R> {
 enum Reader {
     Legacy(LegacyPcapReader<Input>),
     Ng(PcapNGReader<Input>),
+    /// A regular, uncompressed legacy pcap file, memory-mapped.
+    Mapped(MappedPcap),
 }
 
 impl Reader {
@@ -50,6 +53,7 @@ impl Reader {
         match self {
             Reader::Legacy(r) => r,
             Reader::Ng(r) => r,
+            Reader::Mapped(r) => r,
         }
     }
 }
@@ -161,8 +165,31 @@ fn header_error(path: &Path, format: &'static str, e: PcapError<&[u8]>) -> Captu
 }
 
 impl FileReader {
-    fn open(index: usize, path: &Path, read_ahead: bool) -> Result<FileReader, CaptureError> {
+    /// Opens `path`, mapped when `map` and it is a plain pcap file (see
+    /// [`MappedPcap`]), else buffered (and read ahead on a thread when `read_ahead`).
+    fn open(
+        index: usize,
+        path: &Path,
+        read_ahead: bool,
+        map: bool,
+    ) -> Result<FileReader, CaptureError> {
         let count = Arc::new(AtomicU64::new(0));
+        if map && path.as_os_str() != "-" {
+            if let Some(mapped) = File::open(path)
+                .ok()
+                .and_then(|f| MappedPcap::open(&f, count.clone()))
+            {
+                // Nothing to read ahead: the file is parsed where the page cache has it.
+                let size = Some(mapped.len() as u64);
+                return Ok(FileReader::new(
+                    index,
+                    path,
+                    Reader::Mapped(mapped),
+                    count,
+                    size,
+                ));
+            }
+        }
         let (raw, size) = open_input(path, count.clone())?;
         let (mut prefix, mut input) = sniff(raw, path)?;
         if prefix.starts_with(&[0x1f, 0x8b]) {
@@ -215,8 +242,18 @@ impl FileReader {
                 })
             }
         };
+        Ok(FileReader::new(index, path, reader, count, size))
+    }
+
+    fn new(
+        index: usize,
+        path: &Path,
+        reader: Reader,
+        raw_read: Arc<AtomicU64>,
+        size: Option<u64>,
+    ) -> FileReader {
         let ng = matches!(reader, Reader::Ng(_));
-        Ok(FileReader {
+        FileReader {
             reader,
             state: FileState {
                 index,
@@ -230,10 +267,10 @@ impl FileReader {
             pending_consume: 0,
             head: None,
             done: false,
-            raw_read: count,
+            raw_read,
             size,
             buffer_size: BUFFER_CAPACITY,
-        })
+        }
     }
 
     /// Moves to the next packet block, handling the header, section and interface
@@ -606,10 +643,19 @@ impl FileSource {
         paths: &[P],
         read_ahead: bool,
     ) -> Result<FileSource, CaptureError> {
+        FileSource::open_mapping(paths, read_ahead, true)
+    }
+
+    /// As [`FileSource::open_with`], plain pcap files mapped only when `map`.
+    fn open_mapping<P: AsRef<Path>>(
+        paths: &[P],
+        read_ahead: bool,
+        map: bool,
+    ) -> Result<FileSource, CaptureError> {
         let readers = paths
             .iter()
             .enumerate()
-            .map(|(i, p)| FileReader::open(i, p.as_ref(), read_ahead))
+            .map(|(i, p)| FileReader::open(i, p.as_ref(), read_ahead, map))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(FileSource {
             readers,
@@ -688,17 +734,79 @@ mod tests {
         p
     }
 
+    /// Reads a capture of `bytes` through the buffered reader.
     fn read_all(name: &str, bytes: &[u8]) -> (FileSource, u64) {
-        let path = std::env::temp_dir().join(format!("flowtrace-{name}-{}", std::process::id()));
+        let (source, frames) = read_frames(name, bytes, false);
+        (source, frames.len() as u64)
+    }
+
+    /// Reads a capture of `bytes`, mapped when `map` (and it is a plain pcap);
+    /// returns every frame's (ts, orig_len, data).
+    fn read_frames(name: &str, bytes: &[u8], map: bool) -> (FileSource, Vec<(Ts, u32, Vec<u8>)>) {
+        let path =
+            std::env::temp_dir().join(format!("flowtrace-{name}-{map}-{}", std::process::id()));
         std::fs::write(&path, bytes).unwrap();
-        let mut source = FileSource::open(&[&path]).unwrap();
+        let mut source = FileSource::open_mapping(&[&path], false, map).unwrap();
         let mut stats = Stats::default();
-        let mut frames = 0;
-        while source.next_frame(&mut stats).unwrap().is_some() {
-            frames += 1;
+        let mut frames = Vec::new();
+        while let Some((f, _)) = source.next_frame(&mut stats).unwrap() {
+            frames.push((f.ts, f.orig_len, f.data.to_vec()));
         }
         std::fs::remove_file(&path).unwrap();
         (source, frames)
+    }
+
+    /// A mapped pcap gives the frames, the progress and the warnings of the
+    /// buffered reader: whole, cut off in a record, cut off in a record header, and
+    /// big-endian with nanoseconds.
+    #[test]
+    fn mapped_reads_as_buffered() {
+        let mut whole = pcap_claiming(60, &[7; 60]);
+        for i in 0..1000u32 {
+            let len = 40 + i % 100;
+            whole.extend_from_slice(&(1_700_000_000 + i).to_le_bytes());
+            whole.extend_from_slice(&(i * 3).to_le_bytes());
+            whole.extend_from_slice(&len.to_le_bytes());
+            whole.extend_from_slice(&(len + 5).to_le_bytes());
+            whole.extend((0..len).map(|b| (b + i) as u8));
+        }
+        let mut big_endian = vec![0xa1, 0xb2, 0x3c, 0x4d, 0, 2, 0, 4];
+        big_endian.extend_from_slice(&[0; 8]);
+        big_endian.extend_from_slice(&65535u32.to_be_bytes());
+        big_endian.extend_from_slice(&1u32.to_be_bytes());
+        for i in 0..3u32 {
+            big_endian.extend_from_slice(&(1_700_000_000 + i).to_be_bytes());
+            big_endian.extend_from_slice(&(999_999_999 - i).to_be_bytes());
+            big_endian.extend_from_slice(&4u32.to_be_bytes());
+            big_endian.extend_from_slice(&4u32.to_be_bytes());
+            big_endian.extend_from_slice(&i.to_be_bytes());
+        }
+        let cases = [
+            ("whole", whole.clone()),
+            ("cut-in-data", whole[..whole.len() - 10].to_vec()),
+            ("cut-in-header", whole[..24 + 16 + 60 + 7].to_vec()),
+            ("big-endian", big_endian),
+        ];
+        for (name, bytes) in cases {
+            let (buffered, expected) = read_frames(name, &bytes, false);
+            let (mapped, frames) = read_frames(name, &bytes, true);
+            assert!(
+                matches!(mapped.readers[0].reader, Reader::Mapped(_)),
+                "{name}"
+            );
+            assert!(!frames.is_empty(), "{name}");
+            assert_eq!(frames, expected, "{name}");
+            let messages = |s: &FileSource| -> Vec<String> {
+                s.warnings().iter().map(|w| w.message.clone()).collect()
+            };
+            assert_eq!(messages(&mapped), messages(&buffered), "{name}");
+            assert_eq!(mapped.progress().1, buffered.progress().1, "{name}");
+            if !name.starts_with("cut") {
+                assert_eq!(mapped.progress().0, buffered.progress().0, "{name}");
+            } else {
+                assert_eq!(messages(&mapped).len(), 1, "{name}");
+            }
+        }
     }
 
     /// Found by the capture_file fuzzer: a small file whose record claims 100 MiB

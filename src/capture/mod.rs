@@ -10,6 +10,7 @@
 mod file;
 #[cfg(feature = "live")]
 pub mod live;
+mod mapped;
 pub mod pcapng_writer;
 mod read_ahead;
 

@@ -15,6 +15,7 @@ use flowtrace::anomaly::Stats;
 use flowtrace::capture::FileSource;
 use flowtrace::check::{self, Expectation};
 use flowtrace::correlate::{EngineConfig, Report, Tail};
+use flowtrace::http::KeptHeaders;
 use flowtrace::links::{self, HostLinks};
 use flowtrace::pipeline::{Pipeline, PipelineConfig, Vantage};
 use flowtrace::render::paths::{Highlights as PathHighlights, PathWriter};
@@ -637,6 +638,10 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
     let mut opened = open_with(&args.capture, false, threads > 1)?;
     // Transactions only: nothing asks how far correlation may decide.
     opened.pipeline.without_pending_floor();
+    if !args.headers {
+        // A record without header lists shows only the Host header.
+        opened.pipeline.keeping_headers(KeptHeaders::Host);
+    }
     let out = output_raw(&args.output)?;
     if threads > 1 && format != Format::Text {
         write_behind(out, |chunks| {

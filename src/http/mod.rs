@@ -37,6 +37,21 @@ pub const MAX_HEADER_VALUE: usize = 1024;
 /// Requests waiting for their response on one connection.
 pub const MAX_PENDING_REQUESTS: usize = 512;
 
+/// Which headers of each message the analyzer keeps in [`Request::headers`] and
+/// [`Response::headers`]: a choice of whoever reads the transactions (the CLI
+/// decides it from its flags). The framing headers are read either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeptHeaders {
+    /// All of them, within [`MAX_KEPT_HEADERS`] and [`MAX_HEADER_VALUE`]:
+    /// correlation reads `X-Forwarded-For` and the like, `--headers` writes them.
+    #[default]
+    All,
+    /// Only the first `Host` of those `All` keeps (same text, same counters): all a
+    /// transaction record without header lists shows. Copying every header out of
+    /// the packet was a tenth of a run on small-packet API traffic.
+    Host,
+}
+
 /// One HTTP request as seen on the wire.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Request {
@@ -343,6 +358,8 @@ pub struct HttpAnalyzer {
     events: Vec<parse::Event>,
     /// Waiting requests are not tracked ([`HttpAnalyzer::without_pending_floor`]).
     no_floor: bool,
+    /// Headers kept of each message ([`HttpAnalyzer::keeping_headers`]).
+    kept: KeptHeaders,
 }
 
 impl HttpAnalyzer {
@@ -358,6 +375,13 @@ impl HttpAnalyzer {
     /// transactions are the same.
     pub fn without_pending_floor(mut self) -> HttpAnalyzer {
         self.no_floor = true;
+        self
+    }
+
+    /// Keeps the headers `kept` says of each message (from the next connection on;
+    /// all by default).
+    pub fn keeping_headers(mut self, kept: KeptHeaders) -> HttpAnalyzer {
+        self.kept = kept;
         self
     }
 
@@ -658,8 +682,8 @@ impl StreamSink for HttpAnalyzer {
     fn open(&mut self, meta: &ConnMeta) -> HttpConn {
         HttpConn {
             parsers: [
-                MessageParser::new(Role::Request),
-                MessageParser::new(Role::Response),
+                MessageParser::new(Role::Request, self.kept),
+                MessageParser::new(Role::Response, self.kept),
             ],
             swapped: None,
             pending: VecDeque::new(),

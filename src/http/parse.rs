@@ -6,8 +6,8 @@
 //! error, the parser resynchronises at the next line that starts a message.
 
 use super::{
-    Headers, HeadersBuilder, Pending, Request, Response, MAX_HEADER_BLOCK, MAX_HEADER_VALUE,
-    MAX_KEPT_HEADERS,
+    Headers, HeadersBuilder, KeptHeaders, Pending, Request, Response, MAX_HEADER_BLOCK,
+    MAX_HEADER_VALUE, MAX_KEPT_HEADERS,
 };
 use crate::anomaly::{AnomalyLog, Stats};
 use crate::tcp::StreamPos;
@@ -92,6 +92,8 @@ pub struct MessageParser {
     answered: usize,
     /// Where the message being parsed started on the wire.
     first_pos: Option<StreamPos>,
+    /// Which headers of a message are kept.
+    kept: KeptHeaders,
 }
 
 /// Whether bytes start like a request line: a method token and a space.
@@ -110,8 +112,8 @@ fn looks_like_response(data: &[u8]) -> bool {
 }
 
 impl MessageParser {
-    /// A parser for `role`.
-    pub fn new(role: Role) -> MessageParser {
+    /// A parser for `role`, keeping the headers `kept` says.
+    pub fn new(role: Role, kept: KeptHeaders) -> MessageParser {
         MessageParser {
             role,
             state: State::Start,
@@ -123,6 +125,7 @@ impl MessageParser {
             seen_message: false,
             answered: 0,
             first_pos: None,
+            kept,
         }
     }
 
@@ -253,15 +256,16 @@ impl MessageParser {
         // the largest cost of this function on small-packet traffic.
         let mut storage = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
         let config = httparse::ParserConfig::default();
+        let kept = self.kept;
         let parsed = match self.role {
             Role::Request => {
                 let mut req = httparse::Request::new(&mut []);
                 match config.parse_request_with_uninit_headers(&mut req, block, &mut storage) {
                     Ok(httparse::Status::Complete(n)) => {
-                        Ok(Some((n, Head::from_request(&req, stats))))
+                        Ok(Some((n, Head::from_request(&req, kept, stats))))
                     }
                     Ok(httparse::Status::Partial) => Ok(None),
-                    Err(e) => match lenient_request(block, stats) {
+                    Err(e) => match lenient_request(block, kept, stats) {
                         Some(result) => {
                             if result.is_some() {
                                 log.push("http_lenient_request_line", ts, || {
@@ -278,7 +282,7 @@ impl MessageParser {
                 let mut resp = httparse::Response::new(&mut []);
                 match config.parse_response_with_uninit_headers(&mut resp, block, &mut storage) {
                     Ok(httparse::Status::Complete(n)) => {
-                        Ok(Some((n, Head::from_response(&resp, stats))))
+                        Ok(Some((n, Head::from_response(&resp, kept, stats))))
                     }
                     Ok(httparse::Status::Partial) => Ok(None),
                     Err(e) => Err(e),
@@ -640,6 +644,16 @@ fn lossy(b: &[u8], max: usize) -> String {
     }
 }
 
+/// `s` cut at `max` bytes, as [`lossy`] cuts it; a text that fits is copied without
+/// checking it again (httparse hands the URI and the reason over as `&str`).
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        s.to_owned()
+    } else {
+        lossy(s.as_bytes(), max)
+    }
+}
+
 fn version_str(v: Option<u8>) -> &'static str {
     match v {
         Some(0) => "HTTP/1.0",
@@ -648,55 +662,58 @@ fn version_str(v: Option<u8>) -> &'static str {
 }
 
 impl Head {
-    fn collect(raw: &[httparse::Header<'_>], stats: &mut Stats) -> Collected {
-        let kept = raw.len().min(MAX_KEPT_HEADERS);
-        let bytes = raw[..kept]
-            .iter()
-            .map(|h| h.name.len() + h.value.len())
-            .sum::<usize>();
-        let mut headers =
-            HeadersBuilder::with_capacity(kept, bytes.min(kept * (256 + MAX_HEADER_VALUE)));
-        let mut content_length = None;
-        let mut chunked = false;
-        for h in raw {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                let parsed = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .ok_or(());
-                content_length = match (content_length, parsed) {
-                    (None, p) => Some(p),
-                    (Some(Ok(a)), Ok(b)) if a == b => Some(Ok(a)),
-                    _ => Some(Err(())),
-                };
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = String::from_utf8_lossy(h.value)
-                    .rsplit(',')
-                    .next()
-                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-            }
-            if headers.len() < MAX_KEPT_HEADERS {
-                if h.value.len() > MAX_HEADER_VALUE {
-                    stats.http_headers_dropped += 1;
-                }
-                let name = h.name.as_bytes();
-                headers.push(
-                    &name[..name.len().min(256)],
-                    &h.value[..h.value.len().min(MAX_HEADER_VALUE)],
+    /// The headers `kept` says of `raw`, with the body's framing. With
+    /// [`KeptHeaders::Host`] the one header kept is the first `Host` among those
+    /// [`KeptHeaders::All`] would keep, with the same text, and the counters move
+    /// the same.
+    fn collect(raw: &[httparse::Header<'_>], kept: KeptHeaders, stats: &mut Stats) -> Collected {
+        let (content_length, chunked) = framing_headers(raw);
+        let limit = raw.len().min(MAX_KEPT_HEADERS);
+        // Headers past the limit, and values cut short, are counted as dropped.
+        stats.http_headers_dropped += (raw.len() - limit) as u64
+            + raw[..limit]
+                .iter()
+                .filter(|h| h.value.len() > MAX_HEADER_VALUE)
+                .count() as u64;
+        let raw = &raw[..limit];
+        let headers = match kept {
+            KeptHeaders::All => {
+                let bytes = raw
+                    .iter()
+                    .map(|h| h.name.len() + h.value.len())
+                    .sum::<usize>();
+                let mut headers = HeadersBuilder::with_capacity(
+                    limit,
+                    bytes.min(limit * (256 + MAX_HEADER_VALUE)),
                 );
-            } else {
-                stats.http_headers_dropped += 1;
+                for h in raw {
+                    let name = h.name.as_bytes();
+                    headers.push(
+                        &name[..name.len().min(256)],
+                        &h.value[..h.value.len().min(MAX_HEADER_VALUE)],
+                    );
+                }
+                headers.finish()
             }
-        }
-        (headers.finish(), content_length, chunked)
+            KeptHeaders::Host => match raw.iter().find(|h| h.name.eq_ignore_ascii_case("host")) {
+                Some(h) => {
+                    let value = &h.value[..h.value.len().min(MAX_HEADER_VALUE)];
+                    let mut headers = Headers::with_capacity(1, h.name.len() + value.len());
+                    headers.push(h.name.as_bytes(), value);
+                    headers
+                }
+                None => Headers::default(),
+            },
+        };
+        (headers, content_length, chunked)
     }
 
-    fn from_request(req: &httparse::Request<'_, '_>, stats: &mut Stats) -> Head {
-        let (headers, content_length, chunked) = Head::collect(req.headers, stats);
+    fn from_request(req: &httparse::Request<'_, '_>, kept: KeptHeaders, stats: &mut Stats) -> Head {
+        let (headers, content_length, chunked) = Head::collect(req.headers, kept, stats);
         Head {
             kind: HeadKind::Request {
                 method: req.method.unwrap_or("").to_owned(),
-                uri: lossy(req.path.unwrap_or("").as_bytes(), 8192),
+                uri: cut(req.path.unwrap_or(""), 8192),
             },
             version: version_str(req.version),
             headers,
@@ -705,12 +722,16 @@ impl Head {
         }
     }
 
-    fn from_response(resp: &httparse::Response<'_, '_>, stats: &mut Stats) -> Head {
-        let (headers, content_length, chunked) = Head::collect(resp.headers, stats);
+    fn from_response(
+        resp: &httparse::Response<'_, '_>,
+        kept: KeptHeaders,
+        stats: &mut Stats,
+    ) -> Head {
+        let (headers, content_length, chunked) = Head::collect(resp.headers, kept, stats);
         Head {
             kind: HeadKind::Response {
                 status: resp.code.unwrap_or(0),
-                reason: lossy(resp.reason.unwrap_or("").as_bytes(), 256),
+                reason: cut(resp.reason.unwrap_or(""), 256),
             },
             version: version_str(resp.version),
             headers,
@@ -744,6 +765,32 @@ impl Head {
     }
 }
 
+/// The Content-Length of a header block (if any, and whether usable: several must
+/// agree) and whether its body is chunked (the last Transfer-Encoding's last coding).
+fn framing_headers(raw: &[httparse::Header<'_>]) -> (Option<Result<u64, ()>>, bool) {
+    let mut content_length = None;
+    let mut chunked = false;
+    for h in raw {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let parsed = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or(());
+            content_length = match (content_length, parsed) {
+                (None, p) => Some(p),
+                (Some(Ok(a)), Ok(b)) if a == b => Some(Ok(a)),
+                _ => Some(Err(())),
+            };
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = String::from_utf8_lossy(h.value)
+                .rsplit(',')
+                .next()
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        }
+    }
+    (content_length, chunked)
+}
+
 /// Splits a start line into its three space-separated parts, the last two possibly
 /// empty (tshark reads `OPTIONS HTTP/1.1` as method `OPTIONS`, URI `HTTP/1.1`).
 fn split_start_line(line: &[u8]) -> (&[u8], &[u8], &[u8]) {
@@ -764,7 +811,11 @@ fn is_token(b: &[u8]) -> bool {
 /// A request whose start line httparse rejects (missing URI or version, `HTTP/1.`):
 /// the method is the first token, the URI the second word, and the headers must still
 /// parse. `None`: not a request; `Some(None)`: need more bytes.
-fn lenient_request(block: &[u8], stats: &mut Stats) -> Option<Option<(usize, Head)>> {
+fn lenient_request(
+    block: &[u8],
+    kept: KeptHeaders,
+    stats: &mut Stats,
+) -> Option<Option<(usize, Head)>> {
     let line_end = block.iter().position(|b| *b == b'\n')?;
     let (method, uri, version) = split_start_line(&block[..line_end]);
     if !is_token(method)
@@ -777,7 +828,7 @@ fn lenient_request(block: &[u8], stats: &mut Stats) -> Option<Option<(usize, Hea
     let mut storage = [httparse::EMPTY_HEADER; 128];
     match httparse::parse_headers(&block[line_end + 1..], &mut storage) {
         Ok(httparse::Status::Complete((n, headers))) => {
-            let (headers, content_length, chunked) = Head::collect(headers, stats);
+            let (headers, content_length, chunked) = Head::collect(headers, kept, stats);
             Some(Some((
                 line_end + 1 + n,
                 Head {

@@ -620,3 +620,55 @@ fn without_pending_floor_tracks_nothing_and_completes_the_same() {
     assert_eq!(floor, None, "nothing tracked");
     assert_eq!(untracked, done);
 }
+
+/// Keeping only the Host header: the same Host (the first, cut as `All` cuts it,
+/// within the kept headers), the same framing, the same counters.
+#[test]
+fn keeping_only_host_gives_the_same_host_and_counters() {
+    let long = "v".repeat(MAX_HEADER_VALUE + 10);
+    let many: String = (0..MAX_KEPT_HEADERS)
+        .map(|i| format!("X-{i}: {i}\r\n"))
+        .collect();
+    let requests = [
+        format!("GET /a HTTP/1.1\r\nX-Long: {long}\r\nhOsT: first\r\nHost: second\r\n\r\n")
+            .into_bytes(),
+        format!("GET /b HTTP/1.1\r\nHost: {long}\r\n\r\n").into_bytes(),
+        b"GET /c HTTP/1.1\r\nAccept: */*\r\n\r\n".to_vec(),
+        // Past the kept headers: not kept either way.
+        format!("GET /d HTTP/1.1\r\n{many}Host: late\r\n\r\n").into_bytes(),
+        b"POST /e HTTP/1.1\r\nHost: h\xc3\r\nContent-Length: 3\r\n\r\nabc".to_vec(),
+    ];
+    let run = |kept: KeptHeaders| {
+        let mut a = HttpAnalyzer::new().keeping_headers(kept);
+        let m = meta();
+        let mut c = a.open(&m);
+        for (i, r) in requests.iter().enumerate() {
+            let ts = Ts(i as i64 * 2_000);
+            send(&mut a, &mut c, &m, Dir::ToServer, ts.0, r);
+            let reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+            send(&mut a, &mut c, &m, Dir::ToClient, ts.0 + 1_000, reply);
+        }
+        let hosts: Vec<_> = a
+            .completed
+            .iter()
+            .map(|t| {
+                let q = t.request.as_ref().unwrap();
+                let r = t.response.as_ref().unwrap();
+                (q.header("host").map(str::to_owned), q.body_bytes, r.last_ts)
+            })
+            .collect();
+        (hosts, a.stats, a.completed)
+    };
+    let (all, all_stats, all_t) = run(KeptHeaders::All);
+    let (host, host_stats, host_t) = run(KeptHeaders::Host);
+    assert_eq!(all.len(), requests.len());
+    assert_eq!(all[0].0.as_deref(), Some("first"));
+    assert_eq!(all[2].0, None);
+    assert_eq!(all[3].0, None);
+    assert_eq!(all[4].0.as_deref(), Some("h\u{fffd}"));
+    assert_eq!(host, all);
+    assert_eq!(host_stats, all_stats);
+    assert!(host_stats.http_headers_dropped >= 3);
+    assert_eq!(host_t[0].request.as_ref().unwrap().headers.len(), 1);
+    assert!(all_t[0].request.as_ref().unwrap().headers.len() > 1);
+}

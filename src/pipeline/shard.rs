@@ -40,8 +40,8 @@ use crate::anomaly::{Anomaly, AnomalyLog, Stats};
 use crate::capture::FileSource;
 use crate::decode::TcpSegment;
 use crate::error::{Error, RenderError};
-use crate::http::{HttpAnalyzer, HttpConn};
-use crate::render::{record_tail, Writer};
+use crate::http::{HttpAnalyzer, HttpConn, KeptHeaders};
+use crate::render::{record_tail, Prefixes, Writer};
 use crate::tcp::{TcpConfig, TcpTable, VantageId};
 use crate::time::Ts;
 use rustc_hash::FxHashMap;
@@ -199,6 +199,8 @@ struct Shard {
     http_keys: Vec<Key>,
     vantages: Vec<Vantage>,
     headers: bool,
+    /// The records' capture-point parts, formatted once per capture point.
+    prefixes: Prefixes,
     seq: u64,
     removed: Vec<u64>,
 }
@@ -210,13 +212,21 @@ impl Shard {
         Shard {
             tcp: table,
             // Nothing correlates a sharded run's transactions.
-            http: HttpAnalyzer::new().without_pending_floor(),
+            // Without header lists, a record shows the Host header only.
+            http: HttpAnalyzer::new()
+                .without_pending_floor()
+                .keeping_headers(if headers {
+                    KeptHeaders::All
+                } else {
+                    KeptHeaders::Host
+                }),
             stats: Stats::default(),
             log: AnomalyLog::default(),
             log_keys: Vec::new(),
             http_keys: Vec::new(),
             vantages: Vec::new(),
             headers,
+            prefixes: Prefixes::default(),
             seq: 0,
             removed: Vec::new(),
         }
@@ -299,7 +309,13 @@ impl Shard {
         let mut completed = std::mem::take(&mut self.http.completed);
         for t in completed.drain(..) {
             let start = out.tails.len() as u32;
-            record_tail(&mut out.tails, &t, &self.vantages, self.headers);
+            record_tail(
+                &mut out.tails,
+                &t,
+                &self.vantages,
+                self.headers,
+                &mut self.prefixes,
+            );
             let end = out.tails.len() as u32;
             let conn = if phase == 1 { 0 } else { t.conn_id };
             let key = (frame, phase, conn, self.next_seq());

@@ -15,8 +15,26 @@ use crate::time::Ts;
 use serde_json::ser::{CompactFormatter, Formatter};
 use std::net::SocketAddr;
 
-/// Appends `rec` as one compact JSON object (no newline).
-pub(super) fn write_record(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
+/// Appends `rec` as one compact JSON object (no newline): what
+/// [`write_record_with`] writes, without the capture-point parts kept.
+#[cfg(test)]
+fn write_record(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
+    write_record_start(out, rec);
+    write_tail(out, rec);
+}
+
+/// [`write_record`] with the capture point's part from `prefixes`.
+pub(super) fn write_record_with(
+    out: &mut Vec<u8>,
+    rec: &TransactionRecord<'_>,
+    prefixes: &mut Prefixes,
+    vantage: usize,
+) {
+    write_record_start(out, rec);
+    write_tail_with(out, rec, prefixes, vantage);
+}
+
+fn write_record_start(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
     out.push(b'{');
     if let Some(kind) = rec.kind {
         out.extend_from_slice(b"\"type\":");
@@ -24,7 +42,6 @@ pub(super) fn write_record(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
         out.push(b',');
     }
     head(out, rec.id, rec.conn_id);
-    write_tail(out, rec);
 }
 
 /// The record's numbers: `"id":N,"conn_id":M`.
@@ -36,13 +53,51 @@ pub(super) fn head(out: &mut Vec<u8>, id: u64, conn_id: u64) {
 }
 
 /// Everything of the record after its numbers, to its closing brace: what a shard
-/// formats, the merger putting the numbers of the whole run in front.
-pub(super) fn write_tail(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
-    out.extend_from_slice(b",\"capture\":{\"file\":");
-    string(out, rec.capture.file);
-    out.extend_from_slice(b",\"interface\":");
-    string(out, rec.capture.interface);
-    out.extend_from_slice(b"},\"client\":");
+/// formats, the merger putting the numbers of the whole run in front
+/// ([`write_tail_with`] is the same with the capture-point part kept).
+#[cfg(test)]
+fn write_tail(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
+    let mut capture = Vec::new();
+    out.extend_from_slice(capture_part(&mut capture, rec));
+    write_after_capture(out, rec);
+}
+
+/// `,"capture":{...},"client":`, the part of a record that is the same for every
+/// record of a capture point, into `buf` (see [`Prefixes`]).
+fn capture_part<'b>(buf: &'b mut Vec<u8>, rec: &TransactionRecord<'_>) -> &'b [u8] {
+    buf.extend_from_slice(b",\"capture\":{\"file\":");
+    string(buf, rec.capture.file);
+    buf.extend_from_slice(b",\"interface\":");
+    string(buf, rec.capture.interface);
+    buf.extend_from_slice(b"},\"client\":");
+    buf
+}
+
+/// [`write_tail`] with the capture point's part formatted once per capture point
+/// (its file name and interface were scanned for escapes in every record).
+pub(super) fn write_tail_with(
+    out: &mut Vec<u8>,
+    rec: &TransactionRecord<'_>,
+    prefixes: &mut Prefixes,
+    vantage: usize,
+) {
+    if prefixes.0.len() <= vantage {
+        prefixes.0.resize_with(vantage + 1, Vec::new);
+    }
+    let part = &mut prefixes.0[vantage];
+    if part.is_empty() {
+        capture_part(part, rec);
+    }
+    out.extend_from_slice(part);
+    write_after_capture(out, rec);
+}
+
+/// The capture-point part of the records, by vantage index, formatted once each.
+#[derive(Default)]
+pub struct Prefixes(Vec<Vec<u8>>);
+
+/// The record from the client's address to its closing brace.
+fn write_after_capture(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
     socket_addr(out, rec.client);
     out.extend_from_slice(b",\"server\":");
     socket_addr(out, rec.server);
@@ -137,19 +192,72 @@ fn string(out: &mut Vec<u8>, s: &str) {
 fn socket_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
     match addr {
         SocketAddr::V4(a) => {
-            let mut digits = itoa::Buffer::new();
-            out.push(b'"');
+            // Formatted on the stack and copied once (it was nine copies, each a
+            // call to memcpy for one to five bytes).
+            let mut text = Digits::<24>::new();
+            text.push(b'"');
             for (i, octet) in a.ip().octets().iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    text.push(b'.');
                 }
-                out.extend_from_slice(digits.format(*octet).as_bytes());
+                text.number(u64::from(*octet));
             }
-            out.push(b':');
-            out.extend_from_slice(digits.format(a.port()).as_bytes());
-            out.push(b'"');
+            text.push(b':');
+            text.number(u64::from(a.port()));
+            text.push(b'"');
+            text.append_to(out);
         }
         SocketAddr::V6(_) => serde(out, addr),
+    }
+}
+
+/// A short text built on the stack, at most `N` bytes.
+struct Digits<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Digits<N> {
+    fn new() -> Self {
+        Digits {
+            bytes: [0; N],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, b: u8) {
+        self.bytes[self.len] = b;
+        self.len += 1;
+    }
+
+    /// `n` in decimal.
+    fn number(&mut self, n: u64) {
+        let mut width = 1;
+        let mut power = 10;
+        while width < 20 && n >= power {
+            width += 1;
+            power = power.wrapping_mul(10);
+        }
+        self.fixed(n, width);
+    }
+
+    /// The last `width` decimal digits of `n`, zero-padded.
+    fn fixed(&mut self, n: u64, width: usize) {
+        let mut rest = n;
+        for d in self.bytes[self.len..self.len + width].iter_mut().rev() {
+            *d = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        self.len += width;
+    }
+
+    /// Appends the text to `out`. All `N` bytes are copied, then the tail cut:
+    /// a copy of a constant length is a few moves, where one of a variable length
+    /// is a call to memcpy.
+    fn append_to(&self, out: &mut Vec<u8>) {
+        let end = out.len() + self.len;
+        out.extend_from_slice(&self.bytes);
+        out.truncate(end);
     }
 }
 
@@ -160,27 +268,47 @@ fn socket_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
 /// place, i.e. below 2^32 seconds; 1 s and later keeps the float printer from
 /// choosing an exponent. Other times go through the float printer.
 fn timestamp(out: &mut Vec<u8>, ts: Ts) {
-    let micros = (ts.0 as f64 / 1000.0).round();
+    let micros = round(ts.0 as f64 / 1000.0);
     if !(1e6..4_294_967_296e6).contains(&micros) {
         serde(out, &ts);
         return;
     }
     let micros = micros as u64;
     let (secs, frac) = (micros / 1_000_000, micros % 1_000_000);
-    integer(out, secs);
-    out.push(b'.');
+    // Formatted on the stack and copied once.
+    let mut text = Digits::<32>::new();
+    if (1_000_000_000..10_000_000_000).contains(&secs) {
+        // Every date from 2001 to 2286: ten digits.
+        text.fixed(secs, 10);
+    } else {
+        text.number(secs);
+    }
+    text.push(b'.');
     if frac == 0 {
-        out.push(b'0');
-        return;
+        text.push(b'0');
+    } else {
+        text.fixed(frac, 6);
+        while text.bytes[text.len - 1] == b'0' {
+            text.len -= 1;
+        }
     }
-    let mut digits = [b'0'; 6];
-    let mut rest = frac;
-    for d in digits.iter_mut().rev() {
-        *d = b'0' + (rest % 10) as u8;
-        rest /= 10;
+    text.append_to(out);
+}
+
+/// `f64::round` without the call into libm (the baseline x86-64 target has no
+/// rounding instruction), for positive values below 2^63; others (and -0.0, NaN)
+/// go to `f64::round`. Exact: the integer part of a float is a float, and so is the
+/// rest.
+fn round(x: f64) -> f64 {
+    if x.is_sign_negative() || x.is_nan() || x >= 9.2e18 {
+        return x.round();
     }
-    let len = digits.iter().rposition(|d| *d != b'0').map_or(1, |i| i + 1);
-    out.extend_from_slice(&digits[..len]);
+    let whole = x as u64 as f64;
+    if x - whole >= 0.5 {
+        whole + 1.0
+    } else {
+        whole
+    }
 }
 
 #[cfg(test)]
@@ -211,6 +339,13 @@ mod tests {
             String::from_utf8_lossy(&ours),
             String::from_utf8_lossy(&theirs)
         );
+        // With the capture point's part formatted once, twice over.
+        let mut prefixes = Prefixes::default();
+        for _ in 0..2 {
+            let mut cached = Vec::new();
+            write_record_with(&mut cached, &rec, &mut prefixes, 2);
+            assert_eq!(cached, ours);
+        }
     }
 
     fn transaction(
@@ -299,6 +434,16 @@ mod tests {
         ) {
             let t = transaction(addrs, texts, times, status, request);
             same(&t, headers, jsonl.then_some("transaction"));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn round_is_f64_round(x in any::<f64>(), whole in 0u64..1 << 53) {
+            prop_assert_eq!(round(x).to_bits(), x.round().to_bits());
+            for v in [whole as f64, whole as f64 + 0.5, whole as f64 - 0.5, whole as f64 / 1000.0] {
+                prop_assert_eq!(round(v).to_bits(), v.round().to_bits());
+            }
         }
     }
 

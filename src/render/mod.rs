@@ -139,10 +139,25 @@ impl<'a> TransactionRecord<'a> {
     }
 }
 
+pub use json::Prefixes;
+
 /// Appends the JSON record of `t` after its numbers (`id`, `conn_id`), which
-/// [`Writer::transaction_tail`] writes in front of it.
-pub fn record_tail(out: &mut Vec<u8>, t: &HttpTransaction, vantages: &[Vantage], headers: bool) {
-    json::write_tail(out, &TransactionRecord::new(t, vantages, headers));
+/// [`Writer::transaction_tail`] writes in front of it. `prefixes` keeps the part
+/// of the records that names their capture point, formatted once per point: one
+/// per `vantages`.
+pub fn record_tail(
+    out: &mut Vec<u8>,
+    t: &HttpTransaction,
+    vantages: &[Vantage],
+    headers: bool,
+    prefixes: &mut Prefixes,
+) {
+    json::write_tail_with(
+        out,
+        &TransactionRecord::new(t, vantages, headers),
+        prefixes,
+        t.vantage as usize,
+    );
 }
 
 /// Everything but the transactions.
@@ -164,11 +179,19 @@ pub struct Summary<'a> {
     pub gratuitous_arp: &'a [GratuitousArp],
 }
 
+/// JSON records gathered before one write to the output: one copy of each record
+/// (formatted in place here) instead of two (into a record, then into the output's
+/// buffer), and a large write goes past a `BufWriter`'s buffer untouched.
+const RECORD_BUFFER: usize = 256 << 10;
+
 /// Writes transactions as they complete, then the summary.
 pub struct Writer<W: Write> {
     out: W,
-    /// One JSON record at a time, written whole (reused: no allocation per record).
+    /// JSON records not written to `out` yet (at most about [`RECORD_BUFFER`]
+    /// bytes; reused: no allocation per record).
     record: Vec<u8>,
+    /// The records' capture-point parts, formatted once per capture point.
+    prefixes: Prefixes,
     format: Format,
     headers: bool,
     count: u64,
@@ -199,6 +222,7 @@ impl<W: Write> Writer<W> {
         let mut w = Writer {
             out,
             record: Vec::new(),
+            prefixes: Prefixes::default(),
             format,
             headers,
             count: 0,
@@ -226,7 +250,6 @@ impl<W: Write> Writer<W> {
             Format::Text => self.text_line(t, vantages)?,
             Format::Json | Format::Jsonl => {
                 let mut rec = TransactionRecord::new(t, vantages, self.headers);
-                self.record.clear();
                 if self.format == Format::Jsonl {
                     rec.kind = Some("transaction");
                 } else {
@@ -235,14 +258,30 @@ impl<W: Write> Writer<W> {
                     }
                     self.record.push(b'\n');
                 }
-                json::write_record(&mut self.record, &rec);
+                json::write_record_with(
+                    &mut self.record,
+                    &rec,
+                    &mut self.prefixes,
+                    t.vantage as usize,
+                );
                 if self.format == Format::Jsonl {
                     self.record.push(b'\n');
                 }
-                self.out.write_all(&self.record)?;
+                if self.record.len() >= RECORD_BUFFER {
+                    self.write_records()?;
+                }
             }
         }
         self.count += 1;
+        Ok(())
+    }
+
+    /// Writes the records gathered in `record` to the output.
+    fn write_records(&mut self) -> Result<(), RenderError> {
+        if !self.record.is_empty() {
+            self.out.write_all(&self.record)?;
+            self.record.clear();
+        }
         Ok(())
     }
 
@@ -256,7 +295,7 @@ impl<W: Write> Writer<W> {
         conn_id: u64,
         tail: &[u8],
     ) -> Result<(), RenderError> {
-        self.record.clear();
+        self.write_records()?;
         match self.format {
             Format::Jsonl => self.record.extend_from_slice(b"{\"type\":\"transaction\","),
             Format::Json | Format::Text => {
@@ -270,6 +309,7 @@ impl<W: Write> Writer<W> {
         // The tail goes straight to the output (it is most of the record: copying
         // it into `record` first was one more copy of the whole output).
         self.out.write_all(&self.record)?;
+        self.record.clear();
         self.out.write_all(tail)?;
         if self.format == Format::Jsonl {
             self.out.write_all(b"\n")?;
@@ -321,6 +361,7 @@ impl<W: Write> Writer<W> {
 
     /// Writes the summary and ends the document.
     pub fn finish(mut self, summary: &Summary<'_>) -> Result<W, RenderError> {
+        self.write_records()?;
         match self.format {
             Format::Text => self.text_summary(summary)?,
             Format::Json => {
