@@ -6,8 +6,10 @@ server on 127.0.0.1, `flowtrace agent -i lo` and `flowtrace collect --format jso
 then sends requests at a fixed rate for a fixed time. The delay of a path is the time
 from its response's last byte on the wire (the path's `end_ts`, captured on this same
 host, so on the same clock) to the moment its line arrives on the collector's output.
-Prints p50/p99 of the delay, paths seen against requests sent, the agent's CPU per
-1,000 requests/s, and the bytes the stream stored per request. Everything it started
+Prints p50/p99 of the delay, paths seen against requests sent, which requests no
+path reported and which several did (each request is `/item/N`; issue 15: every
+request once, none twice), the agent's CPU per 1,000 requests/s, and the bytes the
+stream stored per request. Everything it started
 is stopped by PID. Needs root (capture on lo) and nats-server.
 
 usage: bench/nats_delay.py [--rate 200] [--seconds 20] [--flowtrace target/release/flowtrace]
@@ -91,6 +93,8 @@ def main():
         procs.append(collect)
         delays = []
         summary = []
+        # How many times each request (/item/N) appears in a path's hops.
+        reported = {}
 
         def read():
             for line in collect.stdout:
@@ -98,6 +102,11 @@ def main():
                 v = json.loads(line)
                 if v.get("type") == "path":
                     delays.append(now - v["end_ts"])
+                    for h in v.get("hops", []):
+                        uri = h.get("uri") or ""
+                        if uri.startswith("/item/"):
+                            n = int(uri[len("/item/"):])
+                            reported[n] = reported.get(n, 0) + 1
                 elif v.get("type") == "summary":
                     summary.append(v)
 
@@ -129,10 +138,14 @@ def main():
         d = sorted(delays)
         pct = lambda q: d[min(len(d) - 1, int(q * len(d)))] if d else float("nan")
         rate = sent / elapsed
+        missing = [n for n in range(sent) if n not in reported]
+        twice = sorted(n for n, c in reported.items() if c > 1)
         print(json.dumps({
             "requests": sent, "rate": round(rate, 1), "paths": len(d),
             "delay_p50_s": round(pct(0.50), 3), "delay_p99_s": round(pct(0.99), 3),
             "delay_max_s": round(d[-1], 3) if d else None,
+            "requests_missing": len(missing), "requests_twice": len(twice),
+            "missing_first": missing[:10], "twice_first": twice[:10],
             "agent_cpu_s": round(cpu, 2),
             "agent_cpu_per_1000_rps": round(cpu / elapsed / rate * 1000, 3),
             "stream_bytes_per_request": round(stored / max(sent, 1)),

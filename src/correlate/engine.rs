@@ -1104,8 +1104,8 @@ impl Engine {
         let mut leftover = Vec::new();
         for &u in ready {
             match chosen.get(&u) {
-                Some(&g) => self.link(u, g),
-                None => leftover.push(u),
+                Some(&g) if !self.descends_from(g, u) => self.link(u, g),
+                _ => leftover.push(u),
             }
         }
         for u in leftover {
@@ -1198,6 +1198,24 @@ impl Engine {
         self.stats.links += 1;
     }
 
+    /// Whether `id` is `ancestor` or lies under it. Exchanges whose intervals nest in
+    /// each other both ways (within the clock tolerance of two interfaces) are each
+    /// other's candidate parent; linked both ways they would make a cycle, a tree
+    /// without a root, never written and never let go.
+    fn descends_from(&self, id: u64, ancestor: u64) -> bool {
+        let mut at = Some(id);
+        while let Some(e) = at {
+            if e == ancestor {
+                return true;
+            }
+            at = self
+                .exchanges
+                .get(&e)
+                .and_then(|x| x.parent.as_ref().map(|p| p.0));
+        }
+        false
+    }
+
     /// An upstream left over is a retry when its best candidate's upstream attempts
     /// all failed (no response, or 502/503/504) before it started; else a root.
     fn retry_or_root(&mut self, u: u64) {
@@ -1208,7 +1226,8 @@ impl Engine {
             .iter()
             .filter(|(g, _, _)| {
                 let gx = &self.exchanges[g];
-                !gx.children.is_empty()
+                !self.descends_from(*g, u)
+                    && !gx.children.is_empty()
                     && gx.children.iter().all(|c| {
                         let cv = self.exchanges[c].first();
                         let failed = cv

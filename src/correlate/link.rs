@@ -165,9 +165,17 @@ fn method_may_become(inbound: &str, upstream: &str) -> bool {
 }
 
 /// Whether `u` can be nested in `g` at all (a method `g`'s may become, `u` inside
-/// `g`'s interval within `tolerance` ns).
+/// `g`'s interval within `tolerance` ns). The tolerance is for the clocks of two
+/// interfaces; seen at the same one, `u` must lie inside `g` exactly. Requests that
+/// follow each other on a keep-alive connection within the tolerance (a loopback
+/// server answers in less) would otherwise nest in each other (issue 15).
 pub(crate) fn nested(u: &Upstream<'_>, g: &Inbound<'_>, tolerance: i64) -> bool {
     let (uf, gl) = (u.first, g.last);
+    let tolerance = if uf.vantage == gl.vantage {
+        0
+    } else {
+        tolerance
+    };
     if !gl.msg.has_request || !method_may_become(&gl.msg.method, &uf.msg.method) {
         return false;
     }

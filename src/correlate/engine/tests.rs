@@ -561,6 +561,102 @@ fn large_exchanges_force_a_round_by_their_bytes() {
     assert!(run.engine.peak_open_bytes() > bound);
 }
 
+/// Every URI of every emitted path's HTTP hops, sorted.
+fn uris(run: &Run) -> Vec<String> {
+    let mut v: Vec<String> = run
+        .paths
+        .iter()
+        .flat_map(|p| p.hops.iter().filter_map(|h| h.uri.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 15: requests that follow each other on one keep-alive connection within
+/// the interfaces' clock tolerance (200 µs: a loopback server answers in 80 µs) are
+/// not a proxy's inbound and upstream exchanges: a proxy sends its upstream request
+/// on a connection of its own. Each is its own path, none is lost, none linked.
+#[test]
+fn requests_of_one_keep_alive_connection_are_never_linked() {
+    let mut run = Run::single();
+    let conn = |uri: &str, t0: i64| {
+        Tx::get(uri)
+            .between("127.0.0.1:45352", "127.0.0.1:56979")
+            .at(t0, t0 + 10_000, t0 + 60_000, t0 + 80_000)
+    };
+    // Back to back (a client catching up after a stall), 100 µs apart.
+    for i in 0..4u64 {
+        let t = conn(&format!("/item/{i}"), i as i64 * 100_000);
+        run.ingest(&t.build(i + 1), i as i64 * 100_000 + 80_000);
+    }
+    let (n, tail) = run.finish();
+    assert_eq!(n, 4, "one path per request");
+    assert_eq!(uris(&run), ["/item/0", "/item/1", "/item/2", "/item/3"]);
+    assert_eq!(tail.engine.links, 0);
+    assert_eq!(run.engine.open_exchanges(), 0);
+}
+
+/// Issue 15: a proxy and its backend on one host and one interface (127.0.0.1:80 in,
+/// 127.0.0.1:8080 upstream) answering within the clock tolerance nest in each other
+/// both ways; the inbound and the upstream exchange must not each become the other's
+/// parent (a cycle has no root, so neither would ever be written nor let go).
+#[test]
+fn exchanges_nested_in_each_other_are_not_lost_in_a_cycle() {
+    let mut run = Run::single();
+    let inbound = Tx::get("/g")
+        .between("127.0.0.1:40000", "127.0.0.1:80")
+        .at(0, 10_000, 900_000, 1_000_000);
+    let upstream = Tx::get("/g")
+        .between("127.0.0.1:50000", "127.0.0.1:8080")
+        .at(100_000, 110_000, 800_000, 850_000);
+    run.ingest(&upstream.build(2), 850_000);
+    run.ingest(&inbound.build(1), 1_000_000);
+    let (n, tail) = run.finish();
+    assert_eq!(
+        uris(&run),
+        ["/g", "/g"],
+        "both exchanges written, once each"
+    );
+    assert_eq!(n, 1, "one path: the inbound exchange and its upstream");
+    assert_eq!(
+        tree(run.path_of(1)),
+        owned(&[("/g", None), ("/g", Some("/g"))])
+    );
+    assert_eq!(tail.engine.links, 1);
+    assert_eq!(run.engine.open_exchanges(), 0);
+}
+
+/// Issue 15: across two interfaces the clock tolerance stays (their timestamps may
+/// disagree by up to 200 µs), so an inbound exchange on one and an upstream on the
+/// other can still nest in each other both ways. Whichever way they are linked,
+/// neither may become the other's ancestor: both are written, once each, and let go.
+#[test]
+fn exchanges_nested_in_each_other_across_interfaces_are_not_lost() {
+    let mut run = Run::new(
+        EngineConfig::default(),
+        &["proxy.pcap"],
+        &[(0, "eth0"), (0, "eth1")],
+    );
+    // Two hosts that call each other: each exchange's client is the other's server.
+    let inbound = Tx::get("/g")
+        .between("10.0.0.3:40000", "10.0.0.2:80")
+        .at(100_000, 110_000, 900_000, 1_000_000);
+    let mut upstream = Tx::get("/g")
+        .between("10.0.0.2:50000", "10.0.0.3:8080")
+        .at(0, 10_000, 800_000, 850_000);
+    upstream.vantage = 1;
+    run.ingest(&upstream.build(2), 850_000);
+    run.ingest(&inbound.build(1), 1_000_000);
+    let (_, tail) = run.finish();
+    assert_eq!(
+        uris(&run),
+        ["/g", "/g"],
+        "both exchanges written, once each"
+    );
+    assert_eq!(run.engine.open_exchanges(), 0);
+    assert!(tail.engine.links <= 1, "{}", tail.engine.links);
+}
+
 /// A correlation context with no topology file, VRRP or gratuitous ARP.
 fn context<'a>(
     vantages: &'a [Vantage],
