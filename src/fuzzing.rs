@@ -392,7 +392,7 @@ fn transaction(h: &[u8], id: u64, base: &mut i64) -> HttpTransaction {
     let resp_first = Ts(req_last.0 + i64::from(h[15]) * MS / 4);
     let response = (f & 128 == 0).then(|| Response {
         status: [200, 404, 502, 101][usize::from(h[14] & 3)],
-        reason: String::new(),
+        reason: Default::default(),
         version: "HTTP/1.1",
         headers: Headers::default(),
         body_bytes: u64::from(h[14]),

@@ -123,3 +123,61 @@ fn floods_and_fragments_are_the_same_with_any_threads() {
     assert_eq!(d.transactions.len(), 40);
     assert!(d.stat("ip_reassembled") >= 40);
 }
+
+/// A run over several files of which some are memory-mapped (plain pcap: the
+/// shards read payloads in the map) and some are not (gzip: payloads copied into
+/// the rounds): the same bytes with any threads, and the same transactions as a
+/// run over the compressed originals.
+#[test]
+fn mapped_and_read_files_mixed_are_the_same_with_any_threads() {
+    let originals: Vec<PathBuf> = scenario_captures("real-seed-max")
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    assert!(originals.len() >= 3, "{originals:?}");
+    let dir = temp_dir("threads-mapped-mixed");
+    let mut mixed = Vec::new();
+    for (i, gz) in originals.iter().enumerate() {
+        if i % 2 == 1 {
+            mixed.push(repo().join(gz));
+            continue;
+        }
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::MultiGzDecoder::new(std::fs::File::open(repo().join(gz)).unwrap()),
+            &mut plain,
+        )
+        .unwrap();
+        let name = gz.file_name().unwrap().to_string_lossy().replace(".gz", "");
+        let path = dir.join(name);
+        std::fs::write(&path, plain).unwrap();
+        mixed.push(path);
+    }
+    let from_mixed = doc(&same_with_any_threads(&mixed, &["--format", "json"]));
+    let from_gz = doc(&same_with_any_threads(&originals, &["--format", "json"]));
+    assert!(from_gz.transactions.len() > 1_000);
+    let key = |d: &Doc| -> Vec<String> {
+        d.transactions
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} {} {} {:?} {:?} {:?} {:?} {:?} {}",
+                    t.id,
+                    t.client,
+                    t.server,
+                    t.method,
+                    t.uri,
+                    t.status,
+                    t.request_ts,
+                    t.response_end_ts,
+                    t.incomplete
+                )
+            })
+            .collect()
+    };
+    assert_eq!(key(&from_mixed), key(&from_gz));
+    assert_eq!(
+        from_mixed.stat("tcp_segments"),
+        from_gz.stat("tcp_segments")
+    );
+}

@@ -52,11 +52,70 @@ pub enum KeptHeaders {
     Host,
 }
 
+/// A short text off the wire that is nearly always one of a few values (a method,
+/// a reason phrase): those are borrowed from a table instead of copied, one
+/// allocation less per message.
+pub type Word = std::borrow::Cow<'static, str>;
+
+/// `text` as a [`Word`]: borrowed when it is one of `known`, else copied.
+pub(crate) fn word(text: &str, known: &[&'static str]) -> Word {
+    match known.iter().find(|k| **k == text) {
+        Some(k) => Word::Borrowed(k),
+        None => Word::Owned(text.to_owned()),
+    }
+}
+
+/// Heap bytes a [`Word`] holds (for the memory budget).
+pub(crate) fn word_heap(w: &Word) -> usize {
+    match w {
+        Word::Borrowed(_) => 0,
+        Word::Owned(s) => s.capacity(),
+    }
+}
+
+/// The request methods a [`Request::method`] borrows (RFC 9110 and PATCH).
+pub(crate) const METHODS: &[&str] = &[
+    "GET", "POST", "PUT", "HEAD", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// The reason phrases a [`Response::reason`] borrows: RFC 9110's for the common
+/// status codes, as servers send them.
+pub(crate) const REASONS: &[&str] = &[
+    "OK",
+    "Created",
+    "Accepted",
+    "No Content",
+    "Partial Content",
+    "Moved Permanently",
+    "Found",
+    "See Other",
+    "Not Modified",
+    "Temporary Redirect",
+    "Permanent Redirect",
+    "Bad Request",
+    "Unauthorized",
+    "Forbidden",
+    "Not Found",
+    "Method Not Allowed",
+    "Request Timeout",
+    "Conflict",
+    "Payload Too Large",
+    "Too Many Requests",
+    "Internal Server Error",
+    "Not Implemented",
+    "Bad Gateway",
+    "Service Unavailable",
+    "Gateway Timeout",
+    "Switching Protocols",
+    "Continue",
+    "",
+];
+
 /// One HTTP request as seen on the wire.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Request {
     /// Method.
-    pub method: String,
+    pub method: Word,
     /// Request target as sent.
     pub uri: String,
     /// `HTTP/1.0` or `HTTP/1.1`.
@@ -82,7 +141,7 @@ pub struct Response {
     /// Status code.
     pub status: u16,
     /// Reason phrase.
-    pub reason: String,
+    pub reason: Word,
     /// `HTTP/1.0` or `HTTP/1.1`.
     pub version: &'static str,
     /// Headers in order (bounded).
@@ -667,7 +726,7 @@ impl StreamSink for HttpAnalyzer {
             .pending
             .iter()
             .map(|(r, v)| {
-                r.method.capacity() + r.uri.capacity() + r.headers.heap_bytes() + v.capacity() * 2
+                word_heap(&r.method) + r.uri.capacity() + r.headers.heap_bytes() + v.capacity() * 2
             })
             .sum();
         parsers

@@ -6,8 +6,8 @@
 //! error, the parser resynchronises at the next line that starts a message.
 
 use super::{
-    Headers, HeadersBuilder, KeptHeaders, Pending, Request, Response, MAX_HEADER_BLOCK,
-    MAX_HEADER_VALUE, MAX_KEPT_HEADERS,
+    word, word_heap, Headers, HeadersBuilder, KeptHeaders, Pending, Request, Response, Word,
+    MAX_HEADER_BLOCK, MAX_HEADER_VALUE, MAX_KEPT_HEADERS, METHODS, REASONS,
 };
 use crate::anomaly::{AnomalyLog, Stats};
 use crate::tcp::StreamPos;
@@ -133,7 +133,7 @@ impl MessageParser {
     pub fn heap_bytes(&self) -> usize {
         let open = match &self.open {
             Open::Response(r) => {
-                std::mem::size_of::<Response>() + r.reason.capacity() + r.headers.heap_bytes()
+                std::mem::size_of::<Response>() + word_heap(&r.reason) + r.headers.heap_bytes()
             }
             _ => 0,
         };
@@ -368,7 +368,7 @@ impl MessageParser {
                     self.state = State::Start;
                     return;
                 }
-                let method = pending.get(self.answered).map(|(r, _)| r.method.as_str());
+                let method = pending.get(self.answered).map(|(r, _)| &*r.method);
                 self.answered += 1;
                 let bodiless = method == Some("HEAD")
                     || status == 204
@@ -619,8 +619,8 @@ enum Framing {
 }
 
 enum HeadKind {
-    Request { method: String, uri: String },
-    Response { status: u16, reason: String },
+    Request { method: Word, uri: String },
+    Response { status: u16, reason: Word },
 }
 
 /// Kept headers, the Content-Length (if any, and whether usable), and whether the
@@ -712,7 +712,7 @@ impl Head {
         let (headers, content_length, chunked) = Head::collect(req.headers, kept, stats);
         Head {
             kind: HeadKind::Request {
-                method: req.method.unwrap_or("").to_owned(),
+                method: word(req.method.unwrap_or(""), METHODS),
                 uri: cut(req.path.unwrap_or(""), 8192),
             },
             version: version_str(req.version),
@@ -731,7 +731,10 @@ impl Head {
         Head {
             kind: HeadKind::Response {
                 status: resp.code.unwrap_or(0),
-                reason: cut(resp.reason.unwrap_or(""), 256),
+                reason: match resp.reason.unwrap_or("") {
+                    r if r.len() <= 256 => word(r, REASONS),
+                    r => lossy(r.as_bytes(), 256).into(),
+                },
             },
             version: version_str(resp.version),
             headers,
@@ -833,7 +836,7 @@ fn lenient_request(
                 line_end + 1 + n,
                 Head {
                     kind: HeadKind::Request {
-                        method: lossy(method, 64),
+                        method: lossy(method, 64).into(),
                         uri: lossy(uri, 8192),
                     },
                     version: if version == b"HTTP/1.0" {
@@ -859,12 +862,12 @@ fn partial_head(role: Role, buf: &[u8], stats: &mut Stats) -> Option<Head> {
     let (a, b, c) = split_start_line(&buf[..line_end]);
     let kind = match role {
         Role::Request if is_token(a) => HeadKind::Request {
-            method: lossy(a, 64),
+            method: lossy(a, 64).into(),
             uri: lossy(b, 8192),
         },
         Role::Response if a.starts_with(b"HTTP/1.") => HeadKind::Response {
             status: std::str::from_utf8(b).ok()?.parse().ok()?,
-            reason: lossy(c, 256),
+            reason: lossy(c, 256).into(),
         },
         _ => return None,
     };

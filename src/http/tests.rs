@@ -39,7 +39,7 @@ fn run(chunks: &[(Dir, &[u8])]) -> (Vec<HttpTransaction>, Stats) {
 fn summary(t: &HttpTransaction) -> String {
     format!(
         "{} {} -> {}",
-        t.request.as_ref().map(|r| r.method.as_str()).unwrap_or("-"),
+        t.request.as_ref().map(|r| &*r.method).unwrap_or("-"),
         t.request.as_ref().map(|r| r.uri.as_str()).unwrap_or("-"),
         t.response
             .as_ref()

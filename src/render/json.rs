@@ -366,7 +366,7 @@ mod tests {
             client: addrs.0,
             server: addrs.1,
             request: request.then(|| Request {
-                method,
+                method: method.into(),
                 uri,
                 version: "HTTP/1.1",
                 headers: headers.clone(),
@@ -378,7 +378,7 @@ mod tests {
             }),
             response: status.map(|status| Response {
                 status,
-                reason,
+                reason: reason.into(),
                 version: "HTTP/1.0",
                 headers,
                 body_bytes: 0,

@@ -129,7 +129,7 @@ impl Tx {
             client: self.client,
             server: self.server,
             request: Some(Request {
-                method: self.method.clone(),
+                method: self.method.clone().into(),
                 uri: self.uri.clone(),
                 version: "HTTP/1.1",
                 headers: headers(&self.req_headers),
