@@ -124,9 +124,8 @@ fn floods_and_fragments_are_the_same_with_any_threads() {
     assert!(d.stat("ip_reassembled") >= 40);
 }
 
-/// A run over several files of which some are memory-mapped (plain pcap: the
-/// shards read payloads in the map) and some are not (gzip: payloads copied into
-/// the rounds): the same bytes with any threads, and the same transactions as a
+/// A run over several files of which some are memory-mapped (plain pcap) and some
+/// are not (gzip): the same bytes with any threads, and the same transactions as a
 /// run over the compressed originals.
 #[test]
 fn mapped_and_read_files_mixed_are_the_same_with_any_threads() {

@@ -1,6 +1,6 @@
 //! Capture files through pcap-parser's streaming readers.
 
-use super::mapped::{MappedPcap, SharedMap};
+use super::mapped::MappedPcap;
 use super::read_ahead::ReadAhead;
 use super::{Frame, IfaceId, InterfaceDesc, Interfaces, Linktype};
 use crate::anomaly::Stats;
@@ -708,38 +708,6 @@ impl FileSource {
             .sum();
         let total = self.readers.iter().map(|r| r.size).sum::<Option<u64>>();
         (done, total)
-    }
-
-    /// The bytes of every memory-mapped input file, by input order (`None` for a
-    /// file read with `read()`): a frame's data handed out by [`Self::next_frame`]
-    /// lies inside them when its file is mapped, so another thread can find a
-    /// payload there by its offset instead of receiving a copy.
-    pub fn shared_maps(&self) -> Vec<Option<SharedMap>> {
-        self.readers
-            .iter()
-            .map(|r| match &r.reader {
-                Reader::Mapped(m) => Some(m.shared()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// How far the mapped input file `index` has been read: the frames handed out
-    /// so far, except the last one, lie before this offset (0 for a file read with
-    /// `read()`).
-    pub fn mapped_position(&self, index: usize) -> u64 {
-        match self.readers.get(index).map(|r| &r.reader) {
-            Some(Reader::Mapped(m)) => m.position() as u64,
-            _ => 0,
-        }
-    }
-
-    /// Keeps the pages of the mapped input file `index` from `offset` on resident:
-    /// other threads still read payloads there (see [`SharedMap`]).
-    pub fn hold_mapped_from(&mut self, index: usize, offset: u64) {
-        if let Some(Reader::Mapped(m)) = self.readers.get_mut(index).map(|r| &mut r.reader) {
-            m.hold_from(usize::try_from(offset).unwrap_or(usize::MAX));
-        }
     }
 
     /// Names of the input files, in input order.

@@ -35,7 +35,7 @@ type ParseFn = fn(&[u8]) -> nom::IResult<&[u8], LegacyPcapBlock<'_>, PcapError<&
 
 /// A mapped legacy pcap file, walked block by block.
 pub(super) struct MappedPcap {
-    map: Arc<memmap2::Mmap>,
+    map: memmap2::Mmap,
     header: PcapHeader,
     parse: ParseFn,
     /// Offset of the next block.
@@ -46,26 +46,6 @@ pub(super) struct MappedPcap {
     progress: Arc<AtomicU64>,
     /// The map before this offset is handed back to the kernel ([`RELEASE_STEP`]).
     released: usize,
-    /// Nothing from this offset on is handed back: other threads still read payloads
-    /// there ([`SharedMap`]).
-    held_from: usize,
-}
-
-/// A mapped capture's bytes, shared with the threads that read segment payloads in
-/// place instead of receiving copies (the sharded pipeline).
-///
-/// Pages the reader has handed back are still readable: the mapping is private and
-/// never written, so a page touched again is read from the file as it was. Holding
-/// them ([`super::FileSource::hold_mapped_from`]) only saves faulting them in again
-/// and keeps them from staying resident after the reader has moved past.
-#[derive(Clone)]
-pub struct SharedMap(Arc<memmap2::Mmap>);
-
-impl SharedMap {
-    /// The whole file.
-    pub fn bytes(&self) -> &[u8] {
-        &self.0
-    }
 }
 
 /// Pages walked past are handed back (`MADV_DONTNEED`) this many bytes at a time:
@@ -101,14 +81,13 @@ impl MappedPcap {
             parse_pcap_frame
         };
         Some(MappedPcap {
-            map: Arc::new(map),
+            map,
             header,
             parse,
             pos: 0,
             consumed: 0,
             progress,
             released: 0,
-            held_from: usize::MAX,
         })
     }
 
@@ -117,28 +96,18 @@ impl MappedPcap {
         self.map.len()
     }
 
-    /// The mapped bytes, for other threads.
-    pub(super) fn shared(&self) -> SharedMap {
-        SharedMap(self.map.clone())
-    }
-
-    /// Pages from `offset` on are not handed back until this is called again with a
-    /// later offset.
-    pub(super) fn hold_from(&mut self, offset: usize) {
-        self.held_from = offset;
-    }
-
     fn advance(&mut self, offset: usize) {
         self.pos = (self.pos + offset).min(self.map.len());
         self.consumed += offset;
         self.progress.store(self.pos as u64, Ordering::Relaxed);
-        // Whole pages before the current block and before what others still read
-        // only (the map starts on a page).
-        let end = self.pos.min(self.held_from) & !(PAGE - 1);
+        // Whole pages before the current block only (the map starts on a page).
+        let end = self.pos & !(PAGE - 1);
         if end >= self.released + RELEASE_STEP {
-            // SAFETY: the bytes do not change: the mapping is private and never
-            // written, so a page touched again after this, by this reader or by a
-            // thread holding a [`SharedMap`], is read from the file as it was.
+            // SAFETY: nothing borrows the map before `pos`: a block's data is borrowed
+            // from `&self` (`data`, `next`), and this runs on `&mut self`, after the
+            // previous block was handed out and dropped. The mapping is private and
+            // never written, so a page touched again would be read from the file as
+            // it was.
             #[allow(unsafe_code)]
             let _ = unsafe {
                 self.map.unchecked_advise_range(

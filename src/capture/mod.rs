@@ -15,7 +15,6 @@ pub mod pcapng_writer;
 mod read_ahead;
 
 pub use file::{FileSource, Warning};
-pub use mapped::SharedMap;
 pub use pcap_parser::Linktype;
 
 use crate::time::Ts;

@@ -5,9 +5,8 @@
 //! - the **front** (the caller's thread) reads frames, decodes them (IP fragments are
 //!   reassembled here, before any sharding, so a datagram's pieces never split),
 //!   names the capture points and keeps VRRP and ARP events: everything that spans
-//!   connections. Each TCP segment goes to the shard its connection hashes to (both
-//!   directions hash alike), with its payload's offset in the file when the file is
-//!   memory-mapped (the shard reads it there), else with a copy of it.
+//!   connections. Each TCP segment goes, with a copy of its payload, to the shard
+//!   its connection hashes to (both directions hash alike).
 //! - each **shard** owns a TCP table and an HTTP analyzer for its connections and
 //!   formats the JSON of the transactions they complete, all but the two numbers
 //!   that depend on the whole run (`id`, `conn_id`).
@@ -38,7 +37,7 @@
 
 use super::{Pipeline, Vantage};
 use crate::anomaly::{Anomaly, AnomalyLog, Stats};
-use crate::capture::{FileSource, SharedMap};
+use crate::capture::FileSource;
 use crate::decode::TcpSegment;
 use crate::error::{Error, RenderError};
 use crate::http::{HttpAnalyzer, HttpConn, KeptHeaders};
@@ -61,8 +60,8 @@ const ROUNDS_IN_FLIGHT: usize = 2;
 /// (frame, phase, connection, sequence).
 type Key = (u64, u8, u64, u64);
 
-/// A TCP segment as the front hands it to a shard: its payload at `start` in the
-/// round's `data` when `map` is [`IN_ROUND`], else at `start` in mapped file `map`.
+/// A TCP segment as the front hands it to a shard (its payload in the round's
+/// `data`).
 struct Seg {
     frame: u64,
     ts: Ts,
@@ -77,13 +76,9 @@ struct Seg {
     window: u16,
     missing: u32,
     ttl: u8,
-    map: u16,
-    start: u64,
+    start: u32,
     len: u32,
 }
-
-/// [`Seg::map`] of a payload copied into the round.
-const IN_ROUND: u16 = u16::MAX;
 
 enum Item {
     Seg(Seg),
@@ -101,9 +96,6 @@ struct InRound {
     data: Vec<u8>,
     /// Capture points named since the previous round.
     vantages: Vec<Vantage>,
-    /// Per mapped file, how far the front had read it when it sent the round: once
-    /// the shard is done with the round, it reads nothing before that offset again.
-    read_to: Vec<u64>,
     last: bool,
 }
 
@@ -112,22 +104,9 @@ pub(super) struct Route {
     frame: u64,
     last_sweep: Ts,
     rounds: Vec<InRound>,
-    /// The address ranges of the mapped input files, by input index (empty ranges
-    /// for files read with `read()`).
-    maps: Vec<std::ops::Range<usize>>,
 }
 
 impl Route {
-    /// Where a payload lies: (mapped file, offset) when it lies in one of them.
-    fn mapped(&self, payload: &[u8]) -> Option<(u16, u64)> {
-        let at = payload.as_ptr() as usize;
-        let end = at + payload.len();
-        self.maps.iter().enumerate().find_map(|(i, r)| {
-            (at >= r.start && end <= r.end && !r.is_empty() && i < usize::from(IN_ROUND))
-                .then(|| (i as u16, (at - r.start) as u64))
-        })
-    }
-
     /// Hands one segment to its connection's shard (and a sweep to all, when one
     /// table would sweep before it).
     pub(super) fn segment(
@@ -154,13 +133,9 @@ impl Route {
             (dst, seg.dst_port),
             self.rounds.len(),
         );
-        let (map, start) = self.mapped(seg.payload).unwrap_or_else(|| {
-            let r = &mut self.rounds[shard];
-            let start = r.data.len() as u64;
-            r.data.extend_from_slice(seg.payload);
-            (IN_ROUND, start)
-        });
         let r = &mut self.rounds[shard];
+        let start = r.data.len() as u32;
+        r.data.extend_from_slice(seg.payload);
         r.items.push(Item::Seg(Seg {
             frame: self.frame,
             ts,
@@ -175,7 +150,6 @@ impl Route {
             window: seg.window,
             missing: seg.missing,
             ttl: seg.ttl,
-            map,
             start,
             len: seg.payload.len() as u32,
         }));
@@ -265,12 +239,7 @@ impl Shard {
 
     /// Works through one round; `out` is an emptied round to fill. Returns the
     /// round's output and its input, emptied, to be refilled.
-    fn round(
-        &mut self,
-        mut input: InRound,
-        mut out: OutRound,
-        maps: &[Option<&[u8]>],
-    ) -> (OutRound, InRound) {
+    fn round(&mut self, mut input: InRound, mut out: OutRound) -> (OutRound, InRound) {
         self.vantages.append(&mut input.vantages);
         for item in input.items.drain(..) {
             match item {
@@ -279,12 +248,7 @@ impl Shard {
                     self.collect(&mut out, frame, 0);
                 }
                 Item::Seg(s) => {
-                    let bytes = match s.map {
-                        IN_ROUND => &input.data[..],
-                        i => maps[usize::from(i)].unwrap_or_default(),
-                    };
-                    // The front cut this range from the same bytes.
-                    let payload = &bytes[s.start as usize..][..s.len as usize];
+                    let payload = &input.data[s.start as usize..][..s.len as usize];
                     let seg = TcpSegment {
                         src_port: s.src_port,
                         dst_port: s.dst_port,
@@ -419,13 +383,6 @@ pub fn run_sharded<W: Write + Send>(
         ..tcp
     };
     let mut front_keys: Vec<Key> = Vec::new();
-    // Payloads in a mapped file are read there by the shards, not copied.
-    let shared = source.shared_maps();
-    let maps: Vec<Option<&[u8]>> = shared
-        .iter()
-        .map(|m| m.as_ref().map(SharedMap::bytes))
-        .collect();
-    let maps = &maps[..];
     std::thread::scope(|scope| {
         let mut to_shards = Vec::new();
         let mut from_shards = Vec::new();
@@ -453,7 +410,7 @@ pub fn run_sharded<W: Write + Send>(
                         for input in rx.iter() {
                             let last = input.last;
                             let out = out_back_rx.try_recv().unwrap_or_default();
-                            let (out, input) = shard.round(input, out, maps);
+                            let (out, input) = shard.round(input, out);
                             // The front may have finished: then the round is dropped here.
                             let _ = back_tx.send(input);
                             // A closed channel: the merger stopped on an error it reports.
@@ -474,46 +431,20 @@ pub fn run_sharded<W: Write + Send>(
             frame: 0,
             last_sweep: Ts(i64::MIN),
             rounds: (0..shards).map(|_| InRound::default()).collect(),
-            maps: maps
-                .iter()
-                .map(|m| {
-                    let b = m.unwrap_or_default();
-                    b.as_ptr() as usize..b.as_ptr() as usize + b.len()
-                })
-                .collect(),
         };
         let mut vantages_sent = 0;
-        // Per shard and mapped file, the offset before which the shard reads
-        // nothing any more (learnt from the rounds it hands back).
-        let mut shard_done = vec![vec![0u64; maps.len()]; shards];
-        let mut send =
-            |route: &mut Route, front: &Pipeline, source: &mut FileSource, last: bool| -> bool {
-                let new = &front.vantages[vantages_sent..];
-                vantages_sent = front.vantages.len();
-                let mut ok = true;
-                let shard_rounds = route.rounds.iter_mut().zip(&to_shards).zip(&spare_in);
-                for (((r, tx), spare), done) in shard_rounds.zip(&mut shard_done) {
-                    let spare = spare.try_recv().unwrap_or_default();
-                    if spare.read_to.len() == done.len() {
-                        done.copy_from_slice(&spare.read_to);
-                    }
-                    let mut round = std::mem::replace(r, spare);
-                    round.vantages = new.to_vec();
-                    round.last = last;
-                    round.read_to.clear();
-                    round
-                        .read_to
-                        .extend((0..maps.len()).map(|i| source.mapped_position(i)));
-                    ok &= tx.send(round).is_ok();
-                }
-                for (i, m) in maps.iter().enumerate() {
-                    if m.is_some() {
-                        let held = shard_done.iter().map(|d| d[i]).min().unwrap_or(0);
-                        source.hold_mapped_from(i, held);
-                    }
-                }
-                ok
-            };
+        let mut send = |route: &mut Route, front: &Pipeline, last: bool| -> bool {
+            let new = &front.vantages[vantages_sent..];
+            vantages_sent = front.vantages.len();
+            let mut ok = true;
+            for ((r, tx), spare) in route.rounds.iter_mut().zip(&to_shards).zip(&spare_in) {
+                let mut round = std::mem::replace(r, spare.try_recv().unwrap_or_default());
+                round.vantages = new.to_vec();
+                round.last = last;
+                ok &= tx.send(round).is_ok();
+            }
+            ok
+        };
         let mut read: Result<(), Error> = Ok(());
         let mut frames: u64 = 0;
         loop {
@@ -531,7 +462,7 @@ pub fn run_sharded<W: Write + Send>(
                 front_keys.push((frames, 0, 0, i as u64));
             }
             frames += 1;
-            if frames.is_multiple_of(ROUND_FRAMES) && !send(&mut route, front, source, false) {
+            if frames.is_multiple_of(ROUND_FRAMES) && !send(&mut route, front, false) {
                 break;
             }
             if frames.is_multiple_of(65_536) {
@@ -540,7 +471,7 @@ pub fn run_sharded<W: Write + Send>(
         }
         if read.is_ok() {
             front.finish();
-            send(&mut route, front, source, true);
+            send(&mut route, front, true);
         }
         // Closing the channels stops the shards (after an error, mid-run).
         drop(to_shards);
