@@ -558,3 +558,72 @@ fn threads_change_nothing_in_the_output() {
     let zero = flowtrace(["pcap", "--threads", "0", files[0].as_str()]);
     assert_eq!(zero.code, 2, "{}", zero.stderr);
 }
+
+/// A plain pcap file is read through a memory map; cut shorter while it is read (a
+/// `tcpdump -W` ring overwriting its oldest file), the next page read past the new
+/// end raises SIGBUS. The run must end with exit code 2 and a message saying so, not
+/// die of the signal. Deterministic: the reader is stopped (SIGSTOP) once the file is
+/// in its maps, the file truncated, the reader continued.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_mapped_file_cut_short_under_the_reader_is_a_clear_error() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::time::{Duration, Instant};
+    let path = temp_dir("mapped-cut-short").join("ring-file.pcap");
+    // 120 MB of 60-byte frames (zeros: not IP, so each is a counted skip and the
+    // run is only reading): long enough to be caught while it reads.
+    let frames = 1_600_000u32;
+    let mut bytes = Vec::with_capacity(24 + frames as usize * 76);
+    for field in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65_535, 1] {
+        bytes.extend_from_slice(&field.to_le_bytes());
+    }
+    for i in 0..frames {
+        for field in [1_700_000_000 + i / 1_000_000, i % 1_000_000, 60, 60] {
+            bytes.extend_from_slice(&field.to_le_bytes());
+        }
+        bytes.extend_from_slice(&[0u8; 60]);
+    }
+    fs::write(&path, &bytes).unwrap();
+    drop(bytes);
+    let child = Command::new(env!("CARGO_BIN_EXE_flowtrace"))
+        .args([
+            "pcap",
+            "--format",
+            "jsonl",
+            "-o",
+            "/dev/null",
+            "--threads",
+            "1",
+        ])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = Pid::from_raw(child.id() as i32);
+    let maps = format!("/proc/{}/maps", child.id());
+    let name = path.to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fs::read_to_string(&maps).is_ok_and(|m| m.contains(&name)) {
+        assert!(
+            Instant::now() < deadline,
+            "the file never appeared in the reader's maps"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    kill(pid, Signal::SIGSTOP).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    kill(pid, Signal::SIGCONT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{:?}: {stderr}", out.status);
+    assert!(
+        stderr.contains("truncated or rewritten while being read"),
+        "{stderr}"
+    );
+}

@@ -14,7 +14,10 @@
 //!
 //! The map covers the file as it was when opened: bytes appended later (a capture
 //! still being written) are not read, where `read()` would read up to wherever the
-//! writer is at the time.
+//! writer is at the time. A file truncated or rewritten while it is mapped (a
+//! `tcpdump -W` ring overwriting its oldest file) makes the kernel raise SIGBUS at
+//! the next read of a page past the new end: [`explain_bus_errors`] turns that into
+//! an error message and exit code 2 instead of a bare "Bus error".
 
 use pcap_parser::nom;
 use pcap_parser::pcap::{
@@ -26,6 +29,42 @@ use pcap_parser::{PcapBlockOwned, PcapError};
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// Installs (once per process) a SIGBUS handler that ends the process with exit
+/// code 2 and a message saying what happened: the only bus error a run can meet is
+/// a mapped capture file cut shorter under it, and there is nothing to resume (the
+/// bytes are gone). Without it the process dies of the signal with no word on which
+/// file or why. The handler only writes and exits, both async-signal-safe.
+#[cfg(unix)]
+fn explain_bus_errors() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    extern "C" fn on_bus_error(_: nix::libc::c_int) {
+        const MESSAGE: &[u8] = b"flowtrace: error: bus error reading a memory-mapped capture \
+file: it was truncated or rewritten while being read (a capture ring overwriting it?); \
+copy the file first, or give it on standard input\n";
+        // SAFETY: write(2) and _exit(2) are async-signal-safe; MESSAGE is static.
+        #[allow(unsafe_code)]
+        unsafe {
+            nix::libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len());
+            nix::libc::_exit(2);
+        }
+    }
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let action = SigAction::new(
+            SigHandler::Handler(on_bus_error),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handler calls async-signal-safe functions only. A failure
+        // leaves the default action (the process dies of the signal).
+        #[allow(unsafe_code)]
+        let _ = unsafe { sigaction(Signal::SIGBUS, &action) };
+    });
+}
+
+#[cfg(not(unix))]
+fn explain_bus_errors() {}
 
 /// The smallest page size of the platforms we run on (madvise needs aligned ranges;
 /// a larger page size only makes the kernel round).
@@ -62,6 +101,7 @@ impl MappedPcap {
         if !meta.is_file() || meta.len() < 24 {
             return None;
         }
+        explain_bus_errors();
         // SAFETY: the map is read-only and private to this reader; it is undefined
         // behaviour only if another process truncates or rewrites the file while it
         // is mapped (a truncation raises SIGBUS). Capture files are written once and
