@@ -95,6 +95,7 @@ def main():
         summary = []
         # How many times each request (/item/N) appears in a path's hops.
         reported = {}
+        lock = threading.Lock()
 
         def read():
             for line in collect.stdout:
@@ -106,7 +107,8 @@ def main():
                         uri = h.get("uri") or ""
                         if uri.startswith("/item/"):
                             n = int(uri[len("/item/"):])
-                            reported[n] = reported.get(n, 0) + 1
+                            with lock:
+                                reported[n] = reported.get(n, 0) + 1
                 elif v.get("type") == "summary":
                     summary.append(v)
 
@@ -129,7 +131,8 @@ def main():
         cpu = cpu_seconds(agent.pid) - cpu0
         # The last paths are final once the floor passes them (wall clock, no traffic).
         deadline = time.time() + 10
-        while len(delays) < sent and time.time() < deadline:
+        # Distinct requests seen, so that duplicates do not end the wait early.
+        while len(reported) < sent and time.time() < deadline:
             time.sleep(0.1)
         conn.close()
         httpd.shutdown()
@@ -138,8 +141,10 @@ def main():
         d = sorted(delays)
         pct = lambda q: d[min(len(d) - 1, int(q * len(d)))] if d else float("nan")
         rate = sent / elapsed
-        missing = [n for n in range(sent) if n not in reported]
-        twice = sorted(n for n, c in reported.items() if c > 1)
+        with lock:
+            seen = dict(reported)
+        missing = [n for n in range(sent) if n not in seen]
+        twice = sorted(n for n, c in seen.items() if c > 1)
         print(json.dumps({
             "requests": sent, "rate": round(rate, 1), "paths": len(d),
             "delay_p50_s": round(pct(0.50), 3), "delay_p99_s": round(pct(0.99), 3),

@@ -562,15 +562,16 @@ fn threads_change_nothing_in_the_output() {
 /// A plain pcap file is read through a memory map; cut shorter while it is read (a
 /// `tcpdump -W` ring overwriting its oldest file), the next page read past the new
 /// end raises SIGBUS. The run must end with exit code 2 and a message saying so, not
-/// die of the signal. Deterministic: the reader is stopped (SIGSTOP) once the file is
-/// in its maps, the file truncated, the reader continued.
+/// die of the signal. The reader is stopped (SIGSTOP) once the file is in its maps,
+/// the file truncated, the reader continued; a reader that finished before it was
+/// caught (a starved test thread) is tried again.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_mapped_file_cut_short_under_the_reader_is_a_clear_error() {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     use std::time::{Duration, Instant};
-    let path = temp_dir("mapped-cut-short").join("ring-file.pcap");
+    let dir = fs::canonicalize(temp_dir("mapped-cut-short")).unwrap();
     // 120 MB of 60-byte frames (zeros: not IP, so each is a counted skip and the
     // run is only reading): long enough to be caught while it reads.
     let frames = 1_600_000u32;
@@ -584,46 +585,73 @@ fn a_mapped_file_cut_short_under_the_reader_is_a_clear_error() {
         }
         bytes.extend_from_slice(&[0u8; 60]);
     }
-    fs::write(&path, &bytes).unwrap();
-    drop(bytes);
-    let child = Command::new(env!("CARGO_BIN_EXE_flowtrace"))
-        .args([
-            "pcap",
-            "--format",
-            "jsonl",
-            "-o",
-            "/dev/null",
-            "--threads",
-            "1",
-        ])
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = Pid::from_raw(child.id() as i32);
-    let maps = format!("/proc/{}/maps", child.id());
-    let name = path.to_string_lossy().into_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !fs::read_to_string(&maps).is_ok_and(|m| m.contains(&name)) {
-        assert!(
-            Instant::now() < deadline,
-            "the file never appeared in the reader's maps"
-        );
-        std::thread::sleep(Duration::from_micros(200));
+    /// Kills the child if the test fails while it is stopped.
+    struct Reaper(Option<std::process::Child>);
+    impl Drop for Reaper {
+        fn drop(&mut self) {
+            if let Some(c) = self.0.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
     }
-    kill(pid, Signal::SIGSTOP).unwrap();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(4096)
-        .unwrap();
-    kill(pid, Signal::SIGCONT).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{:?}: {stderr}", out.status);
-    assert!(
-        stderr.contains("truncated or rewritten while being read"),
-        "{stderr}"
-    );
+    for attempt in 1..=5 {
+        let path = dir.join(format!("ring-file-{attempt}.pcap"));
+        fs::write(&path, &bytes).unwrap();
+        let mut child = Reaper(Some(
+            Command::new(env!("CARGO_BIN_EXE_flowtrace"))
+                .args([
+                    "pcap",
+                    "--format",
+                    "jsonl",
+                    "-o",
+                    "/dev/null",
+                    "--threads",
+                    "1",
+                ])
+                .arg(&path)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ));
+        let id = child.0.as_ref().unwrap().id();
+        let pid = Pid::from_raw(id as i32);
+        let maps = format!("/proc/{id}/maps");
+        let name = path.to_string_lossy().into_owned();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut caught = false;
+        while Instant::now() < deadline {
+            if fs::read_to_string(&maps).is_ok_and(|m| m.contains(&name)) {
+                kill(pid, Signal::SIGSTOP).unwrap();
+                caught = true;
+                break;
+            }
+            if child.0.as_mut().unwrap().try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        if !caught {
+            eprintln!("attempt {attempt}: the reader finished before it was caught");
+            let _ = fs::remove_file(&path);
+            continue;
+        }
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        kill(pid, Signal::SIGCONT).unwrap();
+        let out = child.0.take().unwrap().wait_with_output().unwrap();
+        let _ = fs::remove_file(&path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{:?}: {stderr}", out.status);
+        assert!(
+            stderr.contains("truncated or rewritten while being read"),
+            "{stderr}"
+        );
+        return;
+    }
+    panic!("the reader finished before it was caught, five times");
 }

@@ -27,33 +27,83 @@ use pcap_parser::pcap::{
 use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{PcapBlockOwned, PcapError};
 use std::fs::File;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Installs (once per process) a SIGBUS handler that ends the process with exit
-/// code 2 and a message saying what happened: the only bus error a run can meet is
-/// a mapped capture file cut shorter under it, and there is nothing to resume (the
-/// bytes are gone). Without it the process dies of the signal with no word on which
-/// file or why. The handler only writes and exits, both async-signal-safe.
+/// The address ranges of the files mapped now, as (start, length), a start of 0 for
+/// a free slot: what the SIGBUS handler reads (atomics, so from a signal handler).
+static MAPPED: [(AtomicUsize, AtomicUsize); MAX_MAPPED] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; MAX_MAPPED];
+
+/// Files mapped at once; a file past it is read with `read()`.
+const MAX_MAPPED: usize = 256;
+
+/// A map's slot in [`MAPPED`], freed when dropped.
+struct Registered(usize);
+
+impl Registered {
+    /// Registers `bytes`' range and installs the handler; `None` when every slot is
+    /// taken.
+    fn new(bytes: &[u8]) -> Option<Registered> {
+        let (start, len) = (bytes.as_ptr() as usize, bytes.len());
+        // A slot is reserved (usize::MAX: no address lies at or past it), then given
+        // its length, then its start: the handler never pairs a start with a stale
+        // length.
+        let slot = MAPPED.iter().position(|(s, _)| {
+            s.compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })?;
+        MAPPED[slot].1.store(len, Ordering::Relaxed);
+        MAPPED[slot].0.store(start, Ordering::Release);
+        explain_bus_errors();
+        Some(Registered(slot))
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        MAPPED[self.0].0.store(0, Ordering::Release);
+    }
+}
+
+/// Installs (once per process) a SIGBUS handler for a mapped capture file cut
+/// shorter while it is read: a fault at an address in one of [`MAPPED`] ends the
+/// process with exit code 2 and a message saying what happened (there is nothing to
+/// resume: the bytes are gone), where the process would die of the signal with no
+/// word on which file or why. Any other bus error gets the default action back and
+/// happens again as if there were no handler. The handler only reads atomics,
+/// writes, resets the action and exits, all async-signal-safe.
 #[cfg(unix)]
 fn explain_bus_errors() {
+    use nix::libc::{c_int, c_void, siginfo_t};
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    extern "C" fn on_bus_error(_: nix::libc::c_int) {
+    extern "C" fn on_bus_error(_: c_int, info: *mut siginfo_t, _: *mut c_void) {
         const MESSAGE: &[u8] = b"flowtrace: error: bus error reading a memory-mapped capture \
 file: it was truncated or rewritten while being read (a capture ring overwriting it?); \
 copy the file first, or give it on standard input\n";
-        // SAFETY: write(2) and _exit(2) are async-signal-safe; MESSAGE is static.
+        // SAFETY: the kernel hands a valid siginfo_t to an SA_SIGINFO handler.
+        #[allow(unsafe_code)]
+        let addr = unsafe { (*info).si_addr() } as usize;
+        let in_a_map = MAPPED.iter().any(|(s, l)| {
+            let start = s.load(Ordering::Acquire);
+            start != 0 && addr >= start && addr - start < l.load(Ordering::Relaxed)
+        });
+        // SAFETY: write(2), _exit(2) and signal(2) are async-signal-safe; MESSAGE
+        // is static.
         #[allow(unsafe_code)]
         unsafe {
-            nix::libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len());
-            nix::libc::_exit(2);
+            if in_a_map {
+                nix::libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len());
+                nix::libc::_exit(2);
+            }
+            nix::libc::signal(nix::libc::SIGBUS, nix::libc::SIG_DFL);
         }
     }
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         let action = SigAction::new(
-            SigHandler::Handler(on_bus_error),
-            SaFlags::empty(),
+            SigHandler::SigAction(on_bus_error),
+            SaFlags::SA_SIGINFO | SaFlags::SA_ONSTACK,
             SigSet::empty(),
         );
         // SAFETY: the handler calls async-signal-safe functions only. A failure
@@ -74,6 +124,9 @@ type ParseFn = fn(&[u8]) -> nom::IResult<&[u8], LegacyPcapBlock<'_>, PcapError<&
 
 /// A mapped legacy pcap file, walked block by block.
 pub(super) struct MappedPcap {
+    /// The map's range, known to the SIGBUS handler while the map lives (dropped
+    /// first: fields drop in order).
+    _registered: Registered,
     map: memmap2::Mmap,
     header: PcapHeader,
     parse: ParseFn,
@@ -101,7 +154,6 @@ impl MappedPcap {
         if !meta.is_file() || meta.len() < 24 {
             return None;
         }
-        explain_bus_errors();
         // SAFETY: the map is read-only and private to this reader; it is undefined
         // behaviour only if another process truncates or rewrites the file while it
         // is mapped (a truncation raises SIGBUS). Capture files are written once and
@@ -110,6 +162,7 @@ impl MappedPcap {
         // copy into the read buffer was about 4 % of a small-packet run.
         #[allow(unsafe_code)]
         let map = unsafe { memmap2::Mmap::map(file) }.ok()?;
+        let registered = Registered::new(&map)?;
         // The kernel reads ahead further for a sequential walk.
         let _ = map.advise(memmap2::Advice::Sequential);
         let (_, header) = parse_pcap_header(&map).ok()?;
@@ -121,6 +174,7 @@ impl MappedPcap {
             parse_pcap_frame
         };
         Some(MappedPcap {
+            _registered: registered,
             map,
             header,
             parse,

@@ -168,10 +168,16 @@ fn method_may_become(inbound: &str, upstream: &str) -> bool {
 /// `g`'s interval within `tolerance` ns). The tolerance is for the clocks of two
 /// interfaces; seen at the same one, `u` must lie inside `g` exactly. Requests that
 /// follow each other on a keep-alive connection within the tolerance (a loopback
-/// server answers in less) would otherwise nest in each other (issue 15).
+/// server answers in less) would otherwise nest in each other (issue 15). Two
+/// exchanges of one connection (the same addresses at the same interface) are never
+/// a proxy's inbound and upstream: pipelined responses that end in one segment
+/// would otherwise nest the later request in the earlier one.
 pub(crate) fn nested(u: &Upstream<'_>, g: &Inbound<'_>, tolerance: i64) -> bool {
     let (uf, gl) = (u.first, g.last);
     let tolerance = if uf.vantage == gl.vantage {
+        if uf.client == gl.client && uf.server == gl.server {
+            return false;
+        }
         0
     } else {
         tolerance

@@ -130,6 +130,28 @@ fn elsewhere(mut t: Tx) -> Tx {
     t
 }
 
+/// Two exchanges of one connection at one interface never nest, even when the
+/// later one lies inside the earlier one's interval (pipelined requests whose
+/// responses end in one segment).
+#[test]
+fn exchanges_of_one_connection_never_nest() {
+    let first = Tx::get("/a")
+        .between("10.0.0.1:40000", "10.0.0.2:80")
+        .at(0, ms(1), ms(5), ms(9));
+    let pipelined =
+        Tx::get("/b")
+            .between("10.0.0.1:40000", "10.0.0.2:80")
+            .at(ms(1), ms(2), ms(8), ms(9));
+    assert!(!is_nested(&pipelined, &first, 0));
+    assert!(!is_nested(&pipelined, &first, ms(1)));
+    // Another connection from the same client, the same times: nested.
+    let other =
+        Tx::get("/b")
+            .between("10.0.0.1:40001", "10.0.0.2:80")
+            .at(ms(1), ms(2), ms(8), ms(9));
+    assert!(is_nested(&other, &first, 0));
+}
+
 #[test]
 fn nested_needs_the_same_method() {
     assert!(is_nested(&upstream(), &inbound(), 0));
