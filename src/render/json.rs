@@ -200,7 +200,7 @@ fn socket_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
                 if i > 0 {
                     text.push(b'.');
                 }
-                text.number(u64::from(*octet));
+                text.octet(*octet);
             }
             text.push(b':');
             text.number(u64::from(a.port()));
@@ -212,6 +212,24 @@ fn socket_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
 }
 
 /// A short text built on the stack, at most `N` bytes.
+/// Every octet's decimal digits (left-aligned, zero-filled) and how many there are.
+const OCTETS: [([u8; 3], u8); 256] = {
+    let mut table = [([0u8; 3], 0u8); 256];
+    let mut o = 0;
+    while o < 256 {
+        let (h, t, u) = ((o / 100) as u8, (o / 10 % 10) as u8, (o % 10) as u8);
+        table[o] = if o >= 100 {
+            ([b'0' + h, b'0' + t, b'0' + u], 3)
+        } else if o >= 10 {
+            ([b'0' + t, b'0' + u, 0], 2)
+        } else {
+            ([b'0' + u, 0, 0], 1)
+        };
+        o += 1;
+    }
+    table
+};
+
 struct Digits<const N: usize> {
     bytes: [u8; N],
     len: usize,
@@ -228,6 +246,13 @@ impl<const N: usize> Digits<N> {
     fn push(&mut self, b: u8) {
         self.bytes[self.len] = b;
         self.len += 1;
+    }
+
+    /// An address octet in decimal, from a table (addresses are in every record).
+    fn octet(&mut self, o: u8) {
+        let (digits, len) = OCTETS[usize::from(o)];
+        self.bytes[self.len..self.len + 3].copy_from_slice(&digits);
+        self.len += usize::from(len);
     }
 
     /// `n` in decimal.
@@ -343,6 +368,15 @@ mod tests {
             text.fixed(n, width);
             let full = format!("{n:020}");
             prop_assert_eq!(&text.bytes[1..text.len], full[20 - width..].as_bytes());
+        }
+    }
+
+    #[test]
+    fn octets_are_formats() {
+        for o in 0..=255u8 {
+            let mut text = Digits::<8>::new();
+            text.octet(o);
+            assert_eq!(&text.bytes[..text.len], o.to_string().as_bytes(), "{o}");
         }
     }
 
