@@ -367,7 +367,7 @@ mod tests {
             text.push(b'x');
             text.fixed(n, width);
             let full = format!("{n:020}");
-            prop_assert_eq!(&text.bytes[1..text.len], full[20 - width..].as_bytes());
+            prop_assert_eq!(&text.bytes[1..text.len], &full.as_bytes()[20 - width..]);
         }
     }
 
