@@ -284,114 +284,28 @@ impl FileReader {
         if let Some(h) = self.head {
             return Ok(Some(h.ts));
         }
-        loop {
-            if self.done {
-                return Ok(None);
-            }
-            // consume_noshift: the plain consume moves half the buffer whenever the
-            // read position passes the middle; refill moves only the remainder.
-            let pending = std::mem::take(&mut self.pending_consume);
-            if pending > 0 {
-                self.reader.iter().consume_noshift(pending);
-            }
-            let first = self.reader.iter().consumed() == 0;
-            let frames = self.state.frames;
-            let mut consume = None;
-            let mut block_len = 0;
-            // Whether the buffer has room for more of the input (see BufferTooSmall).
-            let room = self.reader.iter().data().len() < self.buffer_size
-                && !self.reader.iter().reader_exhausted();
-            let outcome = match self.reader.iter().next() {
-                Ok((offset, block)) => {
-                    let step = self.state.on_block(block, interfaces, stats, first);
-                    if matches!(step, Step::Again) {
-                        consume = Some(offset);
-                    }
-                    block_len = offset;
-                    step
-                }
-                Err(PcapError::Eof) => Step::End,
-                Err(PcapError::Incomplete(_)) => match self.reader.iter().refill() {
-                    Ok(()) => Step::Again,
-                    Err(_) => Step::Stop("read error while refilling".into()),
-                },
-                Err(PcapError::UnexpectedEof) => Step::Stop(format!(
-                    "file is cut off in the middle of a record after {frames} frames; read up to the cut"
-                )),
-                // A block's length field alone must not grow the buffer: a tiny file
-                // claiming a 100 MiB record made it grow to 256 MiB (found by the
-                // capture_file fuzzer). Fill it first; if the input ends before,
-                // the record is cut off (UnexpectedEof on the next call).
-                Err(PcapError::BufferTooSmall) if room => {
-                    match self.reader.iter().refill() {
-                        Ok(()) => Step::Again,
-                        Err(_) => Step::Stop("read error while refilling".into()),
-                    }
-                }
-                Err(PcapError::BufferTooSmall) => {
-                    let size = self.buffer_size * 2;
-                    if size <= MAX_BUFFER_CAPACITY && self.reader.iter().grow(size) {
-                        self.buffer_size = size;
-                        Step::Again
-                    } else {
-                        Step::Stop(format!(
-                            "a block is larger than the {} MiB read buffer; stopped after {frames} frames",
-                            MAX_BUFFER_CAPACITY >> 20
-                        ))
-                    }
-                }
-                Err(PcapError::ReadError) => Step::Stop("read error".into()),
-                Err(PcapError::HeaderNotRecognized) => Step::Stop("header not recognised".into()),
-                Err(PcapError::NomError(_, kind)) | Err(PcapError::OwnedNomError(_, kind))
-                    if frames == 0 =>
-                {
-                    Step::Fatal(format!("malformed block before the first packet ({kind:?})"))
-                }
-                Err(PcapError::NomError(_, kind)) | Err(PcapError::OwnedNomError(_, kind)) => {
-                    Step::Stop(format!(
-                        "corrupt block after {frames} frames ({kind:?}); the rest of the file is skipped"
-                    ))
-                }
-            };
-            if let Some(offset) = consume {
-                self.reader.iter().consume_noshift(offset);
-            }
-            if let Some(message) = self.state.note.take() {
-                warnings.push(Warning {
-                    file: self.state.name.clone(),
-                    message,
-                });
-            }
-            match outcome {
-                Step::Packet(p) => {
-                    let base = self.reader.iter().data().as_ptr() as usize;
-                    self.head = Some(Head {
-                        ts: p.ts,
-                        start: p.addr - base,
-                        len: p.len,
-                        orig_len: p.orig_len,
-                        iface: p.iface,
-                        block_len,
-                    });
-                    return Ok(Some(p.ts));
-                }
-                Step::Again => {}
-                Step::End => self.done = true,
-                Step::Fatal(detail) => {
-                    return Err(CaptureError::BadHeader {
-                        path: PathBuf::from(&self.state.name),
-                        format: if self.state.ng { "pcapng" } else { "pcap" },
-                        detail,
-                    })
-                }
-                Step::Stop(message) => {
-                    warnings.push(Warning {
-                        file: self.state.name.clone(),
-                        message,
-                    });
-                    self.done = true;
-                }
-            }
+        // Dispatched once here, not at every call inside the loop: it runs for every
+        // frame, and through `dyn` none of the reader's small methods was inlined.
+        let FileReader {
+            reader,
+            state,
+            pending_consume,
+            head,
+            done,
+            buffer_size,
+            ..
+        } = self;
+        let mut at = At {
+            state,
+            pending_consume,
+            head,
+            done,
+            buffer_size,
+        };
+        match reader {
+            Reader::Mapped(r) => at.advance(r, interfaces, stats, warnings),
+            Reader::Legacy(r) => at.advance(r, interfaces, stats, warnings),
+            Reader::Ng(r) => at.advance(r, interfaces, stats, warnings),
         }
     }
 
@@ -415,6 +329,135 @@ impl FileReader {
             orig_len: head.orig_len,
             data,
         })
+    }
+}
+
+/// A file reader's state besides its byte stream, borrowed for [`At::advance`].
+struct At<'a> {
+    state: &'a mut FileState,
+    pending_consume: &'a mut usize,
+    head: &'a mut Option<Head>,
+    done: &'a mut bool,
+    buffer_size: &'a mut usize,
+}
+
+impl At<'_> {
+    /// [`FileReader::advance`] over one kind of reader.
+    fn advance<R: PcapReaderIterator + ?Sized>(
+        &mut self,
+        reader: &mut R,
+        interfaces: &mut Interfaces,
+        stats: &mut Stats,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Option<Ts>, CaptureError> {
+        loop {
+            if *self.done {
+                return Ok(None);
+            }
+            // consume_noshift: the plain consume moves half the buffer whenever the
+            // read position passes the middle; refill moves only the remainder.
+            let pending = std::mem::take(self.pending_consume);
+            if pending > 0 {
+                reader.consume_noshift(pending);
+            }
+            let first = reader.consumed() == 0;
+            let frames = self.state.frames;
+            let mut consume = None;
+            let mut block_len = 0;
+            // Whether the buffer has room for more of the input (see BufferTooSmall).
+            let room = reader.data().len() < *self.buffer_size && !reader.reader_exhausted();
+            let outcome = match reader.next() {
+                Ok((offset, block)) => {
+                    let step = self.state.on_block(block, interfaces, stats, first);
+                    if matches!(step, Step::Again) {
+                        consume = Some(offset);
+                    }
+                    block_len = offset;
+                    step
+                }
+                Err(PcapError::Eof) => Step::End,
+                Err(PcapError::Incomplete(_)) => match reader.refill() {
+                    Ok(()) => Step::Again,
+                    Err(_) => Step::Stop("read error while refilling".into()),
+                },
+                Err(PcapError::UnexpectedEof) => Step::Stop(format!(
+                    "file is cut off in the middle of a record after {frames} frames; read up to the cut"
+                )),
+                // A block's length field alone must not grow the buffer: a tiny file
+                // claiming a 100 MiB record made it grow to 256 MiB (found by the
+                // capture_file fuzzer). Fill it first; if the input ends before,
+                // the record is cut off (UnexpectedEof on the next call).
+                Err(PcapError::BufferTooSmall) if room => {
+                    match reader.refill() {
+                        Ok(()) => Step::Again,
+                        Err(_) => Step::Stop("read error while refilling".into()),
+                    }
+                }
+                Err(PcapError::BufferTooSmall) => {
+                    let size = *self.buffer_size * 2;
+                    if size <= MAX_BUFFER_CAPACITY && reader.grow(size) {
+                        *self.buffer_size = size;
+                        Step::Again
+                    } else {
+                        Step::Stop(format!(
+                            "a block is larger than the {} MiB read buffer; stopped after {frames} frames",
+                            MAX_BUFFER_CAPACITY >> 20
+                        ))
+                    }
+                }
+                Err(PcapError::ReadError) => Step::Stop("read error".into()),
+                Err(PcapError::HeaderNotRecognized) => Step::Stop("header not recognised".into()),
+                Err(PcapError::NomError(_, kind)) | Err(PcapError::OwnedNomError(_, kind))
+                    if frames == 0 =>
+                {
+                    Step::Fatal(format!("malformed block before the first packet ({kind:?})"))
+                }
+                Err(PcapError::NomError(_, kind)) | Err(PcapError::OwnedNomError(_, kind)) => {
+                    Step::Stop(format!(
+                        "corrupt block after {frames} frames ({kind:?}); the rest of the file is skipped"
+                    ))
+                }
+            };
+            if let Some(offset) = consume {
+                reader.consume_noshift(offset);
+            }
+            if let Some(message) = self.state.note.take() {
+                warnings.push(Warning {
+                    file: self.state.name.clone(),
+                    message,
+                });
+            }
+            match outcome {
+                Step::Packet(p) => {
+                    let base = reader.data().as_ptr() as usize;
+                    *self.head = Some(Head {
+                        ts: p.ts,
+                        start: p.addr - base,
+                        len: p.len,
+                        orig_len: p.orig_len,
+                        iface: p.iface,
+                        block_len,
+                    });
+                    return Ok(Some(p.ts));
+                }
+                Step::Again => {}
+                Step::End => *self.done = true,
+                Step::Fatal(detail) => {
+                    return Err(CaptureError::BadHeader {
+                        path: PathBuf::from(&self.state.name),
+                        format: if self.state.ng { "pcapng" } else { "pcap" },
+                        detail,
+                    })
+                }
+                Step::Stop(message) => {
+                    warnings.push(Warning {
+                        file: self.state.name.clone(),
+                        message,
+                    });
+                    *self.done = true;
+                }
+            }
+        }
     }
 }
 
