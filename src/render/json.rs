@@ -15,23 +15,16 @@ use crate::time::Ts;
 use serde_json::ser::{CompactFormatter, Formatter};
 use std::net::SocketAddr;
 
-/// Appends `rec` as one compact JSON object (no newline): what
-/// [`write_record_with`] writes, without the capture-point parts kept.
-#[cfg(test)]
-fn write_record(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
-    write_record_start(out, rec);
-    write_tail(out, rec);
-}
-
-/// [`write_record`] with the capture point's part from `prefixes`.
-pub(super) fn write_record_with(
+/// Appends `rec` as one compact JSON object (no newline), the capture point's part
+/// from `prefixes`.
+pub(super) fn write_record(
     out: &mut Vec<u8>,
     rec: &TransactionRecord<'_>,
     prefixes: &mut Prefixes,
     vantage: usize,
 ) {
     write_record_start(out, rec);
-    write_tail_with(out, rec, prefixes, vantage);
+    write_tail(out, rec, prefixes, vantage);
 }
 
 fn write_record_start(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
@@ -53,29 +46,10 @@ pub(super) fn head(out: &mut Vec<u8>, id: u64, conn_id: u64) {
 }
 
 /// Everything of the record after its numbers, to its closing brace: what a shard
-/// formats, the merger putting the numbers of the whole run in front
-/// ([`write_tail_with`] is the same with the capture-point part kept).
-#[cfg(test)]
-fn write_tail(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
-    let mut capture = Vec::new();
-    out.extend_from_slice(capture_part(&mut capture, rec));
-    write_after_capture(out, rec);
-}
-
-/// `,"capture":{...},"client":`, the part of a record that is the same for every
-/// record of a capture point, into `buf` (see [`Prefixes`]).
-fn capture_part<'b>(buf: &'b mut Vec<u8>, rec: &TransactionRecord<'_>) -> &'b [u8] {
-    buf.extend_from_slice(b",\"capture\":{\"file\":");
-    string(buf, rec.capture.file);
-    buf.extend_from_slice(b",\"interface\":");
-    string(buf, rec.capture.interface);
-    buf.extend_from_slice(b"},\"client\":");
-    buf
-}
-
-/// [`write_tail`] with the capture point's part formatted once per capture point
-/// (its file name and interface were scanned for escapes in every record).
-pub(super) fn write_tail_with(
+/// formats, the merger putting the numbers of the whole run in front. The capture
+/// point's part is formatted once per capture point into `prefixes` (its file name
+/// and interface were scanned for escapes in every record).
+pub(super) fn write_tail(
     out: &mut Vec<u8>,
     rec: &TransactionRecord<'_>,
     prefixes: &mut Prefixes,
@@ -90,6 +64,16 @@ pub(super) fn write_tail_with(
     }
     out.extend_from_slice(part);
     write_after_capture(out, rec);
+}
+
+/// `,"capture":{...},"client":`, the part of a record that is the same for every
+/// record of a capture point, into `buf` (see [`Prefixes`]).
+fn capture_part(buf: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
+    buf.extend_from_slice(b",\"capture\":{\"file\":");
+    string(buf, rec.capture.file);
+    buf.extend_from_slice(b",\"interface\":");
+    string(buf, rec.capture.interface);
+    buf.extend_from_slice(b"},\"client\":");
 }
 
 /// The capture-point part of the records, by vantage index, formatted once each.
@@ -211,7 +195,6 @@ fn socket_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
     }
 }
 
-/// A short text built on the stack, at most `N` bytes.
 /// Every octet's decimal digits (left-aligned, zero-filled) and how many there are.
 const OCTETS: [([u8; 3], u8); 256] = {
     let mut table = [([0u8; 3], 0u8); 256];
@@ -230,6 +213,7 @@ const OCTETS: [([u8; 3], u8); 256] = {
     table
 };
 
+/// A short text built on the stack, at most `N` bytes.
 struct Digits<const N: usize> {
     bytes: [u8; N],
     len: usize,
@@ -416,20 +400,18 @@ mod tests {
         let v = vantages();
         let mut rec = TransactionRecord::new(t, &v, headers);
         rec.kind = kind;
+        let mut prefixes = Prefixes::default();
         let mut ours = Vec::new();
-        write_record(&mut ours, &rec);
+        write_record(&mut ours, &rec, &mut prefixes, 2);
         let theirs = serde_json::to_vec(&rec).unwrap();
         assert_eq!(
             String::from_utf8_lossy(&ours),
             String::from_utf8_lossy(&theirs)
         );
-        // With the capture point's part formatted once, twice over.
-        let mut prefixes = Prefixes::default();
-        for _ in 0..2 {
-            let mut cached = Vec::new();
-            write_record_with(&mut cached, &rec, &mut prefixes, 2);
-            assert_eq!(cached, ours);
-        }
+        // The capture point's part formatted once, then reused.
+        let mut cached = Vec::new();
+        write_record(&mut cached, &rec, &mut prefixes, 2);
+        assert_eq!(cached, ours);
     }
 
     fn transaction(

@@ -152,7 +152,7 @@ pub fn record_tail(
     headers: bool,
     prefixes: &mut Prefixes,
 ) {
-    json::write_tail_with(
+    json::write_tail(
         out,
         &TransactionRecord::new(t, vantages, headers),
         prefixes,
@@ -258,7 +258,7 @@ impl<W: Write> Writer<W> {
                     }
                     self.record.push(b'\n');
                 }
-                json::write_record_with(
+                json::write_record(
                     &mut self.record,
                     &rec,
                     &mut self.prefixes,
