@@ -196,7 +196,7 @@ impl LiveSource {
             // Non-blocking: with TPACKET_V3, libpcap's read timeout only runs once a
             // packet has arrived, so a quiet interface would block the reader (and
             // the stop) forever. The reader waits in poll(2) instead, up to
-            // `READER_WAIT` at a time.
+            // `READER_WAIT_MS` at a time.
             let cap = cap.setnonblock().map_err(|e| live_error(name, e))?;
             let link = cap.get_datalink().0;
             interfaces.push(InterfaceDesc {

@@ -130,10 +130,9 @@ pub(super) struct MappedPcap {
     map: memmap2::Mmap,
     header: PcapHeader,
     parse: ParseFn,
-    /// Offset of the next block.
+    /// Offset of the next block: the bytes consumed, the header included (0 until
+    /// the header is handed out).
     pos: usize,
-    /// Bytes consumed (the header included): 0 until the header is handed out.
-    consumed: usize,
     /// Bytes consumed, for progress (as the buffered reader counts bytes read).
     progress: Arc<AtomicU64>,
     /// The map before this offset is handed back to the kernel ([`RELEASE_STEP`]).
@@ -156,8 +155,9 @@ impl MappedPcap {
         }
         // SAFETY: the map is read-only and private to this reader; it is undefined
         // behaviour only if another process truncates or rewrites the file while it
-        // is mapped (a truncation raises SIGBUS). Capture files are written once and
-        // appended to, not rewritten in place; appended bytes are outside the map.
+        // is mapped. Capture files are written once and appended to (appended bytes
+        // are outside the map); a truncation raises SIGBUS, which ends the run with
+        // a message ([`explain_bus_errors`]) before anything reads the lost bytes.
         // Measured to pay (docs/PERFORMANCE.md, 2026-12-04 session 27): the kernel's
         // copy into the read buffer was about 4 % of a small-packet run.
         #[allow(unsafe_code)]
@@ -179,7 +179,6 @@ impl MappedPcap {
             header,
             parse,
             pos: 0,
-            consumed: 0,
             progress,
             released: 0,
         })
@@ -192,7 +191,6 @@ impl MappedPcap {
 
     fn advance(&mut self, offset: usize) {
         self.pos = (self.pos + offset).min(self.map.len());
-        self.consumed += offset;
         self.progress.store(self.pos as u64, Ordering::Relaxed);
         // Whole pages before the current block only (the map starts on a page).
         let end = self.pos & !(PAGE - 1);
@@ -217,7 +215,7 @@ impl MappedPcap {
 
 impl PcapReaderIterator for MappedPcap {
     fn next(&mut self) -> Result<(usize, PcapBlockOwned<'_>), PcapError<&[u8]>> {
-        if self.consumed == 0 {
+        if self.pos == 0 {
             return Ok((
                 self.header.size(),
                 PcapBlockOwned::from(self.header.clone()),
@@ -244,7 +242,7 @@ impl PcapReaderIterator for MappedPcap {
     }
 
     fn consumed(&self) -> usize {
-        self.consumed
+        self.pos
     }
 
     fn refill(&mut self) -> Result<(), PcapError<&[u8]>> {
