@@ -80,13 +80,19 @@ pub struct Warning {
 
 struct FileReader {
     reader: Reader,
+    walk: Walk,
+    raw_read: Arc<AtomicU64>,
+    size: Option<u64>,
+}
+
+/// Where a file reader is in its byte stream, apart from the stream itself (so
+/// that [`Walk::advance`] can take the reader as a concrete type).
+struct Walk {
     state: FileState,
     pending_consume: usize,
     /// The packet block at the head of the buffer, not yet taken.
     head: Option<Head>,
     done: bool,
-    raw_read: Arc<AtomicU64>,
-    size: Option<u64>,
     buffer_size: usize,
 }
 
@@ -255,21 +261,23 @@ impl FileReader {
         let ng = matches!(reader, Reader::Ng(_));
         FileReader {
             reader,
-            state: FileState {
-                index,
-                name: path.display().to_string(),
-                ifaces: Vec::new(),
-                last_ts: Ts::default(),
-                frames: 0,
-                note: None,
-                ng,
+            walk: Walk {
+                state: FileState {
+                    index,
+                    name: path.display().to_string(),
+                    ifaces: Vec::new(),
+                    last_ts: Ts::default(),
+                    frames: 0,
+                    note: None,
+                    ng,
+                },
+                pending_consume: 0,
+                head: None,
+                done: false,
+                buffer_size: BUFFER_CAPACITY,
             },
-            pending_consume: 0,
-            head: None,
-            done: false,
             raw_read,
             size,
-            buffer_size: BUFFER_CAPACITY,
         }
     }
 
@@ -281,42 +289,28 @@ impl FileReader {
         stats: &mut Stats,
         warnings: &mut Vec<Warning>,
     ) -> Result<Option<Ts>, CaptureError> {
-        if let Some(h) = self.head {
+        if let Some(h) = self.walk.head {
             return Ok(Some(h.ts));
         }
         // Dispatched once here, not at every call inside the loop: it runs for every
         // frame, and through `dyn` none of the reader's small methods was inlined.
-        let FileReader {
-            reader,
-            state,
-            pending_consume,
-            head,
-            done,
-            buffer_size,
-            ..
-        } = self;
-        let mut at = At {
-            state,
-            pending_consume,
-            head,
-            done,
-            buffer_size,
-        };
-        match reader {
-            Reader::Mapped(r) => at.advance(r, interfaces, stats, warnings),
-            Reader::Legacy(r) => at.advance(r, interfaces, stats, warnings),
-            Reader::Ng(r) => at.advance(r, interfaces, stats, warnings),
+        let walk = &mut self.walk;
+        match &mut self.reader {
+            Reader::Mapped(r) => walk.advance(r, interfaces, stats, warnings),
+            Reader::Legacy(r) => walk.advance(r, interfaces, stats, warnings),
+            Reader::Ng(r) => walk.advance(r, interfaces, stats, warnings),
         }
     }
 
     /// Hands out the packet block at the head (after [`FileReader::advance`] found
     /// it), without parsing it again.
     fn take(&mut self) -> Option<Frame<'_>> {
-        let head = self.head.take()?;
-        self.state.last_ts = head.ts;
-        self.state.frames += 1;
-        self.pending_consume = head.block_len;
-        let iface = *self.state.ifaces.get(head.iface)?;
+        let walk = &mut self.walk;
+        let head = walk.head.take()?;
+        walk.state.last_ts = head.ts;
+        walk.state.frames += 1;
+        walk.pending_consume = head.block_len;
+        let iface = *walk.state.ifaces.get(head.iface)?;
         let data = self
             .reader
             .iter()
@@ -332,16 +326,7 @@ impl FileReader {
     }
 }
 
-/// A file reader's state besides its byte stream, borrowed for [`At::advance`].
-struct At<'a> {
-    state: &'a mut FileState,
-    pending_consume: &'a mut usize,
-    head: &'a mut Option<Head>,
-    done: &'a mut bool,
-    buffer_size: &'a mut usize,
-}
-
-impl At<'_> {
+impl Walk {
     /// [`FileReader::advance`] over one kind of reader.
     fn advance<R: PcapReaderIterator + ?Sized>(
         &mut self,
@@ -351,12 +336,12 @@ impl At<'_> {
         warnings: &mut Vec<Warning>,
     ) -> Result<Option<Ts>, CaptureError> {
         loop {
-            if *self.done {
+            if self.done {
                 return Ok(None);
             }
             // consume_noshift: the plain consume moves half the buffer whenever the
             // read position passes the middle; refill moves only the remainder.
-            let pending = std::mem::take(self.pending_consume);
+            let pending = std::mem::take(&mut self.pending_consume);
             if pending > 0 {
                 reader.consume_noshift(pending);
             }
@@ -365,7 +350,7 @@ impl At<'_> {
             let mut consume = None;
             let mut block_len = 0;
             // Whether the buffer has room for more of the input (see BufferTooSmall).
-            let room = reader.data().len() < *self.buffer_size && !reader.reader_exhausted();
+            let room = reader.data().len() < self.buffer_size && !reader.reader_exhausted();
             let outcome = match reader.next() {
                 Ok((offset, block)) => {
                     let step = self.state.on_block(block, interfaces, stats, first);
@@ -394,9 +379,9 @@ impl At<'_> {
                     }
                 }
                 Err(PcapError::BufferTooSmall) => {
-                    let size = *self.buffer_size * 2;
+                    let size = self.buffer_size * 2;
                     if size <= MAX_BUFFER_CAPACITY && reader.grow(size) {
-                        *self.buffer_size = size;
+                        self.buffer_size = size;
                         Step::Again
                     } else {
                         Step::Stop(format!(
@@ -430,7 +415,7 @@ impl At<'_> {
             match outcome {
                 Step::Packet(p) => {
                     let base = reader.data().as_ptr() as usize;
-                    *self.head = Some(Head {
+                    self.head = Some(Head {
                         ts: p.ts,
                         start: p.addr - base,
                         len: p.len,
@@ -441,7 +426,7 @@ impl At<'_> {
                     return Ok(Some(p.ts));
                 }
                 Step::Again => {}
-                Step::End => *self.done = true,
+                Step::End => self.done = true,
                 Step::Fatal(detail) => {
                     return Err(CaptureError::BadHeader {
                         path: PathBuf::from(&self.state.name),
@@ -454,7 +439,7 @@ impl At<'_> {
                         file: self.state.name.clone(),
                         message,
                     });
-                    *self.done = true;
+                    self.done = true;
                 }
             }
         }
@@ -755,7 +740,10 @@ impl FileSource {
 
     /// Names of the input files, in input order.
     pub fn file_names(&self) -> Vec<String> {
-        self.readers.iter().map(|r| r.state.name.clone()).collect()
+        self.readers
+            .iter()
+            .map(|r| r.walk.state.name.clone())
+            .collect()
     }
 }
 
@@ -859,7 +847,7 @@ mod tests {
     fn huge_record_length_in_a_small_file_does_not_grow_the_buffer() {
         let (source, frames) = read_all("huge-caplen", &pcap_claiming(100 << 20, &[0; 900]));
         assert_eq!(frames, 0);
-        assert_eq!(source.readers[0].buffer_size, BUFFER_CAPACITY);
+        assert_eq!(source.readers[0].walk.buffer_size, BUFFER_CAPACITY);
         assert_eq!(source.warnings().len(), 1);
         assert!(
             source.warnings()[0].message.contains("cut off"),
@@ -874,7 +862,7 @@ mod tests {
         let len = BUFFER_CAPACITY as u32 + 1000;
         let (source, frames) = read_all("big-record", &pcap_claiming(len, &vec![0; len as usize]));
         assert_eq!(frames, 1);
-        assert_eq!(source.readers[0].buffer_size, 2 * BUFFER_CAPACITY);
+        assert_eq!(source.readers[0].walk.buffer_size, 2 * BUFFER_CAPACITY);
         assert!(source.warnings().is_empty(), "{:?}", source.warnings());
     }
 }
