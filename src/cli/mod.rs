@@ -612,6 +612,17 @@ fn output(path: &Option<PathBuf>) -> Result<BufWriter<Box<dyn Write>>> {
     Ok(BufWriter::with_capacity(1 << 16, output_raw(path)?))
 }
 
+/// `-o FILE` or standard output, unbuffered, for another thread to write (standard
+/// output's handle locks it at every write, so write it in large pieces).
+fn output_send(path: &Option<PathBuf>) -> Result<Box<dyn Write + Send>> {
+    Ok(match path {
+        Some(p) => {
+            Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
+        }
+        None => Box::new(io::stdout()),
+    })
+}
+
 /// `-o FILE` or standard output, unbuffered.
 fn output_raw(path: &Option<PathBuf>) -> Result<Box<dyn Write>> {
     Ok(match path {
@@ -642,12 +653,17 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
         // A record without header lists shows only the Host header.
         opened.pipeline.keeping_headers(KeptHeaders::Host);
     }
-    let out = output_raw(&args.output)?;
     if threads > 1 && format != Format::Text {
-        write_behind(out, |chunks| {
-            write_transactions_sharded(&args, format, &mut opened, threads, chunks)
-        })?;
-    } else if threads > 1 {
+        // The merger thread writes the output itself, 256 KiB at a time: handing
+        // its bytes to the calling thread (`write_behind`) was one more copy of the
+        // whole output and one more thread on the cores (docs/PERFORMANCE.md,
+        // session 29).
+        let out = BufWriter::with_capacity(WRITE_CHUNK, output_send(&args.output)?);
+        write_transactions_sharded(&args, format, &mut opened, threads, out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out = output_raw(&args.output)?;
+    if threads > 1 {
         write_behind(out, |chunks| {
             write_transactions(&args, format, &mut opened, chunks)
         })?;
@@ -758,7 +774,8 @@ fn write_transactions_sharded<W: Write + Send>(
     Ok(())
 }
 
-/// Bytes handed to the writing thread at a time.
+/// Bytes handed to the writing thread at a time (and written at a time by a
+/// sharded run's merger).
 const WRITE_CHUNK: usize = 1 << 18;
 /// Chunks in flight: a slow output (a full disk, a slow pipe) makes the work wait
 /// instead of letting output pile up in memory (at most 2 MiB).
@@ -804,7 +821,8 @@ impl Write for ChunkWriter {
 }
 
 /// Runs `work` on a second thread, writing what it writes to `out` on this one
-/// (standard output's lock cannot move between threads): the output's system calls
+/// (standard output's lock cannot move between threads; text output with more than
+/// one thread, where a sharded run's merger writes itself): the output's system calls
 /// (copying every byte into the page cache, or waiting for a pipe's reader) leave the
 /// thread that reads, parses and formats. The bytes and their order are the same as
 /// with one thread.

@@ -52,9 +52,16 @@ use std::sync::mpsc::{sync_channel, Receiver};
 
 /// Frames in a round. Large enough that a round's hand-over costs little against
 /// its work, small enough that the rounds in flight hold little memory.
-pub const ROUND_FRAMES: u64 = 1024;
-/// Rounds queued between the front and a shard, and between a shard and the merger.
-const ROUNDS_IN_FLIGHT: usize = 2;
+///
+/// Measured on the small-packet capture (docs/PERFORMANCE.md, session 29): 1,024
+/// frames with 2 rounds queued woke the threads about 7,000 times a run (0.60 s
+/// median wall, 42 MiB); 2,048 with 4 queued, 3,300 times (0.54 s, 48 MiB);
+/// 4,096 with 4, 0.55 s at 57 MiB.
+pub const ROUND_FRAMES: u64 = 2048;
+/// Rounds queued between the front and a shard, and between a shard and the merger:
+/// enough that one thread's stall (another process took the core) does not stop the
+/// others at once.
+const ROUNDS_IN_FLIGHT: usize = 4;
 
 /// Where a record or an anomaly sample falls in one run's order:
 /// (frame, phase, connection, sequence).
