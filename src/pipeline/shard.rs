@@ -540,7 +540,9 @@ fn merge<W: Write>(
         // Keys are unique: a shard's sequence numbers are, and two shards share a
         // frame's phase only in sweeps and at the end, keyed by their (distinct)
         // connections.
-        order.sort_unstable_by_key(|(k, _, _)| *k);
+        // A stable sort: it finds the runs each shard's records are already in
+        // and merges them (an unstable sort took 1.7 % of the run's instructions).
+        order.sort_by_key(|(k, _, _)| *k);
         for &(key, s, i) in &order {
             let r = &rounds[s as usize];
             match &r.items[i as usize].1 {

@@ -295,7 +295,6 @@ impl<W: Write> Writer<W> {
         conn_id: u64,
         tail: &[u8],
     ) -> Result<(), RenderError> {
-        self.write_records()?;
         match self.format {
             Format::Jsonl => self.record.extend_from_slice(b"{\"type\":\"transaction\","),
             Format::Json | Format::Text => {
@@ -306,13 +305,15 @@ impl<W: Write> Writer<W> {
             }
         }
         json::head(&mut self.record, id, conn_id);
-        // The tail goes straight to the output (it is most of the record: copying
-        // it into `record` first was one more copy of the whole output).
-        self.out.write_all(&self.record)?;
-        self.record.clear();
-        self.out.write_all(tail)?;
+        // Gathered like `transaction`'s records: one copy of the tail, and one
+        // write for many records (three writes per record to a buffered output
+        // were 320 instructions a record).
+        self.record.extend_from_slice(tail);
         if self.format == Format::Jsonl {
-            self.out.write_all(b"\n")?;
+            self.record.push(b'\n');
+        }
+        if self.record.len() >= RECORD_BUFFER {
+            self.write_records()?;
         }
         self.count += 1;
         Ok(())
