@@ -40,9 +40,17 @@ def run(cmd, stdout=subprocess.DEVNULL):
     return wall, rusage.ru_maxrss * 1024, rusage.ru_utime + rusage.ru_stime
 
 
-def median_run(cmd, runs, stdout_path=None):
-    """A warm-up run, then `runs` timed ones; the median by wall time."""
+def median_run(cmd, runs, stdout_path=None, output=None):
+    """A warm-up run, then `runs` timed ones; the median by wall time. `output` (the
+    file the command writes) is removed before each run, untimed: overwriting the
+    previous run's file made the filesystem free its blocks when it was truncated and
+    write the new one back when it was closed (ext4's auto_da_alloc), about 0.07 s of
+    a 0.6 s run on the small capture (docs/PERFORMANCE.md, session 29), work a
+    first run into a new file does not do."""
     def once():
+        for path in (stdout_path, output):
+            if path and os.path.exists(path):
+                os.remove(path)
         if stdout_path:
             with open(stdout_path, "wb") as out:
                 return run(cmd, stdout=out)
@@ -99,8 +107,8 @@ def bench_shape(shape, args, flowtrace, helper, data):
     packets = json.loads(out.stdout)["frames"]
     rows = []
 
-    def add(name, cmd, stdout_path=None):
-        (wall, rss, cpu), walls = median_run(cmd, args.runs, stdout_path)
+    def add(name, cmd, stdout_path=None, output=None):
+        (wall, rss, cpu), walls = median_run(cmd, args.runs, stdout_path, output)
         rows.append({"tool": name, "seconds": wall, "cpu_seconds": cpu, "peak_rss_bytes": rss,
                      "runs": walls, "packets_per_s": packets / wall, "mb_per_s": size / wall / 1e6})
         print(f"  {name}: {wall:.3f} s (runs {walls})", file=sys.stderr)
@@ -110,7 +118,8 @@ def bench_shape(shape, args, flowtrace, helper, data):
     if shutil.which("tcpdump"):
         add("tcpdump -r F -w /dev/null", ["tcpdump", "-r", path, "-w", "/dev/null"])
     jsonl = os.path.join(data, f"flowtrace-{shape}.jsonl")
-    add("flowtrace pcap F --format jsonl -o FILE", flowtrace_cmd(flowtrace, path, jsonl, args.threads))
+    add("flowtrace pcap F --format jsonl -o FILE", flowtrace_cmd(flowtrace, path, jsonl, args.threads),
+        output=jsonl)
     transactions, summary = count_jsonl(jsonl)
     assert summary is not None, f"no summary line in {jsonl}"
     assert summary["stats"]["frames"] == packets, "flowtrace did not read every packet"
@@ -120,7 +129,8 @@ def bench_shape(shape, args, flowtrace, helper, data):
     requests = summary["stats"]["http_requests"]
     if args.baseline_bin:
         base_out = os.path.join(data, f"baseline-{shape}.jsonl")
-        add("baseline flowtrace (--baseline-bin)", flowtrace_cmd(args.baseline_bin, path, base_out, None))
+        add("baseline flowtrace (--baseline-bin)", flowtrace_cmd(args.baseline_bin, path, base_out, None),
+            output=base_out)
         base_transactions, _ = count_jsonl(base_out)
         assert base_transactions == transactions, \
             f"baseline wrote {base_transactions} transactions, this build {transactions}"
