@@ -314,11 +314,13 @@ impl Shard {
     /// opened in every shard, and the key says which.
     fn collect(&mut self, out: &mut OutRound, frame: u64, phase: u8) {
         let mut completed = std::mem::take(&mut self.http.completed);
-        for t in completed.drain(..) {
+        // Read in place, then dropped in place: draining moved each transaction
+        // (about 550 bytes) out of the list first.
+        for t in &completed {
             let start = out.tails.len() as u32;
             record_tail(
                 &mut out.tails,
-                &t,
+                t,
                 &self.vantages,
                 self.headers,
                 &mut self.prefixes,
@@ -335,6 +337,7 @@ impl Shard {
                 },
             ));
         }
+        completed.clear();
         self.http.completed = completed;
         self.tcp.drain_removed(&mut self.removed);
         // Drained, not taken: the list keeps its capacity for the next segment.
