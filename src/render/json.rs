@@ -63,7 +63,7 @@ pub(super) fn write_tail(
         capture_part(part, rec);
     }
     out.extend_from_slice(part);
-    write_after_capture(out, rec, &mut prefixes.seconds);
+    write_after_capture(out, rec, &mut prefixes.times);
 }
 
 /// `,"capture":{...},"client":`, the part of a record that is the same for every
@@ -81,17 +81,23 @@ fn capture_part(buf: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
 #[derive(Default)]
 pub struct Prefixes {
     parts: Vec<Vec<u8>>,
-    seconds: Seconds,
+    times: Timestamps,
 }
 
-/// The whole seconds of the last timestamp written with ten digits, and those
-/// digits: a record's four timestamps, and its neighbours', mostly share them
-/// (formatting them was a fifth of a record's instructions).
+/// Timestamp texts kept from one timestamp to the next (formatting timestamps was
+/// a fifth of a record's instructions).
 #[derive(Default)]
-struct Seconds(Option<(u64, [u8; 10])>);
+struct Timestamps {
+    /// The whole seconds last written with ten digits, and those digits: a
+    /// record's four timestamps, and its neighbours', mostly share them.
+    seconds: Option<(u64, [u8; 10])>,
+    /// The last timestamp and its text: a message in one packet starts and ends
+    /// at the same time.
+    last: Option<(Ts, Digits<32>)>,
+}
 
 /// The record from the client's address to its closing brace.
-fn write_after_capture(out: &mut Vec<u8>, rec: &TransactionRecord<'_>, seconds: &mut Seconds) {
+fn write_after_capture(out: &mut Vec<u8>, rec: &TransactionRecord<'_>, times: &mut Timestamps) {
     socket_addr(out, rec.client);
     out.extend_from_slice(b",\"server\":");
     socket_addr(out, rec.server);
@@ -115,13 +121,13 @@ fn write_after_capture(out: &mut Vec<u8>, rec: &TransactionRecord<'_>, seconds: 
         integer(out, u64::from(*s));
     }
     out.extend_from_slice(b"],\"request_ts\":");
-    option(out, rec.request_ts, |o, t| timestamp(o, t, seconds));
+    option(out, rec.request_ts, |o, t| timestamp(o, t, times));
     out.extend_from_slice(b",\"request_end_ts\":");
-    option(out, rec.request_end_ts, |o, t| timestamp(o, t, seconds));
+    option(out, rec.request_end_ts, |o, t| timestamp(o, t, times));
     out.extend_from_slice(b",\"response_ts\":");
-    option(out, rec.response_ts, |o, t| timestamp(o, t, seconds));
+    option(out, rec.response_ts, |o, t| timestamp(o, t, times));
     out.extend_from_slice(b",\"response_end_ts\":");
-    option(out, rec.response_end_ts, |o, t| timestamp(o, t, seconds));
+    option(out, rec.response_end_ts, |o, t| timestamp(o, t, times));
     out.extend_from_slice(b",\"duration_ms\":");
     option(out, rec.duration_ms, float);
     out.extend_from_slice(b",\"request_body_bytes\":");
@@ -224,6 +230,7 @@ const OCTETS: [([u8; 3], u8); 256] = {
 };
 
 /// A short text built on the stack, at most `N` bytes.
+#[derive(Clone, Copy)]
 struct Digits<const N: usize> {
     bytes: [u8; N],
     len: usize,
@@ -298,7 +305,13 @@ impl<const N: usize> Digits<N> {
 /// shortest float text while a microsecond is more than one unit in the last
 /// place, i.e. below 2^32 seconds; 1 s and later keeps the float printer from
 /// choosing an exponent. Other times go through the float printer.
-fn timestamp(out: &mut Vec<u8>, ts: Ts, seconds: &mut Seconds) {
+fn timestamp(out: &mut Vec<u8>, ts: Ts, times: &mut Timestamps) {
+    if let Some((last, text)) = &times.last {
+        if *last == ts {
+            text.append_to(out);
+            return;
+        }
+    }
     let micros = round(ts.0 as f64 / 1000.0);
     if !(1e6..4_294_967_296e6).contains(&micros) {
         serde(out, &ts);
@@ -310,7 +323,7 @@ fn timestamp(out: &mut Vec<u8>, ts: Ts, seconds: &mut Seconds) {
     let mut text = Digits::<32>::new();
     if (1_000_000_000..10_000_000_000).contains(&secs) {
         // Every date from 2001 to 2286: ten digits.
-        match seconds.0 {
+        match times.seconds {
             Some((s, digits)) if s == secs => {
                 text.bytes[..10].copy_from_slice(&digits);
                 text.len = 10;
@@ -319,7 +332,7 @@ fn timestamp(out: &mut Vec<u8>, ts: Ts, seconds: &mut Seconds) {
                 text.fixed(secs, 10);
                 let mut digits = [0; 10];
                 digits.copy_from_slice(&text.bytes[..10]);
-                seconds.0 = Some((secs, digits));
+                times.seconds = Some((secs, digits));
             }
         }
     } else {
@@ -335,6 +348,7 @@ fn timestamp(out: &mut Vec<u8>, ts: Ts, seconds: &mut Seconds) {
         }
     }
     text.append_to(out);
+    times.last = Some((ts, text));
 }
 
 /// `f64::round` without the call into libm (the baseline x86-64 target has no
@@ -534,13 +548,13 @@ mod tests {
         }
     }
 
-    /// One seconds cache across timestamps that share their seconds, change
+    /// One cache across timestamps that repeat, share their seconds, change
     /// them, round up into the next second and come back: each the same as
     /// serde_json's text.
     #[test]
     fn cached_seconds_print_as_serde_json_does() {
         let base = 1_700_000_000_000_000_000i64;
-        let mut seconds = Seconds::default();
+        let mut times = Timestamps::default();
         for ns in [
             base,
             base + 1_000,
@@ -550,11 +564,14 @@ mod tests {
             base - 1,
             base + 7_000_000_123,
             base + 7_000_000_000,
+            base + 7_000_000_000,
             4_000_000_000_000_000_000,
+            4_000_000_000_000_000_000,
+            base,
             base,
         ] {
             let mut ours = Vec::new();
-            timestamp(&mut ours, Ts(ns), &mut seconds);
+            timestamp(&mut ours, Ts(ns), &mut times);
             let theirs = serde_json::to_vec(&Ts(ns)).unwrap();
             assert_eq!(
                 String::from_utf8_lossy(&ours),
