@@ -53,15 +53,16 @@ use std::sync::mpsc::{sync_channel, Receiver};
 /// Frames in a round. Large enough that a round's hand-over costs little against
 /// its work, small enough that the rounds in flight hold little memory.
 ///
-/// Measured on the small-packet capture (docs/PERFORMANCE.md, session 29): 1,024
-/// frames with 2 rounds queued woke the threads about 7,000 times a run (0.60 s
-/// median wall, 42 MiB); 2,048 with 4 queued, 3,300 times (0.54 s, 48 MiB);
-/// 4,096 with 4, 0.55 s at 57 MiB.
+/// Measured (docs/PERFORMANCE.md, session 29), six interleaved runs each on the
+/// small-packet capture: 1,024 frames with 2 rounds queued woke the threads about
+/// 5,300 times a run (median 0.485 s); 2,048 with 2 queued, 2,500 times (0.44 s);
+/// with 4 queued, 0.43 s. What is in flight is outside the memory budget: under
+/// the 5 M SYN flood with `--memory-budget 64M` the peak was 116 MiB at 1,024 x 2,
+/// 121 at 2,048 x 2 and 128-130 at 2,048 x 4, over the budget plus the 64 MiB
+/// that bench/hostile.py allows.
 pub const ROUND_FRAMES: u64 = 2048;
-/// Rounds queued between the front and a shard, and between a shard and the merger:
-/// enough that one thread's stall (another process took the core) does not stop the
-/// others at once.
-const ROUNDS_IN_FLIGHT: usize = 4;
+/// Rounds queued between the front and a shard, and between a shard and the merger.
+const ROUNDS_IN_FLIGHT: usize = 2;
 
 /// Where a record or an anomaly sample falls in one run's order:
 /// (frame, phase, connection, sequence).
