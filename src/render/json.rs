@@ -605,6 +605,35 @@ mod tests {
         }
     }
 
+    /// One cache of addresses across more pairs than it has slots, each pair
+    /// written again later (after others took its slot, or not): every record the
+    /// same as serde_json's.
+    #[test]
+    fn cached_addresses_print_as_serde_json_does() {
+        let v = vantages();
+        let mut prefixes = Prefixes::default();
+        for round in 0..2 {
+            for i in 0..3 * ADDRESS_SLOTS as u32 {
+                let client =
+                    SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 1024 + (i % 7) as u16));
+                let server = SocketAddr::from(([192, 0, 2, (i % 5) as u8], 80 + round));
+                let t = transaction(
+                    (client, server),
+                    ["GET".into(), "/".into(), "OK".into(), "h".into()],
+                    [1, 2, 3, 4].map(|k| 1_700_000_000_000_000_000 + k * i64::from(i)),
+                    Some(200),
+                    true,
+                );
+                for _ in 0..2 {
+                    let rec = TransactionRecord::new(&t, &v, false);
+                    let mut ours = Vec::new();
+                    write_record(&mut ours, &rec, &mut prefixes, 0);
+                    assert_eq!(ours, serde_json::to_vec(&rec).unwrap(), "pair {i}");
+                }
+            }
+        }
+    }
+
     /// One cache across timestamps that repeat, share their seconds, change
     /// them, round up into the next second and come back: each the same as
     /// serde_json's text.
