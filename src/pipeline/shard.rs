@@ -14,7 +14,8 @@
 //!   have completed them and writes them with those numbers.
 //!
 //! How the order is the same as one thread's: frames are numbered; the front cuts
-//! them into rounds of [`ROUND_FRAMES`] and sends every shard its part of every round
+//! them into rounds of [`ROUND_FRAMES`] (fewer when their payload reaches
+//! [`ROUND_BYTES`]) and sends every shard its part of every round
 //! (possibly empty), so the merger takes round by round from all shards. Each
 //! record carries a key, (frame, phase, connection, sequence): what one table does
 //! at a frame is a time sweep (phase 0: the front decides it where one table would,
@@ -61,6 +62,12 @@ use std::sync::mpsc::{sync_channel, Receiver};
 /// 121 at 2,048 x 2 and 128-130 at 2,048 x 4, over the budget plus the 64 MiB
 /// that bench/hostile.py allows.
 pub const ROUND_FRAMES: u64 = 2048;
+/// Payload bytes after which a round is sent before it has [`ROUND_FRAMES`]
+/// frames: what a shard's output holds grows with the payload (a full-size segment
+/// of tiny pipelined requests completes about 26 transactions), so rounds of
+/// large segments are cut by bytes (1 M pipelined requests: 181 MiB peak with
+/// rounds cut only at 2,048 frames). Small-packet rounds stay under it.
+pub const ROUND_BYTES: usize = 1 << 20;
 /// Rounds queued between the front and a shard, and between a shard and the merger.
 const ROUNDS_IN_FLIGHT: usize = 2;
 
@@ -112,6 +119,8 @@ pub(super) struct Route {
     frame: u64,
     last_sweep: Ts,
     rounds: Vec<InRound>,
+    /// Payload bytes in the rounds being filled.
+    bytes: usize,
 }
 
 impl Route {
@@ -144,6 +153,7 @@ impl Route {
         let r = &mut self.rounds[shard];
         let start = r.data.len() as u32;
         r.data.extend_from_slice(seg.payload);
+        self.bytes += seg.payload.len();
         r.items.push(Item::Seg(Seg {
             frame: self.frame,
             ts,
@@ -442,12 +452,14 @@ pub fn run_sharded<W: Write + Send>(
             frame: 0,
             last_sweep: Ts(i64::MIN),
             rounds: (0..shards).map(|_| InRound::default()).collect(),
+            bytes: 0,
         };
         let mut vantages_sent = 0;
         let mut send = |route: &mut Route, front: &Pipeline, last: bool| -> bool {
             let new = &front.vantages[vantages_sent..];
             vantages_sent = front.vantages.len();
             let mut ok = true;
+            route.bytes = 0;
             for ((r, tx), spare) in route.rounds.iter_mut().zip(&to_shards).zip(&spare_in) {
                 let mut round = std::mem::replace(r, spare.try_recv().unwrap_or_default());
                 round.vantages = new.to_vec();
@@ -458,6 +470,7 @@ pub fn run_sharded<W: Write + Send>(
         };
         let mut read: Result<(), Error> = Ok(());
         let mut frames: u64 = 0;
+        let mut in_round: u64 = 0;
         loop {
             let (frame, interfaces) = match source.next_frame(read_stats) {
                 Ok(Some(f)) => f,
@@ -473,8 +486,12 @@ pub fn run_sharded<W: Write + Send>(
                 front_keys.push((frames, 0, 0, i as u64));
             }
             frames += 1;
-            if frames.is_multiple_of(ROUND_FRAMES) && !send(&mut route, front, false) {
-                break;
+            in_round += 1;
+            if in_round == ROUND_FRAMES || route.bytes >= ROUND_BYTES {
+                in_round = 0;
+                if !send(&mut route, front, false) {
+                    break;
+                }
             }
             if frames.is_multiple_of(65_536) {
                 progress(frames, source);
