@@ -58,8 +58,8 @@ use std::sync::mpsc::{sync_channel, Receiver};
 /// small-packet capture: 1,024 frames with 2 rounds queued woke the threads about
 /// 5,300 times a run (median 0.485 s); 2,048 with 2 queued, 2,500 times (0.44 s);
 /// with 4 queued, 0.43 s. What is in flight is outside the memory budget: under
-/// the 5 M SYN flood with `--memory-budget 64M` the peak was 116 MiB at 1,024 x 2,
-/// 121 at 2,048 x 2 and 128-130 at 2,048 x 4, over the budget plus the 64 MiB
+/// the 5 M SYN flood with `--memory-budget 64M` the peak was 114 MiB at 1,024 x 2,
+/// 118-119 at 2,048 x 2 and 125-129 at 2,048 x 4, over the budget plus the 64 MiB
 /// that bench/hostile.py allows.
 pub const ROUND_FRAMES: u64 = 2048;
 /// Payload bytes after which a round is sent before it has [`ROUND_FRAMES`]
