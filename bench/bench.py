@@ -44,8 +44,8 @@ def median_run(cmd, runs, stdout_path=None, output=None):
     """A warm-up run, then `runs` timed ones; the median by wall time. `output` (the
     file the command writes) is removed before each run, untimed: overwriting the
     previous run's file made the filesystem free its blocks when it was truncated and
-    write the new one back when it was closed (ext4's auto_da_alloc), about 0.07 s of
-    a 0.6 s run on the small capture (docs/PERFORMANCE.md, session 29), work a
+    write the new one back when it was closed (ext4's auto_da_alloc), about 0.08 s of
+    a 0.65 s run on the small capture (docs/PERFORMANCE.md, session 29), work a
     first run into a new file does not do."""
     def once():
         for path in (stdout_path, output):

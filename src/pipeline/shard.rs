@@ -42,7 +42,7 @@ use crate::capture::FileSource;
 use crate::decode::TcpSegment;
 use crate::error::{Error, RenderError};
 use crate::http::{HttpAnalyzer, HttpConn, KeptHeaders};
-use crate::render::{record_tail, Prefixes, Writer};
+use crate::render::{record_tail, RecordCache, Writer};
 use crate::tcp::{TcpConfig, TcpTable, VantageId};
 use crate::time::Ts;
 use rustc_hash::FxHashMap;
@@ -217,8 +217,9 @@ struct Shard {
     http_keys: Vec<Key>,
     vantages: Vec<Vantage>,
     headers: bool,
-    /// The records' capture-point parts, formatted once per capture point.
-    prefixes: Prefixes,
+    /// What the records share, formatted once (capture-point parts, timestamps,
+    /// addresses).
+    cache: RecordCache,
     seq: u64,
     removed: Vec<u64>,
 }
@@ -244,7 +245,7 @@ impl Shard {
             http_keys: Vec::new(),
             vantages: Vec::new(),
             headers,
-            prefixes: Prefixes::default(),
+            cache: RecordCache::default(),
             seq: 0,
             removed: Vec::new(),
         }
@@ -334,7 +335,7 @@ impl Shard {
                 t,
                 &self.vantages,
                 self.headers,
-                &mut self.prefixes,
+                &mut self.cache,
             );
             let end = out.tails.len() as u32;
             let conn = if phase == 1 { 0 } else { t.conn_id };

@@ -17,15 +17,15 @@ use std::hash::{Hash, Hasher};
 use std::net::{SocketAddr, SocketAddrV4};
 
 /// Appends `rec` as one compact JSON object (no newline), the capture point's part
-/// from `prefixes`.
+/// from `cache`.
 pub(super) fn write_record(
     out: &mut Vec<u8>,
     rec: &TransactionRecord<'_>,
-    prefixes: &mut Prefixes,
+    cache: &mut RecordCache,
     vantage: usize,
 ) {
     write_record_start(out, rec);
-    write_tail(out, rec, prefixes, vantage);
+    write_tail(out, rec, cache, vantage);
 }
 
 fn write_record_start(out: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
@@ -48,27 +48,27 @@ pub(super) fn head(out: &mut Vec<u8>, id: u64, conn_id: u64) {
 
 /// Everything of the record after its numbers, to its closing brace: what a shard
 /// formats, the merger putting the numbers of the whole run in front. The capture
-/// point's part is formatted once per capture point into `prefixes` (its file name
+/// point's part is formatted once per capture point into `cache` (its file name
 /// and interface were scanned for escapes in every record).
 pub(super) fn write_tail(
     out: &mut Vec<u8>,
     rec: &TransactionRecord<'_>,
-    prefixes: &mut Prefixes,
+    cache: &mut RecordCache,
     vantage: usize,
 ) {
-    if prefixes.parts.len() <= vantage {
-        prefixes.parts.resize_with(vantage + 1, Vec::new);
+    if cache.parts.len() <= vantage {
+        cache.parts.resize_with(vantage + 1, Vec::new);
     }
-    let part = &mut prefixes.parts[vantage];
+    let part = &mut cache.parts[vantage];
     if part.is_empty() {
         capture_part(part, rec);
     }
     out.extend_from_slice(part);
-    write_after_capture(out, rec, &mut prefixes.times, &mut prefixes.addresses);
+    write_after_capture(out, rec, &mut cache.times, &mut cache.addresses);
 }
 
 /// `,"capture":{...},"client":`, the part of a record that is the same for every
-/// record of a capture point, into `buf` (see [`Prefixes`]).
+/// record of a capture point, into `buf` (see [`RecordCache`]).
 fn capture_part(buf: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
     buf.extend_from_slice(b",\"capture\":{\"file\":");
     string(buf, rec.capture.file);
@@ -77,10 +77,11 @@ fn capture_part(buf: &mut Vec<u8>, rec: &TransactionRecord<'_>) {
     buf.extend_from_slice(b"},\"client\":");
 }
 
-/// What a record shares with the records before it, formatted once: the
-/// capture-point part, by vantage index, and the last timestamp's whole seconds.
+/// What a record shares with the records before it, formatted once and kept: the
+/// capture-point part (by vantage index), timestamp texts and address texts. One
+/// per formatting thread.
 #[derive(Default)]
-pub struct Prefixes {
+pub struct RecordCache {
     parts: Vec<Vec<u8>>,
     times: Timestamps,
     addresses: Addresses,
@@ -492,9 +493,9 @@ mod tests {
         let v = vantages();
         let mut rec = TransactionRecord::new(t, &v, headers);
         rec.kind = kind;
-        let mut prefixes = Prefixes::default();
+        let mut cache = RecordCache::default();
         let mut ours = Vec::new();
-        write_record(&mut ours, &rec, &mut prefixes, 2);
+        write_record(&mut ours, &rec, &mut cache, 2);
         let theirs = serde_json::to_vec(&rec).unwrap();
         assert_eq!(
             String::from_utf8_lossy(&ours),
@@ -502,7 +503,7 @@ mod tests {
         );
         // The capture point's part formatted once, then reused.
         let mut cached = Vec::new();
-        write_record(&mut cached, &rec, &mut prefixes, 2);
+        write_record(&mut cached, &rec, &mut cache, 2);
         assert_eq!(cached, ours);
     }
 
@@ -611,7 +612,7 @@ mod tests {
     #[test]
     fn cached_addresses_print_as_serde_json_does() {
         let v = vantages();
-        let mut prefixes = Prefixes::default();
+        let mut cache = RecordCache::default();
         for round in 0..2 {
             for i in 0..3 * ADDRESS_SLOTS as u32 {
                 let client =
@@ -627,7 +628,7 @@ mod tests {
                 for _ in 0..2 {
                     let rec = TransactionRecord::new(&t, &v, false);
                     let mut ours = Vec::new();
-                    write_record(&mut ours, &rec, &mut prefixes, 0);
+                    write_record(&mut ours, &rec, &mut cache, 0);
                     assert_eq!(ours, serde_json::to_vec(&rec).unwrap(), "pair {i}");
                 }
             }

@@ -139,23 +139,22 @@ impl<'a> TransactionRecord<'a> {
     }
 }
 
-pub use json::Prefixes;
+pub use json::RecordCache;
 
 /// Appends the JSON record of `t` after its numbers (`id`, `conn_id`), which
-/// [`Writer::transaction_tail`] writes in front of it. `prefixes` keeps the part
-/// of the records that names their capture point, formatted once per point: one
-/// per `vantages`.
+/// [`Writer::transaction_tail`] writes in front of it. `cache` keeps what
+/// records share (their capture point's part, timestamp and address texts).
 pub fn record_tail(
     out: &mut Vec<u8>,
     t: &HttpTransaction,
     vantages: &[Vantage],
     headers: bool,
-    prefixes: &mut Prefixes,
+    cache: &mut RecordCache,
 ) {
     json::write_tail(
         out,
         &TransactionRecord::new(t, vantages, headers),
-        prefixes,
+        cache,
         t.vantage as usize,
     );
 }
@@ -190,8 +189,9 @@ pub struct Writer<W: Write> {
     /// JSON records not written to `out` yet (at most about [`RECORD_BUFFER`]
     /// bytes; reused: no allocation per record).
     record: Vec<u8>,
-    /// The records' capture-point parts, formatted once per capture point.
-    prefixes: Prefixes,
+    /// What the records share, formatted once (capture-point parts, timestamps,
+    /// addresses).
+    cache: RecordCache,
     format: Format,
     headers: bool,
     count: u64,
@@ -222,7 +222,7 @@ impl<W: Write> Writer<W> {
         let mut w = Writer {
             out,
             record: Vec::new(),
-            prefixes: Prefixes::default(),
+            cache: RecordCache::default(),
             format,
             headers,
             count: 0,
@@ -258,12 +258,7 @@ impl<W: Write> Writer<W> {
                     }
                     self.record.push(b'\n');
                 }
-                json::write_record(
-                    &mut self.record,
-                    &rec,
-                    &mut self.prefixes,
-                    t.vantage as usize,
-                );
+                json::write_record(&mut self.record, &rec, &mut self.cache, t.vantage as usize);
                 if self.format == Format::Jsonl {
                     self.record.push(b'\n');
                 }
