@@ -612,24 +612,15 @@ fn output(path: &Option<PathBuf>) -> Result<BufWriter<Box<dyn Write>>> {
     Ok(BufWriter::with_capacity(1 << 16, output_raw(path)?))
 }
 
-/// `-o FILE` or standard output, unbuffered, for another thread to write (standard
-/// output's handle locks it at every write, so write it in large pieces).
-fn output_send(path: &Option<PathBuf>) -> Result<Box<dyn Write + Send>> {
+/// `-o FILE` or standard output, unbuffered. Any thread may write it (standard
+/// output's handle locks it at each write: write it in large pieces, through a
+/// buffer).
+fn output_raw(path: &Option<PathBuf>) -> Result<Box<dyn Write + Send>> {
     Ok(match path {
         Some(p) => {
             Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
         }
         None => Box::new(io::stdout()),
-    })
-}
-
-/// `-o FILE` or standard output, unbuffered.
-fn output_raw(path: &Option<PathBuf>) -> Result<Box<dyn Write>> {
-    Ok(match path {
-        Some(p) => {
-            Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
-        }
-        None => Box::new(io::stdout().lock()),
     })
 }
 
@@ -658,7 +649,7 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
         // its bytes to the calling thread (`write_behind`) was one more copy of the
         // whole output and one more thread on the cores (docs/PERFORMANCE.md,
         // session 29).
-        let out = BufWriter::with_capacity(WRITE_CHUNK, output_send(&args.output)?);
+        let out = BufWriter::with_capacity(WRITE_CHUNK, output_raw(&args.output)?);
         write_transactions_sharded(&args, format, &mut opened, threads, out)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -821,8 +812,8 @@ impl Write for ChunkWriter {
 }
 
 /// Runs `work` on a second thread, writing what it writes to `out` on this one
-/// (standard output's lock cannot move between threads; text output with more than
-/// one thread, where a sharded run's merger writes itself): the output's system calls
+/// (text output with more than one thread; a sharded run's merger writes itself):
+/// the output's system calls
 /// (copying every byte into the page cache, or waiting for a pipe's reader) leave the
 /// thread that reads, parses and formats. The bytes and their order are the same as
 /// with one thread.
@@ -866,7 +857,7 @@ fn write_behind(
             .join()
             .map_err(|_| anyhow::anyhow!("the reading thread panicked"))?;
         // The output's error first: the worker's is then only "the output stopped".
-        written?;
+        written.context("cannot write output")?;
         worked
     })
 }
