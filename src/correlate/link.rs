@@ -174,14 +174,11 @@ fn method_may_become(inbound: &str, upstream: &str) -> bool {
 /// would otherwise nest the later request in the earlier one.
 pub(crate) fn nested(u: &Upstream<'_>, g: &Inbound<'_>, tolerance: i64) -> bool {
     let (uf, gl) = (u.first, g.last);
-    let tolerance = if uf.vantage == gl.vantage {
-        if uf.client == gl.client && uf.server == gl.server {
-            return false;
-        }
-        0
-    } else {
-        tolerance
-    };
+    let one_interface = uf.vantage == gl.vantage;
+    if one_interface && uf.client == gl.client && uf.server == gl.server {
+        return false;
+    }
+    let tolerance = if one_interface { 0 } else { tolerance };
     if !gl.msg.has_request || !method_may_become(&gl.msg.method, &uf.msg.method) {
         return false;
     }
