@@ -236,9 +236,7 @@ fn client_and_server(
     // a call to memcpy for one to five bytes).
     let mut text = Digits::<64>::new();
     text.v4(c);
-    for &b in b",\"server\":" {
-        text.push(b);
-    }
+    text.push_slice(b",\"server\":");
     text.v4(s);
     text.append_to(out);
     *slot = Some((*c, *s, text));
@@ -291,6 +289,11 @@ impl<const N: usize> Digits<N> {
     fn push(&mut self, b: u8) {
         self.bytes[self.len] = b;
         self.len += 1;
+    }
+
+    fn push_slice(&mut self, s: &[u8]) {
+        self.bytes[self.len..self.len + s.len()].copy_from_slice(s);
+        self.len += s.len();
     }
 
     /// `"A.B.C.D:P"`.
