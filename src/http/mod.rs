@@ -25,6 +25,7 @@ use crate::tcp::{ConnMeta, Dir, End, StreamPos, StreamSink, VantageId};
 use crate::time::Ts;
 use parse::{MessageParser, Role};
 use serde::Serialize;
+use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
@@ -175,26 +176,43 @@ fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
 }
 
 /// A message's headers in order, stored as one string and spans into it (two
-/// allocations per message instead of two per header). Names and values that are not
-/// UTF-8 are kept lossily.
+/// allocations per message instead of two per header, one when a single header is
+/// kept: the span fits inline). Names and values that are not UTF-8 are kept
+/// lossily.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Headers {
     text: String,
-    spans: Vec<[u32; 3]>,
+    spans: SmallVec<[[u32; 3]; 1]>,
 }
 
 impl Headers {
     /// Heap bytes held (for the memory budget).
     pub fn heap_bytes(&self) -> usize {
-        self.text.capacity() + self.spans.capacity() * std::mem::size_of::<[u32; 3]>()
+        let spans = match self.spans.spilled() {
+            true => self.spans.capacity() * std::mem::size_of::<[u32; 3]>(),
+            false => 0,
+        };
+        self.text.capacity() + spans
     }
 
     /// Room for `count` headers of `bytes` bytes in all.
     pub fn with_capacity(count: usize, bytes: usize) -> Headers {
         Headers {
             text: String::with_capacity(bytes),
-            spans: Vec::with_capacity(count),
+            spans: SmallVec::with_capacity(count),
         }
+    }
+
+    /// Appends a header whose name is text already (httparse checked it is a token).
+    pub fn push_named(&mut self, name: &str, value: &[u8]) {
+        let start = self.text.len() as u32;
+        self.text.push_str(name);
+        let mid = self.text.len() as u32;
+        match std::str::from_utf8(value) {
+            Ok(s) => self.text.push_str(s),
+            Err(_) => self.text.push_str(&String::from_utf8_lossy(value)),
+        }
+        self.spans.push([start, mid, self.text.len() as u32]);
     }
 
     /// Appends a header.
@@ -296,7 +314,7 @@ impl HeadersBuilder {
             {
                 Headers {
                     text,
-                    spans: self.spans,
+                    spans: SmallVec::from_vec(self.spans),
                 }
             }
             other => {

@@ -699,7 +699,7 @@ impl Head {
                 Some(h) => {
                     let value = &h.value[..h.value.len().min(MAX_HEADER_VALUE)];
                     let mut headers = Headers::with_capacity(1, h.name.len() + value.len());
-                    headers.push(h.name.as_bytes(), value);
+                    headers.push_named(h.name, value);
                     headers
                 }
                 None => Headers::default(),
