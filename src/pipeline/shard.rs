@@ -52,16 +52,17 @@ use std::net::IpAddr;
 use std::sync::mpsc::{sync_channel, Receiver};
 
 /// Frames in a round. Large enough that a round's hand-over costs little against
-/// its work, small enough that the rounds in flight hold little memory.
+/// its work, small enough that the rounds in flight hold little memory (they are
+/// taken from the TCP table's budget: [`in_flight_bytes`]).
 ///
-/// Measured (docs/PERFORMANCE.md, session 29), six interleaved runs each on the
-/// small-packet capture: 1,024 frames with 2 rounds queued woke the threads about
-/// 5,300 times a run (median 0.485 s); 2,048 with 2 queued, 2,500 times (0.44 s);
-/// with 4 queued, 0.43 s. What is in flight is outside the memory budget: under
-/// the 5 M SYN flood with `--memory-budget 64M` the peak was 114 MiB at 1,024 x 2,
-/// 118-119 at 2,048 x 2 and 125-129 at 2,048 x 4, over the budget plus the 64 MiB
-/// that bench/hostile.py allows.
-pub const ROUND_FRAMES: u64 = 2048;
+/// Measured on the small-packet capture (docs/PERFORMANCE.md): in session 29, six
+/// interleaved runs each, 1,024 frames with 2 rounds queued woke the threads about
+/// 5,300 times a run (median 0.485 s), 2,048 with 2 queued 2,500 times (0.44 s);
+/// in session 30, with fat LTO, 2,048 x 2 0.40-0.41 s against 0.38-0.40 s at 4,096
+/// x 2 and 8,192 x 2. Under the 5 M SYN flood with `--memory-budget 64M` the peak
+/// was 114-115 MiB at 2,048 x 2, 122-125 at 4,096 x 2 and 131-132 at 2,048 x 4
+/// before the rounds in flight counted in the budget.
+pub const ROUND_FRAMES: u64 = 4096;
 /// Payload bytes after which a round is sent before it has [`ROUND_FRAMES`]
 /// frames: what a shard's output holds grows with the payload (a full-size segment
 /// of tiny pipelined requests completes about 26 transactions), so rounds of
@@ -70,6 +71,26 @@ pub const ROUND_FRAMES: u64 = 2048;
 pub const ROUND_BYTES: usize = 1 << 20;
 /// Rounds queued between the front and a shard, and between a shard and the merger.
 const ROUNDS_IN_FLIGHT: usize = 2;
+
+/// What the rounds in flight may hold of frames' items, the payload aside: per
+/// shard, the rounds queued each way, the one being filled, the one being worked
+/// and the one being merged, each room for every frame of a round (all may go to
+/// one shard), with an item in and two out (a SYN flood's segment opens a
+/// connection and evicts one).
+fn in_flight_bytes(shards: usize) -> usize {
+    let rounds = 2 * ROUNDS_IN_FLIGHT + 3;
+    let per_frame = std::mem::size_of::<Item>() + 2 * std::mem::size_of::<(Key, What)>();
+    shards * rounds * ROUND_FRAMES as usize * per_frame
+}
+
+/// Each shard's table budget: the TCP budget less the rounds in flight (at most
+/// half of it), shared evenly.
+fn table_budget(budget: usize, shards: usize) -> usize {
+    budget
+        .saturating_sub(in_flight_bytes(shards))
+        .max(budget / 2)
+        / shards
+}
 
 /// Where a record or an anomaly sample falls in one run's order:
 /// (frame, phase, connection, sequence).
@@ -179,8 +200,9 @@ fn shard_of(vantage: VantageId, a: (IpAddr, u16), b: (IpAddr, u16), shards: usiz
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
     let mut h = rustc_hash::FxHasher::default();
     (vantage, lo, hi).hash(&mut h);
-    // FxHash's high bits are its well-mixed ones.
-    ((h.finish() >> 32) as usize) % shards
+    // FxHash's high bits are its well-mixed ones, scaled to 0..shards by a multiply
+    // (the division of `% shards` was 5 % of the front's routing in perf).
+    (((h.finish() >> 32) * shards as u64) >> 32) as usize
 }
 
 enum What {
@@ -401,7 +423,7 @@ pub fn run_sharded<W: Write + Send>(
     let shards = shards.max(1);
     let per_shard = TcpConfig {
         max_connections: (tcp.max_connections / shards).max(1),
-        memory_budget: tcp.memory_budget / shards,
+        memory_budget: table_budget(tcp.memory_budget, shards),
         ..tcp
     };
     let mut front_keys: Vec<Key> = Vec::new();
@@ -642,6 +664,16 @@ mod tests {
             per_shard[s] += 1;
         }
         assert!(per_shard.iter().all(|&n| n > 800), "{per_shard:?}");
+    }
+
+    /// The rounds in flight come out of the tables' budget, never more than half.
+    #[test]
+    fn rounds_in_flight_are_taken_from_the_table_budget() {
+        let reserve = in_flight_bytes(2);
+        assert!(reserve > 1 << 20 && reserve < 32 << 20, "{reserve}");
+        assert_eq!(table_budget(512 << 20, 2), ((512 << 20) - reserve) / 2);
+        assert_eq!(table_budget(reserve, 2), reserve / 4);
+        assert_eq!(table_budget(0, 2), 0);
     }
 
     /// The samples kept are the first in key order, the others counted.
