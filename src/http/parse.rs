@@ -294,7 +294,8 @@ impl MessageParser {
                 let used = n - buffered;
                 self.buf.clear();
                 self.seen_message = true;
-                self.start_body(ts, head, pending, stats, log, events);
+                let at_hand = data.len() - used;
+                self.start_body(ts, head, pending, stats, log, events, at_hand);
                 used
             }
             Ok(None) => {
@@ -335,6 +336,8 @@ impl MessageParser {
         1
     }
 
+    /// Acts on a parsed head; `at_hand` bytes of the body's segment follow it.
+    #[allow(clippy::too_many_arguments)]
     fn start_body(
         &mut self,
         ts: Ts,
@@ -343,6 +346,7 @@ impl MessageParser {
         stats: &mut Stats,
         log: &mut AnomalyLog,
         events: &mut Vec<Event>,
+        at_hand: usize,
     ) {
         let framing = head.framing(stats, log, ts);
         match head.kind {
@@ -375,7 +379,14 @@ impl MessageParser {
                     || status == 304
                     || status == 101
                     || (method == Some("CONNECT") && (200..300).contains(&status));
-                self.open = Open::Response(Box::new(Response {
+                let switches =
+                    status == 101 || (method == Some("CONNECT") && (200..300).contains(&status));
+                let framing = if bodiless {
+                    Framing::Length(0)
+                } else {
+                    framing.unwrap_or(Framing::UntilClose)
+                };
+                let response = Response {
                     status,
                     reason,
                     version: head.version,
@@ -384,14 +395,22 @@ impl MessageParser {
                     first_ts: self.first_ts,
                     last_ts: ts,
                     incomplete: false,
-                }));
-                let switches =
-                    status == 101 || (method == Some("CONNECT") && (200..300).contains(&status));
-                let framing = if bodiless {
-                    Framing::Length(0)
-                } else {
-                    framing.unwrap_or(Framing::UntilClose)
                 };
+                match framing {
+                    // The whole body is in this segment (an API's small response): the
+                    // response is complete as it will be once the body is counted,
+                    // so it goes out now, not boxed to wait for its end (an
+                    // allocation and two copies of it per response).
+                    Framing::Length(len) if len <= at_hand as u64 => {
+                        events.push(Event::Response(Response {
+                            body_bytes: len,
+                            incomplete: self.incomplete,
+                            ..response
+                        }));
+                        self.open = Open::None;
+                    }
+                    _ => self.open = Open::Response(Box::new(response)),
+                }
                 self.set_framing(ts, framing, events);
                 if switches {
                     // What follows is another protocol.
@@ -566,7 +585,7 @@ impl MessageParser {
                     self.incomplete = true;
                     let mut log = AnomalyLog::default();
                     self.answered = 0;
-                    self.start_body(ts, head, pending, stats, &mut log, events);
+                    self.start_body(ts, head, pending, stats, &mut log, events, 0);
                     self.incomplete = true;
                     if self.state != State::Start {
                         self.finish(ts, events);
