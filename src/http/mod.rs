@@ -207,24 +207,18 @@ impl Headers {
     pub fn push_named(&mut self, name: &str, value: &[u8]) {
         let start = self.text.len() as u32;
         self.text.push_str(name);
-        let mid = self.text.len() as u32;
-        match std::str::from_utf8(value) {
-            Ok(s) => self.text.push_str(s),
-            Err(_) => self.text.push_str(&String::from_utf8_lossy(value)),
-        }
-        self.spans.push([start, mid, self.text.len() as u32]);
+        self.push_value(start, value);
     }
 
     /// Appends a header.
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
-        fn push_lossy(text: &mut String, b: &[u8]) {
-            match std::str::from_utf8(b) {
-                Ok(s) => text.push_str(s),
-                Err(_) => text.push_str(&String::from_utf8_lossy(b)),
-            }
-        }
         let start = self.text.len() as u32;
         push_lossy(&mut self.text, name);
+        self.push_value(start, value);
+    }
+
+    /// Appends the value of the header whose name starts at `start`, and its span.
+    fn push_value(&mut self, start: u32, value: &[u8]) {
         let mid = self.text.len() as u32;
         push_lossy(&mut self.text, value);
         self.spans.push([start, mid, self.text.len() as u32]);
@@ -259,6 +253,14 @@ impl Headers {
     /// Whether none are kept.
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
+    }
+}
+
+/// Appends `b` to `text`, lossily when it is not UTF-8.
+fn push_lossy(text: &mut String, b: &[u8]) {
+    match std::str::from_utf8(b) {
+        Ok(s) => text.push_str(s),
+        Err(_) => text.push_str(&String::from_utf8_lossy(b)),
     }
 }
 

@@ -217,9 +217,7 @@ fn string(out: &mut Vec<u8>, s: &str) {
     if needs_escape {
         serde(out, s);
     } else {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
+        plain(out, s);
     }
 }
 

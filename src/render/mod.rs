@@ -269,15 +269,22 @@ impl<W: Write> Writer<W> {
                     self.record.push(b'\n');
                 }
                 json::write_record(&mut self.record, &rec, &mut self.cache, t.vantage as usize);
-                if self.format == Format::Jsonl {
-                    self.record.push(b'\n');
-                }
-                if self.record.len() >= RECORD_BUFFER {
-                    self.write_records()?;
-                }
+                self.record_done()?;
             }
         }
         self.count += 1;
+        Ok(())
+    }
+
+    /// Ends a JSON record in `record` (a newline in JSON lines), writing what is
+    /// gathered once it reaches [`RECORD_BUFFER`].
+    fn record_done(&mut self) -> Result<(), RenderError> {
+        if self.format == Format::Jsonl {
+            self.record.push(b'\n');
+        }
+        if self.record.len() >= RECORD_BUFFER {
+            self.write_records()?;
+        }
         Ok(())
     }
 
@@ -314,12 +321,7 @@ impl<W: Write> Writer<W> {
         // write for many records (three writes per record to a buffered output
         // were 320 instructions a record).
         self.record.extend_from_slice(tail);
-        if self.format == Format::Jsonl {
-            self.record.push(b'\n');
-        }
-        if self.record.len() >= RECORD_BUFFER {
-            self.write_records()?;
-        }
+        self.record_done()?;
         self.count += 1;
         Ok(())
     }
