@@ -28,7 +28,10 @@ For the proxy `HOP` (gateway or nginx) on `HOST`, joined to the truth at interfa
    per ms). The split is learned by local search on the merge's total cost (several
    random starts, on the first `--learn` inbound requests), with no truth; then the
    whole run is merged with it, and the links are scored against the truth. Printed
-   beside: one group (a proxy keeping one global order) and the truth's split.
+   beside: one group (a proxy keeping one global order) and the truth's split; the
+   split is also checked on the next `--learn` requests against random splits; and,
+   when scipy is installed, an iterated one-to-one assignment that takes the order as
+   a penalty (the form the engine's assignment could host).
 
 The sets merged are the proxy's inbound and upstream exchanges at `IFACE` that the truth
 joins (every request of these scenarios completes, so they are the exchanges an
@@ -217,6 +220,46 @@ def learn_split(inbound, upstream, conns, rng, starts, passes=4):
     return best[1]
 
 
+def iterated_assignment(inbound, upstream, groups, penalty, passes=4):
+    """A cheaper use of the order than the merge, one the engine's assignment can host:
+    an assignment of the prototype's costs (start gap as the engine's Huber cost, end
+    gap squared), then `passes` more in which a pair whose upstream request left before
+    the one chosen for the previous inbound request of the same group costs `penalty`
+    more. Needs scipy; links right after each pass."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+    ins = sorted(inbound, key=lambda i: i["in_end"])
+    ups = sorted(upstream, key=lambda u: u["up_start"])
+    n, big = len(ins), 1e9
+
+    def huber(ms):
+        ms = abs(ms)
+        return ms * ms if ms <= 3 else 9 + 6 * (ms - 3)
+
+    base = np.full((n, len(ups)), big)
+    for a, i in enumerate(ins):
+        for b, u in enumerate(ups):
+            sg = (u["up_start"] - i["in_end"]) * 1e3
+            eg = (i["in_resp_end"] - u["up_end"]) * 1e3
+            if -0.05 <= sg <= 500 and eg >= -0.05:
+                base[a, b] = (0 if i["in_mu"] == u["up_mu"] else 300) + eg * eg + huber(sg)
+    starts = np.array([u["up_start"] for u in ups])
+    chosen, right = None, []
+    for _ in range(passes + 1):
+        cost = base.copy()
+        if chosen is not None:
+            last = {}
+            for a, i in enumerate(ins):
+                g = groups[i["conn"]]
+                if g in last and last[g] in chosen:
+                    cost[a, starts < starts[chosen[last[g]]]] += penalty
+                last[g] = a
+        rows, cols = linear_sum_assignment(cost)
+        chosen = {a: b for a, b in zip(rows, cols) if cost[a, b] < big}
+        right.append(sum(1 for a, b in chosen.items() if ins[a]["id"] == ups[b]["id"]))
+    return right
+
+
 def agreement(a, b):
     same = sum(1 for c in a if a[c] == b[c])
     return max(same, len(a) - same)
@@ -290,6 +333,16 @@ def main():
         right = sum(1 for k, v in links.items() if k == v)
         result["merge"][name] = {"cost": round(total), "links_right": right, "links": len(pairs)}
         print(f"  merge with {name:13}: cost {total:10,.0f}, links right {right} of {len(pairs)} ({100 * right / len(pairs):.2f} %)")
+    try:
+        import scipy  # noqa: F401  (optional: `pip install scipy`)
+    except ImportError:
+        print("  (scipy not installed: the iterated assignment is skipped)")
+    else:
+        result["iterated_assignment"] = {}
+        for penalty in (50, 200, 1000):
+            right = iterated_assignment(inbound, upstream, learned, penalty)
+            result["iterated_assignment"][str(penalty)] = right
+            print(f"  assignment with the learned split's order, penalty {penalty}: links right per pass {right}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)
