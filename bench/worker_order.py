@@ -220,12 +220,14 @@ def learn_split(inbound, upstream, conns, rng, starts, passes=4):
     return best[1]
 
 
-def iterated_assignment(inbound, upstream, groups, penalty, passes=4):
+def iterated_assignment(inbound, upstream, groups, penalty, passes=4, relearn=None):
     """A cheaper use of the order than the merge, one the engine's assignment can host:
     an assignment of the prototype's costs (start gap as the engine's Huber cost, end
     gap squared), then `passes` more in which a pair whose upstream request left before
     the one chosen for the previous inbound request of the same group costs `penalty`
-    more. Needs scipy; links right after each pass."""
+    more. With `relearn`, the split is learned again from each pass's links
+    (`relearn(pairs)` returns it) instead of being given. Needs scipy; links right after
+    each pass."""
     import numpy as np
     from scipy.optimize import linear_sum_assignment
     ins = sorted(inbound, key=lambda i: i["in_end"])
@@ -257,6 +259,9 @@ def iterated_assignment(inbound, upstream, groups, penalty, passes=4):
         rows, cols = linear_sum_assignment(cost)
         chosen = {a: b for a, b in zip(rows, cols) if cost[a, b] < big}
         right.append(sum(1 for a, b in chosen.items() if ins[a]["id"] == ups[b]["id"]))
+        if relearn is not None:
+            groups = relearn([{"conn": ins[a]["conn"], "in_end": ins[a]["in_end"],
+                               "up_start": ups[b]["up_start"]} for a, b in chosen.items()])
     return right
 
 
@@ -343,6 +348,22 @@ def main():
             right = iterated_assignment(inbound, upstream, learned, penalty)
             result["iterated_assignment"][str(penalty)] = right
             print(f"  assignment with the learned split's order, penalty {penalty}: links right per pass {right}")
+        # The split learned from the links alone, as an engine could do cheaply: split
+        # by the order of the current links, assign again with it, split again.
+        agreements = []
+
+        def relearn(links):
+            inv_, conc_ = order_counts(links)
+            split = split_by_order(conns, inv_, conc_, rng)
+            agreements.append(agreement(split, truth_split))
+            return split
+
+        first_split = relearn([{"conn": i["conn"], "in_end": i["in_end"], "up_start": i["in_end"]}
+                               for i in inbound])
+        right = iterated_assignment(inbound, upstream, first_split, 200, passes=6, relearn=relearn)
+        result["split_from_links"] = {"links_right_per_pass": right, "agreement_per_pass": agreements[1:]}
+        print(f"  split learned from the links alone (penalty 200): links right per pass {right}, "
+              f"split agrees with the truth's on {agreements[1:]} of {len(conns)}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)
