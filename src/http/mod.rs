@@ -55,7 +55,9 @@ pub enum KeptHeaders {
 
 /// A short text off the wire that is nearly always one of a few values (a method,
 /// a reason phrase): those are borrowed from a table instead of copied, one
-/// allocation less per message.
+/// allocation less per message. A borrowed word is never wire text (only [`word`]
+/// makes one from the wire, and only from its table), so it holds no byte JSON
+/// escapes: the JSON writer copies it without scanning it.
 pub type Word = std::borrow::Cow<'static, str>;
 
 /// `text` as a [`Word`]: borrowed when it is one of `known`, else copied.

@@ -374,13 +374,10 @@ impl MessageParser {
                 }
                 let method = pending.get(self.answered).map(|(r, _)| &*r.method);
                 self.answered += 1;
-                let bodiless = method == Some("HEAD")
-                    || status == 204
-                    || status == 304
-                    || status == 101
-                    || (method == Some("CONNECT") && (200..300).contains(&status));
+                // After 101, or a 2xx to CONNECT, another protocol follows: no body.
                 let switches =
                     status == 101 || (method == Some("CONNECT") && (200..300).contains(&status));
+                let bodiless = switches || method == Some("HEAD") || status == 204 || status == 304;
                 let framing = if bodiless {
                     Framing::Length(0)
                 } else {

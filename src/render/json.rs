@@ -11,6 +11,7 @@
 //! 1970..2106, headers) goes through serde_json itself, so the output cannot drift.
 
 use super::TransactionRecord;
+use crate::http::Word;
 use crate::time::Ts;
 use serde_json::ser::{CompactFormatter, Formatter};
 use std::hash::{Hash, Hasher};
@@ -118,11 +119,7 @@ fn write_after_capture(
 ) {
     client_and_server(out, rec.client, rec.server, addresses);
     out.extend_from_slice(b",\"method\":");
-    option(
-        out,
-        rec.method,
-        if rec.method_is_word { plain } else { string },
-    );
+    option(out, rec.method, word);
     out.extend_from_slice(b",\"uri\":");
     option(out, rec.uri, string);
     out.extend_from_slice(b",\"version\":");
@@ -132,11 +129,7 @@ fn write_after_capture(
     out.extend_from_slice(b",\"status\":");
     option(out, rec.status, |o, s| integer(o, u64::from(s)));
     out.extend_from_slice(b",\"reason\":");
-    option(
-        out,
-        rec.reason,
-        if rec.reason_is_word { plain } else { string },
-    );
+    option(out, rec.reason, word);
     out.extend_from_slice(b",\"interim\":[");
     for (i, s) in rec.interim.iter().enumerate() {
         if i > 0 {
@@ -205,6 +198,14 @@ fn plain(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     out.extend_from_slice(s.as_bytes());
     out.push(b'"');
+}
+
+/// A [`Word`]: a borrowed one is a table's word, written as [`plain`] text.
+fn word(out: &mut Vec<u8>, w: &Word) {
+    match w {
+        Word::Borrowed(s) => plain(out, s),
+        Word::Owned(s) => string(out, s),
+    }
 }
 
 /// A JSON string: copied whole unless it holds a byte JSON escapes (control

@@ -37,7 +37,7 @@ pub use clock::{TimeFormat, TimeStyle};
 use crate::anomaly::{AnomalyLog, Stats};
 use crate::capture::Warning;
 use crate::error::RenderError;
-use crate::http::{Headers, HttpTransaction};
+use crate::http::{Headers, HttpTransaction, Word};
 use crate::pipeline::{GratuitousArp, Vantage, VrrpRun};
 use crate::time::Ts;
 use serde::Serialize;
@@ -74,20 +74,13 @@ pub struct TransactionRecord<'a> {
     capture: CaptureRef<'a>,
     client: &'a std::net::SocketAddr,
     server: &'a std::net::SocketAddr,
-    method: Option<&'a str>,
-    /// Whether the method is one of the known table's words (text without a byte
-    /// JSON escapes, written without scanning it).
-    #[serde(skip)]
-    method_is_word: bool,
+    method: Option<&'a Word>,
     uri: Option<&'a str>,
     /// Always one of the parser's constants (`HTTP/1.1`, `HTTP/1.0`).
     version: Option<&'static str>,
     host: Option<&'a str>,
     status: Option<u16>,
-    reason: Option<&'a str>,
-    /// Whether the reason is one of the known table's words.
-    #[serde(skip)]
-    reason_is_word: bool,
+    reason: Option<&'a Word>,
     interim: &'a [u16],
     request_ts: Option<Ts>,
     request_end_ts: Option<Ts>,
@@ -125,14 +118,12 @@ impl<'a> TransactionRecord<'a> {
             },
             client: &t.client,
             server: &t.server,
-            method: req.map(|r| &*r.method),
-            method_is_word: req.is_some_and(|r| matches!(r.method, Cow::Borrowed(_))),
+            method: req.map(|r| &r.method),
             uri: req.map(|r| r.uri.as_str()),
             version: req.map(|r| r.version).or(resp.map(|r| r.version)),
             host: req.and_then(|r| r.header("host")),
             status: resp.map(|r| r.status),
-            reason: resp.map(|r| &*r.reason),
-            reason_is_word: resp.is_some_and(|r| matches!(r.reason, Cow::Borrowed(_))),
+            reason: resp.map(|r| &r.reason),
             interim: &t.interim,
             request_ts: req.map(|r| r.first_ts),
             request_end_ts: req.map(|r| r.last_ts),
