@@ -12,27 +12,12 @@ upstream response's last), in milliseconds. It shows how tightly a proxy follows
 upstream: the correlation engine's timing penalties assume order-keeping proxies
 (docs/correlation.md).
 """
-import json, gzip, os, subprocess, sys, collections
-FLOWTRACE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "target/release/flowtrace")
+import collections, sys
+from truthjoin import Join
 d=sys.argv[1]; host=sys.argv[2]
-out=subprocess.run([FLOWTRACE,"pcap","--format","jsonl",f"{d}/{host}.pcap.gz"],capture_output=True,text=True).stdout
-tx=collections.defaultdict(list)
-for line in out.splitlines():
-    t=json.loads(line)
-    if t.get("type")!="transaction": continue
-    tx[(t["capture"]["interface"],t["client"],t["server"])].append(t)
-for v in tx.values(): v.sort(key=lambda t:t["request_ts"] or 0)
-conns={}
-for line in gzip.open(f"{d}/connections.jsonl.gz","rt"):
-    c=json.loads(line); conns[c["cid"]]=c
-truth=[json.loads(l) for l in gzip.open(f"{d}/truth.jsonl.gz","rt")]
-def find(cid, rid, iface_host):
-    c=conns[cid]; idx=c["requests"].index(rid); out={}
-    for v in c["views"]:
-        if v["host"]!=iface_host: continue
-        lst=tx.get((v["iface"],v["fwd"]["src"],v["fwd"]["dst"]))
-        if lst and idx < len(lst): out[v["iface"]]=lst[idx]
-    return out
+join=Join(d, host)
+truth=join.truth
+find=lambda cid, rid, _host: join.views(cid, rid)
 gaps=collections.defaultdict(list)
 for t in truth:
     if not t.get("complete"): continue

@@ -12,7 +12,7 @@ start-gap cost assumes) is broken by the other workers.
 
 For the proxy `HOP` (gateway or nginx) on `HOST`, joined to the truth at interface
 `IFACE` (where both its inbound and its upstream exchanges are seen; `flowtrace pcap
---format jsonl HOST.pcap.gz`, joined as bench/proxy_gaps.py does), this prints:
+--format jsonl HOST.pcap.gz`, joined by bench/truthjoin.py), this prints:
 
 1. **The truth's structure.** For pairs of requests on two client connections whose
    inbound requests ended within 3 ms of each other: whether their upstream requests
@@ -38,49 +38,25 @@ joins (every request of these scenarios completes, so they are the exchanges an
 observer sees there). A prototype for the correlation engine (docs/correlation.md,
 "Worker order"), not a part of it; its penalties are not tuned.
 """
-import argparse, bisect, collections, gzip, json, math, os, random, subprocess, sys
+import argparse, bisect, collections, importlib.util, json, math, random, sys
 
-FLOWTRACE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "target/release/flowtrace")
+from truthjoin import Join
+
 WINDOW = 3e-3
 
 
 def load(d, host, hop, iface):
-    out = subprocess.run([FLOWTRACE, "pcap", "--format", "jsonl", "--no-progress", f"{d}/{host}.pcap.gz"],
-                         capture_output=True, text=True, check=True).stdout
-    tx = collections.defaultdict(list)
-    for line in out.splitlines():
-        t = json.loads(line)
-        if t.get("type") == "transaction" and t["capture"]["interface"] == iface:
-            tx[(t["client"], t["server"])].append(t)
-    for v in tx.values():
-        v.sort(key=lambda t: t["request_ts"] or 0)
-    conns = {}
-    for line in gzip.open(f"{d}/connections.jsonl.gz", "rt"):
-        c = json.loads(line)
-        conns[c["cid"]] = c
+    join = Join(d, host)
     kinds = {"gateway": ("client-gateway", "gateway-nginx"), "nginx": ("gateway-nginx", "nginx-python")}[hop]
-
-    def find(cid, rid):
-        c = conns[cid]
-        idx = c["requests"].index(rid)
-        for v in c["views"]:
-            if v["host"] == host and v["iface"] == iface:
-                lst = tx.get((v["fwd"]["src"], v["fwd"]["dst"]))
-                if lst and idx < len(lst):
-                    return v["fwd"]["src"], lst[idx]
-        return None
-
     pairs = []
-    for line in gzip.open(f"{d}/truth.jsonl.gz", "rt"):
-        t = json.loads(line)
+    for t in join.truth:
         if not t.get("complete") or t[hop]["server"] != host:
             continue
-        a = find(t["connections"][kinds[0]], t["id"])
-        b = find(t["connections"][kinds[1]], t["id"])
-        if not a or not b or not a[1]["response_end_ts"] or not b[1]["response_end_ts"]:
+        i = join.views(t["connections"][kinds[0]], t["id"]).get(iface)
+        u = join.views(t["connections"][kinds[1]], t["id"]).get(iface)
+        if not i or not u or not i["response_end_ts"] or not u["response_end_ts"]:
             continue
-        (conn, i), (_, u) = a, b
-        pairs.append({"conn": conn, "in_end": i["request_end_ts"], "in_resp_end": i["response_end_ts"],
+        pairs.append({"conn": i["client"], "in_end": i["request_end_ts"], "in_resp_end": i["response_end_ts"],
                       "in_mu": (i["method"], i["uri"]), "up_start": u["request_ts"],
                       "up_end": u["response_end_ts"], "up_mu": (u["method"], u["uri"]), "id": t["id"]})
     return pairs
@@ -338,9 +314,7 @@ def main():
         right = sum(1 for k, v in links.items() if k == v)
         result["merge"][name] = {"cost": round(total), "links_right": right, "links": len(pairs)}
         print(f"  merge with {name:13}: cost {total:10,.0f}, links right {right} of {len(pairs)} ({100 * right / len(pairs):.2f} %)")
-    try:
-        import scipy  # noqa: F401  (optional: `pip install scipy`)
-    except ImportError:
+    if importlib.util.find_spec("scipy") is None:  # optional: `pip install scipy`
         print("  (scipy not installed: the iterated assignment is skipped)")
     else:
         result["iterated_assignment"] = {}
