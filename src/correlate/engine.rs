@@ -37,6 +37,7 @@ use super::report::*;
 use super::roles::product_and_role;
 use super::summary::SummaryBuilder;
 use super::vip;
+use super::workers::{self, Workers};
 use crate::http::HttpTransaction;
 use crate::links::HostLinks;
 use crate::pipeline::{GratuitousArp, Vantage, VrrpRun};
@@ -178,6 +179,14 @@ pub struct EngineStats {
     pub forced_rounds: u64,
     /// Proxy links made.
     pub links: u64,
+    /// Proxies found to keep their order per worker (a split of their client
+    /// connections learned and kept: docs/correlation.md, "Worker order").
+    pub worker_splits_kept: u64,
+    /// Proxies whose learned split did no better than chance on the window after
+    /// the one it was learned on (one order kept, or too little to tell).
+    pub worker_splits_rejected: u64,
+    /// Proxy links made by the merge that keeps each worker's order.
+    pub worker_order_links: u64,
     /// Upstream exchanges attached as retries.
     pub retries: u64,
     /// Most exchanges held at once.
@@ -242,6 +251,16 @@ const MAX_ALIASES: usize = 16;
 /// `candidates_not_kept`). A proxy at concurrency C has about C inbound requests open
 /// when it sends one upstream.
 const MAX_CANDIDATES: usize = 64;
+
+/// Added in the assignment to the weight of the parent the worker-order merge gives
+/// an upstream (`workers::merge`): more than the timing scores of two candidates
+/// differ by, so the merge's choice stands, and a twentieth of a link's worth, so
+/// the assignment still departs from it where that links one more exchange. The
+/// merge passes over inbound exchanges it cannot fit into a worker's order; taken
+/// as they were, its links left three upstreams of real-haproxy-stock-max without
+/// a parent (2,003 paths for 2,000 requests). With any bonus from 0.005 to 0.1 of a
+/// link's worth it makes 2,000 paths, 1,743 right; at 0.2, 2,001 (docs/correlation.md).
+const WORKER_ORDER_BONUS: f64 = link::CANDIDATE_BASE / 20.0;
 /// Exchanges decided by one assignment at most (a round with more runs several, oldest
 /// first). Rounds in step with the input decide tens to hundreds; this bounds the
 /// catch-up after a floor held back by a request waiting for its response.
@@ -345,6 +364,8 @@ pub struct Engine {
     aliases: FxHashMap<IpAddr, Vec<IpAddr>>,
     /// Whether each proxy keeps URIs, learned from unambiguous links.
     habits: UriHabits,
+    /// Each proxy's workers: the order it keeps per worker, learned (`workers`).
+    workers: Workers,
     timeline: Vec<VipHolding>,
     vrrp_seen: (usize, u64),
     stats: EngineStats,
@@ -414,6 +435,7 @@ impl Engine {
             forwarders: FxHashSet::default(),
             aliases: FxHashMap::default(),
             habits: UriHabits::new(),
+            workers: Workers::default(),
             timeline: Vec::new(),
             vrrp_seen: (0, 0),
             stats: EngineStats::default(),
@@ -973,6 +995,7 @@ impl Engine {
     fn close(&mut self, id: u64) {
         let ex = &self.exchanges[&id];
         let (uf, ul) = (ex.first(), ex.last());
+        let u_start = uf.start;
         let u = Upstream {
             first: uf,
             last: ul,
@@ -1013,6 +1036,20 @@ impl Engine {
         for &(gid, _, _) in &cands {
             let gx = &self.exchanges[&gid];
             ready_at = ready_at.max(Ts(gx.end().0.saturating_add(2 * self.cfg.tolerance_ns)));
+        }
+        if !cands.is_empty() {
+            let weights: Vec<(u64, f64)> = cands.iter().map(|&(g, w, _)| (g, w)).collect();
+            let exchanges = &self.exchanges;
+            match self
+                .workers
+                .observe((uf.file, sender), u_start, &weights, |g| {
+                    let l = exchanges[&g].last();
+                    (l.req_end, (l.vantage, l.client))
+                }) {
+                Some(true) => self.stats.worker_splits_kept += 1,
+                Some(false) => self.stats.worker_splits_rejected += 1,
+                None => {}
+            }
         }
         let ex = self.exchanges.get_mut(&id).expect("exists");
         ex.open_key = None;
@@ -1076,9 +1113,13 @@ impl Engine {
                 bidders.push(b);
             }
         }
+        // Upstreams of proxies whose workers are known: the parent the merge that
+        // keeps each worker's order gives them is preferred in the assignment.
+        let merged = self.merge_by_workers(&bidders);
         let bids: Vec<Vec<(usize, f64)>> = bidders
             .iter()
             .map(|id| {
+                let order = merged.get(id);
                 self.exchanges[id]
                     .cands
                     .iter()
@@ -1088,7 +1129,14 @@ impl Engine {
                             objects.push(g);
                             objects.len() - 1
                         });
-                        (o, w)
+                        (
+                            o,
+                            if order == Some(&g) {
+                                w + WORKER_ORDER_BONUS
+                            } else {
+                                w
+                            },
+                        )
                     })
                     .collect()
             })
@@ -1104,7 +1152,12 @@ impl Engine {
         let mut leftover = Vec::new();
         for &u in ready {
             match chosen.get(&u) {
-                Some(&g) if !self.descends_from(g, u) => self.link(u, g),
+                Some(&g) if !self.descends_from(g, u) => {
+                    if merged.get(&u) == Some(&g) {
+                        self.stats.worker_order_links += 1;
+                    }
+                    self.link(u, g);
+                }
                 _ => leftover.push(u),
             }
         }
@@ -1112,6 +1165,87 @@ impl Engine {
             self.retry_or_root(u);
         }
         self.active.retain(|id| !ready_set.contains(id));
+    }
+
+    /// The parents [`workers::merge`] gives the `bidders` sent by proxies whose
+    /// workers are known: per proxy, its upstreams in the order they left, and as
+    /// objects the candidates on client connections of known group, in the order
+    /// their requests arrived. An upstream whose best candidate is on a connection
+    /// of unknown group (one opened after the split was learned) gets none, as does
+    /// one the merge leaves unlinked: the assignment links them on their scores
+    /// alone ([`WORKER_ORDER_BONUS`]).
+    fn merge_by_workers(&self, bidders: &[u64]) -> FxHashMap<u64, u64> {
+        let mut out = FxHashMap::default();
+        let mut by_proxy: BTreeMap<workers::ProxyKey, Vec<u64>> = BTreeMap::new();
+        for &u in bidders {
+            let ux = &self.exchanges[&u];
+            let proxy = (ux.first().file, ux.first().client.ip());
+            let Some(groups) = self.workers.groups(proxy) else {
+                continue;
+            };
+            let best = ux
+                .cands
+                .iter()
+                .filter(|(g, _, _)| !self.exchanges[g].taken)
+                .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
+            let known = best.is_some_and(|(g, _, _)| {
+                let l = self.exchanges[g].last();
+                groups.contains_key(&(l.vantage, l.client))
+            });
+            if known {
+                by_proxy.entry(proxy).or_default().push(u);
+            }
+        }
+        for (proxy, mut ups) in by_proxy {
+            let groups = self.workers.groups(proxy).expect("checked above");
+            ups.sort_by_key(|u| (self.exchanges[u].first().start, *u));
+            let mut objects: Vec<(Ts, u64, u8)> = Vec::new();
+            for u in &ups {
+                for (g, _, _) in &self.exchanges[u].cands {
+                    let gx = &self.exchanges[g];
+                    if gx.taken {
+                        continue;
+                    }
+                    let l = gx.last();
+                    if let Some(&group) = groups.get(&(l.vantage, l.client)) {
+                        objects.push((l.req_end, *g, group));
+                    }
+                }
+            }
+            objects.sort_unstable();
+            objects.dedup();
+            let mut next = [0u32; workers::GROUPS];
+            let places: Vec<workers::Place> = objects
+                .iter()
+                .map(|&(_, _, group)| {
+                    let rank = next[usize::from(group)];
+                    next[usize::from(group)] += 1;
+                    workers::Place { group, rank }
+                })
+                .collect();
+            let index: FxHashMap<u64, usize> = objects
+                .iter()
+                .enumerate()
+                .map(|(i, &(_, g, _))| (g, i))
+                .collect();
+            let bids: Vec<workers::Bid> = ups
+                .iter()
+                .map(|u| {
+                    self.exchanges[u]
+                        .cands
+                        .iter()
+                        .filter_map(|(g, w, _)| Some((*index.get(g)?, *w)))
+                        .collect()
+                })
+                .collect();
+            let (_, chosen) = workers::merge(&bids, &places, link::CANDIDATE_BASE);
+            for (u, c) in ups.iter().zip(chosen) {
+                if let Some(o) = c {
+                    out.insert(*u, objects[o].1);
+                }
+            }
+        }
+        out
     }
 
     fn finish_bidding(&mut self, u: u64) {

@@ -28,6 +28,7 @@ pub mod report;
 pub(crate) mod roles;
 pub mod summary;
 pub mod vip;
+mod workers;
 
 pub use engine::{host_of, Context, Engine, EngineConfig, EngineStats, Tail};
 pub use report::*;

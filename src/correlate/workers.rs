@@ -1,0 +1,735 @@
+//! A proxy's workers: the order it keeps per worker, learned from the capture.
+//!
+//! A proxy serves each client connection on one worker (an HAProxy thread, an Nginx
+//! worker process), and a worker sends its requests upstream in the order it read
+//! them, while workers interleave freely. Measured on the lab's unpaced HAProxy
+//! gateway (docs/correlation.md, "Worker order"): its 64 client connections fall into
+//! two groups of 32, out of order 1.3 % of the time within a group and 20.9 % across.
+//! The assignment's convex start-gap cost assumes one global order, which the other
+//! worker breaks, so it has to be weak; this module keeps the order where it holds.
+//!
+//! - [`merge`]: the links of maximum total weight that keep each group's order (the
+//!   inbound exchanges of a group linked in the order their upstream exchanges left),
+//!   by a beam search over how far each group has been served.
+//! - [`learn`]: the split of a proxy's client connections into two groups that makes
+//!   the merge weigh most on a window of its exchanges (local search from several
+//!   starts), kept only if, on the window after it, it beats every one of
+//!   [`RANDOM_SPLITS`] random splits of the same sizes: a proxy that keeps one order
+//!   (one worker, or workers that never stall) gains from a second group only the
+//!   freedom any split gives, and its learned split does no better than chance there
+//!   (a permutation test at 1 in 20, no tuned threshold).
+
+use crate::time::Ts;
+use rustc_hash::FxHashMap;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+/// Groups a proxy's client connections are split into. Two: the lab's HAProxy runs
+/// two threads (one per core); more workers need more groups (not learned yet).
+pub(crate) const GROUPS: usize = 2;
+
+/// Random splits the learned one must beat on the held-out window.
+pub(crate) const RANDOM_SPLITS: usize = 19;
+
+/// States kept per step of the merge's beam search.
+const BEAM: usize = 64;
+
+/// States kept per step while a split is learned (thousands of merges).
+const LEARN_BEAM: usize = 64;
+
+/// An upstream exchange to place: its candidate parents as (object, weight), weights
+/// positive (staying unlinked is worth 0). Bids are given in the order they left.
+pub(crate) type Bid = Vec<(usize, f64)>;
+
+/// Where each object (inbound exchange) stands: its group and its rank within the
+/// group (the order it arrived in).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Place {
+    pub group: u8,
+    pub rank: u32,
+}
+
+/// The links of maximum total weight (beam search, [`BEAM`] states a step) under
+/// which each group's objects are linked to bids in their rank order; returns the
+/// total and each bid's object.
+pub(crate) fn merge(bids: &[Bid], places: &[Place], pass_cost: f64) -> (f64, Vec<Option<usize>>) {
+    merge_with_beam(bids, places, pass_cost, BEAM)
+}
+
+/// [`merge`] keeping `beam` states a step.
+fn merge_with_beam(
+    bids: &[Bid],
+    places: &[Place],
+    pass_cost: f64,
+    beam: usize,
+) -> (f64, Vec<Option<usize>>) {
+    // A state: the next rank each group may still link (lower ones are passed).
+    type State = [u32; GROUPS];
+    struct Node {
+        state: State,
+        weight: f64,
+        /// (node of the previous step, object linked at this step).
+        back: (u32, Option<u32>),
+    }
+    let mut steps: Vec<Vec<Node>> = Vec::with_capacity(bids.len() + 1);
+    steps.push(vec![Node {
+        state: [0; GROUPS],
+        weight: 0.0,
+        back: (u32::MAX, None),
+    }]);
+    for bid in bids {
+        let prev = steps.last().expect("the first step is there");
+        let mut best: HashMap<State, (f64, (u32, Option<u32>))> =
+            HashMap::with_capacity(prev.len() * (bid.len() + 1));
+        let mut offer = |state: State, weight: f64, back: (u32, Option<u32>)| {
+            let e = best.entry(state).or_insert((f64::NEG_INFINITY, back));
+            if weight > e.0 {
+                *e = (weight, back);
+            }
+        };
+        for (n, node) in prev.iter().enumerate() {
+            offer(node.state, node.weight, (n as u32, None));
+            for &(o, w) in bid {
+                let p = places[o];
+                let g = usize::from(p.group);
+                if p.rank >= node.state[g] {
+                    let mut s = node.state;
+                    s[g] = p.rank + 1;
+                    // Every object passed over is one left without an upstream: it
+                    // costs what a link is worth.
+                    let passed = f64::from(p.rank - node.state[g]);
+                    offer(
+                        s,
+                        node.weight + w - passed * pass_cost,
+                        (n as u32, Some(o as u32)),
+                    );
+                }
+            }
+        }
+        let mut next: Vec<Node> = best
+            .into_iter()
+            .map(|(state, (weight, back))| Node {
+                state,
+                weight,
+                back,
+            })
+            .collect();
+        // Heaviest first; equal weights by state, so the result does not depend on
+        // the hash map's order.
+        next.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.state.cmp(&b.state)));
+        next.truncate(beam);
+        steps.push(next);
+    }
+    let last = steps.last().expect("the first step is there");
+    let total = last.first().map_or(0.0, |n| n.weight);
+    let mut chosen = vec![None; bids.len()];
+    let mut at = 0u32;
+    for step in (1..steps.len()).rev() {
+        let (prev, object) = steps[step][at as usize].back;
+        chosen[step - 1] = object.map(|o| o as usize);
+        at = prev;
+    }
+    (total, chosen)
+}
+
+/// Most cells of [`merge_weight`]'s table of a step's states (16 bytes each).
+const MAX_TABLE_CELLS: usize = 1 << 16;
+
+// merge_weight's table is laid out for two groups.
+const _: () = assert!(GROUPS == 2);
+
+/// The total of [`merge_with_beam`] alone, keeping only the current step's states
+/// (what learning needs, thousands of times), for bids whose candidates are in
+/// arrival order ([`Window`]). The same states as the full merge
+/// keeps, found cheaper: an offer lighter than the lightest state kept a step
+/// before cannot be among the `beam` heaviest (those states are offered again
+/// unchanged, `beam` distinct ones at least that heavy), so it is dropped before it
+/// is looked up; and the heaviest are selected, not sorted.
+fn merge_weight(bids: &[Bid], places: &[Place], pass_cost: f64, beam: usize) -> f64 {
+    type State = [u32; GROUPS];
+    let mut layer: Vec<(State, f64)> = vec![([0; GROUPS], 0.0)];
+    let mut offers: Vec<(State, f64)> = Vec::new();
+    // Each offered state's best offer, in a table over the step's range of states
+    // (a state's cell is stamped with the step that last wrote it).
+    let mut table: Vec<(u32, f64)> = Vec::new();
+    let mut touched: Vec<usize> = Vec::new();
+    let heavier_first =
+        |a: &(State, f64), b: &(State, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    // Each bid's candidates by group, ranks rising: (rank, weight), and where each
+    // bid's run of each group starts.
+    let mut runs: Vec<(u32, f64)> = Vec::with_capacity(bids.iter().map(Vec::len).sum());
+    let mut run_starts: Vec<[usize; GROUPS + 1]> = Vec::with_capacity(bids.len());
+    for bid in bids {
+        let mut starts = [0; GROUPS + 1];
+        for (g, start) in starts.iter_mut().take(GROUPS).enumerate() {
+            *start = runs.len();
+            runs.extend(
+                bid.iter()
+                    .filter(|c| usize::from(places[c.0].group) == g)
+                    .map(|&(o, w)| (places[o].rank, w)),
+            );
+        }
+        starts[GROUPS] = runs.len();
+        run_starts.push(starts);
+    }
+    for (step, bid) in bids.iter().enumerate() {
+        let stamp = step as u32 + 1;
+        // The layer holds distinct states: staying is offered once each.
+        let floor = if layer.len() >= beam {
+            layer.iter().map(|s| s.1).fold(f64::INFINITY, f64::min)
+        } else {
+            f64::NEG_INFINITY
+        };
+        offers.clear();
+        offers.extend_from_slice(&layer);
+        // Once passing over objects costs more than the heaviest candidate can
+        // bring, a group's later candidates are all below the floor too.
+        let heaviest = bid.iter().map(|c| c.1).fold(f64::NEG_INFINITY, f64::max);
+        let starts = run_starts[step];
+        for &(state, weight) in &layer {
+            for g in 0..GROUPS {
+                let run = &runs[starts[g]..starts[g + 1]];
+                let first = run.partition_point(|c| c.0 < state[g]);
+                for &(rank, w) in &run[first..] {
+                    let passing = f64::from(rank - state[g]) * pass_cost;
+                    if weight + heaviest - passing < floor {
+                        break;
+                    }
+                    let offered = weight + w - passing;
+                    if offered >= floor {
+                        let mut s = state;
+                        s[g] = rank + 1;
+                        offers.push((s, offered));
+                    }
+                }
+            }
+        }
+        let mut lo = [u32::MAX; GROUPS];
+        let mut hi = [0u32; GROUPS];
+        for (s, _) in &offers {
+            for g in 0..GROUPS {
+                lo[g] = lo[g].min(s[g]);
+                hi[g] = hi[g].max(s[g]);
+            }
+        }
+        let width = (hi[1] - lo[1] + 1) as usize;
+        let cells = (hi[0] - lo[0] + 1) as usize * width;
+        layer.clear();
+        if cells <= MAX_TABLE_CELLS {
+            if table.len() < cells {
+                table.resize(cells, (0, 0.0));
+            }
+            touched.clear();
+            for &(s, w) in &offers {
+                let cell = (s[0] - lo[0]) as usize * width + (s[1] - lo[1]) as usize;
+                let e = &mut table[cell];
+                if e.0 != stamp {
+                    *e = (stamp, w);
+                    touched.push(cell);
+                } else if w > e.1 {
+                    e.1 = w;
+                }
+            }
+            layer.extend(touched.iter().map(|&cell| {
+                let state = [lo[0] + (cell / width) as u32, lo[1] + (cell % width) as u32];
+                (state, table[cell].1)
+            }));
+        } else {
+            // States spread too far for a table (candidates far apart in a window
+            // whose layer is not full yet): each state's best by sorting.
+            offers.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+            offers.dedup_by_key(|o| o.0);
+            layer.extend_from_slice(&offers);
+        }
+        if layer.len() > beam {
+            layer.select_nth_unstable_by(beam - 1, heavier_first);
+            layer.truncate(beam);
+        }
+    }
+    // Never empty: the states of a step are offered again at the next.
+    layer.iter().map(|s| s.1).fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// The places of objects whose connections are split as `group_of` says (objects in
+/// arrival order, each with its connection's index).
+fn places(conn_of: &[usize], group_of: &[u8]) -> Vec<Place> {
+    let mut next = [0u32; GROUPS];
+    conn_of
+        .iter()
+        .map(|&c| {
+            let group = group_of[c];
+            let Some(next) = next.get_mut(usize::from(group)) else {
+                // A connection not placed yet: its objects are in no group.
+                return Place { group, rank: 0 };
+            };
+            let rank = *next;
+            *next += 1;
+            Place { group, rank }
+        })
+        .collect()
+}
+
+/// A window of a proxy's exchanges: its upstream ones in the order they left, with
+/// their candidates among its inbound ones, given in arrival order by their
+/// connection's index.
+pub(crate) struct Window {
+    /// Each bid's candidates in arrival order (by object index).
+    pub bids: Vec<Bid>,
+    pub conn_of: Vec<usize>,
+    /// What passing over an object costs ([`merge`]).
+    pub pass_cost: f64,
+}
+
+impl Window {
+    fn weight(&self, group_of: &[u8]) -> f64 {
+        merge_weight(
+            &self.bids,
+            &places(&self.conn_of, group_of),
+            self.pass_cost,
+            LEARN_BEAM,
+        )
+    }
+}
+
+/// Local search from `g`: passes of single flips, each kept if it makes the merge
+/// weigh more, until a pass gains nothing or `passes` are done; the weight reached.
+fn climb(on: &Window, g: &mut [u8], passes: usize) -> f64 {
+    let mut cur = on.weight(g);
+    for _ in 0..passes {
+        let mut moved = false;
+        for c in 0..g.len() {
+            g[c] ^= 1;
+            let w = on.weight(g);
+            if w > cur + 1e-9 {
+                cur = w;
+                moved = true;
+            } else {
+                g[c] ^= 1;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    cur
+}
+
+/// A split grown one connection at a time, in the order they first sent a request:
+/// each joins the group that makes the merge of the connections placed so far weigh
+/// more. A start that is already shaped by the data: on the lab's HAProxy, the local
+/// search from it reached the best split found from four random starts in fewer
+/// passes than any of them (docs/correlation.md, "Worker order").
+fn grow(on: &Window, g: &mut [u8]) {
+    const UNPLACED: u8 = GROUPS as u8;
+    let mut order: Vec<usize> = Vec::new();
+    let mut seen = vec![false; g.len()];
+    for &c in &on.conn_of {
+        if !std::mem::replace(&mut seen[c], true) {
+            order.push(c);
+        }
+    }
+    g.fill(UNPLACED);
+    for c in order {
+        let mut best = (f64::NEG_INFINITY, 0u8);
+        for group in 0..GROUPS as u8 {
+            g[c] = group;
+            let w = on.weight(g);
+            if w > best.0 {
+                best = (w, group);
+            }
+        }
+        g[c] = best.1;
+    }
+    // Connections without an object in the window: any group will do.
+    for x in g.iter_mut().filter(|x| **x == UNPLACED) {
+        *x = 0;
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so that a run's output does not
+/// depend on anything but its input.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// Learns a split of `conns` connections on `learn_on` (each connection's group)
+/// and checks it on `check_on`; `None` when it does not beat every random split there (or there is nothing to
+/// split). The local search starts from a grown split ([`grow`]) and from
+/// `random_starts` random ones, those on threads of their own (each start is
+/// independent, and which wins depends only on the weights, so the result does not
+/// depend on the threads).
+pub(crate) fn learn(
+    conns: usize,
+    learn_on: &Window,
+    check_on: &Window,
+    random_starts: usize,
+) -> Option<Vec<u8>> {
+    if conns < 2 {
+        return None;
+    }
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let randoms: Vec<Vec<u8>> = (0..random_starts)
+        .map(|_| (0..conns).map(|_| (rng.next() >> 63) as u8).collect())
+        .collect();
+    let climbed: Vec<(f64, Vec<u8>)> = std::thread::scope(|scope| {
+        let others: Vec<_> = randoms
+            .into_iter()
+            .map(|mut g| {
+                scope.spawn(move || {
+                    let w = climb(learn_on, &mut g, LEARN_PASSES);
+                    (w, g)
+                })
+            })
+            .collect();
+        let mut g = vec![0u8; conns];
+        grow(learn_on, &mut g);
+        let w = climb(learn_on, &mut g, LEARN_PASSES);
+        let mut all = vec![(w, g)];
+        // A start that panicked is a bug; the ones that finished still count.
+        all.extend(others.into_iter().filter_map(|h| h.join().ok()));
+        all
+    });
+    // The heaviest; the first of equals (the grown start, then the random ones in
+    // order).
+    let mut best: Option<(f64, Vec<u8>)> = None;
+    for (w, g) in climbed {
+        if best.as_ref().is_none_or(|(b, _)| w > *b) {
+            best = Some((w, g));
+        }
+    }
+    let (_, group_of) = best?;
+    let ones = group_of.iter().filter(|&&x| x == 1).count();
+    if ones == 0 || ones == conns {
+        return None;
+    }
+    let held_out = check_on.weight(&group_of);
+    let mut best_random = f64::NEG_INFINITY;
+    for _ in 0..RANDOM_SPLITS {
+        // A random split of the same sizes (Fisher-Yates over the connections).
+        let mut order: Vec<usize> = (0..conns).collect();
+        for i in (1..conns).rev() {
+            let j = (rng.next() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        let mut g = vec![0u8; conns];
+        for &c in &order[..ones] {
+            g[c] = 1;
+        }
+        best_random = best_random.max(check_on.weight(&g));
+    }
+    (held_out > best_random).then_some(group_of)
+}
+
+/// Upstream exchanges a window holds while a proxy's split is learned (one window to
+/// learn on, the next to check on). 512: the smallest power of two with which the
+/// lab's HAProxy split was found (docs/correlation.md); links made before the split
+/// is known are made without it.
+pub(crate) const WINDOW: usize = 512;
+
+/// Proxies (sending addresses) whose workers are learned at most; others are linked
+/// without it.
+pub(crate) const MAX_PROXIES: usize = 64;
+
+/// Random starts of the local search, beside the grown one ([`grow`]): one, on the
+/// second core.
+const RANDOM_STARTS: usize = 1;
+
+/// Passes of the local search at most (the lab's HAProxy split took 4 to 8).
+const LEARN_PASSES: usize = 8;
+
+/// A client connection as the proxy received it: the capture point, and the client's
+/// address there.
+pub(crate) type ConnKey = (usize, SocketAddr);
+
+/// What is known of one proxy's workers.
+pub(crate) enum ProxyWorkers {
+    /// Collecting its upstream exchanges, each with its candidate parents as (id,
+    /// weight), and those parents' arrival times and connections.
+    Learning {
+        bids: Vec<(Ts, Vec<(u64, f64)>)>,
+        inbound: FxHashMap<u64, (Ts, ConnKey)>,
+    },
+    /// Its client connections' groups.
+    Known(FxHashMap<ConnKey, u8>),
+    /// One order, or not enough to tell: linked without a split.
+    None,
+}
+
+/// A proxy: the capture file its upstream exchanges are first seen in (its host's)
+/// and the address it sends them from. The address alone is not enough: hosts with
+/// the same container subnets have proxies with the same address, each keeping its
+/// own order.
+pub(crate) type ProxyKey = (usize, IpAddr);
+
+/// Every proxy's workers.
+#[derive(Default)]
+pub(crate) struct Workers {
+    proxies: FxHashMap<ProxyKey, ProxyWorkers>,
+}
+
+impl Workers {
+    /// The groups of `proxy`'s client connections, once known.
+    pub fn groups(&self, proxy: ProxyKey) -> Option<&FxHashMap<ConnKey, u8>> {
+        match self.proxies.get(&proxy) {
+            Some(ProxyWorkers::Known(g)) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// Takes note of an upstream exchange `proxy` sent at `start`, with its
+    /// candidate parents (id, weight) and where each arrived (`parent(id)`: its
+    /// request's end and its connection); learns the split once two windows are in,
+    /// and then says whether it was kept.
+    pub fn observe(
+        &mut self,
+        proxy: ProxyKey,
+        start: Ts,
+        cands: &[(u64, f64)],
+        parent: impl Fn(u64) -> (Ts, ConnKey),
+    ) -> Option<bool> {
+        if !self.proxies.contains_key(&proxy) && self.proxies.len() >= MAX_PROXIES {
+            return None;
+        }
+        let entry = self
+            .proxies
+            .entry(proxy)
+            .or_insert_with(|| ProxyWorkers::Learning {
+                bids: Vec::new(),
+                inbound: FxHashMap::default(),
+            });
+        let ProxyWorkers::Learning { bids, inbound } = entry else {
+            return None;
+        };
+        for &(g, _) in cands {
+            inbound.entry(g).or_insert_with(|| parent(g));
+        }
+        bids.push((start, cands.to_vec()));
+        if bids.len() < 2 * WINDOW {
+            return None;
+        }
+        let found = learn_from(bids, inbound);
+        let kept = found.is_some();
+        *entry = found.map_or(ProxyWorkers::None, ProxyWorkers::Known);
+        Some(kept)
+    }
+}
+
+/// The split learned from two windows of collected exchanges, if it beats chance.
+fn learn_from(
+    bids: &mut [(Ts, Vec<(u64, f64)>)],
+    inbound: &FxHashMap<u64, (Ts, ConnKey)>,
+) -> Option<FxHashMap<ConnKey, u8>> {
+    bids.sort_by_key(|(start, _)| *start);
+    let mut conns: Vec<ConnKey> = inbound.values().map(|(_, c)| *c).collect();
+    conns.sort_unstable();
+    conns.dedup();
+    let conn_index = |c: &ConnKey| conns.binary_search(c).expect("collected");
+    // In which window each inbound exchange is a candidate (bit 0: the first, 1: the
+    // second): one that is a candidate in both belongs to neither, or the merge of
+    // each would pass it over for an upstream in the other.
+    let mut seen_in: FxHashMap<u64, u8> = FxHashMap::default();
+    for (k, (_, c)) in bids.iter().enumerate() {
+        let bit = if k < WINDOW { 1 } else { 2 };
+        for (g, _) in c {
+            *seen_in.entry(*g).or_default() |= bit;
+        }
+    }
+    let window = |part: &[(Ts, Vec<(u64, f64)>)]| {
+        let mut objects: Vec<(Ts, u64)> = part
+            .iter()
+            .flat_map(|(_, c)| c.iter().map(|(g, _)| (inbound[g].0, *g)))
+            .filter(|(_, g)| seen_in[g] != 3)
+            .collect();
+        objects.sort_unstable();
+        objects.dedup();
+        let index: FxHashMap<u64, usize> = objects
+            .iter()
+            .enumerate()
+            .map(|(i, (_, g))| (*g, i))
+            .collect();
+        Window {
+            bids: part
+                .iter()
+                .map(|(_, c)| {
+                    let mut bid: Bid = c
+                        .iter()
+                        .filter_map(|(g, w)| Some((*index.get(g)?, *w)))
+                        .collect();
+                    bid.sort_unstable_by_key(|&(o, _)| o);
+                    bid
+                })
+                .collect(),
+            conn_of: objects
+                .iter()
+                .map(|(_, g)| conn_index(&inbound[g].1))
+                .collect(),
+            pass_cost: crate::correlate::link::CANDIDATE_BASE,
+        }
+    };
+    let (first, second) = bids.split_at(WINDOW);
+    let group_of = learn(conns.len(), &window(first), &window(second), RANDOM_STARTS)?;
+    Some(conns.into_iter().zip(group_of).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections of the synthetic proxy: even ones on worker 0, odd ones on
+    /// worker 1. Sixteen, so that a random split of the same sizes is the workers'
+    /// own once in 6,435 (the check compares with 19 of them).
+    const CONNS: usize = 16;
+
+    /// Two workers: requests arrive one a slot, round-robin over the connections,
+    /// and each worker forwards its own in order half a slot later; but worker 1
+    /// stalls for 6 slots in every 20 and then sends its backlog at once, so the
+    /// global order is broken and each worker's is kept. Every object up to 10 slots
+    /// before an upstream is its candidate, weighed as the engine's timing cost does:
+    /// convex in the start gap (which favours the global order) and in how far the
+    /// response's relay is from the usual (which points at the right pair: each
+    /// request takes its own time at the server).
+    fn two_workers(n: usize) -> (Window, Vec<usize>) {
+        let conn_of: Vec<usize> = (0..n).map(|k| k % CONNS).collect();
+        let departure = |k: usize| {
+            let (period, at) = (k / 20, k % 20);
+            if conn_of[k] % 2 == 1 && (10..16).contains(&at) {
+                // The backlog leaves at the stall's end, in order.
+                (period * 20 + 16) as f64 + 0.1 * (at - 10) as f64
+            } else {
+                k as f64 + 0.5
+            }
+        };
+        // The server's time for each request: 0 to 20 slots, fixed per request.
+        let service = |k: usize| ((k * 7919) % 200) as f64 / 10.0;
+        // The inbound response ends 0.2 slots after the upstream one.
+        let relayed = |o: usize| departure(o) + service(o) + 0.2;
+        let mut departures: Vec<(f64, usize)> = (0..n).map(|k| (departure(k), k)).collect();
+        departures.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let bids = departures
+            .iter()
+            .map(|&(t, k)| {
+                let upstream_end = t + service(k);
+                (0..n)
+                    .filter(|&o| (o as f64) <= t && t - (o as f64) <= 10.0)
+                    .map(|o| {
+                        let start_gap = t - o as f64 - 0.5;
+                        let end_gap = relayed(o) - upstream_end - 0.2;
+                        let w = 10.0 - 0.05 * start_gap.powi(2) - 0.5 * end_gap.abs();
+                        (o, w.max(0.1))
+                    })
+                    .collect()
+            })
+            .collect();
+        let truth = departures.iter().map(|&(_, k)| k).collect();
+        (
+            Window {
+                bids,
+                conn_of,
+                pass_cost: 10.0,
+            },
+            truth,
+        )
+    }
+
+    /// A random window: `n` objects on 8 connections, `n` bids each with up to
+    /// `per_bid` candidates drawn from the objects within `reach` of it (in arrival
+    /// order), weights around a link's worth.
+    fn random_window(seed: u64, n: usize, per_bid: usize, reach: usize) -> (Vec<Bid>, Vec<usize>) {
+        let mut rng = Rng(seed);
+        let conn_of: Vec<usize> = (0..n).map(|_| (rng.next() % 8) as usize).collect();
+        let bids = (0..n)
+            .map(|k| {
+                let lo = k.saturating_sub(reach);
+                let hi = (k + reach).min(n - 1);
+                let mut bid: Bid = (0..per_bid)
+                    .map(|_| {
+                        let o = lo + (rng.next() % (hi - lo + 1) as u64) as usize;
+                        (o, 50.0 + (rng.next() % 100) as f64)
+                    })
+                    .collect();
+                bid.sort_by_key(|c| c.0);
+                bid.dedup_by_key(|c| c.0);
+                bid
+            })
+            .collect();
+        (bids, conn_of)
+    }
+
+    /// The learning's cheaper merge keeps the same states as the full one: the same
+    /// weight, with near candidates (the table) and with candidates anywhere in a
+    /// window of 1,200 (states too spread for the table while the layer fills).
+    #[test]
+    fn merge_weight_is_the_full_merges_total() {
+        for (seed, n, reach) in [(1, 400, 6), (2, 400, 20), (3, 1200, 1200), (4, 1200, 1200)] {
+            let (bids, conn_of) = random_window(seed, n, 12, reach);
+            let split: Vec<u8> = (0..8).map(|c| (c % 2) as u8).collect();
+            let places = places(&conn_of, &split);
+            for beam in [1, 8, 64] {
+                let full = merge_with_beam(&bids, &places, 100.0, beam).0;
+                let cheap = merge_weight(&bids, &places, 100.0, beam);
+                assert_eq!(full, cheap, "seed {seed}, reach {reach}, beam {beam}");
+            }
+        }
+    }
+
+    #[test]
+    fn merge_keeps_each_groups_order() {
+        let (w, truth) = two_workers(160);
+        let right = |split: &[u8]| {
+            let (_, chosen) = merge(&w.bids, &places(&w.conn_of, split), 10.0);
+            chosen
+                .iter()
+                .zip(&truth)
+                .filter(|(c, t)| **c == Some(**t))
+                .count()
+        };
+        let workers: Vec<u8> = (0..CONNS).map(|c| (c % 2) as u8).collect();
+        let with_workers = right(&workers);
+        assert_eq!(with_workers, truth.len());
+        // One group (one global order) cannot follow the stalled worker.
+        let one = right(&[0; CONNS]);
+        assert!(one < with_workers, "{one}");
+    }
+
+    #[test]
+    fn learns_the_workers_and_checks_them() {
+        let (learn_on, _) = two_workers(320);
+        let (check_on, _) = two_workers(320);
+        let g = learn(CONNS, &learn_on, &check_on, 1).expect("a split beating chance");
+        // As the workers' (either way round), but for connections whose requests
+        // seldom meet a stall, which any group serves as well (a random split
+        // agrees on 8 of 16).
+        let same = (0..CONNS).filter(|&c| usize::from(g[c]) == c % 2).count();
+        let agree = same.max(CONNS - same);
+        assert!(agree >= CONNS - 2, "{agree} of {CONNS}: {g:?}");
+    }
+
+    #[test]
+    fn one_order_is_not_split() {
+        // One worker: departures in arrival order; no split can do better than any
+        // other, so none beats every random one.
+        let n = 48;
+        let conn_of: Vec<usize> = (0..n).map(|k| k % 4).collect();
+        let bids: Vec<Bid> = (0..n)
+            .map(|t| (0..=t).map(|o| (o, 10.0 - 0.1 * (t - o) as f64)).collect())
+            .collect();
+        let w = Window {
+            bids: bids.clone(),
+            conn_of: conn_of.clone(),
+            pass_cost: 10.0,
+        };
+        let check = Window {
+            bids,
+            conn_of,
+            pass_cost: 10.0,
+        };
+        assert!(learn(4, &w, &check, 4).is_none());
+    }
+}
