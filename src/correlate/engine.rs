@@ -185,7 +185,8 @@ pub struct EngineStats {
     /// Proxies whose learned split did no better than chance on the window after
     /// the one it was learned on (one order kept, or too little to tell).
     pub worker_splits_rejected: u64,
-    /// Proxy links made by the merge that keeps each worker's order.
+    /// Proxy links the assignment made as the merge that keeps each worker's order
+    /// gave them (that parent is preferred, `WORKER_ORDER_BONUS`).
     pub worker_order_links: u64,
     /// Upstream exchanges attached as retries.
     pub retries: u64,
