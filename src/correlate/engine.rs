@@ -185,6 +185,9 @@ pub struct EngineStats {
     /// Proxies whose learned split did no better than chance on the window after
     /// the one it was learned on (one order kept, or too little to tell).
     pub worker_splits_rejected: u64,
+    /// Proxies that stopped learning their workers because what all proxies held
+    /// while learning reached its bound (`workers::MAX_HELD`, about 16 MiB).
+    pub worker_learning_not_kept: u64,
     /// Proxy links the assignment made as the merge that keeps each worker's order
     /// gave them (that parent is preferred, `WORKER_ORDER_BONUS`).
     pub worker_order_links: u64,
@@ -1047,8 +1050,9 @@ impl Engine {
                     let l = exchanges[&g].last();
                     (l.req_end, (l.vantage, l.client))
                 }) {
-                Some(true) => self.stats.worker_splits_kept += 1,
-                Some(false) => self.stats.worker_splits_rejected += 1,
+                Some(workers::Learning::Kept) => self.stats.worker_splits_kept += 1,
+                Some(workers::Learning::Rejected) => self.stats.worker_splits_rejected += 1,
+                Some(workers::Learning::NotKept) => self.stats.worker_learning_not_kept += 1,
                 None => {}
             }
         }

@@ -437,6 +437,24 @@ pub(crate) const WINDOW: usize = 512;
 /// without it.
 pub(crate) const MAX_PROXIES: usize = 64;
 
+/// Candidate pairs and inbound exchanges held by all the proxies still collecting
+/// their two windows, at most (about 16 MiB: a pair is 16 bytes, an inbound
+/// exchange's entry about 64). A gateway at concurrency 64 holds about 30,000 pairs
+/// (512 + 512 upstreams with 29 candidates each at the lab's HAProxy); past the bound
+/// the proxy whose exchange would cross it stops learning, counted.
+const MAX_HELD: usize = 1 << 19;
+
+/// What one upstream exchange's observation ended in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Learning {
+    /// Its proxy's split was learned and kept.
+    Kept,
+    /// Its proxy's split did no better than chance: one order.
+    Rejected,
+    /// Its proxy stopped learning for the bound on what is held ([`MAX_HELD`]).
+    NotKept,
+}
+
 /// Random starts of the local search, beside the grown one ([`grow`]): one, on the
 /// second core.
 const RANDOM_STARTS: usize = 1;
@@ -472,6 +490,8 @@ pub(crate) type ProxyKey = (usize, IpAddr);
 #[derive(Default)]
 pub(crate) struct Workers {
     proxies: FxHashMap<ProxyKey, ProxyWorkers>,
+    /// Candidate pairs and inbound exchanges held while learning ([`MAX_HELD`]).
+    held: usize,
 }
 
 impl Workers {
@@ -493,7 +513,7 @@ impl Workers {
         start: Ts,
         cands: &[(u64, f64)],
         parent: impl Fn(u64) -> (Ts, ConnKey),
-    ) -> Option<bool> {
+    ) -> Option<Learning> {
         if !self.proxies.contains_key(&proxy) && self.proxies.len() >= MAX_PROXIES {
             return None;
         }
@@ -507,15 +527,32 @@ impl Workers {
         let ProxyWorkers::Learning { bids, inbound } = entry else {
             return None;
         };
+        let held_here = |bids: &Vec<(Ts, Vec<(u64, f64)>)>, inbound: &FxHashMap<u64, _>| {
+            bids.iter().map(|b| b.1.len()).sum::<usize>() + inbound.len()
+        };
+        if self.held + 2 * cands.len() > MAX_HELD {
+            self.held -= held_here(bids, inbound);
+            *entry = ProxyWorkers::None;
+            return Some(Learning::NotKept);
+        }
         for &(g, _) in cands {
-            inbound.entry(g).or_insert_with(|| parent(g));
+            if let std::collections::hash_map::Entry::Vacant(v) = inbound.entry(g) {
+                v.insert(parent(g));
+                self.held += 1;
+            }
         }
         bids.push((start, cands.to_vec()));
+        self.held += cands.len();
         if bids.len() < 2 * WINDOW {
             return None;
         }
+        self.held -= held_here(bids, inbound);
         let found = learn_from(bids, inbound);
-        let kept = found.is_some();
+        let kept = if found.is_some() {
+            Learning::Kept
+        } else {
+            Learning::Rejected
+        };
         *entry = found.map_or(ProxyWorkers::None, ProxyWorkers::Known);
         Some(kept)
     }
@@ -677,6 +714,46 @@ mod tests {
                 assert_eq!(full, cheap, "seed {seed}, reach {reach}, beam {beam}");
             }
         }
+    }
+
+    /// What proxies hold while they collect their windows is bounded: past the
+    /// bound, the proxy whose exchange would cross it stops learning, and the others
+    /// go on.
+    #[test]
+    fn learning_state_is_bounded() {
+        let mut w = Workers::default();
+        let mut not_kept = Vec::new();
+        let mut next_id = 0u64;
+        for k in 0..1000u32 {
+            for p in 0..8u8 {
+                let proxy = (0, IpAddr::from([198, 18, 0, p]));
+                let cands: Vec<(u64, f64)> = (0..64)
+                    .map(|_| {
+                        next_id += 1;
+                        (next_id, 1.0)
+                    })
+                    .collect();
+                let parent = |g: u64| {
+                    (
+                        Ts(g as i64),
+                        (0, SocketAddr::from(([198, 18, 1, 1], (g % 60_000) as u16))),
+                    )
+                };
+                match w.observe(proxy, Ts(i64::from(k)), &cands, parent) {
+                    Some(Learning::NotKept) => not_kept.push(p),
+                    Some(other) => panic!("{other:?} before two windows"),
+                    None => {}
+                }
+                assert!(w.held <= MAX_HELD, "{}", w.held);
+            }
+        }
+        // 8 proxies x 1,000 upstreams x 128 entries is twice the bound: some proxies
+        // stop, not all (each stop frees what it held), and each once.
+        assert!(!not_kept.is_empty() && not_kept.len() < 8, "{not_kept:?}");
+        let mut once = not_kept.clone();
+        once.sort_unstable();
+        once.dedup();
+        assert_eq!(once.len(), not_kept.len(), "{not_kept:?}");
     }
 
     #[test]
