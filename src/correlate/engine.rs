@@ -186,7 +186,7 @@ pub struct EngineStats {
     /// the one it was learned on (one order kept, or too little to tell).
     pub worker_splits_rejected: u64,
     /// Proxies that stopped learning their workers because what all proxies held
-    /// while learning reached its bound (`workers::MAX_HELD`, about 16 MiB).
+    /// while learning reached its bound (`workers::MAX_HELD`, 16 MiB).
     pub worker_learning_not_kept: u64,
     /// Proxy links the assignment made as the merge that keeps each worker's order
     /// gave them (that parent is preferred, `WORKER_ORDER_BONUS`).

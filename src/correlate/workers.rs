@@ -37,8 +37,9 @@ const BEAM: usize = 64;
 /// States kept per step while a split is learned (thousands of merges).
 const LEARN_BEAM: usize = 64;
 
-/// An upstream exchange to place: its candidate parents as (object, weight), weights
-/// positive (staying unlinked is worth 0). Bids are given in the order they left.
+/// An upstream exchange to place: its candidate parents as (object, weight); staying
+/// unlinked is worth 0, so a candidate of negative weight is never chosen. Bids are
+/// given in the order they left.
 pub(crate) type Bid = Vec<(usize, f64)>;
 
 /// Where each object (inbound exchange) stands: its group and its rank within the
@@ -49,10 +50,11 @@ pub(crate) struct Place {
     pub rank: u32,
 }
 
-/// The links of maximum total weight (beam search, [`BEAM`] states a step) under
+/// The links of most total weight a beam search ([`BEAM`] states a step) finds under
 /// which each group's objects are linked to bids in their rank order; returns the
-/// total and each bid's object.
+/// total and each bid's object. Every place's group is below [`GROUPS`].
 pub(crate) fn merge(bids: &[Bid], places: &[Place], pass_cost: f64) -> (f64, Vec<Option<usize>>) {
+    debug_assert!(places.iter().all(|p| usize::from(p.group) < GROUPS));
     merge_with_beam(bids, places, pass_cost, BEAM)
 }
 
@@ -170,6 +172,11 @@ fn merge_weight(bids: &[Bid], places: &[Place], pass_cost: f64, beam: usize) -> 
             );
         }
         starts[GROUPS] = runs.len();
+        // The scan below relies on it: ranks rising within each group's run (the
+        // bid's candidates in arrival order).
+        debug_assert!((0..GROUPS).all(|g| runs[starts[g]..starts[g + 1]]
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0)));
         run_starts.push(starts);
     }
     for (step, bid) in bids.iter().enumerate() {
@@ -235,8 +242,8 @@ fn merge_weight(bids: &[Bid], places: &[Place], pass_cost: f64, beam: usize) -> 
                 (state, table[cell].1)
             }));
         } else {
-            // States spread too far for a table (candidates far apart in a window
-            // whose layer is not full yet): each state's best by sorting.
+            // States spread too far for a table (candidates far apart, as while the
+            // layer is not full yet): each state's best by sorting.
             offers.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
             offers.dedup_by_key(|o| o.0);
             layer.extend_from_slice(&offers);
@@ -291,13 +298,24 @@ impl Window {
     }
 }
 
-/// Local search from `g`: passes of single flips, each kept if it makes the merge
-/// weigh more, until a pass gains nothing or `passes` are done; the weight reached.
-fn climb(on: &Window, g: &mut [u8], passes: usize) -> f64 {
+/// Local search from `g`: passes of single flips of the connections with an object
+/// in the window, each kept if it makes the merge weigh more, until a pass gains
+/// nothing, `passes` are done or the `budget` of merges is spent; the weight
+/// reached.
+fn climb(on: &Window, g: &mut [u8], passes: usize, budget: &mut usize) -> f64 {
+    let mut present = vec![false; g.len()];
+    for &c in &on.conn_of {
+        present[c] = true;
+    }
     let mut cur = on.weight(g);
+    *budget = budget.saturating_sub(1);
     for _ in 0..passes {
         let mut moved = false;
-        for c in 0..g.len() {
+        for c in (0..g.len()).filter(|&c| present[c]) {
+            if *budget == 0 {
+                return cur;
+            }
+            *budget -= 1;
             g[c] ^= 1;
             let w = on.weight(g);
             if w > cur + 1e-9 {
@@ -319,7 +337,7 @@ fn climb(on: &Window, g: &mut [u8], passes: usize) -> f64 {
 /// more. A start that is already shaped by the data: on the lab's HAProxy, the local
 /// search from it reached the best split found from four random starts in fewer
 /// passes than any of them (docs/correlation.md, "Worker order").
-fn grow(on: &Window, g: &mut [u8]) {
+fn grow(on: &Window, g: &mut [u8], budget: &mut usize) {
     const UNPLACED: u8 = GROUPS as u8;
     let mut order: Vec<usize> = Vec::new();
     let mut seen = vec![false; g.len()];
@@ -333,6 +351,7 @@ fn grow(on: &Window, g: &mut [u8]) {
         let mut best = (f64::NEG_INFINITY, 0u8);
         for group in 0..GROUPS as u8 {
             g[c] = group;
+            *budget = budget.saturating_sub(1);
             let w = on.weight(g);
             if w > best.0 {
                 best = (w, group);
@@ -371,29 +390,44 @@ pub(crate) fn learn(
     check_on: &Window,
     random_starts: usize,
 ) -> Option<Vec<u8>> {
-    if conns < 2 {
+    // Too few connections to split, or too many to search (a merge per flip), or
+    // too few requests on each for an order to show (connections that carry one
+    // request each, without keep-alive).
+    if !(2..=MAX_CONNS).contains(&conns) || learn_on.conn_of.len() < MIN_PER_CONN * conns {
         return None;
     }
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let randoms: Vec<Vec<u8>> = (0..random_starts)
         .map(|_| (0..conns).map(|_| (rng.next() >> 63) as u8).collect())
         .collect();
+    let from = |mut g: Vec<u8>| {
+        let mut budget = START_MERGES;
+        let w = climb(learn_on, &mut g, LEARN_PASSES, &mut budget);
+        (w, g)
+    };
     let climbed: Vec<(f64, Vec<u8>)> = std::thread::scope(|scope| {
-        let others: Vec<_> = randoms
-            .into_iter()
-            .map(|mut g| {
-                scope.spawn(move || {
-                    let w = climb(learn_on, &mut g, LEARN_PASSES);
-                    (w, g)
-                })
-            })
-            .collect();
+        // Each random start on a thread of its own; where none can be had, here.
+        let mut done = Vec::new();
+        let mut running = Vec::new();
+        for g in randoms {
+            match std::thread::Builder::new().spawn_scoped(scope, {
+                let g = g.clone();
+                move || from(g)
+            }) {
+                Ok(h) => running.push(h),
+                Err(_) => done.push(from(g)),
+            }
+        }
+        let mut budget = START_MERGES;
         let mut g = vec![0u8; conns];
-        grow(learn_on, &mut g);
-        let w = climb(learn_on, &mut g, LEARN_PASSES);
+        grow(learn_on, &mut g, &mut budget);
+        let w = climb(learn_on, &mut g, LEARN_PASSES, &mut budget);
         let mut all = vec![(w, g)];
-        // A start that panicked is a bug; the ones that finished still count.
-        all.extend(others.into_iter().filter_map(|h| h.join().ok()));
+        for h in running {
+            // A start that panicked is a bug: passed on, not left out.
+            all.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        all.extend(done);
         all
     });
     // The heaviest; the first of equals (the grown start, then the random ones in
@@ -437,12 +471,21 @@ pub(crate) const WINDOW: usize = 512;
 /// without it.
 pub(crate) const MAX_PROXIES: usize = 64;
 
-/// Candidate pairs and inbound exchanges held by all the proxies still collecting
-/// their two windows, at most (about 16 MiB: a pair is 16 bytes, an inbound
-/// exchange's entry about 64). A gateway at concurrency 64 holds about 30,000 pairs
-/// (512 + 512 upstreams with 29 candidates each at the lab's HAProxy); past the bound
-/// the proxy whose exchange would cross it stops learning, counted.
-const MAX_HELD: usize = 1 << 19;
+/// Bytes held by all the proxies still collecting their two windows, at most,
+/// counting a candidate pair as [`PAIR_BYTES`] and an inbound exchange's entry as
+/// [`INBOUND_BYTES`]. A gateway at concurrency 64 holds about 30,000 pairs and 2,000
+/// inbound exchanges (0.7 MiB at the lab's HAProxy: 512 + 512 upstreams with 29
+/// candidates each); past the bound the proxy whose exchange would cross it stops
+/// learning, counted. Outside `--memory-budget`, which this fixed bound is small
+/// beside (512 MiB by default).
+const MAX_HELD: usize = 16 << 20;
+
+/// A candidate pair as held while learning: its id and weight.
+const PAIR_BYTES: usize = 16;
+
+/// An inbound exchange's entry as held while learning: a hash map's key, value
+/// (56 bytes) and its share of the table's spare room.
+const INBOUND_BYTES: usize = 128;
 
 /// What one upstream exchange's observation ended in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -462,6 +505,19 @@ const RANDOM_STARTS: usize = 1;
 /// Passes of the local search at most (the lab's HAProxy split took 4 to 8).
 const LEARN_PASSES: usize = 8;
 
+/// Merges one start of the local search may take, growing included (at the lab's
+/// HAProxy gateway, 64 connections: 385 from the grown start, 513 from a random one),
+/// so that the learning's time is bounded whatever the capture holds.
+const START_MERGES: usize = 640;
+
+/// Client connections of a proxy whose split is learned at most: a merge per flip,
+/// and keep-alive connections, each carrying several requests, are what a worker's
+/// order shows on (twice the lab's concurrency of 64).
+const MAX_CONNS: usize = 128;
+
+/// Requests per client connection, on average, in the learning window at least.
+const MIN_PER_CONN: usize = 4;
+
 /// A client connection as the proxy received it: the capture point, and the client's
 /// address there.
 pub(crate) type ConnKey = (usize, SocketAddr);
@@ -476,7 +532,8 @@ pub(crate) enum ProxyWorkers {
     },
     /// Its client connections' groups.
     Known(FxHashMap<ConnKey, u8>),
-    /// One order, or not enough to tell: linked without a split.
+    /// One order, or not enough to tell, or stopped for the bound on what learning
+    /// holds ([`MAX_HELD`]): linked without a split.
     None,
 }
 
@@ -490,7 +547,7 @@ pub(crate) type ProxyKey = (usize, IpAddr);
 #[derive(Default)]
 pub(crate) struct Workers {
     proxies: FxHashMap<ProxyKey, ProxyWorkers>,
-    /// Candidate pairs and inbound exchanges held while learning ([`MAX_HELD`]).
+    /// Bytes held while learning ([`MAX_HELD`]).
     held: usize,
 }
 
@@ -528,9 +585,10 @@ impl Workers {
             return None;
         };
         let held_here = |bids: &Vec<(Ts, Vec<(u64, f64)>)>, inbound: &FxHashMap<u64, _>| {
-            bids.iter().map(|b| b.1.len()).sum::<usize>() + inbound.len()
+            bids.iter().map(|b| b.1.len()).sum::<usize>() * PAIR_BYTES
+                + inbound.len() * INBOUND_BYTES
         };
-        if self.held + 2 * cands.len() > MAX_HELD {
+        if self.held + cands.len() * (PAIR_BYTES + INBOUND_BYTES) > MAX_HELD {
             self.held -= held_here(bids, inbound);
             *entry = ProxyWorkers::None;
             return Some(Learning::NotKept);
@@ -538,11 +596,11 @@ impl Workers {
         for &(g, _) in cands {
             if let std::collections::hash_map::Entry::Vacant(v) = inbound.entry(g) {
                 v.insert(parent(g));
-                self.held += 1;
+                self.held += INBOUND_BYTES;
             }
         }
         bids.push((start, cands.to_vec()));
-        self.held += cands.len();
+        self.held += cands.len() * PAIR_BYTES;
         if bids.len() < 2 * WINDOW {
             return None;
         }
@@ -747,8 +805,9 @@ mod tests {
                 assert!(w.held <= MAX_HELD, "{}", w.held);
             }
         }
-        // 8 proxies x 1,000 upstreams x 128 entries is twice the bound: some proxies
-        // stop, not all (each stop frees what it held), and each once.
+        // Each proxy would hold 9 MiB by the end (1,000 upstreams of 64 candidates,
+        // each with an inbound exchange of its own): one fits the bound, the others
+        // stop, each once.
         assert!(!not_kept.is_empty() && not_kept.len() < 8, "{not_kept:?}");
         let mut once = not_kept.clone();
         once.sort_unstable();
@@ -786,6 +845,24 @@ mod tests {
         let same = (0..CONNS).filter(|&c| usize::from(g[c]) == c % 2).count();
         let agree = same.max(CONNS - same);
         assert!(agree >= CONNS - 2, "{agree} of {CONNS}: {g:?}");
+    }
+
+    /// Connections that carry a request or two each (no keep-alive), or more of them
+    /// than the search is bounded for, are not searched: no split, at once.
+    #[test]
+    fn thin_or_too_many_connections_are_not_searched() {
+        let (w, _) = two_workers(320);
+        let (check, _) = two_workers(320);
+        // The same 320 requests as if spread over 100 connections (3.2 each).
+        let thin = Window {
+            bids: w.bids.clone(),
+            conn_of: (0..320).map(|k| k % 100).collect(),
+            pass_cost: 10.0,
+        };
+        assert!(learn(100, &thin, &check, 1).is_none());
+        assert!(learn(MAX_CONNS + 1, &w, &check, 1).is_none());
+        // And the workers' own connections still are.
+        assert!(learn(CONNS, &w, &check, 1).is_some());
     }
 
     #[test]
