@@ -43,6 +43,7 @@ mod memory;
 pub mod pipeline;
 pub mod remote;
 pub mod render;
+mod rng;
 pub mod score;
 pub mod tcp;
 pub mod time;

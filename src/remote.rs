@@ -922,7 +922,7 @@ pub struct DelayProbe {
 pub struct Samples {
     kept: Vec<i64>,
     seen: u64,
-    rng: u64,
+    rng: crate::rng::Rng,
 }
 
 impl Samples {
@@ -937,14 +937,8 @@ impl Samples {
             self.kept.push(x);
             return;
         }
-        // xorshift64*: any fixed seed will do, the choice only has to be uniform.
-        if self.rng == 0 {
-            self.rng = 0x9e37_79b9_7f4a_7c15;
-        }
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let j = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % self.seen;
+        // Any fixed seed will do: the choice only has to be uniform.
+        let j = self.rng.next() % self.seen;
         if let Some(slot) = self.kept.get_mut(j as usize) {
             *slot = x;
         }

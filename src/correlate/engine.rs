@@ -1042,11 +1042,11 @@ impl Engine {
             ready_at = ready_at.max(Ts(gx.end().0.saturating_add(2 * self.cfg.tolerance_ns)));
         }
         if !cands.is_empty() {
-            let weights: Vec<(u64, f64)> = cands.iter().map(|&(g, w, _)| (g, w)).collect();
             let exchanges = &self.exchanges;
+            let weights = cands.iter().map(|&(g, w, _)| (g, w));
             match self
                 .workers
-                .observe((uf.file, sender), u_start, &weights, |g| {
+                .observe((uf.file, sender), u_start, weights, |g| {
                     let l = exchanges[&g].last();
                     (l.req_end, (l.vantage, l.client))
                 }) {
@@ -1219,15 +1219,7 @@ impl Engine {
             }
             objects.sort_unstable();
             objects.dedup();
-            let mut next = [0u32; workers::GROUPS];
-            let places: Vec<workers::Place> = objects
-                .iter()
-                .map(|&(_, _, group)| {
-                    let rank = next[usize::from(group)];
-                    next[usize::from(group)] += 1;
-                    workers::Place { group, rank }
-                })
-                .collect();
+            let places = workers::places_of(objects.iter().map(|&(_, _, group)| group));
             let index: FxHashMap<u64, usize> = objects
                 .iter()
                 .enumerate()

@@ -19,6 +19,7 @@
 //!   freedom any split gives, and its learned split does no better than chance there
 //!   (a permutation test at 1 in 20, no tuned threshold).
 
+use crate::rng::Rng;
 use crate::time::Ts;
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
@@ -260,13 +261,17 @@ fn merge_weight(bids: &[Bid], places: &[Place], pass_cost: f64, beam: usize) -> 
 /// The places of objects whose connections are split as `group_of` says (objects in
 /// arrival order, each with its connection's index).
 fn places(conn_of: &[usize], group_of: &[u8]) -> Vec<Place> {
+    places_of(conn_of.iter().map(|&c| group_of[c]))
+}
+
+/// The places of objects in arrival order, given each one's group: its rank is how
+/// many of its group came before it. An object of no group (a connection not placed
+/// yet, [`grow`]) is in no group's order.
+pub(crate) fn places_of(groups: impl Iterator<Item = u8>) -> Vec<Place> {
     let mut next = [0u32; GROUPS];
-    conn_of
-        .iter()
-        .map(|&c| {
-            let group = group_of[c];
+    groups
+        .map(|group| {
             let Some(next) = next.get_mut(usize::from(group)) else {
-                // A connection not placed yet: its objects are in no group.
                 return Place { group, rank: 0 };
             };
             let rank = *next;
@@ -365,19 +370,6 @@ fn grow(on: &Window, g: &mut [u8], budget: &mut usize) {
     }
 }
 
-/// A small deterministic generator (xorshift64*), so that a run's output does not
-/// depend on anything but its input.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 /// Learns a split of `conns` connections on `learn_on` (each connection's group)
 /// and checks it on `check_on`; `None` when it does not beat every random split there (or there is nothing to
 /// split). The local search starts from a grown split ([`grow`]) and from
@@ -396,7 +388,7 @@ pub(crate) fn learn(
     if !(2..=MAX_CONNS).contains(&conns) || learn_on.conn_of.len() < MIN_PER_CONN * conns {
         return None;
     }
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let randoms: Vec<Vec<u8>> = (0..random_starts)
         .map(|_| (0..conns).map(|_| (rng.next() >> 63) as u8).collect())
         .collect();
@@ -568,7 +560,7 @@ impl Workers {
         &mut self,
         proxy: ProxyKey,
         start: Ts,
-        cands: &[(u64, f64)],
+        cands: impl ExactSizeIterator<Item = (u64, f64)>,
         parent: impl Fn(u64) -> (Ts, ConnKey),
     ) -> Option<Learning> {
         if !self.proxies.contains_key(&proxy) && self.proxies.len() >= MAX_PROXIES {
@@ -593,14 +585,16 @@ impl Workers {
             *entry = ProxyWorkers::None;
             return Some(Learning::NotKept);
         }
-        for &(g, _) in cands {
+        // Copied only here: most upstreams are sent once their proxy is decided.
+        let cands: Vec<(u64, f64)> = cands.collect();
+        for &(g, _) in &cands {
             if let std::collections::hash_map::Entry::Vacant(v) = inbound.entry(g) {
                 v.insert(parent(g));
                 self.held += INBOUND_BYTES;
             }
         }
-        bids.push((start, cands.to_vec()));
         self.held += cands.len() * PAIR_BYTES;
+        bids.push((start, cands));
         if bids.len() < 2 * WINDOW {
             return None;
         }
@@ -737,7 +731,7 @@ mod tests {
     /// `per_bid` candidates drawn from the objects within `reach` of it (in arrival
     /// order), weights around a link's worth.
     fn random_window(seed: u64, n: usize, per_bid: usize, reach: usize) -> (Vec<Bid>, Vec<usize>) {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let conn_of: Vec<usize> = (0..n).map(|_| (rng.next() % 8) as usize).collect();
         let bids = (0..n)
             .map(|k| {
@@ -797,7 +791,7 @@ mod tests {
                         (0, SocketAddr::from(([198, 18, 1, 1], (g % 60_000) as u16))),
                     )
                 };
-                match w.observe(proxy, Ts(i64::from(k)), &cands, parent) {
+                match w.observe(proxy, Ts(i64::from(k)), cands.iter().copied(), parent) {
                     Some(Learning::NotKept) => not_kept.push(p),
                     Some(other) => panic!("{other:?} before two windows"),
                     None => {}
