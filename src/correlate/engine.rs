@@ -1228,11 +1228,14 @@ impl Engine {
             let bids: Vec<workers::Bid> = ups
                 .iter()
                 .map(|u| {
-                    self.exchanges[u]
+                    // Candidates in arrival order, as the merge takes them.
+                    let mut bid: workers::Bid = self.exchanges[u]
                         .cands
                         .iter()
                         .filter_map(|(g, w, _)| Some((*index.get(g)?, *w)))
-                        .collect()
+                        .collect();
+                    bid.sort_unstable_by_key(|c| c.0);
+                    bid
                 })
                 .collect();
             let (_, chosen) = workers::merge(&bids, &places, link::CANDIDATE_BASE);

@@ -22,7 +22,6 @@
 use crate::rng::Rng;
 use crate::time::Ts;
 use rustc_hash::FxHashMap;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 /// Groups a proxy's client connections are split into. Two: the lab's HAProxy runs
@@ -56,121 +55,80 @@ pub(crate) struct Place {
 /// total and each bid's object. Every place's group is below [`GROUPS`].
 pub(crate) fn merge(bids: &[Bid], places: &[Place], pass_cost: f64) -> (f64, Vec<Option<usize>>) {
     debug_assert!(places.iter().all(|p| usize::from(p.group) < GROUPS));
-    merge_with_beam(bids, places, pass_cost, BEAM)
-}
-
-/// [`merge`] keeping `beam` states a step.
-fn merge_with_beam(
-    bids: &[Bid],
-    places: &[Place],
-    pass_cost: f64,
-    beam: usize,
-) -> (f64, Vec<Option<usize>>) {
-    // A state: the next rank each group may still link (lower ones are passed).
-    type State = [u32; GROUPS];
-    struct Node {
-        state: State,
-        weight: f64,
-        /// (node of the previous step, object linked at this step).
-        back: (u32, Option<u32>),
-    }
-    let mut steps: Vec<Vec<Node>> = Vec::with_capacity(bids.len() + 1);
-    steps.push(vec![Node {
-        state: [0; GROUPS],
-        weight: 0.0,
-        back: (u32::MAX, None),
-    }]);
-    for bid in bids {
-        let prev = steps.last().expect("the first step is there");
-        let mut best: HashMap<State, (f64, (u32, Option<u32>))> =
-            HashMap::with_capacity(prev.len() * (bid.len() + 1));
-        let mut offer = |state: State, weight: f64, back: (u32, Option<u32>)| {
-            let e = best.entry(state).or_insert((f64::NEG_INFINITY, back));
-            if weight > e.0 {
-                *e = (weight, back);
-            }
-        };
-        for (n, node) in prev.iter().enumerate() {
-            offer(node.state, node.weight, (n as u32, None));
-            for &(o, w) in bid {
-                let p = places[o];
-                let g = usize::from(p.group);
-                if p.rank >= node.state[g] {
-                    let mut s = node.state;
-                    s[g] = p.rank + 1;
-                    // Every object passed over is one left without an upstream: it
-                    // costs what a link is worth.
-                    let passed = f64::from(p.rank - node.state[g]);
-                    offer(
-                        s,
-                        node.weight + w - passed * pass_cost,
-                        (n as u32, Some(o as u32)),
-                    );
-                }
-            }
-        }
-        let mut next: Vec<Node> = best
-            .into_iter()
-            .map(|(state, (weight, back))| Node {
-                state,
-                weight,
-                back,
-            })
-            .collect();
-        // Heaviest first; equal weights by state, so the result does not depend on
-        // the hash map's order.
-        next.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.state.cmp(&b.state)));
-        next.truncate(beam);
-        steps.push(next);
-    }
-    let last = steps.last().expect("the first step is there");
-    let total = last.first().map_or(0.0, |n| n.weight);
+    let mut trail = Vec::with_capacity(bids.len());
+    let total = beam_search(bids, places, pass_cost, BEAM, Some(&mut trail));
+    // Back from the heaviest last state (equal weights: the least state).
+    let mut at = trail
+        .last()
+        .and_then(|layer| (0..layer.len()).min_by(|&a, &b| heavier_first(&layer[a], &layer[b])));
     let mut chosen = vec![None; bids.len()];
-    let mut at = 0u32;
-    for step in (1..steps.len()).rev() {
-        let (prev, object) = steps[step][at as usize].back;
-        chosen[step - 1] = object.map(|o| o as usize);
-        at = prev;
+    for (step, layer) in trail.iter().enumerate().rev() {
+        let Some(i) = at else { break };
+        let (_, _, (prev, object)) = layer[i];
+        chosen[step] = object.map(|o| o as usize);
+        at = (step > 0).then_some(prev as usize);
     }
     (total, chosen)
 }
 
-/// Most cells of [`merge_weight`]'s table of a step's states (16 bytes each).
+/// A state of the beam search: the next rank each group may still link (lower ones
+/// are passed).
+type State = [u32; GROUPS];
+
+/// A state reached at a step, its weight, and how: the index of the state it came
+/// from in the step before, and the object linked at this step.
+type Node = (State, f64, (u32, Option<u32>));
+
+/// Heaviest first; equal weights by state, so that no order of the search's own
+/// shows in the result.
+fn heavier_first(a: &Node, b: &Node) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// Most cells of [`beam_search`]'s table of a step's states (8 bytes each).
 const MAX_TABLE_CELLS: usize = 1 << 16;
 
-// merge_weight's table is laid out for two groups.
+// beam_search's table is laid out for two groups.
 const _: () = assert!(GROUPS == 2);
 
-/// The total of [`merge_with_beam`] alone, keeping only the current step's states
-/// (what learning needs, thousands of times), for bids whose candidates are in
-/// arrival order ([`Window`]). The same states as the full merge
-/// keeps, found cheaper: an offer lighter than the lightest state kept a step
-/// before cannot be among the `beam` heaviest (those states are offered again
-/// unchanged, `beam` distinct ones at least that heavy), so it is dropped before it
-/// is looked up; and the heaviest are selected, not sorted.
-fn merge_weight(bids: &[Bid], places: &[Place], pass_cost: f64, beam: usize) -> f64 {
-    type State = [u32; GROUPS];
-    let mut layer: Vec<(State, f64)> = vec![([0; GROUPS], 0.0)];
-    let mut offers: Vec<(State, f64)> = Vec::new();
+/// The beam search over how far each group has been served, for bids whose
+/// candidates are in arrival order: its total, and with `trail`, every step's states
+/// (what [`merge`] follows back). Learning needs the total alone, thousands of
+/// times, so the search is made cheap without changing which states it keeps: an
+/// offer lighter than the lightest state kept a step before cannot be among the
+/// `beam` heaviest (those states are offered again unchanged, `beam` distinct ones at
+/// least that heavy), so it is dropped before it is looked up; a group's candidates
+/// are scanned from the first a state may still link, and no further than passing
+/// over objects can pay; a step's states are gathered in a table, not a hash map;
+/// and the heaviest are selected, not sorted. (The tests hold it to a plain search.)
+fn beam_search(
+    bids: &[Bid],
+    places: &[Place],
+    pass_cost: f64,
+    beam: usize,
+    mut trail: Option<&mut Vec<Vec<Node>>>,
+) -> f64 {
+    let mut layer: Vec<Node> = vec![([0; GROUPS], 0.0, (u32::MAX, None))];
+    let mut offers: Vec<Node> = Vec::new();
     // Each offered state's best offer, in a table over the step's range of states
-    // (a state's cell is stamped with the step that last wrote it).
-    let mut table: Vec<(u32, f64)> = Vec::new();
+    // (a state's cell is stamped with the step that last wrote it, and holds the
+    // offer's index).
+    let mut table: Vec<(u32, u32)> = Vec::new();
     let mut touched: Vec<usize> = Vec::new();
-    let heavier_first =
-        |a: &(State, f64), b: &(State, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     // Each bid's candidates by group, ranks rising: (rank, weight), and where each
     // bid's run of each group starts.
     let mut runs: Vec<(u32, f64)> = Vec::with_capacity(bids.iter().map(Vec::len).sum());
+    // Each run entry's object.
+    let mut objects: Vec<u32> = Vec::with_capacity(runs.capacity());
     let mut run_starts: Vec<[usize; GROUPS + 1]> = Vec::with_capacity(bids.len());
     for bid in bids {
         let mut starts = [0; GROUPS + 1];
         for (g, start) in starts.iter_mut().take(GROUPS).enumerate() {
             *start = runs.len();
-            runs.extend(
-                bid.iter()
-                    .filter(|c| usize::from(places[c.0].group) == g)
-                    .map(|&(o, w)| (places[o].rank, w)),
-            );
+            for &(o, w) in bid.iter().filter(|c| usize::from(places[c.0].group) == g) {
+                runs.push((places[o].rank, w));
+                objects.push(o as u32);
+            }
         }
         starts[GROUPS] = runs.len();
         // The scan below relies on it: ranks rising within each group's run (the
@@ -189,16 +147,21 @@ fn merge_weight(bids: &[Bid], places: &[Place], pass_cost: f64, beam: usize) -> 
             f64::NEG_INFINITY
         };
         offers.clear();
-        offers.extend_from_slice(&layer);
+        offers.extend(
+            layer
+                .iter()
+                .enumerate()
+                .map(|(n, &(state, weight, _))| (state, weight, (n as u32, None))),
+        );
         // Once passing over objects costs more than the heaviest candidate can
         // bring, a group's later candidates are all below the floor too.
         let heaviest = bid.iter().map(|c| c.1).fold(f64::NEG_INFINITY, f64::max);
         let starts = run_starts[step];
-        for &(state, weight) in &layer {
+        for (n, &(state, weight, _)) in layer.iter().enumerate() {
             for g in 0..GROUPS {
-                let run = &runs[starts[g]..starts[g + 1]];
-                let first = run.partition_point(|c| c.0 < state[g]);
-                for &(rank, w) in &run[first..] {
+                let (begin, end) = (starts[g], starts[g + 1]);
+                let first = begin + runs[begin..end].partition_point(|c| c.0 < state[g]);
+                for (at, &(rank, w)) in runs.iter().enumerate().take(end).skip(first) {
                     let passing = f64::from(rank - state[g]) * pass_cost;
                     if weight + heaviest - passing < floor {
                         break;
@@ -207,14 +170,14 @@ fn merge_weight(bids: &[Bid], places: &[Place], pass_cost: f64, beam: usize) -> 
                     if offered >= floor {
                         let mut s = state;
                         s[g] = rank + 1;
-                        offers.push((s, offered));
+                        offers.push((s, offered, (n as u32, Some(objects[at]))));
                     }
                 }
             }
         }
         let mut lo = [u32::MAX; GROUPS];
         let mut hi = [0u32; GROUPS];
-        for (s, _) in &offers {
+        for (s, _, _) in &offers {
             for g in 0..GROUPS {
                 lo[g] = lo[g].min(s[g]);
                 hi[g] = hi[g].max(s[g]);
@@ -225,27 +188,25 @@ fn merge_weight(bids: &[Bid], places: &[Place], pass_cost: f64, beam: usize) -> 
         layer.clear();
         if cells <= MAX_TABLE_CELLS {
             if table.len() < cells {
-                table.resize(cells, (0, 0.0));
+                table.resize(cells, (0, 0));
             }
             touched.clear();
-            for &(s, w) in &offers {
+            for (i, &(s, w, _)) in offers.iter().enumerate() {
                 let cell = (s[0] - lo[0]) as usize * width + (s[1] - lo[1]) as usize;
                 let e = &mut table[cell];
                 if e.0 != stamp {
-                    *e = (stamp, w);
+                    *e = (stamp, i as u32);
                     touched.push(cell);
-                } else if w > e.1 {
-                    e.1 = w;
+                } else if w > offers[e.1 as usize].1 {
+                    e.1 = i as u32;
                 }
             }
-            layer.extend(touched.iter().map(|&cell| {
-                let state = [lo[0] + (cell / width) as u32, lo[1] + (cell % width) as u32];
-                (state, table[cell].1)
-            }));
+            layer.extend(touched.iter().map(|&cell| offers[table[cell].1 as usize]));
         } else {
             // States spread too far for a table (candidates far apart, as while the
-            // layer is not full yet): each state's best by sorting.
-            offers.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+            // layer is not full yet): each state's best by sorting (stable, so the
+            // first of equal offers stays, as in the table).
+            offers.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
             offers.dedup_by_key(|o| o.0);
             layer.extend_from_slice(&offers);
         }
@@ -253,9 +214,17 @@ fn merge_weight(bids: &[Bid], places: &[Place], pass_cost: f64, beam: usize) -> 
             layer.select_nth_unstable_by(beam - 1, heavier_first);
             layer.truncate(beam);
         }
+        if let Some(trail) = trail.as_deref_mut() {
+            trail.push(layer.clone());
+        }
     }
     // Never empty: the states of a step are offered again at the next.
     layer.iter().map(|s| s.1).fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// The total of [`beam_search`] alone.
+fn merge_weight(bids: &[Bid], places: &[Place], pass_cost: f64, beam: usize) -> f64 {
+    beam_search(bids, places, pass_cost, beam, None)
 }
 
 /// The places of objects whose connections are split as `group_of` says (objects in
@@ -670,6 +639,84 @@ fn learn_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    /// A plain beam search (a hash map of every offer, a full sort a step), the
+    /// reference the cheap one is held to.
+    fn merge_with_beam(
+        bids: &[Bid],
+        places: &[Place],
+        pass_cost: f64,
+        beam: usize,
+    ) -> (f64, Vec<Option<usize>>) {
+        // A state: the next rank each group may still link (lower ones are passed).
+        type State = [u32; GROUPS];
+        struct Node {
+            state: State,
+            weight: f64,
+            /// (node of the previous step, object linked at this step).
+            back: (u32, Option<u32>),
+        }
+        let mut steps: Vec<Vec<Node>> = Vec::with_capacity(bids.len() + 1);
+        steps.push(vec![Node {
+            state: [0; GROUPS],
+            weight: 0.0,
+            back: (u32::MAX, None),
+        }]);
+        for bid in bids {
+            let prev = steps.last().expect("the first step is there");
+            let mut best: HashMap<State, (f64, (u32, Option<u32>))> =
+                HashMap::with_capacity(prev.len() * (bid.len() + 1));
+            let mut offer = |state: State, weight: f64, back: (u32, Option<u32>)| {
+                let e = best.entry(state).or_insert((f64::NEG_INFINITY, back));
+                if weight > e.0 {
+                    *e = (weight, back);
+                }
+            };
+            for (n, node) in prev.iter().enumerate() {
+                offer(node.state, node.weight, (n as u32, None));
+                for &(o, w) in bid {
+                    let p = places[o];
+                    let g = usize::from(p.group);
+                    if p.rank >= node.state[g] {
+                        let mut s = node.state;
+                        s[g] = p.rank + 1;
+                        // Every object passed over is one left without an upstream: it
+                        // costs what a link is worth.
+                        let passed = f64::from(p.rank - node.state[g]);
+                        offer(
+                            s,
+                            node.weight + w - passed * pass_cost,
+                            (n as u32, Some(o as u32)),
+                        );
+                    }
+                }
+            }
+            let mut next: Vec<Node> = best
+                .into_iter()
+                .map(|(state, (weight, back))| Node {
+                    state,
+                    weight,
+                    back,
+                })
+                .collect();
+            // Heaviest first; equal weights by state, so the result does not depend on
+            // the hash map's order.
+            next.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.state.cmp(&b.state)));
+            next.truncate(beam);
+            steps.push(next);
+        }
+        let last = steps.last().expect("the first step is there");
+        let total = last.first().map_or(0.0, |n| n.weight);
+        let mut chosen = vec![None; bids.len()];
+        let mut at = 0u32;
+        for step in (1..steps.len()).rev() {
+            let (prev, object) = steps[step][at as usize].back;
+            chosen[step - 1] = object.map(|o| o as usize);
+            at = prev;
+        }
+        (total, chosen)
+    }
 
     /// Connections of the synthetic proxy: even ones on worker 0, odd ones on
     /// worker 1. Sixteen, so that a random split of the same sizes is the workers'
@@ -751,9 +798,10 @@ mod tests {
         (bids, conn_of)
     }
 
-    /// The learning's cheaper merge keeps the same states as the full one: the same
-    /// weight, with near candidates (the table) and with candidates anywhere in a
-    /// window of 1,200 (states too spread for the table while the layer fills).
+    /// The beam search keeps the same states as a plain one: the same weight, with
+    /// near candidates (the table) and with candidates anywhere in a window of 1,200
+    /// (states too spread for the table while the layer fills); and the links
+    /// merge() follows back keep each group's order and weigh that total.
     #[test]
     fn merge_weight_is_the_full_merges_total() {
         for (seed, n, reach) in [(1, 400, 6), (2, 400, 20), (3, 1200, 1200), (4, 1200, 1200)] {
@@ -765,6 +813,24 @@ mod tests {
                 let cheap = merge_weight(&bids, &places, 100.0, beam);
                 assert_eq!(full, cheap, "seed {seed}, reach {reach}, beam {beam}");
             }
+            // The links merge() follows back weigh its total.
+            let (total, chosen) = merge(&bids, &places, 100.0);
+            assert_eq!(total, merge_with_beam(&bids, &places, 100.0, BEAM).0);
+            let mut state = [0u32; GROUPS];
+            let mut weight = 0.0;
+            for (bid, c) in bids.iter().zip(&chosen) {
+                let Some(o) = *c else { continue };
+                let p = places[o];
+                let g = usize::from(p.group);
+                assert!(p.rank >= state[g], "seed {seed}: a group's order broken");
+                weight +=
+                    bid.iter().find(|x| x.0 == o).unwrap().1 - f64::from(p.rank - state[g]) * 100.0;
+                state[g] = p.rank + 1;
+            }
+            assert!(
+                (weight - total).abs() < 1e-6 * total.abs().max(1.0),
+                "seed {seed}: {weight} against {total}"
+            );
         }
     }
 
