@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 mod shard;
 use shard::Route;
-pub use shard::{run_sharded, ShardedRun};
+pub use shard::{run_sharded, ShardedRun, CHURN_VARIABLE};
 
 /// Where packets were seen: a capture file's interface, or, for SLL2 captures
 /// (`tcpdump -i any`), one interface index of the capturing host.
@@ -416,7 +416,7 @@ impl Pipeline {
         &mut self,
         frame: &Frame<'_>,
         interfaces: &Interfaces,
-        route: Option<&mut Route>,
+        mut route: Option<&mut Route>,
     ) {
         self.stats.frames += 1;
         self.stats.frame_bytes += frame.data.len() as u64;
@@ -426,6 +426,22 @@ impl Pipeline {
         if frame.ts.0.saturating_sub(self.last_expire.0) > 10_000_000_000 {
             self.last_expire = frame.ts;
             self.decoder.expire(frame.ts, &mut self.stats);
+        }
+        if let (Some(route), None) = (route.as_deref_mut(), &self.journal) {
+            if let Some(fast) = self.decoder.fast_tcp(frame, &mut self.stats) {
+                let vantage = vantage_of(
+                    &mut self.vantages,
+                    &mut self.by_iface,
+                    &mut self.by_ifindex,
+                    &self.links,
+                    frame.iface,
+                    None,
+                    interfaces,
+                );
+                let (src, dst) = (IpAddr::V4(fast.src), IpAddr::V4(fast.dst));
+                route.segment(frame.ts, vantage, src, dst, &fast.segment, &self.vantages);
+                return;
+            }
         }
         let decoded = self.decoder.decode(frame, &mut self.stats, &mut self.log);
         let vantage = vantage_of(
@@ -462,7 +478,9 @@ impl Pipeline {
         match decoded.net {
             Network::Ip(ip) => match &ip.transport {
                 Transport::Tcp(seg) => match route {
-                    Some(route) => route.segment(frame.ts, vantage, ip.src, ip.dst, seg),
+                    Some(route) => {
+                        route.segment(frame.ts, vantage, ip.src, ip.dst, seg, &self.vantages)
+                    }
                     None => self.tcp.segment(
                         &mut self.http,
                         frame.ts,

@@ -3,21 +3,32 @@
 //! numbers, counters and anomaly samples included.
 
 use crate::hostile::{flood_capture, fragmented_connections};
-use crate::util::{flowtrace_in_repo, golden, repo, scenario_captures, temp_dir, Doc};
+use crate::util::{flowtrace_in_repo_with, golden, repo, scenario_captures, temp_dir, Doc};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// Runs `pcap ARGS FILES --threads N` (in the repository: FILES may be relative to
-/// it) for N = 1, 2, 3 and asserts the outputs are identical; returns the
-/// one-thread output.
+/// it) for N = 1, 2, 3, and for 2 and 3 again with connections moved between
+/// shards every 64 frames (the rebalancing the front does as loads change, made
+/// constant), and asserts the outputs are identical; returns the one-thread
+/// output.
 fn same_with_any_threads(files: &[PathBuf], args: &[&str]) -> String {
     let mut outputs = Vec::new();
-    for threads in ["1", "2", "3"] {
+    for threads in ["1", "2", "3", "2 churning", "3 churning"] {
+        let (n, churn) = match threads.split_once(' ') {
+            Some((n, _)) => (n, true),
+            None => (threads, false),
+        };
         let mut a: Vec<OsString> = vec!["pcap".into()];
         a.extend(args.iter().map(OsString::from));
-        a.extend(["--threads".into(), threads.into()]);
+        a.extend(["--threads".into(), n.into()]);
         a.extend(files.iter().map(|f| f.as_os_str().to_owned()));
-        let run = flowtrace_in_repo(&a);
+        let vars: &[(&str, &str)] = if churn {
+            &[(flowtrace::pipeline::CHURN_VARIABLE, "1")]
+        } else {
+            &[]
+        };
+        let run = flowtrace_in_repo_with(&a, vars);
         assert_eq!(
             run.code, 0,
             "{files:?} {args:?} --threads {threads}: {}",

@@ -137,9 +137,19 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    flowtrace_in_repo_with(args, &[])
+}
+
+/// [`flowtrace_in_repo`] with `vars` set in its environment.
+pub fn flowtrace_in_repo_with<I, S>(args: I, vars: &[(&str, &str)]) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let out: Output = Command::new(env!("CARGO_BIN_EXE_flowtrace"))
         // Text shows local times: goldens are written in UTC wherever tests run.
         .env("TZ", "UTC")
+        .envs(vars.iter().copied())
         .args(args)
         .current_dir(repo())
         .output()

@@ -8,7 +8,7 @@ use crate::error::CaptureError;
 use crate::time::Ts;
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::PcapReaderIterator;
-use pcap_parser::{LegacyPcapReader, PcapBlockOwned, PcapError, PcapNGReader};
+use pcap_parser::{LegacyPcapBlock, LegacyPcapReader, PcapBlockOwned, PcapError, PcapNGReader};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{self, Cursor, Read};
@@ -296,7 +296,12 @@ impl FileReader {
         // frame, and through `dyn` none of the reader's small methods was inlined.
         let walk = &mut self.walk;
         match &mut self.reader {
-            Reader::Mapped(r) => walk.advance(r, interfaces, stats, warnings),
+            Reader::Mapped(r) => {
+                if let Some(ts) = walk.advance_mapped(r) {
+                    return Ok(Some(ts));
+                }
+                walk.advance(r, interfaces, stats, warnings)
+            }
             Reader::Legacy(r) => walk.advance(r, interfaces, stats, warnings),
             Reader::Ng(r) => walk.advance(r, interfaces, stats, warnings),
         }
@@ -327,6 +332,33 @@ impl FileReader {
 }
 
 impl Walk {
+    /// [`Walk::advance`]'s step from one packet record of a mapped legacy pcap to
+    /// the next, when that is all there is to it (the record parses and the file
+    /// header was read); `None` sends the caller down the general path, with the
+    /// previous block consumed.
+    fn advance_mapped(&mut self, reader: &mut MappedPcap) -> Option<Ts> {
+        if self.done {
+            return None;
+        }
+        let iface = match self.state.ifaces.as_slice() {
+            [iface] if !self.state.ng => *iface,
+            _ => return None,
+        };
+        let pending = std::mem::take(&mut self.pending_consume);
+        let (block_len, b) = reader.next_record(pending)?;
+        let p = FileState::legacy_packet(&b, &iface);
+        let base = reader.data().as_ptr() as usize;
+        self.head = Some(Head {
+            ts: p.ts,
+            start: p.addr - base,
+            len: p.len,
+            orig_len: p.orig_len,
+            iface: p.iface,
+            block_len,
+        });
+        Some(p.ts)
+    }
+
     /// [`FileReader::advance`] over one kind of reader.
     fn advance<R: PcapReaderIterator + ?Sized>(
         &mut self,
@@ -447,6 +479,22 @@ impl Walk {
 }
 
 impl FileState {
+    /// A legacy pcap record as a packet of the file's one interface.
+    fn legacy_packet(b: &LegacyPcapBlock<'_>, iface: &IfaceState) -> PacketRef {
+        let sub = if iface.units == 1_000_000 {
+            i64::from(b.ts_usec) * 1000
+        } else {
+            i64::from(b.ts_usec)
+        };
+        PacketRef {
+            ts: Ts::from_parts(i64::from(b.ts_sec), sub),
+            addr: b.data.as_ptr() as usize,
+            len: b.data.len(),
+            orig_len: b.origlen,
+            iface: 0,
+        }
+    }
+
     fn on_block(
         &mut self,
         block: PcapBlockOwned<'_>,
@@ -496,18 +544,7 @@ impl FileState {
                 let Some(iface) = self.ifaces.first().copied() else {
                     return Step::Stop("packet record before the file header".into());
                 };
-                let sub = if iface.units == 1_000_000 {
-                    i64::from(b.ts_usec) * 1000
-                } else {
-                    i64::from(b.ts_usec)
-                };
-                Step::Packet(PacketRef {
-                    ts: Ts::from_parts(i64::from(b.ts_sec), sub),
-                    addr: b.data.as_ptr() as usize,
-                    len: b.data.len(),
-                    orig_len: b.origlen,
-                    iface: 0,
-                })
+                Step::Packet(FileState::legacy_packet(&b, &iface))
             }
             PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
                 if shb.major_version != 1 {

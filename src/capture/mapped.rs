@@ -213,6 +213,28 @@ impl MappedPcap {
     }
 }
 
+impl MappedPcap {
+    /// The next packet record after consuming `pending` bytes, parsed straight from
+    /// the map: the common step of a walk, without the block enum and the reader
+    /// trait's round trip (those were two thirds of reading a small-packet frame).
+    /// `None` when the header is still to be handed out, at the end, or when the
+    /// record does not parse: the caller then takes the general path, which reports
+    /// it.
+    pub(super) fn next_record(&mut self, pending: usize) -> Option<(usize, LegacyPcapBlock<'_>)> {
+        if pending > 0 {
+            self.advance(pending);
+        }
+        if self.pos == 0 {
+            return None;
+        }
+        let data = &self.map[self.pos..];
+        match (self.parse)(data) {
+            Ok((rest, block)) => Some((data.len() - rest.len(), block)),
+            Err(_) => None,
+        }
+    }
+}
+
 impl PcapReaderIterator for MappedPcap {
     fn next(&mut self) -> Result<(usize, PcapBlockOwned<'_>), PcapError<&[u8]>> {
         if self.pos == 0 {

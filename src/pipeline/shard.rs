@@ -1,17 +1,27 @@
 //! A run of the pipeline with its TCP and HTTP work sharded by connection over
-//! worker threads, writing the same bytes as one [`Pipeline`] would.
+//! threads, writing the same bytes as one [`Pipeline`] would.
 //!
 //! Threads and what crosses them:
 //! - the **front** (the caller's thread) reads frames, decodes them (IP fragments are
 //!   reassembled here, before any sharding, so a datagram's pieces never split),
 //!   names the capture points and keeps VRRP and ARP events: everything that spans
-//!   connections. Each TCP segment goes, with a copy of its payload, to the shard
-//!   its connection hashes to (both directions hash alike).
+//!   connections. Each TCP segment goes to the shard that holds its connection's
+//!   bucket (a range of connection hashes; both directions hash alike): shard 0
+//!   is the front's own and takes it at once, the others get it, with a copy of
+//!   its payload, in their next round.
 //! - each **shard** owns a TCP table and an HTTP analyzer for its connections and
 //!   formats the JSON of the transactions they complete, all but the two numbers
-//!   that depend on the whole run (`id`, `conn_id`).
+//!   that depend on the whole run (`id`, `conn_id`). Shards 1.. have a thread each.
 //! - the **merger** puts the shards' records back into the order one table would
 //!   have completed them and writes them with those numbers.
+//!
+//! Why shard 0 is the front's: with a thread per shard besides the front, two
+//! cores ran four threads, and the kernel left a thread waiting behind another on
+//! its core while the other core had nothing to do (it moved none in a run: 14-19 %
+//! of both cores idle, docs/PERFORMANCE.md). With the front working a shard, two
+//! threads do nearly all the work. The front reads and decodes for all shards, so
+//! it takes fewer connections than the others: the front moves buckets between
+//! shards until their threads' CPU times match ([`Route::rebalance`]).
 //!
 //! How the order is the same as one thread's: frames are numbered; the front cuts
 //! them into rounds of [`ROUND_FRAMES`] (fewer when their payload reaches
@@ -31,7 +41,9 @@
 //!
 //! What can differ from one thread: the TCP table's limits (`max_connections`, the
 //! memory budget) are split evenly over the shards, so when a capture makes them
-//! evict, each shard evicts by what it holds, not by what all hold.
+//! evict, each shard evicts by what it holds, not by what all hold; and what each
+//! holds depends on where the front moved buckets, which follows the threads' CPU
+//! times, so evictions can differ from one run to the next.
 //!
 //! Why not shard at the frame: the decode is a few percent of the work, and doing it
 //! once up front keeps fragments, capture points and the layer-2 events in one place.
@@ -43,13 +55,14 @@ use crate::decode::TcpSegment;
 use crate::error::{Error, RenderError};
 use crate::http::{HttpAnalyzer, HttpConn, KeptHeaders};
 use crate::render::{record_tail, RecordCache, Writer};
-use crate::tcp::{TcpConfig, TcpTable, VantageId};
+use crate::tcp::{connection_hash, TcpConfig, TcpTable, VantageId};
 use crate::time::Ts;
 use rustc_hash::FxHashMap;
-use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
 
 /// Frames in a round. Large enough that a round's hand-over costs little against
 /// its work, small enough that the rounds in flight hold little memory (they are
@@ -71,6 +84,10 @@ pub const ROUND_FRAMES: u64 = 4096;
 pub const ROUND_BYTES: usize = 1 << 20;
 /// Rounds queued between the front and a shard, and between a shard and the merger.
 const ROUNDS_IN_FLIGHT: usize = 2;
+
+/// Set in the environment, the front moves buckets between shards every round,
+/// whatever their loads: for tests, which check that the output does not change.
+pub const CHURN_VARIABLE: &str = "FLOWTRACE_TEST_SHARD_CHURN";
 
 /// What the rounds in flight may hold of frames' items, the payload aside: per
 /// shard, the rounds queued each way, the one being filled, the one being worked
@@ -112,6 +129,7 @@ struct Seg {
     window: u16,
     missing: u32,
     ttl: u8,
+    bucket: u16,
     start: u32,
     len: u32,
 }
@@ -135,18 +153,49 @@ struct InRound {
     last: bool,
 }
 
-/// The front's side: the rounds being filled.
+/// The front's side: the rounds being filled for the shard threads, and shard 0,
+/// which the front runs itself.
 pub(super) struct Route {
     frame: u64,
     last_sweep: Ts,
+    /// The rounds of shards 1.. (index `shard - 1`).
     rounds: Vec<InRound>,
-    /// Payload bytes in the rounds being filled.
+    /// Payload bytes routed since the last round was sent (shard 0's too).
     bytes: usize,
+    /// Shard 0, worked on the front's thread as each segment is decoded: no copy of
+    /// its segments, and one thread fewer than shards plus front, so that on two
+    /// cores no thread waits behind another on its core while the other core has
+    /// nothing to do (docs/PERFORMANCE.md, session 33).
+    local: Shard,
+    /// Shard 0's output of the round being filled.
+    local_out: OutRound,
+    /// The shard of each bucket.
+    owner: Vec<u16>,
+    /// The last round that routed a segment to each bucket, counted from 1 and
+    /// kept modulo 256: enough to tell the rounds still in flight (a handful).
+    last_routed: Vec<u8>,
+    /// Rounds sent so far.
+    sent: u64,
+    /// Every shard's load, by shard.
+    loads: Vec<Arc<Load>>,
+    /// The merger's CPU time, in nanoseconds.
+    merger_busy: Arc<AtomicU64>,
+    /// Whether the merger shares a core with the shards (no core to spare for it).
+    merger_shares: bool,
+    /// CPU times at the last rebalance: the front's, the merger's, and each
+    /// shard's (by shard; shard 0's is the front's).
+    last_busy: (u64, u64, Vec<u64>),
+    /// Where the search for buckets to move goes on from.
+    cursor: usize,
+    /// Moves buckets every round whatever the loads (tests: the output must not
+    /// depend on where connections are worked).
+    churn: bool,
 }
 
 impl Route {
     /// Hands one segment to its connection's shard (and a sweep to all, when one
-    /// table would sweep before it).
+    /// table would sweep before it); `vantages` is the front's table, which names
+    /// the capture points of shard 0's records.
     pub(super) fn segment(
         &mut self,
         ts: Ts,
@@ -154,6 +203,7 @@ impl Route {
         src: IpAddr,
         dst: IpAddr,
         seg: &TcpSegment<'_>,
+        vantages: &[Vantage],
     ) {
         // TcpTable::segment's rule.
         if ts.0.saturating_sub(self.last_sweep.0) >= 1_000_000_000 {
@@ -164,17 +214,35 @@ impl Route {
                     ts,
                 });
             }
+            self.local.sweep(self.frame, ts, &mut self.local_out);
         }
-        let shard = shard_of(
+        let bucket = bucket_of(connection_hash(
             vantage,
-            (src, seg.src_port),
-            (dst, seg.dst_port),
-            self.rounds.len(),
-        );
-        let r = &mut self.rounds[shard];
+            &SocketAddr::new(src, seg.src_port),
+            &SocketAddr::new(dst, seg.dst_port),
+        ));
+        let shard = usize::from(self.owner[bucket]);
+        self.last_routed[bucket] = (self.sent + 1) as u8;
+        self.bytes += seg.payload.len();
+        if shard == 0 {
+            let known = self.local.vantages.len();
+            if known < vantages.len() {
+                self.local.vantages.extend_from_slice(&vantages[known..]);
+            }
+            self.local.segment(
+                self.frame,
+                ts,
+                vantage,
+                (src, dst),
+                seg,
+                bucket as u16,
+                &mut self.local_out,
+            );
+            return;
+        }
+        let r = &mut self.rounds[shard - 1];
         let start = r.data.len() as u32;
         r.data.extend_from_slice(seg.payload);
-        self.bytes += seg.payload.len();
         r.items.push(Item::Seg(Seg {
             frame: self.frame,
             ts,
@@ -189,20 +257,178 @@ impl Route {
             window: seg.window,
             missing: seg.missing,
             ttl: seg.ttl,
+            bucket: bucket as u16,
             start,
             len: seg.payload.len() as u32,
         }));
     }
+
+    /// Moves buckets between shard 0 (the front's) and each other shard, so that
+    /// the cores are equally busy. The front also reads and decodes for all, so an
+    /// even split of connections leaves its thread with more to do than the
+    /// others, by how much depending on the traffic (docs/PERFORMANCE.md); this
+    /// finds the split for the capture and machine at hand, from the busy time of
+    /// each thread over the last [`REBALANCE_ROUNDS`] rounds: the front's against
+    /// each shard's, with its part of the merger's when the merger has no core of
+    /// its own.
+    ///
+    /// A bucket moves only when its shard holds none of its connections and has
+    /// worked through every round that routed one to it: a connection's segments
+    /// all reach the one table that holds it, so the output is the same whatever
+    /// moves (the merger orders records by key, not by shard). Where a table's
+    /// limits make it evict, what each holds, and so what it evicts, does depend
+    /// on where connections went.
+    fn rebalance(&mut self) {
+        let workers = self.loads.len() - 1;
+        if self.churn {
+            for j in 1..=workers {
+                let (from, to) = if self.sent.is_multiple_of(2) {
+                    (j, 0)
+                } else {
+                    (0, j)
+                };
+                self.move_buckets(from, to, BUCKETS / 8);
+            }
+            return;
+        }
+        if workers == 0 || !self.sent.is_multiple_of(REBALANCE_ROUNDS) {
+            return;
+        }
+        let front = thread_cpu_ns();
+        let merger = self.merger_busy.load(Ordering::Relaxed);
+        let front_delta = front.saturating_sub(self.last_busy.0);
+        let merger_delta = merger.saturating_sub(self.last_busy.1);
+        self.last_busy.0 = front;
+        self.last_busy.1 = merger;
+        for j in 1..=workers {
+            let busy = self.loads[j].busy_ns.load(Ordering::Relaxed);
+            let mut delta = busy.saturating_sub(self.last_busy.2[j]);
+            self.last_busy.2[j] = busy;
+            if self.merger_shares {
+                delta += merger_delta / workers as u64;
+            }
+            let (a, b) = (front_delta as f64, delta as f64);
+            if a + b <= 0.0 {
+                continue;
+            }
+            // The share of the two's work to shift, half the imbalance; a
+            // bucket is 1/BUCKETS of all connections.
+            let imbalance = (a - b) / (a + b);
+            if imbalance.abs() < IMBALANCE_TOLERATED {
+                continue;
+            }
+            let n = ((imbalance.abs() * GAIN * BUCKETS as f64) as usize).clamp(1, MOVES_PER_ROUND);
+            if imbalance > 0.0 {
+                self.move_buckets(0, j, n);
+            } else {
+                self.move_buckets(j, 0, n);
+            }
+        }
+    }
+
+    /// Gives up to `n` of shard `from`'s idle buckets to shard `to`.
+    fn move_buckets(&mut self, from: usize, to: usize, n: usize) {
+        // Rounds sent that `from` has not worked through (shard 0 works each
+        // segment as it is routed).
+        let in_flight = if from == 0 {
+            0
+        } else {
+            self.sent - self.loads[from].done.load(Ordering::Acquire).min(self.sent)
+        };
+        if in_flight >= 256 {
+            return;
+        }
+        let mut moved = 0;
+        for _ in 0..MOVE_SEARCH {
+            let b = self.cursor;
+            self.cursor = (self.cursor + 1) % BUCKETS;
+            // Rounds since the bucket's last segment was routed (modulo 256: a
+            // bucket idle for longer may look recent, and then stays).
+            let age = (self.sent as u8).wrapping_sub(self.last_routed[b]);
+            if usize::from(self.owner[b]) == from
+                && u64::from(age) >= in_flight
+                && self.loads[from].live[b].load(Ordering::Relaxed) == 0
+            {
+                self.owner[b] = to as u16;
+                moved += 1;
+                if moved == n {
+                    break;
+                }
+            }
+        }
+    }
 }
 
-/// The shard of a connection: the same for both directions.
+/// The CPU time of the calling thread, in nanoseconds (user and system): what
+/// [`Route::rebalance`] balances. Wall-clock times would count a thread's waits for
+/// a core it shares as work.
+fn thread_cpu_ns() -> u64 {
+    #[cfg(unix)]
+    {
+        use nix::time::{clock_gettime, ClockId};
+        clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+            .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+            .unwrap_or(0)
+    }
+    #[cfg(not(unix))]
+    0
+}
+
+/// Buckets of connection hashes: the unit in which connections are handed from one
+/// shard to another ([`Route::rebalance`]). Many more than the connections open at
+/// a time in most captures, so that most buckets are empty at any moment and can
+/// move.
+const BUCKETS: usize = 1 << 14;
+
+/// Buckets looked at in one search for buckets to move.
+const MOVE_SEARCH: usize = 2048;
+
+/// Rounds between two rebalances: enough work to time (a few milliseconds).
+const REBALANCE_ROUNDS: u64 = 4;
+
+/// Buckets moved at most per rebalance and shard: 3 % of the connections, so that
+/// a split that starts even reaches one a few tenths away within some tens of
+/// rebalances, without swinging past it.
+const MOVES_PER_ROUND: usize = BUCKETS / 128;
+
+/// The share of connections moved per unit of imbalance at one rebalance: a
+/// fraction of what would balance the last rounds' times, since those times are
+/// noisy (a tenth either way from one rebalance to the next on a quiet machine).
+const GAIN: f64 = 0.1;
+
+/// Busy times this close (their difference over their sum) are balanced.
+const IMBALANCE_TOLERATED: f64 = 0.02;
+
+/// A connection's bucket: the high bits of its hash (FxHash's well-mixed ones).
+fn bucket_of(hash: u64) -> usize {
+    (hash >> (64 - BUCKETS.trailing_zeros())) as usize
+}
+
+/// What a shard tells the front about its load, read without waiting.
+struct Load {
+    /// Connections the shard's table holds, by bucket.
+    live: Vec<AtomicU32>,
+    /// Rounds the shard has worked through.
+    done: AtomicU64,
+    /// Nanoseconds spent working through them.
+    busy_ns: AtomicU64,
+}
+
+impl Load {
+    fn new() -> Load {
+        Load {
+            live: (0..BUCKETS).map(|_| AtomicU32::new(0)).collect(),
+            done: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The shard of a connection with an even split: the same for both directions.
+#[cfg(test)]
 fn shard_of(vantage: VantageId, a: (IpAddr, u16), b: (IpAddr, u16), shards: usize) -> usize {
-    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    let mut h = rustc_hash::FxHasher::default();
-    (vantage, lo, hi).hash(&mut h);
-    // FxHash's high bits are its well-mixed ones, scaled to 0..shards by a multiply
-    // (the division of `% shards` was 5 % of the front's routing in perf).
-    (((h.finish() >> 32) * shards as u64) >> 32) as usize
+    let (a, b) = (SocketAddr::new(a.0, a.1), SocketAddr::new(b.0, b.1));
+    bucket_of(connection_hash(vantage, &a, &b)) * shards / BUCKETS
 }
 
 enum What {
@@ -243,11 +469,12 @@ struct Shard {
     /// addresses).
     cache: RecordCache,
     seq: u64,
-    removed: Vec<u64>,
+    removed: Vec<(u64, u64)>,
+    load: Arc<Load>,
 }
 
 impl Shard {
-    fn new(tcp: TcpConfig, headers: bool) -> Shard {
+    fn new(tcp: TcpConfig, headers: bool, load: Arc<Load>) -> Shard {
         let mut table = TcpTable::new(tcp);
         table.shard_mode();
         Shard {
@@ -270,6 +497,7 @@ impl Shard {
             cache: RecordCache::default(),
             seq: 0,
             removed: Vec::new(),
+            load,
         }
     }
 
@@ -284,10 +512,7 @@ impl Shard {
         self.vantages.append(&mut input.vantages);
         for item in input.items.drain(..) {
             match item {
-                Item::Sweep { frame, ts } => {
-                    self.tcp.sweep(&mut self.http, ts, &mut self.stats);
-                    self.collect(&mut out, frame, 0);
-                }
+                Item::Sweep { frame, ts } => self.sweep(frame, ts, &mut out),
                 Item::Seg(s) => {
                     let payload = &input.data[s.start as usize..][..s.len as usize];
                     let seg = TcpSegment {
@@ -301,45 +526,74 @@ impl Shard {
                         missing: s.missing,
                         ttl: s.ttl,
                     };
-                    self.tcp.set_next_id(s.frame);
-                    self.tcp.segment(
-                        &mut self.http,
-                        s.ts,
-                        s.vantage,
-                        s.src,
-                        s.dst,
-                        &seg,
-                        &mut self.stats,
-                        &mut self.log,
-                    );
-                    if self.tcp.next_id() != s.frame {
-                        let key = (s.frame, 1, 0, self.next_seq());
-                        out.items.push((key, What::Open));
-                    }
-                    self.collect(&mut out, s.frame, 1);
+                    let ends = (s.src, s.dst);
+                    self.segment(s.frame, s.ts, s.vantage, ends, &seg, s.bucket, &mut out);
                 }
             }
         }
         input.data.clear();
         if input.last {
-            self.tcp.finish(&mut self.http, &mut self.stats);
-            self.collect(&mut out, u64::MAX, 0);
-            let mut stats = std::mem::take(&mut self.stats);
-            stats.merge(&self.http.stats);
-            out.end = Some(Box::new(ShardEnd {
-                stats,
-                tcp_log: (
-                    std::mem::take(&mut self.log),
-                    std::mem::take(&mut self.log_keys),
-                ),
-                http_log: (
-                    std::mem::take(&mut self.http.log),
-                    std::mem::take(&mut self.http_keys),
-                ),
-            }));
+            self.finish(&mut out);
         }
         input.last = false;
         (out, input)
+    }
+
+    /// Sweeps the table at `ts`, as one table would at `frame`.
+    fn sweep(&mut self, frame: u64, ts: Ts, out: &mut OutRound) {
+        self.tcp.sweep(&mut self.http, ts, &mut self.stats);
+        self.collect(out, frame, 0);
+    }
+
+    /// Takes the segment of frame `frame`.
+    #[allow(clippy::too_many_arguments)]
+    fn segment(
+        &mut self,
+        frame: u64,
+        ts: Ts,
+        vantage: VantageId,
+        (src, dst): (IpAddr, IpAddr),
+        seg: &TcpSegment<'_>,
+        bucket: u16,
+        out: &mut OutRound,
+    ) {
+        self.tcp.set_next_id(frame);
+        self.tcp.segment(
+            &mut self.http,
+            ts,
+            vantage,
+            src,
+            dst,
+            seg,
+            &mut self.stats,
+            &mut self.log,
+        );
+        if self.tcp.next_id() != frame {
+            let key = (frame, 1, 0, self.next_seq());
+            out.items.push((key, What::Open));
+            self.load.live[usize::from(bucket)].fetch_add(1, Ordering::Relaxed);
+        }
+        self.collect(out, frame, 1);
+    }
+
+    /// Ends the input: closes every connection and puts what the shard hands over
+    /// at the end into `out`.
+    fn finish(&mut self, out: &mut OutRound) {
+        self.tcp.finish(&mut self.http, &mut self.stats);
+        self.collect(out, u64::MAX, 0);
+        let mut stats = std::mem::take(&mut self.stats);
+        stats.merge(&self.http.stats);
+        out.end = Some(Box::new(ShardEnd {
+            stats,
+            tcp_log: (
+                std::mem::take(&mut self.log),
+                std::mem::take(&mut self.log_keys),
+            ),
+            http_log: (
+                std::mem::take(&mut self.http.log),
+                std::mem::take(&mut self.http_keys),
+            ),
+        }));
     }
 
     /// Moves what the last step completed, dropped and logged into `out`, keyed.
@@ -376,8 +630,10 @@ impl Shard {
         self.tcp.drain_removed(&mut self.removed);
         // Drained, not taken: the list keeps its capacity for the next segment.
         for i in 0..self.removed.len() {
+            let (id, hash) = self.removed[i];
             let key = (frame, phase, 0, self.next_seq());
-            out.items.push((key, What::Drop(self.removed[i])));
+            out.items.push((key, What::Drop(id)));
+            self.load.live[bucket_of(hash)].fetch_sub(1, Ordering::Relaxed);
         }
         self.removed.clear();
         // The TCP table logs only at a frame's segment (evictions).
@@ -437,7 +693,13 @@ pub fn run_sharded<W: Write + Send>(
         // allocator: 150 MiB peak on the small-packet capture).
         let mut spare_in = Vec::new();
         let mut spare_out_tx = Vec::new();
-        for _ in 0..shards {
+        // Shard 0 is the front's own: its output goes to the merger like the others'.
+        let (local_tx, local_rx) = sync_channel::<OutRound>(ROUNDS_IN_FLIGHT);
+        let (local_back_tx, local_back_rx) = std::sync::mpsc::channel::<OutRound>();
+        from_shards.push(local_rx);
+        spare_out_tx.push(local_back_tx);
+        let loads: Vec<Arc<Load>> = (0..shards).map(|_| Arc::new(Load::new())).collect();
+        for load in loads.iter().skip(1).cloned() {
             let (tx, rx) = sync_channel::<InRound>(ROUNDS_IN_FLIGHT);
             let (out_tx, out_rx) = sync_channel::<OutRound>(ROUNDS_IN_FLIGHT);
             let (back_tx, back_rx) = std::sync::mpsc::channel::<InRound>();
@@ -450,11 +712,13 @@ pub fn run_sharded<W: Write + Send>(
             workers.push(
                 worker
                     .spawn_scoped(scope, move || {
-                        let mut shard = Shard::new(per_shard, headers);
+                        let mut shard = Shard::new(per_shard, headers, load.clone());
                         for input in rx.iter() {
                             let last = input.last;
                             let out = out_back_rx.try_recv().unwrap_or_default();
                             let (out, input) = shard.round(input, out);
+                            load.busy_ns.store(thread_cpu_ns(), Ordering::Relaxed);
+                            load.done.fetch_add(1, Ordering::Release);
                             // The front may have finished: then the round is dropped here.
                             let _ = back_tx.send(input);
                             // A closed channel: the merger stopped on an error it reports.
@@ -466,16 +730,34 @@ pub fn run_sharded<W: Write + Send>(
                     .map_err(RenderError::Io)?,
             );
         }
+        let merger_busy = Arc::new(AtomicU64::new(0));
         let merger = std::thread::Builder::new()
             .name("flowtrace-merge".into())
-            .spawn_scoped(scope, move || merge(from_shards, spare_out_tx, writer))
+            .spawn_scoped(scope, {
+                let busy = merger_busy.clone();
+                move || merge(from_shards, spare_out_tx, writer, &busy)
+            })
             .map_err(RenderError::Io)?;
 
         let mut route = Route {
             frame: 0,
             last_sweep: Ts(i64::MIN),
-            rounds: (0..shards).map(|_| InRound::default()).collect(),
+            rounds: (1..shards).map(|_| InRound::default()).collect(),
             bytes: 0,
+            local: Shard::new(per_shard, headers, loads[0].clone()),
+            local_out: OutRound::default(),
+            // An even split to start with.
+            owner: (0..BUCKETS)
+                .map(|b| (b * shards / BUCKETS) as u16)
+                .collect(),
+            last_routed: vec![0; BUCKETS],
+            sent: 0,
+            merger_busy,
+            merger_shares: std::thread::available_parallelism().map_or(1, |n| n.get()) <= shards,
+            last_busy: (0, 0, vec![0; shards]),
+            loads,
+            cursor: 0,
+            churn: std::env::var_os(CHURN_VARIABLE).is_some(),
         };
         let mut vantages_sent = 0;
         let mut send = |route: &mut Route, front: &Pipeline, last: bool| -> bool {
@@ -483,14 +765,33 @@ pub fn run_sharded<W: Write + Send>(
             vantages_sent = front.vantages.len();
             let mut ok = true;
             route.bytes = 0;
-            for ((r, tx), spare) in route.rounds.iter_mut().zip(&to_shards).zip(&spare_in) {
+            let rounds = route.rounds.iter_mut().zip(&to_shards).zip(&spare_in);
+            for ((r, tx), spare) in rounds {
                 let mut round = std::mem::replace(r, spare.try_recv().unwrap_or_default());
                 round.vantages = new.to_vec();
                 round.last = last;
                 ok &= tx.send(round).is_ok();
             }
+            route.sent += 1;
+            route.rebalance();
+            // Shard 0's output after the other shards' input: the merger waits for
+            // theirs of this round, which they can then already be working on.
+            let spare = local_back_rx.try_recv().unwrap_or_default();
+            let mut out = std::mem::replace(&mut route.local_out, spare);
+            if last {
+                // The front names no capture point after the end.
+                let known = route.local.vantages.len();
+                route
+                    .local
+                    .vantages
+                    .extend_from_slice(&front.vantages[known..]);
+                route.local.finish(&mut out);
+            }
+            ok &= local_tx.send(out).is_ok();
             ok
         };
+        // Churning, short rounds: many moves even in a small capture.
+        let round_frames = if route.churn { 64 } else { ROUND_FRAMES };
         let mut read: Result<(), Error> = Ok(());
         let mut frames: u64 = 0;
         let mut in_round: u64 = 0;
@@ -510,7 +811,7 @@ pub fn run_sharded<W: Write + Send>(
             }
             frames += 1;
             in_round += 1;
-            if in_round == ROUND_FRAMES || route.bytes >= ROUND_BYTES {
+            if in_round == round_frames || route.bytes >= ROUND_BYTES {
                 in_round = 0;
                 if !send(&mut route, front, false) {
                     break;
@@ -524,8 +825,10 @@ pub fn run_sharded<W: Write + Send>(
             front.finish();
             send(&mut route, front, true);
         }
-        // Closing the channels stops the shards (after an error, mid-run).
+        // Closing the channels stops the shards and the merger (after an error,
+        // mid-run).
         drop(to_shards);
+        drop(local_tx);
         for w in workers {
             w.join()
                 .map_err(|_| RenderError::Io(std::io::Error::other("a shard panicked")))?;
@@ -557,6 +860,7 @@ fn merge<W: Write>(
     from_shards: Vec<Receiver<OutRound>>,
     spares: Vec<std::sync::mpsc::Sender<OutRound>>,
     mut writer: Writer<W>,
+    busy_ns: &AtomicU64,
 ) -> Result<(Writer<W>, Vec<ShardEnd>), Error> {
     let stopped = || RenderError::Io(std::io::Error::other("a shard stopped"));
     // Connection numbers as one table gives them, by the shards' numbers (the
@@ -624,6 +928,7 @@ fn merge<W: Write>(
             // The shard may have finished: then the round is dropped here.
             let _ = spare.send(r);
         }
+        busy_ns.store(thread_cpu_ns(), Ordering::Relaxed);
     }
 }
 

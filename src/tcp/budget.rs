@@ -148,7 +148,7 @@ impl<C> TcpTable<C> {
                 return true;
             }
             if let Some(r) = &mut self.removed {
-                r.push(h.id);
+                r.push((h.id, k.hash_value()));
             }
             evicted += 1;
             log.push("tcp_evicted_half_open", ts, || {

@@ -227,7 +227,21 @@ struct FlowKey {
     vantage: VantageId,
 }
 
+/// A hash of the connection between `a` and `b` seen at `vantage`, the same for
+/// both directions: what a sharded run routes a connection's segments by, and
+/// what [`TcpTable::drain_removed`] gives with a removed connection's id.
+pub fn connection_hash(vantage: VantageId, a: &SocketAddr, b: &SocketAddr) -> u64 {
+    FlowKey::new(vantage, a, b).hash_value()
+}
+
 impl FlowKey {
+    fn hash_value(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = rustc_hash::FxHasher::default();
+        self.hash(&mut h);
+        h.finish()
+    }
+
     fn new(vantage: VantageId, a: &SocketAddr, b: &SocketAddr) -> FlowKey {
         let (a, b) = (endpoint_key(a), endpoint_key(b));
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
@@ -388,9 +402,10 @@ pub struct TcpTable<C> {
     /// whose sweeps are decided for all shards by the thread that routes the
     /// segments, at the frame where one table would sweep).
     external_sweeps: bool,
-    /// Ids of the entries removed since [`TcpTable::drain_removed`], when kept (a
+    /// Ids and [`connection_hash`]es of the entries removed since
+    /// [`TcpTable::drain_removed`], when kept (a
     /// shard's merger forgets the connection's global id then).
-    removed: Option<Vec<u64>>,
+    removed: Option<Vec<(u64, u64)>>,
 }
 
 impl<C> TcpTable<C> {
@@ -431,9 +446,10 @@ impl<C> TcpTable<C> {
         self.next_id
     }
 
-    /// Moves the ids of the entries removed since the last call to `out` (nothing
+    /// Moves the ids and [`connection_hash`]es of the entries removed since the
+    /// last call to `out` (nothing
     /// unless [`TcpTable::shard_mode`]).
-    pub fn drain_removed(&mut self, out: &mut Vec<u64>) {
+    pub fn drain_removed(&mut self, out: &mut Vec<(u64, u64)>) {
         if let Some(r) = &mut self.removed {
             out.append(r);
         }
@@ -700,7 +716,7 @@ impl<C> TcpTable<C> {
             }
         };
         if let Some(r) = &mut self.removed {
-            r.push(id);
+            r.push((id, key.hash_value()));
         }
         Some(slot)
     }
