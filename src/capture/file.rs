@@ -307,6 +307,42 @@ impl FileReader {
         }
     }
 
+    /// The next frame of a mapped legacy pcap whose header was read (its data
+    /// left to the caller), when the next record parses and no frame is waiting at
+    /// the head; `None` leaves the rest (errors, the end) to
+    /// [`FileReader::advance`], with the previous record consumed.
+    fn next_mapped(&mut self) -> Option<MappedFrame> {
+        let walk = &mut self.walk;
+        if walk.head.is_some() || walk.done || walk.state.ng {
+            return None;
+        }
+        let Reader::Mapped(reader) = &mut self.reader else {
+            return None;
+        };
+        let iface = match walk.state.ifaces.as_slice() {
+            [iface] => *iface,
+            _ => return None,
+        };
+        let pending = std::mem::take(&mut walk.pending_consume);
+        let (block_len, b) = reader.next_record(pending)?;
+        let p = FileState::legacy_packet(&b, &iface);
+        let base = reader.data().as_ptr() as usize;
+        walk.state.last_ts = p.ts;
+        walk.state.frames += 1;
+        walk.pending_consume = block_len;
+        Some(MappedFrame {
+            frame: Frame {
+                ts: p.ts,
+                iface: iface.id,
+                link: iface.link,
+                orig_len: p.orig_len,
+                data: &[],
+            },
+            start: p.addr - base,
+            len: p.len,
+        })
+    }
+
     /// Hands out the packet block at the head (after [`FileReader::advance`] found
     /// it), without parsing it again.
     fn take(&mut self) -> Option<Frame<'_>> {
@@ -672,6 +708,14 @@ struct PacketRef {
     iface: usize,
 }
 
+/// A frame that [`FileReader::next_mapped`] found: its data at `start..start + len`
+/// of the reader's data (taken after, so that the reader is borrowed once).
+struct MappedFrame {
+    frame: Frame<'static>,
+    start: usize,
+    len: usize,
+}
+
 /// A packet block at the head of the buffer, not yet handed out.
 #[derive(Clone, Copy)]
 struct Head {
@@ -736,6 +780,21 @@ impl FileSource {
         &mut self,
         stats: &mut Stats,
     ) -> Result<Option<(Frame<'_>, &Interfaces)>, CaptureError> {
+        // One mapped file: its next record straight to a frame (most runs; the
+        // general path below peeks at every file's next frame to merge by time).
+        if self.readers.len() == 1 {
+            if let Some(frame) = self.readers[0].next_mapped() {
+                self.current = Some(0);
+                let data = self.readers[0].reader.iter().data();
+                let frame = Frame {
+                    data: data
+                        .get(frame.start..frame.start + frame.len)
+                        .unwrap_or_default(),
+                    ..frame.frame
+                };
+                return Ok(Some((frame, &self.interfaces)));
+            }
+        }
         let mut best: Option<(Ts, usize)> = None;
         for (i, r) in self.readers.iter_mut().enumerate() {
             if let Some(ts) = r.advance(&mut self.interfaces, stats, &mut self.warnings)? {

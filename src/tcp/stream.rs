@@ -40,6 +40,8 @@ struct Recent {
 
 /// Bytes at each end of a segment that its fingerprint covers.
 const FINGERPRINT_EDGE: usize = 32;
+// An edge is one 8-byte word per lane of `fingerprint`.
+const _: () = assert!(FINGERPRINT_EDGE == 4 * 8);
 
 /// A 32-bit fingerprint of a segment: its length and its first and last
 /// [`FINGERPRINT_EDGE`] bytes (all of it when shorter than both), hashed by four
@@ -74,8 +76,13 @@ fn fingerprint(b: &[u8]) -> u32 {
     if b.len() <= 2 * FINGERPRINT_EDGE {
         add(b);
     } else {
-        add(&b[..FINGERPRINT_EDGE]);
-        add(&b[b.len() - FINGERPRINT_EDGE..]);
+        // Each edge is one word per lane: what `add` does, unrolled.
+        for edge in [&b[..FINGERPRINT_EDGE], &b[b.len() - FINGERPRINT_EDGE..]] {
+            for (lane, w) in lanes.iter_mut().zip(edge.chunks_exact(8)) {
+                let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
+                *lane = lane.wrapping_add(w).rotate_left(1);
+            }
+        }
     }
     let h = lanes
         .iter()
@@ -522,6 +529,30 @@ mod tests {
         ]);
         assert_eq!(ev, vec![Ev::D(b"abcdefghij".to_vec())]);
         assert_eq!(stats.tcp_conflicting_overlaps, 0);
+    }
+
+    /// The unrolled edges hash as the word-by-word walk over both edges does.
+    #[test]
+    fn fingerprint_of_long_segments_is_the_walk_over_their_edges() {
+        fn walked(b: &[u8]) -> u32 {
+            const K: u64 = 0x9e37_79b9_7f4a_7c15;
+            let mut lanes = [b.len() as u64, K, K.rotate_left(16), K.rotate_left(32)];
+            let edges = [&b[..FINGERPRINT_EDGE], &b[b.len() - FINGERPRINT_EDGE..]];
+            for w in edges.iter().flat_map(|e| e.chunks_exact(8)).enumerate() {
+                let lane = &mut lanes[w.0 % 4];
+                *lane = lane
+                    .wrapping_add(u64::from_le_bytes(w.1.try_into().unwrap()))
+                    .rotate_left(1);
+            }
+            let h = lanes
+                .iter()
+                .fold(0u64, |h, l| (h ^ l).wrapping_mul(K).rotate_left(27));
+            (h >> 32) as u32 ^ h as u32
+        }
+        let bytes: Vec<u8> = (0..1500u32).map(|i| (i * 7919 % 251) as u8).collect();
+        for len in [65, 66, 100, 333, 1459, 1460, 1500] {
+            assert_eq!(fingerprint(&bytes[..len]), walked(&bytes[..len]), "{len}");
+        }
     }
 
     #[test]
