@@ -61,7 +61,7 @@ use rustc_hash::FxHashMap;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 
 /// Frames in a round. Large enough that a round's hand-over costs little against
@@ -178,13 +178,9 @@ pub(super) struct Route {
     sent: u64,
     /// Every shard's load, by shard.
     loads: Vec<Arc<Load>>,
-    /// The merger's CPU time, in nanoseconds.
-    merger_busy: Arc<AtomicU64>,
-    /// Whether the merger shares a core with the shards (no core to spare for it).
-    merger_shares: bool,
-    /// CPU times at the last rebalance: the front's, the merger's, and each
-    /// shard's (by shard; shard 0's is the front's).
-    last_busy: (u64, u64, Vec<u64>),
+    /// CPU times at the last rebalance: the front's, and each shard's thread's (by
+    /// shard; shard 0's is the front's).
+    last_busy: (u64, Vec<u64>),
     /// Where the search for buckets to move goes on from.
     cursor: usize,
     /// Moves buckets every round whatever the loads (tests: the output must not
@@ -295,18 +291,12 @@ impl Route {
             return;
         }
         let front = thread_cpu_ns();
-        let merger = self.merger_busy.load(Ordering::Relaxed);
         let front_delta = front.saturating_sub(self.last_busy.0);
-        let merger_delta = merger.saturating_sub(self.last_busy.1);
         self.last_busy.0 = front;
-        self.last_busy.1 = merger;
         for j in 1..=workers {
             let busy = self.loads[j].busy_ns.load(Ordering::Relaxed);
-            let mut delta = busy.saturating_sub(self.last_busy.2[j]);
-            self.last_busy.2[j] = busy;
-            if self.merger_shares {
-                delta += merger_delta / workers as u64;
-            }
+            let delta = busy.saturating_sub(self.last_busy.1[j]);
+            self.last_busy.1[j] = busy;
             let (a, b) = (front_delta as f64, delta as f64);
             if a + b <= 0.0 {
                 continue;
@@ -316,7 +306,10 @@ impl Route {
             let imbalance = (a - b) / (a + b);
             if std::env::var_os("FT_DEBUG").is_some() {
                 let own = self.owner.iter().filter(|&&o| o == 0).count();
-                eprintln!("round {} front {front_delta} other {delta} (merger {merger_delta}) imb {imbalance:.3} local {own}", self.sent);
+                eprintln!(
+                    "round {} front {front_delta} other {delta} imb {imbalance:.3} local {own}",
+                    self.sent
+                );
             }
             if imbalance.abs() < IMBALANCE_TOLERATED {
                 continue;
@@ -680,7 +673,8 @@ pub fn run_sharded<W: Write + Send>(
     mut progress: impl FnMut(u64, &FileSource),
 ) -> Result<ShardedRun<W>, Error> {
     debug_assert!(front.journal.is_none(), "the journal needs one table");
-    let shards = shards.max(1);
+    // Shard 0 is the front's and the last one merges: two at least.
+    let shards = shards.max(2);
     let per_shard = TcpConfig {
         max_connections: (tcp.max_connections / shards).max(1),
         memory_budget: table_budget(tcp.memory_budget, shards),
@@ -688,6 +682,9 @@ pub fn run_sharded<W: Write + Send>(
     };
     let mut front_keys: Vec<Key> = Vec::new();
     std::thread::scope(|scope| {
+        // Shards 1..n-1 on threads; the last also merges: on two cores, two
+        // threads (the front and it) do all the work (docs/PERFORMANCE.md).
+        let merging = shards - 1;
         let mut to_shards = Vec::new();
         let mut from_shards = Vec::new();
         let mut workers = Vec::new();
@@ -697,13 +694,8 @@ pub fn run_sharded<W: Write + Send>(
         // allocator: 150 MiB peak on the small-packet capture).
         let mut spare_in = Vec::new();
         let mut spare_out_tx = Vec::new();
-        // Shard 0 is the front's own: its output goes to the merger like the others'.
-        let (local_tx, local_rx) = sync_channel::<OutRound>(ROUNDS_IN_FLIGHT);
-        let (local_back_tx, local_back_rx) = std::sync::mpsc::channel::<OutRound>();
-        from_shards.push(local_rx);
-        spare_out_tx.push(local_back_tx);
         let loads: Vec<Arc<Load>> = (0..shards).map(|_| Arc::new(Load::new())).collect();
-        for load in loads.iter().skip(1).cloned() {
+        for load in loads[1..merging].iter().cloned() {
             let (tx, rx) = sync_channel::<InRound>(ROUNDS_IN_FLIGHT);
             let (out_tx, out_rx) = sync_channel::<OutRound>(ROUNDS_IN_FLIGHT);
             let (back_tx, back_rx) = std::sync::mpsc::channel::<InRound>();
@@ -734,12 +726,69 @@ pub fn run_sharded<W: Write + Send>(
                     .map_err(RenderError::Io)?,
             );
         }
-        let merger_busy = Arc::new(AtomicU64::new(0));
+        // The merging shard: two messages a round (its input, then shard 0's output).
+        let (merging_tx, merging_rx) = sync_channel::<ToMerging>(2 * ROUNDS_IN_FLIGHT);
+        let (merging_back_tx, merging_back_rx) = std::sync::mpsc::channel::<InRound>();
+        spare_in.push(merging_back_rx);
+        let (local_back_tx, local_back_rx) = std::sync::mpsc::channel::<OutRound>();
         let merger = std::thread::Builder::new()
-            .name("flowtrace-merge".into())
+            .name("flowtrace-shard-merge".into())
             .spawn_scoped(scope, {
-                let busy = merger_busy.clone();
-                move || merge(from_shards, spare_out_tx, writer, &busy)
+                let load = loads[merging].clone();
+                move || -> Result<(Writer<W>, Vec<ShardEnd>), Error> {
+                    let mut shard = Shard::new(per_shard, headers, load.clone());
+                    let mut merger = Merger::new(writer);
+                    // Its own output of the rounds whose shard 0 output is still to come.
+                    let mut own = std::collections::VecDeque::new();
+                    let mut own_spares: Vec<OutRound> = Vec::new();
+                    let mut rounds: Vec<OutRound> = Vec::with_capacity(merging + 1);
+                    for message in merging_rx.iter() {
+                        match message {
+                            ToMerging::Round(input) => {
+                                let out = own_spares.pop().unwrap_or_default();
+                                let (out, input) = shard.round(input, out);
+                                load.done.fetch_add(1, Ordering::Release);
+                                // The front may have finished: then the round is dropped.
+                                let _ = merging_back_tx.send(input);
+                                own.push_back(out);
+                            }
+                            ToMerging::Local(local) => {
+                                rounds.clear();
+                                rounds.push(local);
+                                for rx in &from_shards {
+                                    rounds.push(rx.recv().map_err(|_| stopped())?);
+                                }
+                                rounds.push(own.pop_front().ok_or_else(stopped)?);
+                                merger.round(&rounds)?;
+                                if rounds.iter().any(|r| r.end.is_some()) {
+                                    let ends = rounds
+                                        .iter_mut()
+                                        .map(|r| r.end.take().map(|e| *e).ok_or_else(stopped))
+                                        .collect::<Result<Vec<_>, _>>()?;
+                                    return Ok((merger.writer, ends));
+                                }
+                                let mut emptied = rounds.drain(..).map(|mut r| {
+                                    r.items.clear();
+                                    r.tails.clear();
+                                    r
+                                });
+                                // Senders that finished drop their rounds here.
+                                if let Some(r) = emptied.next() {
+                                    let _ = local_back_tx.send(r);
+                                }
+                                for spare in &spare_out_tx {
+                                    if let Some(r) = emptied.next() {
+                                        let _ = spare.send(r);
+                                    }
+                                }
+                                own_spares.extend(emptied);
+                            }
+                        }
+                        load.busy_ns.store(thread_cpu_ns(), Ordering::Relaxed);
+                    }
+                    // The front stopped before the end (an error it reports).
+                    Err(stopped().into())
+                }
             })
             .map_err(RenderError::Io)?;
 
@@ -756,9 +805,7 @@ pub fn run_sharded<W: Write + Send>(
                 .collect(),
             last_routed: vec![0; BUCKETS],
             sent: 0,
-            merger_busy,
-            merger_shares: std::thread::available_parallelism().map_or(1, |n| n.get()) <= shards,
-            last_busy: (0, 0, vec![0; shards]),
+            last_busy: (0, vec![0; shards]),
             loads,
             cursor: 0,
             churn: std::env::var_os(CHURN_VARIABLE).is_some(),
@@ -769,12 +816,14 @@ pub fn run_sharded<W: Write + Send>(
             vantages_sent = front.vantages.len();
             let mut ok = true;
             route.bytes = 0;
-            let rounds = route.rounds.iter_mut().zip(&to_shards).zip(&spare_in);
-            for ((r, tx), spare) in rounds {
+            for (j, (r, spare)) in route.rounds.iter_mut().zip(&spare_in).enumerate() {
                 let mut round = std::mem::replace(r, spare.try_recv().unwrap_or_default());
                 round.vantages = new.to_vec();
                 round.last = last;
-                ok &= tx.send(round).is_ok();
+                ok &= match to_shards.get(j) {
+                    Some(tx) => tx.send(round).is_ok(),
+                    None => merging_tx.send(ToMerging::Round(round)).is_ok(),
+                };
             }
             route.sent += 1;
             route.rebalance();
@@ -791,7 +840,7 @@ pub fn run_sharded<W: Write + Send>(
                     .extend_from_slice(&front.vantages[known..]);
                 route.local.finish(&mut out);
             }
-            ok &= local_tx.send(out).is_ok();
+            ok &= merging_tx.send(ToMerging::Local(out)).is_ok();
             ok
         };
         // Churning, short rounds: many moves even in a small capture.
@@ -832,7 +881,7 @@ pub fn run_sharded<W: Write + Send>(
         // Closing the channels stops the shards and the merger (after an error,
         // mid-run).
         drop(to_shards);
-        drop(local_tx);
+        drop(merging_tx);
         for w in workers {
             w.join()
                 .map_err(|_| RenderError::Io(std::io::Error::other("a shard panicked")))?;
@@ -859,30 +908,36 @@ pub fn run_sharded<W: Write + Send>(
     })
 }
 
-/// Takes every shard's rounds in turn and writes their records in one run's order.
-fn merge<W: Write>(
-    from_shards: Vec<Receiver<OutRound>>,
-    spares: Vec<std::sync::mpsc::Sender<OutRound>>,
-    mut writer: Writer<W>,
-    busy_ns: &AtomicU64,
-) -> Result<(Writer<W>, Vec<ShardEnd>), Error> {
-    let stopped = || RenderError::Io(std::io::Error::other("a shard stopped"));
-    // Connection numbers as one table gives them, by the shards' numbers (the
-    // frame each opened at), for the connections the shards still hold.
-    let mut numbers: FxHashMap<u64, u64> = FxHashMap::default();
-    let mut next_number = 0u64;
-    let mut next_id = 0u64;
-    let mut rounds: Vec<OutRound> = Vec::with_capacity(from_shards.len());
-    let mut order: Vec<(Key, u32, u32)> = Vec::new();
-    let mut dropped = Vec::new();
-    loop {
-        rounds.clear();
-        for rx in &from_shards {
-            rounds.push(rx.recv().map_err(|_| stopped())?);
+/// Puts the shards' records back into one run's order and writes them, a round of
+/// every shard at a time.
+struct Merger<W: Write> {
+    writer: Writer<W>,
+    /// Connection numbers as one table gives them, by the shards' numbers (the
+    /// frame each opened at), for the connections the shards still hold.
+    numbers: FxHashMap<u64, u64>,
+    next_number: u64,
+    next_id: u64,
+    order: Vec<(Key, u32, u32)>,
+    dropped: Vec<u64>,
+}
+
+impl<W: Write> Merger<W> {
+    fn new(writer: Writer<W>) -> Merger<W> {
+        Merger {
+            writer,
+            numbers: FxHashMap::default(),
+            next_number: 0,
+            next_id: 0,
+            order: Vec::new(),
+            dropped: Vec::new(),
         }
-        order.clear();
+    }
+
+    /// Writes the records of one round of every shard (`rounds`, by shard).
+    fn round(&mut self, rounds: &[OutRound]) -> Result<(), Error> {
+        self.order.clear();
         for (s, r) in rounds.iter().enumerate() {
-            order.extend(
+            self.order.extend(
                 r.items
                     .iter()
                     .enumerate()
@@ -894,46 +949,44 @@ fn merge<W: Write>(
         // connections.
         // A stable sort: it finds the runs each shard's records are already in
         // and merges them (an unstable sort took 1.7 % of the run's instructions).
-        order.sort_by_key(|(k, _, _)| *k);
-        for &(key, s, i) in &order {
+        self.order.sort_by_key(|(k, _, _)| *k);
+        for &(key, s, i) in &self.order {
             let r = &rounds[s as usize];
             match &r.items[i as usize].1 {
                 What::Open => {
-                    numbers.insert(key.0, next_number);
-                    next_number += 1;
+                    self.numbers.insert(key.0, self.next_number);
+                    self.next_number += 1;
                 }
-                What::Drop(id) => dropped.push(*id),
+                What::Drop(id) => self.dropped.push(*id),
                 What::Record { conn, start, end } => {
-                    let number = numbers.get(conn).copied();
+                    let number = self.numbers.get(conn).copied();
                     debug_assert!(number.is_some(), "connection {conn} not opened");
-                    writer.transaction_tail(
-                        next_id,
+                    self.writer.transaction_tail(
+                        self.next_id,
                         number.unwrap_or(*conn),
                         &r.tails[*start as usize..*end as usize],
                     )?;
-                    next_id += 1;
+                    self.next_id += 1;
                 }
             }
         }
         // After the whole round: a connection's last records follow its drop.
-        for id in dropped.drain(..) {
-            numbers.remove(&id);
+        for id in self.dropped.drain(..) {
+            self.numbers.remove(&id);
         }
-        if rounds.iter().any(|r| r.end.is_some()) {
-            let ends = rounds
-                .iter_mut()
-                .map(|r| r.end.take().map(|e| *e).ok_or_else(stopped))
-                .collect::<Result<Vec<_>, _>>()?;
-            return Ok((writer, ends));
-        }
-        for (mut r, spare) in rounds.drain(..).zip(&spares) {
-            r.items.clear();
-            r.tails.clear();
-            // The shard may have finished: then the round is dropped here.
-            let _ = spare.send(r);
-        }
-        busy_ns.store(thread_cpu_ns(), Ordering::Relaxed);
+        Ok(())
     }
+}
+
+/// What the front sends the last shard, which also merges: its rounds, and shard
+/// 0's output of each round after that round's input.
+enum ToMerging {
+    Round(InRound),
+    Local(OutRound),
+}
+
+fn stopped() -> RenderError {
+    RenderError::Io(std::io::Error::other("a shard stopped"))
 }
 
 /// The first [`AnomalyLog::CAPACITY`] samples of several logs in key order: what
