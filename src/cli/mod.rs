@@ -323,9 +323,10 @@ pub(crate) struct PcapArgs {
     #[arg(long)]
     headers: bool,
     /// Threads for transaction output: 1 does everything on one thread; N of 2 or
-    /// more leave reading (and gzip decompression) and the output's system calls to
-    /// others and, with --format json or jsonl, shard TCP reassembly and HTTP over N
-    /// threads by connection (the output is the same bytes in every case).
+    /// more leave gzip decompression and the output's system calls to others and,
+    /// with --format json or jsonl, shard TCP reassembly and HTTP by connection over
+    /// N threads, the reading thread one of them (the output is the same bytes in
+    /// every case).
     /// Default: the machine's cores. (--paths always reads on one thread and
     /// correlates on another.)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -645,7 +646,7 @@ fn pcap(args: PcapArgs) -> Result<ExitCode> {
         opened.pipeline.keeping_headers(KeptHeaders::Host);
     }
     if threads > 1 && format != Format::Text {
-        // The merger thread writes the output itself, 256 KiB at a time: handing
+        // The merging shard writes the output itself, 256 KiB at a time: handing
         // its bytes to the calling thread (`write_behind`) was one more copy of the
         // whole output and one more thread on the cores (docs/PERFORMANCE.md,
         // session 29).
