@@ -304,13 +304,6 @@ impl Route {
             // The share of the two's work to shift, half the imbalance; a
             // bucket is 1/BUCKETS of all connections.
             let imbalance = (a - b) / (a + b);
-            if std::env::var_os("FT_DEBUG").is_some() {
-                let own = self.owner.iter().filter(|&&o| o == 0).count();
-                eprintln!(
-                    "round {} front {front_delta} other {delta} imb {imbalance:.3} local {own}",
-                    self.sent
-                );
-            }
             if imbalance.abs() < IMBALANCE_TOLERATED {
                 continue;
             }
