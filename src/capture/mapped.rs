@@ -137,8 +137,6 @@ pub(super) struct MappedPcap {
     progress: Arc<AtomicU64>,
     /// The map before this offset is handed back to the kernel ([`RELEASE_STEP`]).
     released: usize,
-    /// The map before this offset has its page tables filled ([`POPULATE_STEP`]).
-    populated: usize,
 }
 
 /// Pages walked past are handed back (`MADV_DONTNEED`) this many bytes at a time:
@@ -146,13 +144,6 @@ pub(super) struct MappedPcap {
 /// the size of the file (324 MiB on the small-packet capture, against 46 MiB with
 /// `read()`).
 const RELEASE_STEP: usize = 8 << 20;
-
-/// Pages ahead of the walk have their page tables filled (`MADV_POPULATE_READ`) this
-/// many bytes at a time, one step ahead: one system call instead of a page fault
-/// every 64 KiB (the kernel's fault-around), about 9,000 faults on the small-packet
-/// capture. Best effort: kernels before 5.14 refuse it, and the walk then faults as
-/// before.
-const POPULATE_STEP: usize = 2 << 20;
 
 impl MappedPcap {
     /// Maps `file` if it is a regular file holding a legacy pcap header that
@@ -190,7 +181,6 @@ impl MappedPcap {
             pos: 0,
             progress,
             released: 0,
-            populated: 0,
         })
     }
 
@@ -219,15 +209,6 @@ impl MappedPcap {
                 )
             };
             self.released = end;
-        }
-        if self.pos + POPULATE_STEP > self.populated && self.populated < self.map.len() {
-            let start = self.populated.max(end);
-            let len = (2 * POPULATE_STEP).min(self.map.len() - start);
-            #[cfg(target_os = "linux")]
-            let _ = self
-                .map
-                .advise_range(memmap2::Advice::PopulateRead, start, len);
-            self.populated = start + len;
         }
     }
 }
