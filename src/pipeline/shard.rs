@@ -12,14 +12,16 @@
 //! - each **shard** owns a TCP table and an HTTP analyzer for its connections and
 //!   formats the JSON of the transactions they complete, all but the two numbers
 //!   that depend on the whole run (`id`, `conn_id`). Shards 1.. have a thread each.
-//! - the **merger** puts the shards' records back into the order one table would
-//!   have completed them and writes them with those numbers.
+//! - the **merger**, on the last shard's thread, puts the shards' records back into
+//!   the order one table would have completed them and writes them with those
+//!   numbers.
 //!
 //! Why shard 0 is the front's: with a thread per shard besides the front, two
 //! cores ran four threads, and the kernel left a thread waiting behind another on
 //! its core while the other core had nothing to do (it moved none in a run: 14-19 %
-//! of both cores idle, docs/PERFORMANCE.md). With the front working a shard, two
-//! threads do nearly all the work. The front reads and decodes for all shards, so
+//! of both cores idle, docs/PERFORMANCE.md). With the front working a shard and the
+//! last shard merging, two shards are two threads. The front reads and decodes for
+//! all shards, so
 //! it takes fewer connections than the others: the front moves buckets between
 //! shards until their threads' CPU times match ([`Route::rebalance`]).
 //!
@@ -265,8 +267,7 @@ impl Route {
     /// others, by how much depending on the traffic (docs/PERFORMANCE.md); this
     /// finds the split for the capture and machine at hand, from the busy time of
     /// each thread over the last [`REBALANCE_ROUNDS`] rounds: the front's against
-    /// each shard's, with its part of the merger's when the merger has no core of
-    /// its own.
+    /// each shard thread's (the last one's merging included).
     ///
     /// A bucket moves only when its shard holds none of its connections and has
     /// worked through every round that routed one to it: a connection's segments
@@ -301,8 +302,8 @@ impl Route {
             if a + b <= 0.0 {
                 continue;
             }
-            // The share of the two's work to shift, half the imbalance; a
-            // bucket is 1/BUCKETS of all connections.
+            // A bucket is 1/BUCKETS of all connections: move a tenth of what
+            // the imbalance would take.
             let imbalance = (a - b) / (a + b);
             if imbalance.abs() < IMBALANCE_TOLERATED {
                 continue;
@@ -376,8 +377,8 @@ const MOVE_SEARCH: usize = 2048;
 /// Rounds between two rebalances: enough work to time (a few milliseconds).
 const REBALANCE_ROUNDS: u64 = 4;
 
-/// Buckets moved at most per rebalance and shard: 3 % of the connections, so that
-/// a split that starts even reaches one a few tenths away within some tens of
+/// Buckets moved at most per rebalance and shard: 0.8 % of the connections, so that
+/// a split that starts even reaches one a tenth away within some tens of
 /// rebalances, without swinging past it.
 const MOVES_PER_ROUND: usize = BUCKETS / 128;
 
