@@ -297,8 +297,9 @@ impl FileReader {
         let walk = &mut self.walk;
         match &mut self.reader {
             Reader::Mapped(r) => {
-                if let Some(ts) = walk.advance_mapped(r) {
-                    return Ok(Some(ts));
+                if let Some(head) = walk.mapped_head(r) {
+                    walk.head = Some(head);
+                    return Ok(Some(head.ts));
                 }
                 walk.advance(r, interfaces, stats, warnings)
             }
@@ -312,46 +313,32 @@ impl FileReader {
     /// the head; `None` leaves the rest (errors, the end) to
     /// [`FileReader::advance`], with the previous record consumed.
     fn next_mapped(&mut self) -> Option<MappedFrame> {
-        let walk = &mut self.walk;
-        if walk.head.is_some() || walk.done || walk.state.ng {
-            return None;
-        }
         let Reader::Mapped(reader) = &mut self.reader else {
             return None;
         };
-        let iface = match walk.state.ifaces.as_slice() {
-            [iface] => *iface,
-            _ => return None,
-        };
-        let pending = std::mem::take(&mut walk.pending_consume);
-        let (block_len, b) = reader.next_record(pending)?;
-        let p = FileState::legacy_packet(&b, &iface);
-        let base = reader.data().as_ptr() as usize;
-        walk.state.last_ts = p.ts;
-        walk.state.frames += 1;
-        walk.pending_consume = block_len;
+        if self.walk.head.is_some() {
+            return None;
+        }
+        let head = self.walk.mapped_head(reader)?;
+        let iface = self.walk.hand_out(&head)?;
         Some(MappedFrame {
             frame: Frame {
-                ts: p.ts,
+                ts: head.ts,
                 iface: iface.id,
                 link: iface.link,
-                orig_len: p.orig_len,
+                orig_len: head.orig_len,
                 data: &[],
             },
-            start: p.addr - base,
-            len: p.len,
+            start: head.start,
+            len: head.len,
         })
     }
 
     /// Hands out the packet block at the head (after [`FileReader::advance`] found
     /// it), without parsing it again.
     fn take(&mut self) -> Option<Frame<'_>> {
-        let walk = &mut self.walk;
-        let head = walk.head.take()?;
-        walk.state.last_ts = head.ts;
-        walk.state.frames += 1;
-        walk.pending_consume = head.block_len;
-        let iface = *walk.state.ifaces.get(head.iface)?;
+        let head = self.walk.head.take()?;
+        let iface = self.walk.hand_out(&head)?;
         let data = self
             .reader
             .iter()
@@ -370,29 +357,28 @@ impl FileReader {
 impl Walk {
     /// [`Walk::advance`]'s step from one packet record of a mapped legacy pcap to
     /// the next, when that is all there is to it (the record parses and the file
-    /// header was read); `None` sends the caller down the general path, with the
-    /// previous block consumed.
-    fn advance_mapped(&mut self, reader: &mut MappedPcap) -> Option<Ts> {
-        if self.done {
+    /// header was read), as the head it finds; `None` sends the caller down the
+    /// general path, with the previous block consumed.
+    fn mapped_head(&mut self, reader: &mut MappedPcap) -> Option<Head> {
+        if self.done || self.state.ng {
             return None;
         }
         let iface = match self.state.ifaces.as_slice() {
-            [iface] if !self.state.ng => *iface,
+            [iface] => *iface,
             _ => return None,
         };
         let pending = std::mem::take(&mut self.pending_consume);
         let (block_len, b) = reader.next_record(pending)?;
         let p = FileState::legacy_packet(&b, &iface);
-        let base = reader.data().as_ptr() as usize;
-        self.head = Some(Head {
-            ts: p.ts,
-            start: p.addr - base,
-            len: p.len,
-            orig_len: p.orig_len,
-            iface: p.iface,
-            block_len,
-        });
-        Some(p.ts)
+        Some(Head::of(p, reader.data(), block_len))
+    }
+
+    /// Hands out `head`: the file's position moves past it. Returns its interface.
+    fn hand_out(&mut self, head: &Head) -> Option<IfaceState> {
+        self.state.last_ts = head.ts;
+        self.state.frames += 1;
+        self.pending_consume = head.block_len;
+        self.state.ifaces.get(head.iface).copied()
     }
 
     /// [`FileReader::advance`] over one kind of reader.
@@ -482,15 +468,7 @@ impl Walk {
             }
             match outcome {
                 Step::Packet(p) => {
-                    let base = reader.data().as_ptr() as usize;
-                    self.head = Some(Head {
-                        ts: p.ts,
-                        start: p.addr - base,
-                        len: p.len,
-                        orig_len: p.orig_len,
-                        iface: p.iface,
-                        block_len,
-                    });
+                    self.head = Some(Head::of(p, reader.data(), block_len));
                     return Ok(Some(p.ts));
                 }
                 Step::Again => {}
@@ -725,6 +703,21 @@ struct Head {
     orig_len: u32,
     iface: usize,
     block_len: usize,
+}
+
+impl Head {
+    /// The head of packet `p`, found in `data` (the reader's buffer from the
+    /// block's start), its block `block_len` bytes long.
+    fn of(p: PacketRef, data: &[u8], block_len: usize) -> Head {
+        Head {
+            ts: p.ts,
+            start: p.addr - data.as_ptr() as usize,
+            len: p.len,
+            orig_len: p.orig_len,
+            iface: p.iface,
+            block_len,
+        }
+    }
 }
 
 enum Step {

@@ -63,7 +63,7 @@ use rustc_hash::FxHashMap;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 
 /// Frames in a round. Large enough that a round's hand-over costs little against
@@ -223,10 +223,7 @@ impl Route {
         self.last_routed[bucket] = (self.sent + 1) as u8;
         self.bytes += seg.payload.len();
         if shard == 0 {
-            let known = self.local.vantages.len();
-            if known < vantages.len() {
-                self.local.vantages.extend_from_slice(&vantages[known..]);
-            }
+            self.local.learn_vantages(vantages);
             self.local.segment(
                 self.frame,
                 ts,
@@ -259,6 +256,60 @@ impl Route {
             start,
             len: seg.payload.len() as u32,
         }));
+    }
+
+    /// The front's side of a run with `loads.len()` shards, shard 0 `local`, split
+    /// evenly to start with.
+    fn new(local: Shard, loads: Vec<Arc<Load>>) -> Route {
+        let shards = loads.len();
+        Route {
+            frame: 0,
+            last_sweep: Ts(i64::MIN),
+            rounds: (1..shards).map(|_| InRound::default()).collect(),
+            bytes: 0,
+            local,
+            local_out: OutRound::default(),
+            owner: (0..BUCKETS)
+                .map(|b| (b * shards / BUCKETS) as u16)
+                .collect(),
+            last_routed: vec![0; BUCKETS],
+            sent: 0,
+            last_busy: (0, vec![0; shards]),
+            loads,
+            cursor: 0,
+            churn: std::env::var_os(CHURN_VARIABLE).is_some(),
+        }
+    }
+
+    /// Sends the round filled: every shard thread its part, with the capture
+    /// points named since the last round (`vantages` is the front's table), then
+    /// shard 0's output to the merger; the last round also ends shard 0. False
+    /// when a shard or the merger stopped.
+    fn send(&mut self, lanes: &mut Lanes, vantages: &[Vantage], last: bool) -> bool {
+        let new = &vantages[lanes.vantages_sent..];
+        lanes.vantages_sent = vantages.len();
+        let mut ok = true;
+        self.bytes = 0;
+        for (j, (r, spare)) in self.rounds.iter_mut().zip(&lanes.spare_in).enumerate() {
+            let mut round = std::mem::replace(r, spare.try_recv().unwrap_or_default());
+            round.vantages = new.to_vec();
+            round.last = last;
+            ok &= match lanes.to_shards.get(j) {
+                Some(tx) => tx.send(round).is_ok(),
+                None => lanes.merging.send(ToMerging::Round(round)).is_ok(),
+            };
+        }
+        self.sent += 1;
+        self.rebalance();
+        // Shard 0's output after the other shards' input: the merger waits for
+        // theirs of this round, which they can then already be working on.
+        let spare = lanes.local_spare.try_recv().unwrap_or_default();
+        let mut out = std::mem::replace(&mut self.local_out, spare);
+        if last {
+            self.local.learn_vantages(vantages);
+            self.local.finish(&mut out);
+        }
+        ok & lanes.merging.send(ToMerging::Local(out)).is_ok()
     }
 
     /// Moves buckets between shard 0 (the front's) and each other shard, so that
@@ -492,6 +543,15 @@ impl Shard {
         }
     }
 
+    /// Takes the capture points of the front's table (`vantages`) it does not
+    /// have yet: shard 0's, which the front names as it goes.
+    fn learn_vantages(&mut self, vantages: &[Vantage]) {
+        let known = self.vantages.len();
+        if known < vantages.len() {
+            self.vantages.extend_from_slice(&vantages[known..]);
+        }
+    }
+
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
@@ -679,164 +739,59 @@ pub fn run_sharded<W: Write + Send>(
         // Shards 1..n-1 on threads; the last also merges: on two cores, two
         // threads (the front and it) do all the work (docs/PERFORMANCE.md).
         let merging = shards - 1;
-        let mut to_shards = Vec::new();
-        let mut from_shards = Vec::new();
-        let mut workers = Vec::new();
-        // Emptied rounds go back to the thread that fills them: memory freed on
-        // the thread that allocated it, and no allocation per round once warm
-        // (rounds allocated on one thread and freed on another piled up in the
-        // allocator: 150 MiB peak on the small-packet capture).
-        let mut spare_in = Vec::new();
-        let mut spare_out_tx = Vec::new();
         let loads: Vec<Arc<Load>> = (0..shards).map(|_| Arc::new(Load::new())).collect();
+        let mut from_shards = Vec::new();
+        let mut spare_out_tx = Vec::new();
+        let mut workers = Vec::new();
+        let (merging_tx, merging_rx) = sync_channel::<ToMerging>(2 * ROUNDS_IN_FLIGHT);
+        let (local_back_tx, local_back_rx) = channel::<OutRound>();
+        let mut lanes = Lanes {
+            to_shards: Vec::new(),
+            merging: merging_tx,
+            spare_in: Vec::new(),
+            local_spare: local_back_rx,
+            vantages_sent: 0,
+        };
         for load in loads[1..merging].iter().cloned() {
+            // Emptied rounds go back to the thread that fills them: memory freed
+            // on the thread that allocated it, and no allocation per round once
+            // warm (rounds allocated on one thread and freed on another piled up
+            // in the allocator: 150 MiB peak on the small-packet capture).
             let (tx, rx) = sync_channel::<InRound>(ROUNDS_IN_FLIGHT);
             let (out_tx, out_rx) = sync_channel::<OutRound>(ROUNDS_IN_FLIGHT);
-            let (back_tx, back_rx) = std::sync::mpsc::channel::<InRound>();
-            let (out_back_tx, out_back_rx) = std::sync::mpsc::channel::<OutRound>();
-            to_shards.push(tx);
+            let (back_tx, back_rx) = channel::<InRound>();
+            let (out_back_tx, out_back_rx) = channel::<OutRound>();
+            lanes.to_shards.push(tx);
+            lanes.spare_in.push(back_rx);
             from_shards.push(out_rx);
-            spare_in.push(back_rx);
             spare_out_tx.push(out_back_tx);
+            let shard = Shard::new(per_shard, headers, load);
             let worker = std::thread::Builder::new().name("flowtrace-shard".into());
             workers.push(
                 worker
                     .spawn_scoped(scope, move || {
-                        let mut shard = Shard::new(per_shard, headers, load.clone());
-                        for input in rx.iter() {
-                            let last = input.last;
-                            let out = out_back_rx.try_recv().unwrap_or_default();
-                            let (out, input) = shard.round(input, out);
-                            load.busy_ns.store(thread_cpu_ns(), Ordering::Relaxed);
-                            load.done.fetch_add(1, Ordering::Release);
-                            // The front may have finished: then the round is dropped here.
-                            let _ = back_tx.send(input);
-                            // A closed channel: the merger stopped on an error it reports.
-                            if out_tx.send(out).is_err() || last {
-                                break;
-                            }
-                        }
+                        shard_thread(shard, rx, out_tx, back_tx, out_back_rx)
                     })
                     .map_err(RenderError::Io)?,
             );
         }
-        // The merging shard: two messages a round (its input, then shard 0's output).
-        let (merging_tx, merging_rx) = sync_channel::<ToMerging>(2 * ROUNDS_IN_FLIGHT);
-        let (merging_back_tx, merging_back_rx) = std::sync::mpsc::channel::<InRound>();
-        spare_in.push(merging_back_rx);
-        let (local_back_tx, local_back_rx) = std::sync::mpsc::channel::<OutRound>();
+        let (merging_back_tx, merging_back_rx) = channel::<InRound>();
+        lanes.spare_in.push(merging_back_rx);
+        let merging_shard = Shard::new(per_shard, headers, loads[merging].clone());
         let merger = std::thread::Builder::new()
             .name("flowtrace-shard-merge".into())
-            .spawn_scoped(scope, {
-                let load = loads[merging].clone();
-                move || -> Result<(Writer<W>, Vec<ShardEnd>), Error> {
-                    let mut shard = Shard::new(per_shard, headers, load.clone());
-                    let mut merger = Merger::new(writer);
-                    // Its own output of the rounds whose shard 0 output is still to come.
-                    let mut own = std::collections::VecDeque::new();
-                    let mut own_spares: Vec<OutRound> = Vec::new();
-                    let mut rounds: Vec<OutRound> = Vec::with_capacity(merging + 1);
-                    for message in merging_rx.iter() {
-                        match message {
-                            ToMerging::Round(input) => {
-                                let out = own_spares.pop().unwrap_or_default();
-                                let (out, input) = shard.round(input, out);
-                                load.done.fetch_add(1, Ordering::Release);
-                                // The front may have finished: then the round is dropped.
-                                let _ = merging_back_tx.send(input);
-                                own.push_back(out);
-                            }
-                            ToMerging::Local(local) => {
-                                rounds.clear();
-                                rounds.push(local);
-                                for rx in &from_shards {
-                                    rounds.push(rx.recv().map_err(|_| stopped())?);
-                                }
-                                rounds.push(own.pop_front().ok_or_else(stopped)?);
-                                merger.round(&rounds)?;
-                                if rounds.iter().any(|r| r.end.is_some()) {
-                                    let ends = rounds
-                                        .iter_mut()
-                                        .map(|r| r.end.take().map(|e| *e).ok_or_else(stopped))
-                                        .collect::<Result<Vec<_>, _>>()?;
-                                    return Ok((merger.writer, ends));
-                                }
-                                let mut emptied = rounds.drain(..).map(|mut r| {
-                                    r.items.clear();
-                                    r.tails.clear();
-                                    r
-                                });
-                                // Senders that finished drop their rounds here.
-                                if let Some(r) = emptied.next() {
-                                    let _ = local_back_tx.send(r);
-                                }
-                                for spare in &spare_out_tx {
-                                    if let Some(r) = emptied.next() {
-                                        let _ = spare.send(r);
-                                    }
-                                }
-                                own_spares.extend(emptied);
-                            }
-                        }
-                        load.busy_ns.store(thread_cpu_ns(), Ordering::Relaxed);
-                    }
-                    // The front stopped before the end (an error it reports).
-                    Err(stopped().into())
-                }
+            .spawn_scoped(scope, move || {
+                let back = Backs {
+                    input: merging_back_tx,
+                    local: local_back_tx,
+                    shards: spare_out_tx,
+                };
+                merging_thread(merging_shard, writer, merging_rx, from_shards, back)
             })
             .map_err(RenderError::Io)?;
 
-        let mut route = Route {
-            frame: 0,
-            last_sweep: Ts(i64::MIN),
-            rounds: (1..shards).map(|_| InRound::default()).collect(),
-            bytes: 0,
-            local: Shard::new(per_shard, headers, loads[0].clone()),
-            local_out: OutRound::default(),
-            // An even split to start with.
-            owner: (0..BUCKETS)
-                .map(|b| (b * shards / BUCKETS) as u16)
-                .collect(),
-            last_routed: vec![0; BUCKETS],
-            sent: 0,
-            last_busy: (0, vec![0; shards]),
-            loads,
-            cursor: 0,
-            churn: std::env::var_os(CHURN_VARIABLE).is_some(),
-        };
-        let mut vantages_sent = 0;
-        let mut send = |route: &mut Route, front: &Pipeline, last: bool| -> bool {
-            let new = &front.vantages[vantages_sent..];
-            vantages_sent = front.vantages.len();
-            let mut ok = true;
-            route.bytes = 0;
-            for (j, (r, spare)) in route.rounds.iter_mut().zip(&spare_in).enumerate() {
-                let mut round = std::mem::replace(r, spare.try_recv().unwrap_or_default());
-                round.vantages = new.to_vec();
-                round.last = last;
-                ok &= match to_shards.get(j) {
-                    Some(tx) => tx.send(round).is_ok(),
-                    None => merging_tx.send(ToMerging::Round(round)).is_ok(),
-                };
-            }
-            route.sent += 1;
-            route.rebalance();
-            // Shard 0's output after the other shards' input: the merger waits for
-            // theirs of this round, which they can then already be working on.
-            let spare = local_back_rx.try_recv().unwrap_or_default();
-            let mut out = std::mem::replace(&mut route.local_out, spare);
-            if last {
-                // The front names no capture point after the end.
-                let known = route.local.vantages.len();
-                route
-                    .local
-                    .vantages
-                    .extend_from_slice(&front.vantages[known..]);
-                route.local.finish(&mut out);
-            }
-            ok &= merging_tx.send(ToMerging::Local(out)).is_ok();
-            ok
-        };
+        let local = Shard::new(per_shard, headers, loads[0].clone());
+        let mut route = Route::new(local, loads);
         // Churning, short rounds: many moves even in a small capture.
         let round_frames = if route.churn { 64 } else { ROUND_FRAMES };
         let mut read: Result<(), Error> = Ok(());
@@ -860,7 +815,7 @@ pub fn run_sharded<W: Write + Send>(
             in_round += 1;
             if in_round == round_frames || route.bytes >= ROUND_BYTES {
                 in_round = 0;
-                if !send(&mut route, front, false) {
+                if !route.send(&mut lanes, &front.vantages, false) {
                     break;
                 }
             }
@@ -870,12 +825,11 @@ pub fn run_sharded<W: Write + Send>(
         }
         if read.is_ok() {
             front.finish();
-            send(&mut route, front, true);
+            route.send(&mut lanes, &front.vantages, true);
         }
         // Closing the channels stops the shards and the merger (after an error,
         // mid-run).
-        drop(to_shards);
-        drop(merging_tx);
+        drop(lanes);
         for w in workers {
             w.join()
                 .map_err(|_| RenderError::Io(std::io::Error::other("a shard panicked")))?;
@@ -885,21 +839,140 @@ pub fn run_sharded<W: Write + Send>(
             .map_err(|_| RenderError::Io(std::io::Error::other("the merger panicked")))?;
         read?;
         let (writer, ends) = merged?;
-        let mut stats = front.stats();
-        let mut tcp_logs = vec![(front.log.clone(), front_keys.clone())];
-        let mut http_logs = Vec::new();
-        for end in ends {
-            stats.merge(&end.stats);
-            tcp_logs.push(end.tcp_log);
-            http_logs.push(end.http_log);
-        }
-        let anomalies = super::combine_logs(&merge_logs(tcp_logs), &merge_logs(http_logs));
-        Ok(ShardedRun {
-            writer,
-            stats,
-            anomalies,
-        })
+        Ok(gather(front, front_keys, writer, ends))
     })
+}
+
+/// The run's counters and anomaly samples: the front's and every shard's.
+fn gather<W: Write>(
+    front: &Pipeline,
+    front_keys: Vec<Key>,
+    writer: Writer<W>,
+    ends: Vec<ShardEnd>,
+) -> ShardedRun<W> {
+    let mut stats = front.stats();
+    let mut tcp_logs = vec![(front.log.clone(), front_keys)];
+    let mut http_logs = Vec::new();
+    for end in ends {
+        stats.merge(&end.stats);
+        tcp_logs.push(end.tcp_log);
+        http_logs.push(end.http_log);
+    }
+    let anomalies = super::combine_logs(&merge_logs(tcp_logs), &merge_logs(http_logs));
+    ShardedRun {
+        writer,
+        stats,
+        anomalies,
+    }
+}
+
+/// The front's ends of the channels to the shard threads.
+struct Lanes {
+    /// Rounds to shards 1..n-2 (the last one's go by `merging`).
+    to_shards: Vec<SyncSender<InRound>>,
+    merging: SyncSender<ToMerging>,
+    /// Emptied rounds back from shards 1..n-1.
+    spare_in: Vec<Receiver<InRound>>,
+    /// Shard 0's emptied output rounds, back from the merger.
+    local_spare: Receiver<OutRound>,
+    /// Capture points already sent to the shard threads.
+    vantages_sent: usize,
+}
+
+/// Where the merging shard sends emptied rounds back to.
+struct Backs {
+    /// Its input rounds, to the front.
+    input: Sender<InRound>,
+    /// Shard 0's output rounds, to the front.
+    local: Sender<OutRound>,
+    /// The output rounds of shards 1..n-2, to their threads.
+    shards: Vec<Sender<OutRound>>,
+}
+
+/// A shard thread other than the merging one: works rounds until the last.
+fn shard_thread(
+    mut shard: Shard,
+    rx: Receiver<InRound>,
+    out_tx: SyncSender<OutRound>,
+    back_tx: Sender<InRound>,
+    out_back_rx: Receiver<OutRound>,
+) {
+    for input in rx.iter() {
+        let last = input.last;
+        let out = out_back_rx.try_recv().unwrap_or_default();
+        let (out, input) = shard.round(input, out);
+        shard.load.busy_ns.store(thread_cpu_ns(), Ordering::Relaxed);
+        shard.load.done.fetch_add(1, Ordering::Release);
+        // The front may have finished: then the round is dropped here.
+        let _ = back_tx.send(input);
+        // A closed channel: the merger stopped on an error it reports.
+        if out_tx.send(out).is_err() || last {
+            break;
+        }
+    }
+}
+
+/// The last shard's thread: works its rounds and, as shard 0's output of each
+/// round arrives, merges that round of every shard and writes it.
+fn merging_thread<W: Write>(
+    mut shard: Shard,
+    writer: Writer<W>,
+    rx: Receiver<ToMerging>,
+    from_shards: Vec<Receiver<OutRound>>,
+    back: Backs,
+) -> Result<(Writer<W>, Vec<ShardEnd>), Error> {
+    let load = shard.load.clone();
+    let mut merger = Merger::new(writer);
+    // Its own output of the rounds whose shard 0 output is still to come.
+    let mut own = std::collections::VecDeque::new();
+    let mut own_spares: Vec<OutRound> = Vec::new();
+    let mut rounds: Vec<OutRound> = Vec::with_capacity(from_shards.len() + 2);
+    for message in rx.iter() {
+        match message {
+            ToMerging::Round(input) => {
+                let out = own_spares.pop().unwrap_or_default();
+                let (out, input) = shard.round(input, out);
+                load.done.fetch_add(1, Ordering::Release);
+                // The front may have finished: then the round is dropped.
+                let _ = back.input.send(input);
+                own.push_back(out);
+            }
+            ToMerging::Local(local) => {
+                rounds.clear();
+                rounds.push(local);
+                for rx in &from_shards {
+                    rounds.push(rx.recv().map_err(|_| stopped())?);
+                }
+                rounds.push(own.pop_front().ok_or_else(stopped)?);
+                merger.round(&rounds)?;
+                if rounds.iter().any(|r| r.end.is_some()) {
+                    let ends = rounds
+                        .iter_mut()
+                        .map(|r| r.end.take().map(|e| *e).ok_or_else(stopped))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    return Ok((merger.writer, ends));
+                }
+                let mut emptied = rounds.drain(..).map(|mut r| {
+                    r.items.clear();
+                    r.tails.clear();
+                    r
+                });
+                // Senders that finished drop their rounds here.
+                if let Some(r) = emptied.next() {
+                    let _ = back.local.send(r);
+                }
+                for spare in &back.shards {
+                    if let Some(r) = emptied.next() {
+                        let _ = spare.send(r);
+                    }
+                }
+                own_spares.extend(emptied);
+            }
+        }
+        load.busy_ns.store(thread_cpu_ns(), Ordering::Relaxed);
+    }
+    // The front stopped before the end (an error it reports).
+    Err(stopped().into())
 }
 
 /// Puts the shards' records back into one run's order and writes them, a round of
