@@ -4,6 +4,7 @@ two capture shapes, in one run, and prints seconds, packets/s, peak RSS and the 
 
     bench/bench.py [--shape large|small|both] [--runs 3] [--json OUT]
                    [--baseline-bin OLD_FLOWTRACE] [--skip-tshark] [--threads N]
+                   [--no-pgo]
 
 Shapes (both by default):
 - large: a deterministic 1 GiB capture written by `flowtrace-bench gen` (512
@@ -19,6 +20,11 @@ work from that file: every frame read (the bare loop counts them) and, for the s
 shape, exactly the generated transaction count; tshark's requests must equal
 flowtrace's. --baseline-bin times an older flowtrace build the same way (e.g. the
 commit before a change), so that a change is judged against it in the same session.
+
+Two builds of this source are timed: the profile-guided one of scripts/build-pgo.sh
+(trained on the capture sets in captures/, never on the benchmark's own captures; the
+ratios are against it) and the plain `cargo build --release`; --no-pgo times the
+plain one only.
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, time
 
@@ -117,16 +123,21 @@ def bench_shape(shape, args, flowtrace, helper, data):
     add("bare pcap-parser loop", [helper, "read", path])
     if shutil.which("tcpdump"):
         add("tcpdump -r F -w /dev/null", ["tcpdump", "-r", path, "-w", "/dev/null"])
-    jsonl = os.path.join(data, f"flowtrace-{shape}.jsonl")
-    add("flowtrace pcap F --format jsonl -o FILE", flowtrace_cmd(flowtrace, path, jsonl, args.threads),
-        output=jsonl)
-    transactions, summary = count_jsonl(jsonl)
-    assert summary is not None, f"no summary line in {jsonl}"
-    assert summary["stats"]["frames"] == packets, "flowtrace did not read every packet"
-    if expected is not None:
-        assert transactions == expected, \
-            f"flowtrace wrote {transactions} transactions, the generator made {expected}"
-    requests = summary["stats"]["http_requests"]
+    counts = []
+    for build, binary in flowtrace:
+        jsonl = os.path.join(data, f"flowtrace-{shape}-{build}.jsonl")
+        add(f"flowtrace pcap F --format jsonl -o FILE ({build} build)",
+            flowtrace_cmd(binary, path, jsonl, args.threads), output=jsonl)
+        rows[-1]["build"] = build
+        transactions, summary = count_jsonl(jsonl)
+        assert summary is not None, f"no summary line in {jsonl}"
+        assert summary["stats"]["frames"] == packets, f"flowtrace ({build}) did not read every packet"
+        if expected is not None:
+            assert transactions == expected, \
+                f"flowtrace ({build}) wrote {transactions} transactions, the generator made {expected}"
+        counts.append((transactions, summary["stats"]["http_requests"]))
+    assert len(set(counts)) == 1, f"the builds disagree: {counts}"
+    transactions, requests = counts[0]
     if args.baseline_bin:
         base_out = os.path.join(data, f"baseline-{shape}.jsonl")
         add("baseline flowtrace (--baseline-bin)", flowtrace_cmd(args.baseline_bin, path, base_out, None),
@@ -142,6 +153,7 @@ def bench_shape(shape, args, flowtrace, helper, data):
             tshark_requests = sum(1 for line in f if line.split(b"\t")[1].strip())
         assert tshark_requests == requests, f"tshark found {tshark_requests} requests, flowtrace {requests}"
 
+    # Ratios against the first build timed: the PGO one unless --no-pgo.
     ft = next(r for r in rows if r["tool"].startswith("flowtrace"))
     print(f"\n{shape}: {path}: {size / 1e6:.1f} MB, {packets} packets, {transactions} transactions "
           f"({requests} requests" + (f"; tshark: {tshark_requests}" if tshark_requests is not None else "")
@@ -167,12 +179,19 @@ def main():
     ap.add_argument("--baseline-bin", help="an older flowtrace binary to time the same way")
     ap.add_argument("--threads", type=int, help="flowtrace --threads (default: its own)")
     ap.add_argument("--skip-tshark", action="store_true")
+    ap.add_argument("--no-pgo", action="store_true",
+                    help="time the plain release build only (no scripts/build-pgo.sh)")
     args = ap.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)
     # Where cargo just built them (CARGO_TARGET_DIR when set, as cargo does).
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
-    flowtrace = os.path.join(target, "release/flowtrace")
+    flowtrace = [("plain", os.path.join(target, "release/flowtrace"))]
+    if not args.no_pgo:
+        # The profile-guided build, trained on captures/ (not on these captures).
+        out = subprocess.run([os.path.join(ROOT, "scripts", "build-pgo.sh")], cwd=ROOT,
+                             check=True, stdout=subprocess.PIPE, text=True).stdout
+        flowtrace.insert(0, ("pgo", out.strip().splitlines()[-1]))
     helper = os.path.join(target, "release/flowtrace-bench")
     data = os.path.join(ROOT, "bench-data")
     os.makedirs(data, exist_ok=True)
