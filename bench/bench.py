@@ -13,8 +13,9 @@ Shapes (both by default):
   --seed 1` (1.41 M packets, 441,078 keep-alive transactions on 13,880 connections),
   when that script exists (it is a benchmark input, not a test input).
 
-Each tool runs once as a warm-up, then --runs times; the median wall time is
-reported, with the peak RSS (os.wait4) of the median run. flowtrace writes its JSON
+Each tool runs once as a warm-up, then the tools take turns, --runs rounds of one
+run each (so that a drift in the machine's speed falls on all of them alike); the
+median wall time is reported, with the peak RSS (os.wait4) of the median run. flowtrace writes its JSON
 lines to a real file in bench-data/ (as a user would), and the benchmark checks the
 work from that file: every frame read (the bare loop counts them) and, for the small
 shape, exactly the generated transaction count; tshark's requests must equal
@@ -46,24 +47,38 @@ def run(cmd, stdout=subprocess.DEVNULL):
     return wall, rusage.ru_maxrss * 1024, rusage.ru_utime + rusage.ru_stime
 
 
-def median_run(cmd, runs, stdout_path=None, output=None):
-    """A warm-up run, then `runs` timed ones; the median by wall time. `output` (the
-    file the command writes) is removed before each run, untimed: overwriting the
-    previous run's file made the filesystem free its blocks when it was truncated and
-    write the new one back when it was closed (ext4's auto_da_alloc), about 0.08 s of
-    a 0.65 s run on the small capture (docs/PERFORMANCE.md, session 29), work a
-    first run into a new file does not do."""
-    def once():
-        for path in (stdout_path, output):
+def interleaved_runs(tools, runs):
+    """A warm-up run of every tool, then `runs` rounds of one run of each in turn;
+    per tool, the median run by wall time and the walls of all. Taking turns keeps
+    the ratios fair when the machine's speed drifts during a session (on the 2-core
+    VM the benchmark was written on, one build's median moved between 0.35 and 0.60 s
+    within minutes, docs/PERFORMANCE.md). A tool's `output` (the file it writes) is
+    removed before each run, untimed: overwriting the previous run's file made the
+    filesystem free its blocks when it was truncated and write the new one back when
+    it was closed (ext4's auto_da_alloc), about 0.08 s of a 0.65 s run on the small
+    capture (docs/PERFORMANCE.md, session 29), work a first run into a new file does
+    not do."""
+    def once(tool):
+        for path in (tool.get("stdout"), tool.get("output")):
             if path and os.path.exists(path):
                 os.remove(path)
-        if stdout_path:
-            with open(stdout_path, "wb") as out:
-                return run(cmd, stdout=out)
-        return run(cmd)
-    once()
-    results = sorted((once() for _ in range(runs)), key=lambda r: r[0])
-    return results[len(results) // 2], [round(r[0], 3) for r in results]
+        if tool.get("stdout"):
+            with open(tool["stdout"], "wb") as out:
+                return run(tool["cmd"], stdout=out)
+        return run(tool["cmd"])
+    for tool in tools:
+        print(f"  warm-up: {tool['name']}", file=sys.stderr)
+        once(tool)
+    results = [[] for _ in tools]
+    for i in range(runs):
+        for tool, res in zip(tools, results):
+            res.append(once(tool))
+            print(f"  run {i + 1}/{runs}: {tool['name']}: {res[-1][0]:.3f} s", file=sys.stderr)
+    out = []
+    for res in results:
+        by_wall = sorted(res, key=lambda r: r[0])
+        out.append((by_wall[len(by_wall) // 2], [round(r[0], 3) for r in by_wall]))
+    return out
 
 
 def flowtrace_cmd(binary, path, out, threads):
@@ -111,44 +126,57 @@ def bench_shape(shape, args, flowtrace, helper, data):
     size = os.path.getsize(path)
     out = subprocess.run([helper, "read", path], check=True, capture_output=True, text=True)
     packets = json.loads(out.stdout)["frames"]
-    rows = []
-
-    def add(name, cmd, stdout_path=None, output=None):
-        (wall, rss, cpu), walls = median_run(cmd, args.runs, stdout_path, output)
-        rows.append({"tool": name, "seconds": wall, "cpu_seconds": cpu, "peak_rss_bytes": rss,
-                     "runs": walls, "packets_per_s": packets / wall, "mb_per_s": size / wall / 1e6})
-        print(f"  {name}: {wall:.3f} s (runs {walls})", file=sys.stderr)
-
-    print(f"{shape}: {path}", file=sys.stderr)
-    add("bare pcap-parser loop", [helper, "read", path])
+    tools = [{"name": "bare pcap-parser loop", "cmd": [helper, "read", path]}]
     if shutil.which("tcpdump"):
-        add("tcpdump -r F -w /dev/null", ["tcpdump", "-r", path, "-w", "/dev/null"])
-    counts = []
+        tools.append({"name": "tcpdump -r F -w /dev/null", "cmd": ["tcpdump", "-r", path, "-w", "/dev/null"]})
     for build, binary in flowtrace:
         jsonl = os.path.join(data, f"flowtrace-{shape}-{build}.jsonl")
-        add(f"flowtrace pcap F --format jsonl -o FILE ({build} build)",
-            flowtrace_cmd(binary, path, jsonl, args.threads), output=jsonl)
-        rows[-1]["build"] = build
-        transactions, summary = count_jsonl(jsonl)
-        assert summary is not None, f"no summary line in {jsonl}"
-        assert summary["stats"]["frames"] == packets, f"flowtrace ({build}) did not read every packet"
+        tools.append({"name": f"flowtrace pcap F --format jsonl -o FILE ({build} build)", "build": build,
+                      "cmd": flowtrace_cmd(binary, path, jsonl, args.threads), "output": jsonl})
+    if args.baseline_bin:
+        tools.append({"name": "baseline flowtrace (--baseline-bin)", "build": "baseline",
+                      "cmd": flowtrace_cmd(args.baseline_bin, path,
+                                           os.path.join(data, f"baseline-{shape}.jsonl"), None),
+                      "output": os.path.join(data, f"baseline-{shape}.jsonl")})
+    tsv = os.path.join(data, f"tshark-{shape}.tsv")
+    if shutil.which("tshark") and not args.skip_tshark:
+        tools.append({"name": "tshark -r F -Y http -T fields (3 fields)",
+                      "cmd": TSHARK[:1] + ["-r", path] + TSHARK[1:], "stdout": tsv})
+
+    print(f"{shape}: {path}", file=sys.stderr)
+    rows = []
+    for tool, ((wall, rss, cpu), walls) in zip(tools, interleaved_runs(tools, args.runs)):
+        row = {"tool": tool["name"], "seconds": wall, "cpu_seconds": cpu, "peak_rss_bytes": rss,
+               "runs": walls, "packets_per_s": packets / wall, "mb_per_s": size / wall / 1e6}
+        if "build" in tool:
+            row["build"] = tool["build"]
+        rows.append(row)
+        print(f"  {tool['name']}: {wall:.3f} s (runs {walls})", file=sys.stderr)
+
+    # The work checked from what the last runs wrote.
+    counts = []
+    for tool in tools:
+        if "output" not in tool:
+            continue
+        transactions, summary = count_jsonl(tool["output"])
+        name = tool["name"]
+        if tool["build"] == "baseline":
+            # An older build: only the transactions it wrote are compared.
+            baseline_transactions = transactions
+            continue
+        assert summary is not None, f"{name}: no summary line in {tool['output']}"
+        assert summary["stats"]["frames"] == packets, f"{name} did not read every packet"
         if expected is not None:
             assert transactions == expected, \
-                f"flowtrace ({build}) wrote {transactions} transactions, the generator made {expected}"
+                f"{name} wrote {transactions} transactions, the generator made {expected}"
         counts.append((transactions, summary["stats"]["http_requests"]))
-    assert len(set(counts)) == 1, f"the builds disagree: {counts}"
+    assert len(set(counts)) == 1, f"the flowtrace builds disagree (transactions, requests): {counts}"
     transactions, requests = counts[0]
     if args.baseline_bin:
-        base_out = os.path.join(data, f"baseline-{shape}.jsonl")
-        add("baseline flowtrace (--baseline-bin)", flowtrace_cmd(args.baseline_bin, path, base_out, None),
-            output=base_out)
-        base_transactions, _ = count_jsonl(base_out)
-        assert base_transactions == transactions, \
-            f"baseline wrote {base_transactions} transactions, this build {transactions}"
+        assert baseline_transactions == transactions, \
+            f"baseline wrote {baseline_transactions} transactions, this build {transactions}"
     tshark_requests = None
-    if shutil.which("tshark") and not args.skip_tshark:
-        tsv = os.path.join(data, f"tshark-{shape}.tsv")
-        add("tshark -r F -Y http -T fields (3 fields)", TSHARK[:1] + ["-r", path] + TSHARK[1:], tsv)
+    if any(t.get("stdout") == tsv for t in tools):
         with open(tsv, "rb") as f:
             tshark_requests = sum(1 for line in f if line.split(b"\t")[1].strip())
         assert tshark_requests == requests, f"tshark found {tshark_requests} requests, flowtrace {requests}"
