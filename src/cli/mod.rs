@@ -770,7 +770,7 @@ fn write_transactions_sharded<W: Write + Send>(
 /// sharded run's merger). 1 MiB writes into ext4's page cache took 0.04 s of system
 /// time for 241 MiB against 0.05 s at 256 KiB, and 0.06 s at 64 KiB (`dd`, session
 /// 34); 2 MiB and more took 0.25-0.58 s (the kernel then builds huge folios).
-const WRITE_CHUNK: usize = 1 << 20;
+const WRITE_CHUNK: usize = flowtrace::render::RECORD_BUFFER;
 /// Chunks in flight: a slow output (a full disk, a slow pipe) makes the work wait
 /// instead of letting output pile up in memory (at most 4 MiB).
 const WRITE_CHUNKS_IN_FLIGHT: usize = 4;
