@@ -1095,6 +1095,36 @@ mod tests {
         assert!(per_shard.iter().all(|&n| n > 800), "{per_shard:?}");
     }
 
+    /// Connections fill the buckets at least as well as random keys would: ports alone,
+    /// addresses alone (of a client below and above the server in the key's order), or
+    /// both varying. 4,096 random keys fill about 3,620 of the 16,384 buckets; these
+    /// fill 3,584 to 4,096. A cheaper hand-written hash (FxHash over the key as five
+    /// words) filled only 3,029 when the client's address varied, which this catches.
+    #[test]
+    fn connections_spread_over_the_buckets() {
+        let server = SocketAddr::new("192.0.2.80".parse().unwrap(), 80);
+        let cases: [&dyn Fn(u32) -> SocketAddr; 5] = [
+            &|i| SocketAddr::new("10.0.0.1".parse().unwrap(), 1024 + i as u16),
+            &|i| SocketAddr::new("203.0.113.9".parse().unwrap(), 1024 + i as u16),
+            &|i| SocketAddr::new(IpAddr::V4((0x0a00_0000 + i).into()), 40000),
+            &|i| SocketAddr::new(IpAddr::V4((0xcb00_7100 + i).into()), 40000),
+            &|i| {
+                SocketAddr::new(
+                    IpAddr::V4((0x0a01_0000 + i * 7).into()),
+                    1024 + (i * 13) as u16,
+                )
+            },
+        ];
+        for (n, client) in cases.iter().enumerate() {
+            let mut seen = vec![false; BUCKETS];
+            for i in 0..4096 {
+                seen[bucket_of(connection_hash(0, &client(i), &server))] = true;
+            }
+            let distinct = seen.iter().filter(|&&s| s).count();
+            assert!(distinct > 3500, "case {n}: {distinct} buckets");
+        }
+    }
+
     /// The rounds in flight come out of the tables' budget, never more than half.
     #[test]
     fn rounds_in_flight_are_taken_from_the_table_budget() {
