@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A profile-guided (PGO) release build of flowtrace: the fastest binary this source
-# makes, about a tenth fewer instructions than `cargo build --release` on the
-# benchmark's small-packet capture (docs/PERFORMANCE.md, session 34).
+# makes, about 13 % fewer instructions than `cargo build --release` on the
+# benchmark's small-packet capture (docs/PERFORMANCE.md, sessions 34-35).
 #
 # 1. builds flowtrace instrumented (-Cprofile-generate) in target/pgo-gen/;
 # 2. runs it over the capture sets shipped in captures/ (real traffic of the lab's
@@ -13,7 +13,7 @@
 # 4. builds flowtrace with them (-Cprofile-use) in target/pgo/.
 #
 # Prints the binary's path (target/pgo/release/flowtrace) as its last line. Takes
-# about 8 minutes on two cores (two full release builds). The plain build in
+# 6 to 8 minutes on two cores (two full release builds). The plain build in
 # target/release/ is left as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
