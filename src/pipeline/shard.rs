@@ -131,7 +131,9 @@ struct Seg {
     window: u16,
     missing: u32,
     ttl: u8,
-    bucket: u16,
+    /// The connection's [`connection_hash`]: its bucket, and the shard's table
+    /// looks the connection up by it.
+    hash: u64,
     start: u32,
     len: u32,
 }
@@ -214,11 +216,12 @@ impl Route {
             }
             self.local.sweep(self.frame, ts, &mut self.local_out);
         }
-        let bucket = bucket_of(connection_hash(
+        let hash = connection_hash(
             vantage,
             &SocketAddr::new(src, seg.src_port),
             &SocketAddr::new(dst, seg.dst_port),
-        ));
+        );
+        let bucket = bucket_of(hash);
         let shard = usize::from(self.owner[bucket]);
         self.last_routed[bucket] = (self.sent + 1) as u8;
         self.bytes += seg.payload.len();
@@ -230,7 +233,7 @@ impl Route {
                 vantage,
                 (src, dst),
                 seg,
-                bucket as u16,
+                hash,
                 &mut self.local_out,
             );
             return;
@@ -252,7 +255,7 @@ impl Route {
             window: seg.window,
             missing: seg.missing,
             ttl: seg.ttl,
-            bucket: bucket as u16,
+            hash,
             start,
             len: seg.payload.len() as u32,
         }));
@@ -578,7 +581,7 @@ impl Shard {
                         ttl: s.ttl,
                     };
                     let ends = (s.src, s.dst);
-                    self.segment(s.frame, s.ts, s.vantage, ends, &seg, s.bucket, &mut out);
+                    self.segment(s.frame, s.ts, s.vantage, ends, &seg, s.hash, &mut out);
                 }
             }
         }
@@ -605,24 +608,25 @@ impl Shard {
         vantage: VantageId,
         (src, dst): (IpAddr, IpAddr),
         seg: &TcpSegment<'_>,
-        bucket: u16,
+        hash: u64,
         out: &mut OutRound,
     ) {
         self.tcp.set_next_id(frame);
-        self.tcp.segment(
+        self.tcp.segment_hashed(
             &mut self.http,
             ts,
             vantage,
             src,
             dst,
             seg,
+            Some(hash),
             &mut self.stats,
             &mut self.log,
         );
         if self.tcp.next_id() != frame {
             let key = (frame, 1, 0, self.next_seq());
             out.items.push((key, What::Open));
-            self.load.live[usize::from(bucket)].fetch_add(1, Ordering::Relaxed);
+            self.load.live[bucket_of(hash)].fetch_add(1, Ordering::Relaxed);
         }
         self.collect(out, frame, 1);
     }

@@ -8,12 +8,13 @@
 //! per-connection state lives in the table entry.
 
 mod budget;
+mod map;
 pub mod stream;
 
 use crate::anomaly::{AnomalyLog, Stats};
 use crate::decode::TcpSegment;
 use crate::time::Ts;
-use rustc_hash::FxHashMap;
+use map::ConnMap;
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 pub use stream::StreamPos;
@@ -385,7 +386,7 @@ impl Default for TcpConfig {
 /// keep being tracked. Only when nothing can be evicted is a new connection refused
 /// (`tcp_untracked`).
 pub struct TcpTable<C> {
-    conns: FxHashMap<FlowKey, Slot<C>>,
+    conns: ConnMap<Slot<C>>,
     next_id: u64,
     config: TcpConfig,
     last_sweep: Ts,
@@ -412,7 +413,7 @@ impl<C> TcpTable<C> {
     /// An empty table.
     pub fn new(config: TcpConfig) -> TcpTable<C> {
         TcpTable {
-            conns: FxHashMap::default(),
+            conns: ConnMap::default(),
             next_id: 0,
             config,
             last_sweep: Ts(i64::MIN),
@@ -497,6 +498,25 @@ impl<C> TcpTable<C> {
         stats: &mut Stats,
         log: &mut AnomalyLog,
     ) {
+        self.segment_hashed(sink, ts, vantage, src_ip, dst_ip, seg, None, stats, log);
+    }
+
+    /// [`TcpTable::segment`] with the connection's [`connection_hash`], when the
+    /// caller has it already (a sharded run routes by it): the table's lookups use it
+    /// instead of hashing the key again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn segment_hashed<S: StreamSink<Conn = C>>(
+        &mut self,
+        sink: &mut S,
+        ts: Ts,
+        vantage: VantageId,
+        src_ip: IpAddr,
+        dst_ip: IpAddr,
+        seg: &TcpSegment<'_>,
+        hash: Option<u64>,
+        stats: &mut Stats,
+        log: &mut AnomalyLog,
+    ) {
         if !self.external_sweeps && ts.0.saturating_sub(self.last_sweep.0) >= 1_000_000_000 {
             self.sweep(sink, ts, stats);
         }
@@ -506,13 +526,14 @@ impl<C> TcpTable<C> {
         let src = SocketAddr::new(src_ip, seg.src_port);
         let dst = SocketAddr::new(dst_ip, seg.dst_port);
         let key = FlowKey::new(vantage, &src, &dst);
+        let hash = hash.unwrap_or_else(|| key.hash_value());
         let bare_syn = seg.flags
             & (TcpSegment::SYN | TcpSegment::ACK | TcpSegment::FIN | TcpSegment::RST)
             == TcpSegment::SYN
             && seg.payload.is_empty()
             && seg.missing == 0;
 
-        match self.conns.get_mut(&key) {
+        match self.conns.get_mut_hashed(&key, hash) {
             Some(Slot::HalfOpen(h)) => {
                 let from_client = (endpoint_key(&src) == (key.lo, key.lo_port)) == h.client_is_lo;
                 if half_open_segment(h, from_client, ts, seg) {
@@ -546,7 +567,7 @@ impl<C> TcpTable<C> {
             }
             None => {}
         }
-        if !self.conns.contains_key(&key) {
+        if !self.conns.contains_key_hashed(&key, hash) {
             if !self.make_room(sink, ts, stats, log) {
                 stats.tcp_untracked += 1;
                 return;
@@ -557,7 +578,7 @@ impl<C> TcpTable<C> {
             }
             self.open(sink, key, ts, vantage, orient(src, dst, seg), seg, stats);
         }
-        let Some(Slot::Open(conn)) = self.conns.get_mut(&key) else {
+        let Some(Slot::Open(conn)) = self.conns.get_mut_hashed(&key, hash) else {
             return;
         };
         track(sink, conn, ts, src, dst, seg, stats, log);
