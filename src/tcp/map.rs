@@ -97,3 +97,49 @@ impl<V> ConnMap<V> {
         self.table.drain()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn key(port: u16) -> FlowKey {
+        let a: SocketAddr = format!("10.0.0.1:{port}").parse().unwrap();
+        let b: SocketAddr = "192.0.2.80:80".parse().unwrap();
+        FlowKey::new(0, &b, &a)
+    }
+
+    /// Entries are found by a given hash as by the key's own, replaced in place,
+    /// removed, kept or dropped by `retain`, and still found after the table shrinks.
+    #[test]
+    fn finds_by_the_given_hash_and_survives_a_shrink() {
+        let mut map = ConnMap::default();
+        for port in 1000..3000 {
+            map.insert(key(port), u32::from(port));
+        }
+        map.insert(key(1500), 7);
+        assert_eq!(map.len(), 2000);
+        let k = key(2999);
+        assert_eq!(map.get_mut_hashed(&k, k.hash_value()).copied(), Some(2999));
+        assert!(map.contains_key_hashed(&k, k.hash_value()));
+        assert_eq!(map.get(&key(1500)), Some(&7));
+        assert_eq!(map.remove(&key(1000)), Some(1000));
+        assert_eq!(map.remove(&key(1000)), None);
+        assert!(map.get(&key(3000)).is_none());
+        // The odd values: the odd ports, and 1500's replaced value.
+        map.retain(|_, v| *v % 2 == 1);
+        assert_eq!(map.len(), 1001);
+        map.shrink_to(map.len());
+        for port in (1001..3000).step_by(2) {
+            let k = key(port);
+            assert_eq!(
+                map.get_mut_hashed(&k, k.hash_value()).copied(),
+                Some(u32::from(port))
+            );
+        }
+        assert_eq!(map.get(&key(1500)), Some(&7));
+        assert_eq!(map.values().count(), 1001);
+        assert_eq!(map.drain().count(), 1001);
+        assert!(map.is_empty());
+    }
+}
