@@ -769,7 +769,7 @@ fn write_transactions_sharded<W: Write + Send>(
 /// Bytes handed to the writing thread at a time (and written at a time by a
 /// sharded run's merger). 1 MiB writes into ext4's page cache took 0.04 s of system
 /// time for 241 MiB against 0.05 s at 256 KiB, and 0.06 s at 64 KiB (`dd`, session
-/// 34); 2 MiB and more took 0.25-0.58 s (the kernel then builds huge folios).
+/// 34); 2 and 4 MiB took 0.25-0.58 s.
 const WRITE_CHUNK: usize = flowtrace::render::RECORD_BUFFER;
 /// Chunks in flight: a slow output (a full disk, a slow pipe) makes the work wait
 /// instead of letting output pile up in memory (at most 4 MiB).

@@ -7,6 +7,7 @@
 //! budget's arithmetic is unchanged), with the hash in the caller's hands.
 
 use super::FlowKey;
+use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
 pub(super) struct ConnMap<V> {
@@ -59,13 +60,15 @@ impl<V> ConnMap<V> {
         self.table.find(hash, |(k, _)| k == key).is_some()
     }
 
-    /// Inserts or replaces the entry of `key`.
+    /// Inserts or replaces the entry of `key` (one probe of the table either way).
     pub(super) fn insert(&mut self, key: FlowKey, value: V) {
-        let hash = key.hash_value();
-        match self.table.find_mut(hash, |(k, _)| *k == key) {
-            Some(entry) => entry.1 = value,
-            None => {
-                self.table.insert_unique(hash, (key, value), rehash);
+        match self
+            .table
+            .entry(key.hash_value(), |(k, _)| *k == key, rehash)
+        {
+            Entry::Occupied(mut entry) => entry.get_mut().1 = value,
+            Entry::Vacant(entry) => {
+                entry.insert((key, value));
             }
         }
     }
