@@ -19,10 +19,9 @@ use flowtrace::http::KeptHeaders;
 use flowtrace::links::{self, HostLinks};
 use flowtrace::pipeline::{Pipeline, PipelineConfig, Vantage};
 use flowtrace::render::paths::{Highlights as PathHighlights, PathWriter};
-use flowtrace::render::{sanitize, Format, Summary, Writer};
+use flowtrace::render::{sanitize, Format, OutputFile, Summary, Writer};
 use flowtrace::tcp::TcpConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -618,9 +617,9 @@ fn output(path: &Option<PathBuf>) -> Result<BufWriter<Box<dyn Write>>> {
 /// buffer).
 fn output_raw(path: &Option<PathBuf>) -> Result<Box<dyn Write + Send>> {
     Ok(match path {
-        Some(p) => {
-            Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
-        }
+        Some(p) => Box::new(
+            OutputFile::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        ),
         None => Box::new(io::stdout()),
     })
 }

@@ -28,11 +28,13 @@
 //! top-level keys.
 
 pub mod clock;
+pub mod file;
 pub mod html;
 mod json;
 pub mod paths;
 
 pub use clock::{TimeFormat, TimeStyle};
+pub use file::OutputFile;
 
 use crate::anomaly::{AnomalyLog, Stats};
 use crate::capture::Warning;
