@@ -23,7 +23,7 @@ impl Ts {
 
     /// `self - earlier` in seconds.
     pub fn secs_since(self, earlier: Ts) -> f64 {
-        (self.0 - earlier.0) as f64 / 1e9
+        self.0.saturating_sub(earlier.0) as f64 / 1e9
     }
 }
 

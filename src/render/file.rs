@@ -127,11 +127,18 @@ mod tests {
             out.write_all(b"tail\n").unwrap();
             expected.extend_from_slice(b"tail\n");
             // While open, the size is what was written, whatever was reserved.
-            assert_eq!(std::fs::metadata(&path).unwrap().len(), expected.len() as u64);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len(),
+                expected.len() as u64
+            );
             if out.reserving {
                 assert!(out.reserved >= expected.len() as u64);
                 let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
-                assert!(allocated >= out.reserved, "{allocated} bytes allocated, {} reserved", out.reserved);
+                assert!(
+                    allocated >= out.reserved,
+                    "{allocated} bytes allocated, {} reserved",
+                    out.reserved
+                );
             }
         }
         assert_eq!(std::fs::read(&path).unwrap(), expected);

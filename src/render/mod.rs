@@ -107,7 +107,9 @@ impl<'a> TransactionRecord<'a> {
         let req = t.request.as_ref();
         let resp = t.response.as_ref();
         let duration_ms = match (req, resp) {
-            (Some(q), Some(r)) => Some(((r.last_ts.0 - q.first_ts.0) as f64 / 1e3).round() / 1e3),
+            (Some(q), Some(r)) => {
+                Some((r.last_ts.0.saturating_sub(q.first_ts.0) as f64 / 1e3).round() / 1e3)
+            }
             _ => None,
         };
         TransactionRecord {
@@ -338,7 +340,10 @@ impl<W: Write> Writer<W> {
             .map(|r| r.status.to_string())
             .unwrap_or_else(|| "---".into());
         let duration = match (req, resp) {
-            (Some(q), Some(r)) => format!("{:.3} ms", (r.last_ts.0 - q.first_ts.0) as f64 / 1e6),
+            (Some(q), Some(r)) => format!(
+                "{:.3} ms",
+                r.last_ts.0.saturating_sub(q.first_ts.0) as f64 / 1e6
+            ),
             _ => "-".into(),
         };
         writeln!(
