@@ -4,7 +4,7 @@ two capture shapes, in one run, and prints seconds, packets/s, peak RSS and the 
 
     bench/bench.py [--shape large|small|both] [--runs 3] [--json OUT]
                    [--baseline-bin OLD_FLOWTRACE] [--skip-tshark] [--threads N]
-                   [--no-pgo]
+                   [--no-pgo] [--page-cache reread|as-is]
 
 Shapes (both by default):
 - large: a deterministic 1 GiB capture written by `flowtrace-bench gen` (512
@@ -21,6 +21,15 @@ work from that file: every frame read (the bare loop counts them) and, for the s
 shape, exactly the generated transaction count; tshark's requests must equal
 flowtrace's. --baseline-bin times an older flowtrace build the same way (e.g. the
 commit before a change), so that a change is judged against it in the same session.
+
+The capture is first dropped from the page cache and read back once, whole
+(--page-cache reread, the default), so that every session times it cached the same
+way: as a read from disk brings it in. How a file sits in the page cache depends on
+how it got there: a capture the generator has just written is held in 4 KiB pages,
+the same file read back from disk in large folios (Linux 6.x readahead), and every
+tool reads the second faster (tcpdump 0.186 -> 0.167 s, flowtrace 0.371 -> 0.333 s on
+the small shape, docs/PERFORMANCE.md, session 36). --page-cache as-is leaves the
+cache as it finds it.
 
 Two builds of this source are timed: the profile-guided one of scripts/build-pgo.sh
 (trained on the capture sets in captures/, never on the benchmark's own captures; the
@@ -81,6 +90,16 @@ def interleaved_runs(tools, runs):
     return out
 
 
+def reread(path):
+    """Drops `path` from the page cache and reads it back, whole, in large reads.
+    A file still being written back is synced first: dirty pages are not dropped."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        while f.read(8 << 20):
+            pass
+
+
 def flowtrace_cmd(binary, path, out, threads):
     cmd = [binary, "pcap", path, "--format", "jsonl", "-o", out, "--no-progress"]
     if threads is not None and "--threads" in subprocess.run(
@@ -123,6 +142,8 @@ def prepare(shape, args, helper, data):
 
 def bench_shape(shape, args, flowtrace, helper, data):
     path, expected = prepare(shape, args, helper, data)
+    if args.page_cache == "reread":
+        reread(path)
     size = os.path.getsize(path)
     out = subprocess.run([helper, "read", path], check=True, capture_output=True, text=True)
     packets = json.loads(out.stdout)["frames"]
@@ -193,7 +214,7 @@ def bench_shape(shape, args, flowtrace, helper, data):
         rel = "-" if r is ft else (f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower")
         print(f"{r['tool']:42} {r['seconds']:8.3f} {r['cpu_seconds']:7.2f} {r['packets_per_s']:11.0f} "
               f"{r['mb_per_s']:8.1f} {r['peak_rss_bytes'] / 2**20:13.1f} {rel:>16}")
-    return {"shape": shape, "capture": path, "bytes": size, "packets": packets,
+    return {"shape": shape, "capture": path, "page_cache": args.page_cache, "bytes": size, "packets": packets,
             "transactions": transactions, "http_requests": requests,
             "generated_transactions": expected, "tshark_requests": tshark_requests, "tools": rows}
 
@@ -209,6 +230,9 @@ def main():
     ap.add_argument("--skip-tshark", action="store_true")
     ap.add_argument("--no-pgo", action="store_true",
                     help="time the plain release build only (no scripts/build-pgo.sh)")
+    ap.add_argument("--page-cache", choices=["reread", "as-is"], default="reread",
+                    help="drop each capture from the page cache and read it back before "
+                         "the runs (default), or leave the cache as it is")
     args = ap.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)

@@ -277,7 +277,9 @@ impl Route {
                 .collect(),
             last_routed: vec![0; BUCKETS],
             sent: 0,
-            last_busy: (0, vec![0; shards]),
+            // The front's CPU time before the run (starting the process, opening
+            // the files) is not the run's work.
+            last_busy: (thread_cpu_ns(), vec![0; shards]),
             loads,
             cursor: 0,
             churn: std::env::var_os(CHURN_VARIABLE).is_some(),
@@ -428,8 +430,12 @@ const BUCKETS: usize = 1 << 14;
 /// Buckets looked at in one search for buckets to move.
 const MOVE_SEARCH: usize = 2048;
 
-/// Rounds between two rebalances: enough work to time (a few milliseconds).
-const REBALANCE_ROUNDS: u64 = 4;
+/// Rounds between two rebalances. Every round (a millisecond or two of work,
+/// timed by the threads' CPU clocks): on the small-packet capture, rebalancing every
+/// fourth round took the first quarter of the run to reach an even split, and the
+/// front's CPU time ended 4-5 % above the other thread's; every round, 1-4 %
+/// (session 36). [`GAIN`] keeps the noise of one round's times from swinging it.
+const REBALANCE_ROUNDS: u64 = 1;
 
 /// Buckets moved at most per rebalance and shard: 0.8 % of the connections, so that
 /// a split that starts even reaches one a tenth away within some tens of
