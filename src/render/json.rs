@@ -390,12 +390,24 @@ fn timestamp(out: &mut Vec<u8>, ts: Ts, times: &mut Timestamps) {
             return;
         }
     }
-    let micros = round(ts.0 as f64 / 1000.0);
-    if !(1e6..4_294_967_296e6).contains(&micros) {
+    let micros = if (1..1 << 61).contains(&ts.0) && ts.0 % 1000 == 0 {
+        // Whole microseconds (every timestamp of a pcap file) before 2043: the
+        // float division and rounding below give exactly these (the nanoseconds
+        // as a float are off by at most 128, the quotient by at most an eighth
+        // of a microsecond more), so they are skipped.
+        (ts.0 / 1000) as u64
+    } else {
+        let micros = round(ts.0 as f64 / 1000.0);
+        if !(0.0..4_294_967_296e6).contains(&micros) {
+            serde(out, &ts);
+            return;
+        }
+        micros as u64
+    };
+    if !(1_000_000..4_294_967_296_000_000).contains(&micros) {
         serde(out, &ts);
         return;
     }
-    let micros = micros as u64;
     let (secs, frac) = (micros / 1_000_000, micros % 1_000_000);
     if !(1_000_000_000..10_000_000_000).contains(&secs) {
         // Before 2001 or after 2286: formatted on the stack, not kept.
@@ -518,6 +530,19 @@ mod tests {
                 let digits = (eight_digits(n) | 0x3030_3030_3030_3030).to_le_bytes();
                 let expected = format!("{n:08}");
                 prop_assert_eq!(&digits[..], expected.as_bytes());
+            }
+        }
+
+        /// Whole microseconds, at any date, print as serde_json prints them.
+        #[test]
+        fn whole_microseconds_print_as_serde_json_does(micros in 0i64..i64::MAX / 1000) {
+            // 4005858909679584 µs (2096): the shortcut would print one more.
+            let fixed = Ts(4_005_858_909_679_584_000);
+            for ts in [Ts(micros * 1000), Ts((micros % (1 << 51)) * 1000), fixed] {
+                let mut out = Vec::new();
+                timestamp(&mut out, ts, &mut Timestamps::default());
+                let expected = serde_json::to_string(&ts).unwrap();
+                prop_assert_eq!(String::from_utf8(out).unwrap(), expected);
             }
         }
 
