@@ -146,7 +146,7 @@ fn write_after_capture(
     out.extend_from_slice(b",\"response_end_ts\":");
     option(out, rec.response_end_ts, |o, t| timestamp(o, t, times));
     out.extend_from_slice(b",\"duration_ms\":");
-    option(out, rec.duration_ms, float);
+    option(out, rec.duration_ms, milliseconds);
     out.extend_from_slice(b",\"request_body_bytes\":");
     option(out, rec.request_body_bytes, integer);
     out.extend_from_slice(b",\"response_body_bytes\":");
@@ -188,6 +188,54 @@ fn float(out: &mut Vec<u8>, v: f64) {
     CompactFormatter
         .write_f64(out, v)
         .expect("writing to a Vec cannot fail");
+}
+
+/// The decimals of every fraction of a millisecond in microseconds (0 to 999): three
+/// digits, zero-padded, trailing zeros dropped (`0` for none), and how many.
+const MILLI_FRACTIONS: [([u8; 3], u8); 1000] = {
+    let mut table = [([b'0'; 3], 1u8); 1000];
+    let mut f = 1;
+    while f < 1000 {
+        let digits = [
+            b'0' + (f / 100) as u8,
+            b'0' + (f / 10 % 10) as u8,
+            b'0' + (f % 10) as u8,
+        ];
+        let len = if f % 100 == 0 {
+            1
+        } else if f % 10 == 0 {
+            2
+        } else {
+            3
+        };
+        table[f] = (digits, len);
+        f += 1;
+    }
+    table
+};
+
+/// A duration in milliseconds rounded to the microsecond (`duration_ms`), as the
+/// float printer writes it, without its shortest-digits search (1.3 % of a
+/// small-packet run's instructions, session 36): a value that is the quotient of a
+/// whole number of microseconds by 1000, below 10^12, prints as that quotient's
+/// decimals (`0.36`, `5.0`). No shorter decimal lies as close to the float: one
+/// with fewer decimals is at least 0.001 away, and floats below 10^12 are less
+/// than 0.0002 apart. Anything else goes to the float printer.
+fn milliseconds(out: &mut Vec<u8>, v: f64) {
+    // Not -0.0, which prints with its sign.
+    if v.is_sign_positive() && v < 1e12 {
+        let micros = round(v * 1000.0) as u64;
+        if micros as f64 / 1e3 == v {
+            out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+            out.push(b'.');
+            let (digits, len) = &MILLI_FRACTIONS[(micros % 1000) as usize];
+            let end = out.len() + usize::from(*len);
+            out.extend_from_slice(digits);
+            out.truncate(end);
+            return;
+        }
+    }
+    float(out, v);
 }
 
 /// A JSON string known to hold no byte JSON escapes (a word of the parser's
@@ -530,6 +578,23 @@ mod tests {
                 let digits = (eight_digits(n) | 0x3030_3030_3030_3030).to_le_bytes();
                 let expected = format!("{n:08}");
                 prop_assert_eq!(&digits[..], expected.as_bytes());
+            }
+        }
+
+        /// Durations print as serde_json prints them: the quotients of whole
+        /// microseconds, and any other float.
+        #[test]
+        fn milliseconds_print_as_serde_json_does(
+            micros in 0u64..2_000_000_000_000_000,
+            small in 0u64..10_000_000,
+            any in any::<f64>(),
+        ) {
+            for v in [micros as f64 / 1e3, small as f64 / 1e3, any, 0.0, -0.0, 0.001, 5.0] {
+                let mut out = Vec::new();
+                milliseconds(&mut out, v);
+                let mut expected = Vec::new();
+                float(&mut expected, v);
+                prop_assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(expected).unwrap());
             }
         }
 
