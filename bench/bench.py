@@ -26,10 +26,9 @@ The capture is first dropped from the page cache and read back once, whole
 (--page-cache reread, the default), so that every session times it cached the same
 way: as a read from disk brings it in. How a file sits in the page cache depends on
 how it got there: a capture the generator has just written is held in 4 KiB pages,
-the same file read back from disk in large folios (Linux 6.x readahead), and every
-tool reads the second faster (tcpdump 0.186 -> 0.167 s, flowtrace 0.371 -> 0.333 s on
-the small shape, docs/PERFORMANCE.md, session 36). --page-cache as-is leaves the
-cache as it finds it.
+the same file read back from disk in large folios (Linux 6.x readahead), which map
+with a twelfth of the page faults; the tools' times moved by 1-3 % between the two
+(docs/PERFORMANCE.md, session 36). --page-cache as-is leaves the cache as it finds it.
 
 Two builds of this source are timed: the profile-guided one of scripts/build-pgo.sh
 (trained on the capture sets in captures/, never on the benchmark's own captures; the
