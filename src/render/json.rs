@@ -441,8 +441,9 @@ fn timestamp(out: &mut Vec<u8>, ts: Ts, times: &mut Timestamps) {
     let micros = if (1..1 << 61).contains(&ts.0) && ts.0 % 1000 == 0 {
         // Whole microseconds (every timestamp of a pcap file) before 2043: the
         // float division and rounding below give exactly these (the nanoseconds
-        // as a float are off by at most 128, the quotient by at most an eighth
-        // of a microsecond more), so they are skipped.
+        // as a float are off by at most 128, the quotient by at most a quarter
+        // of a microsecond more: less than the half that rounding forgives), so
+        // they are skipped.
         (ts.0 / 1000) as u64
     } else {
         let micros = round(ts.0 as f64 / 1000.0);
