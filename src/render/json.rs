@@ -190,30 +190,6 @@ fn float(out: &mut Vec<u8>, v: f64) {
         .expect("writing to a Vec cannot fail");
 }
 
-/// The decimals of every fraction of a millisecond in microseconds (0 to 999): three
-/// digits, zero-padded, trailing zeros dropped (`0` for none), and how many.
-const MILLI_FRACTIONS: [([u8; 3], u8); 1000] = {
-    let mut table = [([b'0'; 3], 1u8); 1000];
-    let mut f = 1;
-    while f < 1000 {
-        let digits = [
-            b'0' + (f / 100) as u8,
-            b'0' + (f / 10 % 10) as u8,
-            b'0' + (f % 10) as u8,
-        ];
-        let len = if f % 100 == 0 {
-            1
-        } else if f % 10 == 0 {
-            2
-        } else {
-            3
-        };
-        table[f] = (digits, len);
-        f += 1;
-    }
-    table
-};
-
 /// A duration in milliseconds rounded to the microsecond (`duration_ms`), as the
 /// float printer writes it, without its shortest-digits search (1.3 % of a
 /// small-packet run's instructions, session 36): a value that is the quotient of a
@@ -228,9 +204,9 @@ fn milliseconds(out: &mut Vec<u8>, v: f64) {
         if micros as f64 / 1e3 == v {
             out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
             out.push(b'.');
-            let (digits, len) = &MILLI_FRACTIONS[(micros % 1000) as usize];
-            let end = out.len() + usize::from(*len);
-            out.extend_from_slice(digits);
+            let (fraction, len) = decimals((micros % 1000) as u32, 3);
+            let end = out.len() + usize::from(len);
+            out.extend_from_slice(&fraction.to_le_bytes());
             out.truncate(end);
             return;
         }
@@ -463,14 +439,8 @@ fn timestamp(out: &mut Vec<u8>, ts: Ts, times: &mut Timestamps) {
         let mut text = Digits::<32>::new();
         text.number(secs);
         text.push(b'.');
-        if frac == 0 {
-            text.push(b'0');
-        } else {
-            text.fixed(frac, 6);
-            while text.bytes[text.len - 1] == b'0' {
-                text.len -= 1;
-            }
-        }
+        let (fraction, len) = decimals(frac as u32, 6);
+        text.push_slice(&fraction.to_le_bytes()[..usize::from(len)]);
         text.append_to(out);
         return;
     }
@@ -487,21 +457,11 @@ fn timestamp(out: &mut Vec<u8>, ts: Ts, times: &mut Timestamps) {
             digits
         }
     };
-    let stamp = if frac == 0 {
-        Stamp {
-            seconds,
-            fraction: u64::from(b'0'),
-            fraction_len: 1,
-        }
-    } else {
-        // Six digits, the first in the lowest byte; the trailing zeros are the
-        // zero bytes at the top (two more above the sixth digit).
-        let digits = eight_digits(frac as u32) >> 16;
-        Stamp {
-            seconds,
-            fraction: digits | 0x3030_3030_3030,
-            fraction_len: 8 - (digits.leading_zeros() / 8) as u8,
-        }
+    let (fraction, fraction_len) = decimals(frac as u32, 6);
+    let stamp = Stamp {
+        seconds,
+        fraction,
+        fraction_len,
     };
     stamp.append_to(out);
     times.last = Some((ts, stamp));
@@ -529,6 +489,24 @@ impl Stamp {
         out.extend_from_slice(&self.fraction.to_le_bytes());
         out.truncate(end);
     }
+}
+
+/// The decimals of `frac`, a fraction of `width` digits (1 to 8, `frac` below
+/// 10^width): their text in the low bytes of a word, the first digit lowest,
+/// trailing zeros dropped (`0` when there are none), and how many bytes that is
+/// (the bytes above are not part of it).
+fn decimals(frac: u32, width: u32) -> (u64, u8) {
+    debug_assert!((1..=8).contains(&width) && u64::from(frac) < 10u64.pow(width));
+    if frac == 0 {
+        return (u64::from(b'0'), 1);
+    }
+    // The digits of `frac`, the leading zeros of eight digits dropped: the
+    // trailing zeros are the zero bytes at the top.
+    let digits = eight_digits(frac) >> (8 * (8 - width));
+    (
+        digits | 0x3030_3030_3030_3030,
+        8 - (digits.leading_zeros() / 8) as u8,
+    )
 }
 
 /// The eight decimal digits of `n` (below 10^8, zero-padded) as the values 0-9 in
